@@ -1,0 +1,3 @@
+from edgecloud.cli import main
+
+raise SystemExit(main())
