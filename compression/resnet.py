@@ -1,0 +1,225 @@
+"""CIFAR-style ResNet-18/34 (Zhang et al. §IV) built entirely from a JSON-able ``arch`` dict.
+
+The dict is the single source of truth for a network's shape: it is stored in every checkpoint and
+in the bundle manifest, so any teacher or RL-compressed student is rebuilt by ``build_model(arch)``
+with no code edits. Layout (all ints unless noted)::
+
+    {"depth": 18, "in_channels": 1, "num_classes": 10, "input_size": [28, 28],
+     "stem": {"out": 64, "kernel": 3},
+     "stages": [{"width": 64, "stride": 1, "blocks": [{"mid": 64, "kernel1": 3, "kernel2": 3}, ...]},
+                ... 4 stages]}
+
+``depth`` names the family the blocks came from; a student keeps its teacher's depth even after
+blocks are removed, so the real depth is read from ``stages``. Unlike the ImageNet ResNet, the stem
+is a single 3x3 conv with stride 1 and no max-pool, which suits 8x8 to 32x32 inputs.
+A block is conv1(in->mid, kernel1, stride s)-BN-ReLU-conv2(mid->width, kernel2)-BN, plus a shortcut
+that is the identity when s == 1 and in == width, else a 1x1 conv with stride s and BN; then ReLU.
+Every conv pads kernel // 2, so only the strides change spatial shapes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+# Blocks per stage for the two teachers of the paper (He et al. 2016, Table 1).
+STAGE_BLOCKS: dict[int, tuple[int, ...]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+STAGE_STRIDES: tuple[int, ...] = (1, 2, 2, 2)
+
+
+def resnet_arch(
+    depth: int = 18,
+    *,
+    in_channels: int = 3,
+    num_classes: int = 10,
+    width: int = 64,
+    input_size: tuple[int, int] = (32, 32),
+) -> dict[str, Any]:
+    """The arch dict of a full CIFAR-style ResNet-``depth`` with stage widths w, 2w, 4w, 8w."""
+    if depth not in STAGE_BLOCKS:
+        raise ValueError(f"depth must be one of {sorted(STAGE_BLOCKS)}, got {depth!r}")
+    stages = []
+    for i, (n_blocks, stride) in enumerate(zip(STAGE_BLOCKS[depth], STAGE_STRIDES, strict=True)):
+        stage_width = width * 2**i
+        blocks = [{"mid": stage_width, "kernel1": 3, "kernel2": 3} for _ in range(n_blocks)]
+        stages.append({"width": stage_width, "stride": stride, "blocks": blocks})
+    arch = {
+        "depth": depth,
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        "input_size": [int(input_size[0]), int(input_size[1])],
+        "stem": {"out": width, "kernel": 3},
+        "stages": stages,
+    }
+    validate_arch(arch)
+    return arch
+
+
+def _positive_int(value: object, where: str) -> int:
+    # bool is an int subclass; True as a width is always a bug upstream.
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"arch{where} must be a positive int, got {value!r}")
+    return value
+
+
+def _odd_kernel(value: object, where: str) -> int:
+    k = _positive_int(value, where)
+    if k % 2 == 0:
+        # padding = k // 2 only preserves the spatial shape for odd kernels.
+        raise ValueError(f"arch{where} must be an odd kernel size, got {k}")
+    return k
+
+
+def validate_arch(arch: dict[str, Any]) -> None:
+    """Raise ValueError naming the first malformed field of ``arch``; return None if it is usable."""
+    if not isinstance(arch, dict):
+        raise ValueError(f"arch must be a dict, got {type(arch).__name__}")
+    for key in ("depth", "in_channels", "num_classes", "input_size", "stem", "stages"):
+        if key not in arch:
+            raise ValueError(f"arch is missing the field {key!r}")
+    _positive_int(arch["in_channels"], "['in_channels']")
+    _positive_int(arch["num_classes"], "['num_classes']")
+    size = arch["input_size"]
+    if not isinstance(size, list | tuple) or len(size) != 2:
+        raise ValueError(f"arch['input_size'] must be [H, W], got {size!r}")
+    _positive_int(size[0], "['input_size'][0]")
+    _positive_int(size[1], "['input_size'][1]")
+    _positive_int(arch["stem"].get("out"), "['stem']['out']")
+    _odd_kernel(arch["stem"].get("kernel"), "['stem']['kernel']")
+    stages = arch["stages"]
+    if not isinstance(stages, list) or not stages:
+        raise ValueError(f"arch['stages'] must be a non-empty list, got {stages!r}")
+    for s, stage in enumerate(stages):
+        _positive_int(stage.get("width"), f"['stages'][{s}]['width']")
+        _positive_int(stage.get("stride"), f"['stages'][{s}]['stride']")
+        blocks = stage.get("blocks")
+        if not isinstance(blocks, list) or not blocks:
+            raise ValueError(f"arch['stages'][{s}]['blocks'] must be a non-empty list, got {blocks!r}")
+        for b, block in enumerate(blocks):
+            where = f"['stages'][{s}]['blocks'][{b}]"
+            _positive_int(block.get("mid"), f"{where}['mid']")
+            _odd_kernel(block.get("kernel1"), f"{where}['kernel1']")
+            _odd_kernel(block.get("kernel2"), f"{where}['kernel2']")
+
+
+def block_io(arch: dict[str, Any]) -> list[list[tuple[int, int, int]]]:
+    """Per stage, per block: (in_channels, stride, width) as the block sees them.
+
+    Only a stage's first block strides and changes width; the others map width -> width with
+    stride 1 and therefore always have an identity shortcut.
+    """
+    io: list[list[tuple[int, int, int]]] = []
+    in_ch = arch["stem"]["out"]
+    for stage in arch["stages"]:
+        width = stage["width"]
+        io.append([(in_ch if b == 0 else width, stage["stride"] if b == 0 else 1, width)
+                   for b in range(len(stage["blocks"]))])
+        in_ch = width
+    return io
+
+
+def has_conv_shortcut(in_ch: int, stride: int, width: int) -> bool:
+    """The residual needs a projection exactly when the block changes resolution or width."""
+    return stride != 1 or in_ch != width
+
+
+class BasicBlock(nn.Module):
+    """Two convs plus a residual: out = ReLU(BN(conv2(ReLU(BN(conv1(x))))) + shortcut(x))."""
+
+    def __init__(self, in_ch: int, *, mid: int, width: int, stride: int, kernel1: int, kernel2: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, mid, kernel1, stride=stride, padding=kernel1 // 2, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, width, kernel2, stride=1, padding=kernel2 // 2, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.shortcut: nn.Module
+        if has_conv_shortcut(in_ch, stride, width):
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_ch, width, 1, stride=stride, bias=False), nn.BatchNorm2d(width)
+            )
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))  # (B, mid, H', W')
+        out = self.bn2(self.conv2(out))  # (B, width, H', W')
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """A ResNet whose every shape comes from ``arch`` (kept, deep-copied, as ``self.arch``)."""
+
+    def __init__(self, arch: dict[str, Any]) -> None:
+        super().__init__()
+        validate_arch(arch)
+        self.arch: dict[str, Any] = copy.deepcopy(arch)
+        out, k = arch["stem"]["out"], arch["stem"]["kernel"]
+        self.stem = nn.Sequential(
+            nn.Conv2d(arch["in_channels"], out, k, padding=k // 2, bias=False),
+            nn.BatchNorm2d(out),
+            nn.ReLU(inplace=True),
+        )
+        stages = []
+        for stage, ios in zip(arch["stages"], block_io(arch), strict=True):
+            blocks = [
+                BasicBlock(in_ch, mid=spec["mid"], width=width, stride=stride,
+                           kernel1=spec["kernel1"], kernel2=spec["kernel2"])
+                for spec, (in_ch, stride, width) in zip(stage["blocks"], ios, strict=True)
+            ]
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.ModuleList(stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(arch["stages"][-1]["width"], arch["num_classes"])
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # He init for ReLU nets (fan_out, as torchvision's ResNet); BN starts as the identity.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Logits (B, K) and every stage's output (B, width_s, H_s, W_s), for similarity-preserving KD."""
+        h = self.stem(x)  # (B, stem_out, H, W)
+        feats: list[Tensor] = []
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        logits = self.fc(torch.flatten(self.pool(h), 1))  # (B, K)
+        return logits, feats
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_features(x)[0]
+
+
+def build_model(arch: dict[str, Any]) -> ResNet:
+    """Rebuild any teacher or student from its arch dict (weights freshly initialised)."""
+    return ResNet(arch)
+
+
+def param_count(arch: dict[str, Any]) -> int:
+    """Number of trainable parameters, computed from ``arch`` alone (convs have no bias; BN has 2/channel)."""
+    validate_arch(arch)
+    stem = arch["stem"]
+    total = arch["in_channels"] * stem["out"] * stem["kernel"] ** 2 + 2 * stem["out"]
+    for stage, ios in zip(arch["stages"], block_io(arch), strict=True):
+        for spec, (in_ch, stride, width) in zip(stage["blocks"], ios, strict=True):
+            mid = spec["mid"]
+            total += in_ch * mid * spec["kernel1"] ** 2 + 2 * mid
+            total += mid * width * spec["kernel2"] ** 2 + 2 * width
+            if has_conv_shortcut(in_ch, stride, width):
+                total += in_ch * width + 2 * width
+    last = arch["stages"][-1]["width"]
+    total += last * arch["num_classes"] + arch["num_classes"]
+    return total
+
+
+def model_bytes(arch: dict[str, Any]) -> int:
+    """float32 bytes of the parameters: the paper's size measure (Table I: 43.7 MB for ResNet-18)."""
+    return 4 * param_count(arch)

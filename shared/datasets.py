@@ -1,0 +1,122 @@
+"""Dataset loading for both halves: numpy only, never torch, never a download.
+
+    from shared.datasets import load_dataset, normalize
+    ds = load_dataset("mnist", data_dir=Path("../shared/data/mnist"), seed=0)
+    x = normalize(ds.test.x, ds.mean, ds.std)   # float32 (N, C, H, W)
+
+Splits are deterministic given `seed`: `val` (and, for digits, `test`) are stratified carves.
+Every missing or malformed file raises `DatasetError` naming the file and the format expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.data import cifar, digits, idx, svhn
+from shared.data.base import Dataset, DatasetError, Split
+from shared.data.splits import channel_stats, stratified_split
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetError",
+    "Split",
+    "channel_stats",
+    "input_spec",
+    "load_dataset",
+    "normalize",
+]
+
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn")
+
+DIGITS_TEST_FRACTION = 0.2
+"""digits ships no test split, so this share is carved off (stratified, seeded) before val."""
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+# The files each on-disk dataset needs, for the error shown when --data-dir is missing.
+_EXPECTED_FILES: dict[str, tuple[str, ...]] = {
+    "mnist": idx.IDX_FILES,
+    "fashion-mnist": idx.IDX_FILES,
+    "cifar10": (*cifar.TRAIN_BATCHES, cifar.TEST_BATCH, cifar.META),
+    "svhn": (svhn.TRAIN_MAT, svhn.TEST_MAT),
+}
+
+
+def _require_dir(name: str, data_dir: Path | None) -> Path:
+    """The data directory of an on-disk dataset; it must be given explicitly since we never download."""
+    files = ", ".join(_EXPECTED_FILES[name])
+    if data_dir is None:
+        raise DatasetError(
+            f"{name} is read from local files and never downloaded: pass --data-dir (data_dir=) "
+            f"pointing at a directory holding {files}"
+        )
+    path = Path(data_dir)
+    if not path.is_dir():
+        raise DatasetError(f"{path}: not a directory; expected a {name} directory holding {files}")
+    return path
+
+
+def _official(name: str, data_dir: Path | None, rng: np.random.Generator) -> tuple[Split, Split, list[str]]:
+    """(full train, test, classes) for `name`; digits' test split is carved here with `rng`."""
+    if name == "digits":
+        full, test = stratified_split(digits.load_digits_split(), fraction=DIGITS_TEST_FRACTION, rng=rng)
+        return full, test, list(digits.CLASSES)
+    root = _require_dir(name, data_dir)
+    if name == "cifar10":
+        return cifar.load_cifar10(root)
+    if name == "svhn":
+        return (*svhn.load_svhn(root), list(svhn.CLASSES))
+    train, test = idx.load_idx_dataset(root)
+    classes = FASHION_CLASSES if name == "fashion-mnist" else [str(d) for d in range(10)]
+    return train, test, list(classes)
+
+
+def load_dataset(name: str, *, data_dir: Path | None = None, seed: int = 0,
+                 val_fraction: float = 0.1) -> Dataset:
+    """Load `name` with deterministic train/val/test splits and train-set channel statistics.
+
+    `val_fraction` of the official train split (after digits' test carve) becomes `val`,
+    stratified by class. The same `seed` always gives the same splits.
+    """
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise DatasetError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    # One generator, drawn in a fixed order (digits' test carve, then val), keeps splits reproducible.
+    rng = np.random.default_rng(seed)
+    full, test, classes = _official(name, data_dir, rng)
+    train, val = stratified_split(full, fraction=val_fraction, rng=rng)
+    mean, std = channel_stats(train.x)
+    return Dataset(name=name, train=train, val=val, test=test, classes=classes, mean=mean, std=std)
+
+
+def normalize(x_raw: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """float32 (N, C, H, W): (raw - mean) / std per channel, as the models were trained on."""
+    x = np.asarray(x_raw)
+    if x.ndim != 4:
+        raise ValueError(f"normalize expects (N, C, H, W), got shape {x.shape}")
+    m = np.asarray(mean, dtype=np.float32)
+    s = np.asarray(std, dtype=np.float32)
+    if m.shape != (x.shape[1],) or s.shape != (x.shape[1],):
+        raise ValueError(f"normalize needs one mean and std per channel ({x.shape[1]}), got {list(mean)} "
+                         f"and {list(std)}")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(f"normalize needs finite positive std, got {list(std)}")
+    # Broadcast per channel: (C,) -> (1, C, 1, 1).
+    return (x.astype(np.float32) - m[None, :, None, None]) / s[None, :, None, None]
+
+
+def input_spec(ds: Dataset) -> dict[str, Any]:
+    """The bundle manifest's `input` block for models trained on `ds` (see shared.bundle.InputSpec)."""
+    return {
+        "shape": [int(d) for d in ds.train.x.shape[1:]],
+        "dtype": "uint8",
+        "mean": [float(v) for v in ds.mean],
+        "std": [float(v) for v in ds.std],
+    }

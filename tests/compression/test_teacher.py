@@ -1,0 +1,197 @@
+"""compression.data and compression.teacher: loaders, training, evaluation, checkpoints, devices."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from compression.data import AUGMENT_PAD, make_loader
+from compression.resnet import build_model, resnet_arch
+from compression.teacher import (
+    CheckpointError,
+    DeviceUnavailableError,
+    TrainConfig,
+    evaluate,
+    load_checkpoint,
+    predict_logits,
+    read_checkpoint,
+    resolve_device,
+    save_checkpoint,
+    train_model,
+)
+from shared.datasets import normalize
+
+
+@dataclass(frozen=True)
+class _Split:
+    x: np.ndarray
+    y: np.ndarray
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+
+def test_loader_yields_normalised_batches_like_shared_normalize(digits) -> None:
+    loader = make_loader(digits.val, digits.mean, digits.std, batch_size=64, shuffle=False)
+    xs, ys = zip(*loader, strict=True)
+    assert xs[0].dtype == torch.float32 and ys[0].dtype == torch.int64
+    assert xs[0].shape == (64, 1, 8, 8)
+    x = torch.cat(xs).numpy()
+    np.testing.assert_allclose(x, normalize(digits.val.x, digits.mean, digits.std), atol=1e-6)
+    np.testing.assert_array_equal(torch.cat(ys).numpy(), digits.val.y)
+
+
+def test_shuffle_is_a_seeded_permutation(digits) -> None:
+    def epoch_labels(seed: int) -> list[np.ndarray]:
+        loader = make_loader(digits.train, digits.mean, digits.std, batch_size=100, shuffle=True, seed=seed)
+        return [torch.cat([y for _, y in loader]).numpy() for _ in range(2)]
+
+    first, second = epoch_labels(3)
+    assert sorted(first.tolist()) == sorted(digits.train.y.tolist())  # each sample once per epoch
+    assert not np.array_equal(first, second)  # epochs differ
+    again = epoch_labels(3)
+    assert np.array_equal(first, again[0]) and np.array_equal(second, again[1])  # same seed, same run
+    assert not np.array_equal(first, epoch_labels(4)[0])
+
+
+def test_augment_only_shifts_images_by_at_most_the_pad() -> None:
+    rng = np.random.default_rng(0)
+    x_raw = rng.integers(1, 255, size=(32, 2, 6, 7), dtype=np.uint8)  # no zeros: padding is visible
+    split = _Split(x_raw, np.arange(32, dtype=np.int64))
+    mean, std = (100.0, 50.0), (40.0, 30.0)
+    loader = make_loader(split, mean, std, batch_size=32, shuffle=False, augment=True, seed=1)
+    x, y = next(iter(loader))
+    assert x.shape == (32, 2, 6, 7) and torch.equal(y, torch.arange(32))
+    p = AUGMENT_PAD
+    clean = torch.from_numpy(normalize(x_raw, mean, std))
+    background = (-torch.tensor(mean) / torch.tensor(std)).view(2, 1, 1)
+    shifts = set()
+    for i in range(32):
+        padded = background.expand(2, 6 + 2 * p, 7 + 2 * p).clone()
+        padded[:, p:p + 6, p:p + 7] = clean[i]
+        matches = [(dy, dx) for dy in range(2 * p + 1) for dx in range(2 * p + 1)
+                   if torch.allclose(padded[:, dy:dy + 6, dx:dx + 7], x[i], atol=1e-6)]
+        assert matches, f"sample {i} is not a shift of its image"
+        shifts.add(matches[0])
+    assert len(shifts) > 5  # offsets really are random
+
+
+def test_loader_rejects_mismatched_statistics(digits) -> None:
+    with pytest.raises(ValueError, match="one value per channel"):
+        make_loader(digits.val, (0.0, 1.0), (1.0, 1.0), batch_size=8, shuffle=False)
+    with pytest.raises(ValueError, match="std must be positive"):
+        make_loader(digits.val, (0.0,), (0.0,), batch_size=8, shuffle=False)
+
+
+# ---- config and devices --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("epochs", 0), ("lr", 0.0), ("optimizer", "rmsprop"), ("schedule", "step"), ("label_smoothing", 1.0),
+     ("momentum", 1.0), ("batch_size", 0), ("weight_decay", -1.0)],
+)
+def test_train_config_rejects_bad_values_by_name(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="'tpu9'"):
+        resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceUnavailableError, match="'cuda'"):
+            resolve_device("cuda")
+    with pytest.raises(DeviceUnavailableError, match="cuda:99"):
+        resolve_device("cuda:99")
+
+
+# ---- training and evaluation ---------------------------------------------------------------------
+
+
+def test_teacher_training_smoke_on_digits(digits) -> None:
+    torch.manual_seed(0)
+    model = build_model(resnet_arch(18, in_channels=1, num_classes=10, width=8, input_size=(8, 8)))
+    cfg = TrainConfig(epochs=2, batch_size=64, lr=0.05, device="cpu", seed=0)
+    history = train_model(model, digits, cfg, progress=False)
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert set(history[0]) >= {"loss", "val_accuracy", "train_accuracy", "lr", "seconds"}
+    assert history[1]["loss"] < history[0]["loss"]
+    assert not model.training
+    test_acc = evaluate(model, digits.test, digits.mean, digits.std)
+    assert test_acc > 0.8, test_acc  # chance is 0.1; this run reaches about 0.94
+    assert history[-1]["val_accuracy"] > 0.8
+
+
+def test_adam_cosine_label_smoothing_and_augment_train_too(digits) -> None:
+    torch.manual_seed(0)
+    model = build_model(resnet_arch(18, in_channels=1, width=4, input_size=(8, 8)))
+    cfg = TrainConfig(epochs=1, batch_size=128, lr=3e-3, optimizer="adam", schedule="cosine",
+                      label_smoothing=0.1, augment=True, device="cpu")
+    history = train_model(model, digits, cfg, progress=False)
+    assert history[0]["lr"] == pytest.approx(0.0, abs=1e-9)  # cosine annealed to 0 at the last step
+    assert np.isfinite(history[0]["loss"])
+
+
+def test_predict_logits_and_evaluate_agree(digits, tiny_model) -> None:
+    model = tiny_model(18)
+    model.train()
+    logits = predict_logits(model, digits.test.x, digits.mean, digits.std, batch_size=100)
+    assert logits.shape == (len(digits.test.y), 10) and logits.dtype == np.float32
+    assert model.training  # mode restored
+    acc = evaluate(model, digits.test, digits.mean, digits.std, batch_size=64)
+    assert acc == pytest.approx(float((logits.argmax(1) == digits.test.y).mean()))
+    model.eval()
+    with torch.no_grad():
+        direct = model(torch.from_numpy(normalize(digits.test.x[:7], digits.mean, digits.std))).numpy()
+    np.testing.assert_allclose(logits[:7], direct, atol=1e-5)
+
+
+def test_predict_logits_rejects_bad_shapes(tiny_model) -> None:
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        predict_logits(tiny_model(18), np.zeros((3, 8, 8), np.uint8), (0.0,), (1.0,))
+    with pytest.raises(ValueError, match="no samples"):
+        predict_logits(tiny_model(18), np.zeros((0, 1, 8, 8), np.uint8), (0.0,), (1.0,))
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------
+
+
+def test_checkpoint_roundtrip_gives_identical_outputs(tmp_path: Path, tiny_model) -> None:
+    model = tiny_model(34)
+    path = tmp_path / "sub" / "teacher.pt"
+    save_checkpoint(model, path, val_accuracy=0.9, history=[{"epoch": 1}])
+    restored = load_checkpoint(path)
+    assert restored.arch == model.arch and not restored.training
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(restored(x), model(x))
+    ckpt = read_checkpoint(path)
+    assert ckpt["val_accuracy"] == 0.9 and ckpt["history"] == [{"epoch": 1}]
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_checkpoint_errors_name_the_file(tmp_path: Path, tiny_model) -> None:
+    missing = tmp_path / "nope.pt"
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt"):
+        load_checkpoint(missing)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"corrupt\.pt"):
+        load_checkpoint(corrupt)
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"state_dict": {}}, wrong)
+    with pytest.raises(CheckpointError, match=r"wrong\.pt"):
+        load_checkpoint(wrong)
+    mismatch = tmp_path / "mismatch.pt"
+    torch.save({"arch": resnet_arch(18, width=4), "state_dict": tiny_model(18).state_dict()}, mismatch)
+    with pytest.raises(CheckpointError, match=r"mismatch\.pt"):
+        load_checkpoint(mismatch)
+    with pytest.raises(ValueError, match="arch"):
+        save_checkpoint(tiny_model(18), tmp_path / "x.pt", arch={})
