@@ -1,0 +1,36 @@
+"""`edgecloud compress`: stage 2, RL layer removal/shrinkage, SP-KD and ONNX export."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgecloud.commands._offline import DEFAULT_OUT, setup_logging
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser("compress", help="stage 2: RL-compress the teacher, distil and export student.onnx",
+                            description="Reads teacher.pt and reports/build.json from the bundle directory.")
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_OUT, help="bundle directory from train-teacher")
+    parser.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging()
+    from edgecloud.pipeline import StageError, compress, load_config, load_data
+    from edgecloud.tables import table_architecture, table_models
+    from shared.datasets import DatasetError
+
+    try:
+        dataset = load_data(load_config(args.bundle), args.data_dir)
+        metrics = compress(args.bundle, dataset, progress=not args.no_progress)
+    except (StageError, DatasetError, ValueError) as err:
+        print(f"edgecloud compress: {err}", file=sys.stderr)
+        return 2
+    print(table_models(metrics))
+    print(table_architecture(metrics))
+    return 0

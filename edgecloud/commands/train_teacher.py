@@ -1,0 +1,40 @@
+"""`edgecloud train-teacher`: stage 1 of the build."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from edgecloud.commands._offline import DEFAULT_OUT, add_common_args, add_dataset_args, setup_logging
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser("train-teacher", help="stage 1: train the teacher ResNet into a bundle directory",
+                            description="Trains the teacher and writes teacher.pt (+ teacher.onnx) and "
+                                        "reports/build.json, which the later stages read.")
+    add_dataset_args(parser)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle directory")
+    parser.add_argument("--preset", default="fast", choices=("fast", "paper"), help="settings preset")
+    add_common_args(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging()
+    from edgecloud.pipeline import train_teacher
+    from edgecloud.presets import make_config
+    from shared.datasets import DatasetError, load_dataset
+
+    try:
+        dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+        cfg = make_config(args.preset, dataset=args.dataset, train_size=len(dataset.train.y),
+                          seed=args.seed, device=args.device)
+        metrics = train_teacher(cfg, args.out, dataset, progress=not args.no_progress)
+    except (DatasetError, ValueError) as err:
+        print(f"edgecloud train-teacher: {err}", file=sys.stderr)
+        return 2
+    print(f"teacher: {100 * metrics['teacher_accuracy']:.2f}% test accuracy, "
+          f"{metrics['teacher_params']:,} params -> {args.out}")
+    return 0

@@ -1,0 +1,218 @@
+"""The offline half end to end: teacher -> RL-compressed, distilled student -> ONNX -> SL offloader.
+
+Each stage reads and writes the bundle directory, so `edgecloud train-teacher`, `compress` and
+`train-offloader` can run one by one (and be resumed), and `edgecloud build` runs all three.
+The stage settings travel in `reports/build.json`; measured numbers collect in
+`reports/metrics.json` and end up in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecloud.presets import BuildConfig
+from shared import bundle as B
+from shared.datasets import Dataset, input_spec, load_dataset, normalize
+
+log = logging.getLogger(__name__)
+
+BUILD_JSON = "build.json"
+METRICS_JSON = "metrics.json"
+
+
+class StageError(RuntimeError):
+    """A stage cannot run: a previous stage's output is missing."""
+
+
+def _reports(out: Path) -> Path:
+    path = out / B.REPORTS
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_config(out: Path, cfg: BuildConfig) -> None:
+    (_reports(out) / BUILD_JSON).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+
+def load_config(out: Path) -> BuildConfig:
+    path = out / B.REPORTS / BUILD_JSON
+    if not path.is_file():
+        raise StageError(f"{path}: missing; run `edgecloud train-teacher --out {out}` first")
+    return BuildConfig.from_dict(json.loads(path.read_text()))
+
+
+def _update_metrics(out: Path, **values: Any) -> dict[str, Any]:
+    path = _reports(out) / METRICS_JSON
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics.update(values)
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def read_metrics(out: Path) -> dict[str, Any]:
+    path = out / B.REPORTS / METRICS_JSON
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _require(path: Path, stage: str) -> Path:
+    if not path.is_file():
+        raise StageError(f"{path}: missing; run `edgecloud {stage}` first")
+    return path
+
+
+def load_data(cfg: BuildConfig, data_dir: Path | None) -> Dataset:
+    """The dataset a bundle was (or is being) built from, split with the build's seed."""
+    return load_dataset(cfg.dataset, data_dir=data_dir, seed=cfg.seed)
+
+
+def train_teacher(cfg: BuildConfig, out: Path, dataset: Dataset, *, progress: bool = True) -> dict[str, Any]:
+    """Train the teacher ResNet, save `teacher.pt` (+ `teacher.onnx` when it exports with parity)."""
+    import torch
+
+    from compression.export import ExportError, ParityError, check_parity, export_onnx
+    from compression.resnet import build_model, model_bytes, resnet_arch
+    from compression.teacher import TrainConfig, evaluate, save_checkpoint, train_model
+
+    torch.manual_seed(cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(out, cfg)
+    c, h, w = dataset.train.x.shape[1:]
+    arch = resnet_arch(cfg.teacher.depth, in_channels=c, num_classes=len(dataset.classes),
+                       width=cfg.teacher.width, input_size=(h, w))
+    model = build_model(arch)
+    train_cfg = TrainConfig(epochs=cfg.teacher.epochs, batch_size=cfg.teacher.batch_size, lr=cfg.teacher.lr,
+                            augment=cfg.teacher.augment, device=cfg.device, seed=cfg.seed)
+    started = time.perf_counter()
+    history = train_model(model, dataset, train_cfg, progress=progress)
+    seconds = time.perf_counter() - started
+    model = model.cpu().eval()
+    accuracy = evaluate(model, dataset.test, dataset.mean, dataset.std)
+    save_checkpoint(model, out / B.TEACHER_PT)
+    onnx_ok = True
+    try:
+        export_onnx(model, out / B.TEACHER_ONNX, input_shape=(c, h, w))
+        check_parity(model, out / B.TEACHER_ONNX, normalize(dataset.test.x[:256], dataset.mean, dataset.std))
+    except (ExportError, ParityError) as err:
+        # The cloud can still serve teacher.pt with its torch backend.
+        log.warning("teacher.onnx not written: %s", err)
+        (out / B.TEACHER_ONNX).unlink(missing_ok=True)
+        onnx_ok = False
+    (_reports(out) / "teacher_history.json").write_text(json.dumps(history, indent=2) + "\n")
+    return _update_metrics(out, teacher_accuracy=accuracy, teacher_bytes=model_bytes(arch),
+                           teacher_params=model_bytes(arch) // 4, teacher_train_seconds=seconds,
+                           teacher_onnx=onnx_ok, teacher_arch=arch)
+
+
+def compress(out: Path, dataset: Dataset, *, progress: bool = True) -> dict[str, Any]:
+    """RL search (Algorithm 1), full SP-KD of the best student, ONNX export with a parity check."""
+    import torch
+
+    from compression.distill import DistillConfig, distill
+    from compression.export import check_parity, export_onnx
+    from compression.resnet import model_bytes
+    from compression.search import SearchConfig, search, write_search_report
+    from compression.teacher import evaluate, load_checkpoint, save_checkpoint
+
+    cfg = load_config(out)
+    torch.manual_seed(cfg.seed)
+    teacher = load_checkpoint(_require(out / B.TEACHER_PT, "train-teacher")).eval()
+    s = cfg.search
+    search_cfg = SearchConfig(
+        episodes=s.episodes, rollouts=s.rollouts, lr=s.lr, alpha=s.alpha, beta=s.beta, c0=s.c0, a0=s.a0,
+        inherit=s.inherit, seed=cfg.seed, device=cfg.device,
+        episode_distill=DistillConfig(epochs=1, max_steps=s.episode_steps, batch_size=64, lr=0.02,
+                                      train_subset=s.episode_subset, seed=cfg.seed),
+    )
+    started = time.perf_counter()
+    result = search(teacher, dataset, search_cfg, progress=progress)
+    search_seconds = time.perf_counter() - started
+    write_search_report(result, _reports(out))
+
+    # Algorithm 1 keeps the best student seen; it now gets the full distillation budget.
+    student = result.best_model()
+    d = cfg.distill
+    started = time.perf_counter()
+    history = distill(student, teacher, dataset,
+                      DistillConfig(method=d.method, epochs=d.epochs, lr=d.lr, gamma=d.gamma,
+                                    augment=d.augment, device=cfg.device, seed=cfg.seed),
+                      progress=progress)
+    distill_seconds = time.perf_counter() - started
+    student = student.cpu().eval()
+    accuracy = evaluate(student, dataset.test, dataset.mean, dataset.std)
+    save_checkpoint(student, _reports(out) / "student.pt")
+    c, h, w = dataset.train.x.shape[1:]
+    export_onnx(student, out / B.STUDENT_ONNX, input_shape=(c, h, w))
+    # A failed parity check raises: an edge must never run a student that differs from the measured one.
+    delta = check_parity(student, out / B.STUDENT_ONNX, normalize(dataset.test.x, dataset.mean, dataset.std))
+    (_reports(out) / "distill_history.json").write_text(json.dumps(history, indent=2) + "\n")
+    return _update_metrics(
+        out, student_accuracy=accuracy, student_bytes=model_bytes(student.arch),
+        student_params=model_bytes(student.arch) // 4, student_onnx_bytes=(out / B.STUDENT_ONNX).stat().st_size,
+        student_arch=student.arch, student_actions=result.best_actions, search_best_reward=result.best_reward,
+        search_best_compression=result.best_compression, search_best_accuracy=result.best_accuracy,
+        search_seconds=search_seconds, distill_seconds=distill_seconds, onnx_max_abs_logit_delta=delta,
+    )
+
+
+def student_logits(onnx_path: Path, x_raw: np.ndarray, mean: Any, std: Any, *, batch_size: int = 1024) -> np.ndarray:
+    """The student's logits through onnxruntime: exactly what the edge will compute."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    chunks = [session.run(["logits"], {"input": normalize(x_raw[i:i + batch_size], mean, std)})[0]
+              for i in range(0, len(x_raw), batch_size)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.Manifest:
+    """SL offloader with QBC (Algorithm 2), operating point on validation, then the manifest."""
+    from offloading.report import write_offloading_report
+    from offloading.train import OffloaderConfig
+    from offloading.train import train_offloader as fit_offloader
+
+    from compression.teacher import load_checkpoint, predict_logits
+
+    cfg = load_config(out)
+    student_onnx = _require(out / B.STUDENT_ONNX, "compress")
+    teacher = load_checkpoint(_require(out / B.TEACHER_PT, "train-teacher")).eval()
+    splits = {"train": dataset.train, "val": dataset.val, "test": dataset.test}
+    s_logits = {k: student_logits(student_onnx, v.x, dataset.mean, dataset.std) for k, v in splits.items()}
+    t_logits = {k: predict_logits(teacher, v.x, dataset.mean, dataset.std) for k, v in splits.items()}
+    labels = {k: v.y for k, v in splits.items()}
+    o = cfg.offload
+    result = fit_offloader(
+        student_logits=s_logits, teacher_logits=t_logits, labels=labels,
+        cfg=OffloaderConfig(model=o.model, r=o.r, committee_size=o.committee_size, budget=o.budget,
+                            target_accuracy=o.target_accuracy, seed=cfg.seed),
+    )
+    with (out / B.OFFLOADER_PKL).open("wb") as handle:
+        pickle.dump(result.model, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    write_offloading_report(result, _reports(out))
+
+    metrics = _update_metrics(out, offloader_bytes=(out / B.OFFLOADER_PKL).stat().st_size,
+                              **result.test_summary())
+    manifest = B.Manifest(
+        dataset=cfg.dataset,
+        input=B.InputSpec(**input_spec(dataset)),
+        classes=list(dataset.classes),
+        metrics=B.Metrics(**{k: v for k, v in metrics.items() if not k.endswith("_arch")}),
+        operating_point=B.OperatingPoint(**result.operating_point),
+        teacher_arch=metrics.get("teacher_arch", {}),
+        student_arch=metrics.get("student_arch", {}),
+    )
+    B.write_manifest(out, manifest)
+    return B.load_manifest(out)
+
+
+def build(cfg: BuildConfig, out: Path, dataset: Dataset, *, progress: bool = True) -> B.Manifest:
+    """All three stages on one loaded dataset."""
+    train_teacher(cfg, out, dataset, progress=progress)
+    compress(out, dataset, progress=progress)
+    return train_offloader(out, dataset, progress=progress)
