@@ -189,7 +189,9 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.
     o = cfg.offload
     result = fit_offloader(
         student_logits=s_logits, teacher_logits=t_logits, labels=labels,
-        cfg=OffloaderConfig(model=o.model, r=o.r, committee_size=o.committee_size, budget=o.budget,
+        # A target accuracy replaces the budget: the operating point is chosen by exactly one of them.
+        cfg=OffloaderConfig(model=o.model, r=o.r, committee_size=o.committee_size,
+                            budget=None if o.target_accuracy is not None else o.budget,
                             target_accuracy=o.target_accuracy, seed=cfg.seed),
     )
     with (out / B.OFFLOADER_PKL).open("wb") as handle:

@@ -1,0 +1,105 @@
+"""Summaries, report.md / report.json and the two plots of an evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgecloud.evaluation.driver import StrategyRun
+
+OFFLOADED_SOURCES = frozenset({"cloud", "edge-fallback"})
+
+
+def summarise(run: StrategyRun, y: np.ndarray, *, bytes_sent: float | None) -> dict[str, Any]:
+    """One row of Table VII: accuracy counts every sample, so an unanswered one counts as wrong."""
+    answered = np.array([s != "" for s in run.sources])
+    latency_ms = run.latency_s[answered] * 1e3
+    counts = {s: int(sum(1 for v in run.sources if v == s)) for s in ("edge", "cloud", "edge-fallback")}
+    n = len(y)
+    return {
+        "accuracy": float(np.mean(run.labels == y)) if n else 0.0,
+        "runtime_s": run.runtime_s,
+        "offload_rate": float(sum(1 for s in run.sources if s in OFFLOADED_SOURCES) / n) if n else 0.0,
+        "p50_ms": float(np.percentile(latency_ms, 50)) if latency_ms.size else None,
+        "p99_ms": float(np.percentile(latency_ms, 99)) if latency_ms.size else None,
+        "bytes_sent": bytes_sent,
+        "samples": n,
+        "answered": int(answered.sum()),
+        "sources": counts,
+        "errors": run.errors[:20],
+    }
+
+
+def table(report: dict[str, Any]) -> str:
+    rows = ["| strategy | accuracy | runtime (s) | offload rate | p50 (ms) | p99 (ms) | bytes sent | answered |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, s in report["strategies"].items():
+        sent = "n/a" if s["bytes_sent"] is None else f"{s['bytes_sent']:,.0f}"
+        rows.append(f"| {name} | {100 * s['accuracy']:.2f}% | {s['runtime_s']:.2f} | {100 * s['offload_rate']:.1f}% "
+                    f"| {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {sent} | {s['answered']}/{s['samples']} |")
+    strategies = report["strategies"]
+    lines = ["\n".join(rows), "",
+             f"teacher accuracy (bundle, test split): {100 * report['teacher_accuracy']:.2f}%  "
+             f"student accuracy: {100 * report['student_accuracy']:.2f}%"]
+    if {"edge_only", "cooperation", "cloud_only"} <= set(strategies):
+        coop = strategies["cooperation"]["runtime_s"]
+        lines.append(f"cooperation / edge-only runtime: {coop / strategies['edge_only']['runtime_s']:.3f}x  "
+                     f"cloud-only / cooperation runtime: {strategies['cloud_only']['runtime_s'] / coop:.3f}x  "
+                     f"time saved against cloud-only: "
+                     f"{100 * (1 - coop / strategies['cloud_only']['runtime_s']):.1f}%")
+    return "\n".join(lines)
+
+
+def _plot_accuracy(report: dict[str, Any], curve: dict[str, Any] | None, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    if curve:
+        for name, points in curve.items():
+            ax.plot(np.array(points["offload_rate"]) * 100, np.array(points["accuracy"]) * 100,
+                    lw=1, alpha=0.7, label=f"{name} (offline, test)")
+    for name, s in report["strategies"].items():
+        ax.scatter([100 * s["offload_rate"]], [100 * s["accuracy"]], s=60, zorder=3, label=f"{name} (live)")
+    ax.set_xlabel("offload rate (%)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"accuracy against offload rate ({report['dataset']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _plot_latency_cdf(runs: dict[str, StrategyRun], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for name, run in runs.items():
+        ms = np.sort(run.latency_s[~np.isnan(run.latency_s)] * 1e3)
+        if ms.size:
+            ax.plot(ms, np.arange(1, ms.size + 1) / ms.size, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("per-sample latency (ms, log)")
+    ax.set_ylabel("fraction of samples")
+    ax.set_title("latency CDF by strategy")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def write_report(report: dict[str, Any], runs: dict[str, StrategyRun], out: Path,
+                 *, curve: dict[str, Any] | None = None) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "report.json", out / "report.md", out / "accuracy_vs_offload.png", out / "latency_cdf.png"]
+    paths[0].write_text(json.dumps(report, indent=2) + "\n")
+    paths[1].write_text(f"# edgecloud evaluation: {report['dataset']}\n\n{table(report)}\n\n"
+                        "![accuracy against offload rate](accuracy_vs_offload.png)\n\n"
+                        "![latency CDF](latency_cdf.png)\n")
+    _plot_accuracy(report, curve, paths[2])
+    _plot_latency_cdf(runs, paths[3])
+    return paths

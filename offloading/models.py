@@ -1,0 +1,104 @@
+"""Candidate offloader models (Zhang et al. §V-B, Tables III-IV): binary "is the student wrong?".
+
+Each factory takes a seed and returns an unfitted scikit-learn-style estimator. The distance-based
+models (SVM, KNN) sit in a Pipeline behind a StandardScaler because logit scales differ per class;
+tree models need no scaling. The sklearn / xgboost imports live inside the factories so that the
+edge, which only unpickles a fitted model and scores it, never pays for importing all six.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from offloading.features import check_logits
+
+Estimator = Any  # a scikit-learn-compatible classifier: fit / predict / decision_function or predict_proba
+
+
+def _svm(seed: int) -> Estimator:
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVC
+
+    # The paper's default: RBF kernel, C=1, gamma="scale" (sklearn's 1 / (F * var(X))).
+    return Pipeline([("scale", StandardScaler()), ("clf", SVC(kernel="rbf", C=1.0, random_state=seed))])
+
+
+def _rf(seed: int) -> Estimator:
+    from sklearn.ensemble import RandomForestClassifier
+
+    return RandomForestClassifier(n_estimators=100, random_state=seed, n_jobs=1)
+
+
+def _knn(seed: int) -> Estimator:
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    del seed  # KNN is deterministic
+    return Pipeline([("scale", StandardScaler()), ("clf", KNeighborsClassifier(n_neighbors=5))])
+
+
+def _gbdt(seed: int) -> Estimator:
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    return GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=seed)
+
+
+def _xgb(seed: int) -> Estimator:
+    from xgboost import XGBClassifier
+
+    return XGBClassifier(n_estimators=100, max_depth=4, tree_method="hist", random_state=seed, n_jobs=1)
+
+
+def _et(seed: int) -> Estimator:
+    from sklearn.ensemble import ExtraTreesClassifier
+
+    return ExtraTreesClassifier(n_estimators=100, random_state=seed, n_jobs=1)
+
+
+CANDIDATES: dict[str, Callable[[int], Estimator]] = {
+    "svm": _svm,
+    "rf": _rf,
+    "knn": _knn,
+    "gbdt": _gbdt,
+    "xgb": _xgb,
+    "et": _et,
+}
+
+
+def make_model(name: str, *, seed: int = 0) -> Estimator:
+    """An unfitted candidate offloader by name; ValueError listing the names on an unknown one."""
+    try:
+        factory = CANDIDATES[name]
+    except KeyError:
+        raise ValueError(f"unknown offloader model {name!r}; choose one of {sorted(CANDIDATES)}") from None
+    return factory(seed)
+
+
+def offloader_scores(model: Estimator, features: np.ndarray) -> np.ndarray:
+    """(N, F) features -> (N,) float64, higher = more likely the student is wrong.
+
+    Uses decision_function where the model has one (SVM, GBDT), else predict_proba[:, 1]
+    (RF, KNN, XGB, ET). Both rank samples by the positive ("complex") class, classes_[1].
+    """
+    x = check_logits(features)  # same shape and finiteness rules as logits
+    classes = getattr(model, "classes_", None)
+    if classes is not None and len(classes) != 2:
+        raise ValueError(f"offloader must be a binary classifier, got classes {list(classes)}")
+    if len(x) == 0:
+        return np.zeros(0, dtype=np.float64)
+    if hasattr(model, "decision_function"):
+        return np.asarray(model.decision_function(x), dtype=np.float64).reshape(-1)
+    if hasattr(model, "predict_proba"):
+        return np.asarray(model.predict_proba(x), dtype=np.float64)[:, 1]
+    raise ValueError(f"offloader {type(model).__name__} has neither decision_function nor predict_proba")
+
+
+def pickled_kb(model: Estimator) -> float:
+    """Size of the model as it ships in the bundle (offloader.pkl), in KB (1 KB = 1024 bytes)."""
+    return len(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)) / 1024.0

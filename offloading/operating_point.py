@@ -1,0 +1,130 @@
+"""Choosing where a filter cuts, on the validation split (Zhang et al. §VI-C, Fig. 5).
+
+A sample that is offloaded takes the teacher's answer, otherwise the student's, so the
+cooperative accuracy at a threshold is mean(where(score > t, teacher_correct, student_correct)).
+Sweeping t from high to low traces an accuracy-against-offload-rate curve; the user picks a point
+on it by an offload budget (largest fraction offloaded) or by a target accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from shared.bundle import OperatingPoint
+
+log = logging.getLogger(__name__)
+
+
+def _check_correct(name: str, values: np.ndarray, n: int) -> np.ndarray:
+    v = np.asarray(values)
+    if v.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},), got {v.shape}")
+    if v.dtype != np.bool_:
+        raise ValueError(f"{name} must be a bool mask, got dtype {v.dtype}")
+    return v
+
+
+def cooperative_accuracy(offload: np.ndarray, student_correct: np.ndarray, teacher_correct: np.ndarray) -> float:
+    """Accuracy when offloaded samples take the teacher's answer and the rest the student's."""
+    off = np.asarray(offload)
+    if off.ndim != 1 or len(off) == 0:
+        raise ValueError(f"offload must be a non-empty 1-D mask, got shape {off.shape}")
+    off = _check_correct("offload", off, len(off))
+    s_ok = _check_correct("student_correct", student_correct, len(off))
+    t_ok = _check_correct("teacher_correct", teacher_correct, len(off))
+    return float(np.where(off, t_ok, s_ok).mean())
+
+
+def threshold_curve(
+    scores: np.ndarray, student_correct: np.ndarray, teacher_correct: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, rates, accs), one entry per achievable offload set, from offload-none to offload-all.
+
+    Samples with tied scores fall on the same side of any threshold, so only cuts between distinct
+    scores are achievable. Thresholds sit midway between neighbouring distinct scores; the two ends
+    sit half the score range (or 0.5 if all scores tie) beyond the extremes.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or len(s) == 0:
+        raise ValueError(f"scores must be a non-empty 1-D array, got shape {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or Inf")
+    n = len(s)
+    s_ok = _check_correct("student_correct", student_correct, n)
+    t_ok = _check_correct("teacher_correct", teacher_correct, n)
+
+    order = np.argsort(-s, kind="stable")  # hardest first
+    s_sorted = s[order]
+    gain = t_ok[order].astype(np.int64) - s_ok[order].astype(np.int64)  # +1 if offloading fixes it
+    correct = s_ok.sum() + np.concatenate([[0], np.cumsum(gain)])  # (N + 1,), offloading the top k
+    # k is achievable iff the k-th and (k+1)-th scores differ (k = 0 and k = N always are).
+    k = np.concatenate([[0], np.flatnonzero(s_sorted[:-1] > s_sorted[1:]) + 1, [n]])
+    margin = 0.5 * (s_sorted[0] - s_sorted[-1]) or 0.5
+    padded = np.concatenate([[s_sorted[0] + 2 * margin], s_sorted, [s_sorted[-1] - 2 * margin]])
+    thresholds = 0.5 * (padded[k] + padded[k + 1])  # between the last offloaded and the first kept
+    return thresholds, k / n, correct[k] / n
+
+
+def accuracy_offload_curve(
+    scores: np.ndarray, student_correct: np.ndarray, teacher_correct: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rates, accs): cooperative accuracy at every achievable offload rate, rates ascending."""
+    _, rates, accs = threshold_curve(scores, student_correct, teacher_correct)
+    return rates, accs
+
+
+def choose_operating_point(
+    scores_val: np.ndarray,
+    student_correct_val: np.ndarray,
+    teacher_correct_val: np.ndarray,
+    *,
+    filter_name: str,
+    budget: float | None = None,
+    target_accuracy: float | None = None,
+) -> dict[str, Any]:
+    """Pick the threshold on validation scores; exactly one of `budget` / `target_accuracy`.
+
+    Returns the fields of shared.bundle.OperatingPoint (validated by it) plus `target_reached`, as a
+    plain dict, so `OperatingPoint(**op)` builds the manifest entry and `make_filter(op)` the filter.
+
+    budget: the highest cooperative accuracy among offload rates <= budget (ties: the lower rate).
+    target_accuracy: the lowest offload rate reaching it; if none does, the best accuracy (lowest
+    rate among ties), with a warning logged and `target_reached=False` in the result.
+    """
+    if (budget is None) == (target_accuracy is None):
+        raise ValueError(
+            f"give exactly one of budget / target_accuracy, got budget={budget}, target={target_accuracy}"
+        )
+    for label, value in (("budget", budget), ("target_accuracy", target_accuracy)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ValueError(f"{label} must be in [0, 1], got {value}")
+    thresholds, rates, accs = threshold_curve(scores_val, student_correct_val, teacher_correct_val)
+    target_reached = True
+    if budget is not None:
+        # A tolerance so that budget = 0.2 admits exactly 20 of 100 despite float division.
+        allowed = np.flatnonzero(rates <= budget + 1e-12)  # never empty: rate 0 is always there
+        best = allowed[np.argmax(accs[allowed])]  # argmax takes the first, i.e. lowest-rate, tie
+    else:
+        reaching = np.flatnonzero(accs >= target_accuracy - 1e-12)
+        if len(reaching):
+            best = reaching[0]
+        else:
+            target_reached = False
+            best = int(np.argmax(accs))
+            log.warning(
+                "target accuracy %.4f unreachable with filter %r on validation; best is %.4f at rate %.3f",
+                target_accuracy, filter_name, accs[best], rates[best],
+            )
+    op = OperatingPoint(
+        filter=filter_name,
+        threshold=float(thresholds[best]),
+        budget=budget,
+        target_accuracy=target_accuracy,
+        val_offload_rate=float(rates[best]),
+        val_accuracy=float(accs[best]),
+        target_reached=target_reached,
+    )
+    return op.model_dump()

@@ -1,0 +1,151 @@
+"""Write the offloader's reports: Tables III-IV, Fig. 3 (QBC vs random) and Fig. 5 (accuracy vs offload).
+
+Files (in reports_dir): offloader_candidates.csv / .md, qbc_vs_random.csv,
+filters_at_operating_point.csv, accuracy_vs_offload.png and offloading_summary.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from offloading.train import Curve, OffloaderResult
+
+CANDIDATES_CSV = "offloader_candidates.csv"
+CANDIDATES_MD = "offloader_candidates.md"
+QBC_CSV = "qbc_vs_random.csv"
+FILTERS_CSV = "filters_at_operating_point.csv"
+CURVE_PNG = "accuracy_vs_offload.png"
+SUMMARY_JSON = "offloading_summary.json"
+# A 10k-sample test split gives ~10k points per filter; 500 draw the same line in a fraction of the bytes.
+MAX_CURVE_POINTS = 500
+
+
+def _write_csv(path: Path, rows: list[Any]) -> Path:
+    if not rows:
+        path.write_text("")
+        return path
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[f.name for f in fields(rows[0])])
+        writer.writeheader()
+        writer.writerows(asdict(row) for row in rows)
+    return path
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _markdown(rows: list[Any], headers: dict[str, str]) -> str:
+    lines = ["| " + " | ".join(headers.values()) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(getattr(row, key)) for key in headers) + " |")
+    return "\n".join(lines)
+
+
+def format_tables(result: OffloaderResult) -> str:
+    """Markdown: candidate models (Tables III-IV), QBC vs random (Fig. 3), filters at the operating point."""
+    op = result.operating_point
+    how = (f"budget {op['budget']:.2f}" if op["budget"] is not None
+           else f"target accuracy {op['target_accuracy']:.4f}")
+    parts = [
+        "### Offloader candidates (test: predicting \"student wrong\")",
+        _markdown(result.candidates, {"name": "model", "test_accuracy": "accuracy",
+                                      "test_balanced_accuracy": "balanced acc.", "size_kb": "size (KB)",
+                                      "fit_seconds": "fit (s)"}),
+        "",
+        f"### QBC vs random normal samples ({result.n_complex} complex + {result.n_random} random + "
+        f"{result.n_qbc} QBC)",
+        _markdown(result.qbc_vs_random, {"name": "model", "qbc_accuracy": "QBC acc.",
+                                         "random_accuracy": "random acc.",
+                                         "qbc_balanced_accuracy": "QBC bal. acc.",
+                                         "random_balanced_accuracy": "random bal. acc."}),
+        "",
+        f"### Filters at the operating point ({how}, chosen on val, measured on test)",
+        _markdown(result.filters, {"name": "filter", "threshold": "threshold",
+                                   "val_offload_rate": "val offload", "val_accuracy": "val acc.",
+                                   "test_offload_rate": "test offload", "test_accuracy": "test acc."}),
+        "",
+        f"student {result.student_test_accuracy:.4f}, teacher {result.teacher_test_accuracy:.4f}, "
+        f"edge-cloud ({result.model_name}) {result.test_accuracy:.4f} at offload rate "
+        f"{result.test_offload_rate:.3f}",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _plot(result: OffloaderResult, path: Path) -> Path:
+    # Figure + the Agg canvas directly: no pyplot, so no global backend state and no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, curve in result.curves.items():
+        if len(curve.rates) == 1:
+            ax.scatter(curve.rates, curve.accs, marker="s", zorder=3, label=name)
+        else:
+            ax.plot(curve.rates, curve.accs, linewidth=2.0 if name == "sl" else 1.2,
+                    label=f"sl ({result.model_name})" if name == "sl" else name)
+    ax.scatter([result.test_offload_rate], [result.test_accuracy], marker="*", s=200, color="black",
+               zorder=4, label="operating point")
+    if result.operating_point["budget"] is not None:
+        ax.axvline(result.operating_point["budget"], color="grey", linestyle=":", label="budget")
+    ax.set_xlabel("offload rate (fraction sent to the cloud)")
+    ax.set_ylabel("cooperative accuracy (test)")
+    ax.set_title("Accuracy against offload rate")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _thin(curve: Curve, max_points: int = MAX_CURVE_POINTS) -> dict[str, list[float]]:
+    """A curve as JSON lists, thinned to at most max_points evenly spaced points (ends kept)."""
+    keep = np.unique(np.linspace(0, len(curve.rates) - 1, min(len(curve.rates), max_points)).round().astype(int))
+    return {"offload_rate": curve.rates[keep].tolist(), "accuracy": curve.accs[keep].tolist()}
+
+
+def _summary(result: OffloaderResult) -> dict[str, Any]:
+    return {
+        "model": result.model_name,
+        "operating_point": result.operating_point,
+        "test_offload_rate": result.test_offload_rate,
+        "test_accuracy": result.test_accuracy,
+        "student_test_accuracy": result.student_test_accuracy,
+        "teacher_test_accuracy": result.teacher_test_accuracy,
+        "selection": {"complex": result.n_complex, "random": result.n_random, "qbc": result.n_qbc},
+        "config": asdict(result.config),
+        "candidates": [asdict(row) for row in result.candidates],
+        "qbc_vs_random": [asdict(row) for row in result.qbc_vs_random],
+        "filters": [asdict(row) for row in result.filters],
+        "curves": {name: _thin(curve) for name, curve in result.curves.items()},
+    }
+
+
+def write_offloading_report(result: OffloaderResult, reports_dir: Path) -> list[Path]:
+    """Write every offloading report into reports_dir (created if missing); returns the paths."""
+    out = Path(reports_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / CANDIDATES_MD
+    md.write_text(format_tables(result))
+    summary = out / SUMMARY_JSON
+    summary.write_text(json.dumps(_summary(result), indent=2) + "\n")
+    return [
+        _write_csv(out / CANDIDATES_CSV, result.candidates),
+        md,
+        _write_csv(out / QBC_CSV, result.qbc_vs_random),
+        _write_csv(out / FILTERS_CSV, result.filters),
+        _plot(result, out / CURVE_PNG),
+        summary,
+    ]

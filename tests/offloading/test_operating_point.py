@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from offloading.filters import make_filter
+from offloading.operating_point import (
+    accuracy_offload_curve,
+    choose_operating_point,
+    cooperative_accuracy,
+    threshold_curve,
+)
+from shared.bundle import OperatingPoint
+
+
+def test_cooperative_accuracy_hand_check() -> None:
+    offload = np.array([True, False, True, False])
+    student = np.array([True, True, False, False])
+    teacher = np.array([True, False, True, True])
+    # take teacher, student, teacher, student -> right, right, right, wrong
+    assert cooperative_accuracy(offload, student, teacher) == 0.75
+    with pytest.raises(ValueError, match=r"student_correct must have shape \(4,\)"):
+        cooperative_accuracy(offload, student[:3], teacher)
+    with pytest.raises(ValueError, match="non-empty"):
+        cooperative_accuracy(np.zeros(0, dtype=bool), student[:0], teacher[:0])
+    with pytest.raises(ValueError, match="bool mask"):
+        cooperative_accuracy(offload.astype(int), student, teacher)
+
+
+def test_curve_hand_check_with_tied_scores() -> None:
+    scores = np.array([0.9, 0.1, 0.5, 0.5])
+    student = np.array([False, True, False, True])
+    teacher = np.array([True, True, True, False])
+    rates, accs = accuracy_offload_curve(scores, student, teacher)
+    # The two 0.5 scores go together, so offloading exactly 2 samples is not achievable.
+    np.testing.assert_allclose(rates, [0.0, 0.25, 0.75, 1.0])
+    np.testing.assert_allclose(accs, [0.5, 0.75, 0.75, 0.75])
+    thresholds, _, _ = threshold_curve(scores, student, teacher)
+    for t, rate, acc in zip(thresholds, rates, accs, strict=True):
+        assert (scores > t).mean() == rate
+        assert cooperative_accuracy(scores > t, student, teacher) == acc
+
+
+def _val(synthetic: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    logits = synthetic["student_logits"]["val"]
+    labels = synthetic["labels"]["val"]
+    student = logits.argmax(1) == labels
+    teacher = synthetic["teacher_logits"]["val"].argmax(1) == labels
+    return make_filter("max_softmax").scores(logits), student, teacher
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.05, 0.2, 0.5, 1.0])
+def test_budget_is_respected_and_accuracy_maximised(synthetic: dict, budget: float) -> None:
+    scores, student, teacher = _val(synthetic)
+    op = choose_operating_point(scores, student, teacher, filter_name="max_softmax", budget=budget)
+    # Exactly the manifest's OperatingPoint fields (+ target_reached), so the bundle can be built from it.
+    assert OperatingPoint(**op).model_dump() == op
+    assert op["filter"] == "max_softmax" and op["budget"] == budget and op["target_accuracy"] is None
+    assert op["val_offload_rate"] <= budget
+    rates, accs = accuracy_offload_curve(scores, student, teacher)
+    assert op["val_accuracy"] == accs[rates <= budget].max()
+    # The stored threshold reproduces the stored numbers.
+    offload = scores > op["threshold"]
+    assert offload.mean() == op["val_offload_rate"]
+    assert cooperative_accuracy(offload, student, teacher) == op["val_accuracy"]
+
+
+def test_target_accuracy_is_hit_at_the_lowest_rate(synthetic: dict) -> None:
+    scores, student, teacher = _val(synthetic)
+    target = 0.85
+    op = choose_operating_point(scores, student, teacher, filter_name="max_softmax", target_accuracy=target)
+    assert op["val_accuracy"] >= target and op["target_reached"]
+    rates, accs = accuracy_offload_curve(scores, student, teacher)
+    assert op["val_offload_rate"] == rates[accs >= target].min()
+    assert student.mean() < target  # the target needed offloading at all
+
+
+def test_unreachable_target_gives_the_best_accuracy_with_a_warning(
+    synthetic: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    scores, student, teacher = _val(synthetic)
+    with caplog.at_level(logging.WARNING, logger="offloading.operating_point"):
+        op = choose_operating_point(scores, student, teacher, filter_name="max_softmax", target_accuracy=1.0)
+    assert op["target_reached"] is False
+    _, accs = accuracy_offload_curve(scores, student, teacher)
+    assert op["val_accuracy"] == accs.max() < 1.0
+    assert "unreachable" in caplog.text
+
+
+def test_exactly_one_of_budget_and_target() -> None:
+    args = (np.array([0.1, 0.2]), np.array([True, False]), np.array([True, True]))
+    with pytest.raises(ValueError, match="exactly one"):
+        choose_operating_point(*args, filter_name="sl")
+    with pytest.raises(ValueError, match="exactly one"):
+        choose_operating_point(*args, filter_name="sl", budget=0.2, target_accuracy=0.9)
+    with pytest.raises(ValueError, match=r"budget must be in \[0, 1\], got 1.5"):
+        choose_operating_point(*args, filter_name="sl", budget=1.5)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        choose_operating_point(np.array([np.nan, 0.2]), *args[1:], filter_name="sl", budget=0.2)
+
+
+def test_constant_scores_offload_all_or_nothing() -> None:
+    scores = np.full(4, 0.3)
+    student = np.array([True, False, False, True])
+    teacher = np.ones(4, dtype=bool)
+    op = choose_operating_point(scores, student, teacher, filter_name="entropy", budget=0.9)
+    assert op["val_offload_rate"] == 0.0 and op["threshold"] > 0.3
+    op = choose_operating_point(scores, student, teacher, filter_name="entropy", budget=1.0)
+    assert op["val_offload_rate"] == 1.0 and op["threshold"] < 0.3 and op["val_accuracy"] == 1.0
