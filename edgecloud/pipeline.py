@@ -173,11 +173,10 @@ def student_logits(onnx_path: Path, x_raw: np.ndarray, mean: Any, std: Any, *, b
 
 def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.Manifest:
     """SL offloader with QBC (Algorithm 2), operating point on validation, then the manifest."""
+    from compression.teacher import load_checkpoint, predict_logits
     from offloading.report import write_offloading_report
     from offloading.train import OffloaderConfig
     from offloading.train import train_offloader as fit_offloader
-
-    from compression.teacher import load_checkpoint, predict_logits
 
     cfg = load_config(out)
     student_onnx = _require(out / B.STUDENT_ONNX, "compress")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
+
 from shared.oip import decode_response, encode_request
 
 STRATEGIES: tuple[str, ...] = ("edge_only", "cloud_only", "cooperation")
