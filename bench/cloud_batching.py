@@ -1,0 +1,98 @@
+"""How much of the teacher's raw throughput the cloud server delivers to many small clients.
+
+    .venv/bin/python bench/cloud_batching.py --bundle artifacts/mnist
+    .venv/bin/python bench/cloud_batching.py --bundle artifacts/mnist --seconds 10 --concurrency 32
+
+1. Raw: onnxruntime on teacher.onnx in this process, batches of --max-batch-size, same threads.
+2. Served: `edgecloud cloud serve` as a subprocess on loopback; --concurrency asyncio clients
+   (httpx.AsyncClient, one connection each) send OIP binary-tensor requests of --samples-per-request
+   raw uint8 samples (default 1: the edge offloads samples one by one) back to back for --seconds,
+   after a one-second warm-up that is not counted.
+Prints served samples/s / raw samples/s (target >= 0.8). The load generator shares the machine's
+cores with the server, so on a small machine the ratio understates what a remote edge would see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from cloud_server.backend import OnnxBackend, measure_throughput
+from cloud_server.settings import default_threads
+from edgecloud.services import free_port, start_service, stop_service, wait_ready
+from shared.bundle import TEACHER_ONNX, load_manifest
+from shared.oip import encode_request
+
+
+async def _client(url: str, body: bytes, headers: dict[str, str], *, warm_until: float, stop_at: float,
+                  counts: list[int]) -> None:
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        while (now := time.perf_counter()) < stop_at:
+            reply = await client.post(url, content=body, headers=headers)
+            if now >= warm_until:
+                counts[0 if reply.status_code == 200 else 1] += 1
+
+
+async def served_rate(url: str, x: np.ndarray, *, concurrency: int, seconds: float) -> tuple[float, int]:
+    """(samples/s answered 200, number of non-200 answers) over `seconds` after a 1 s warm-up."""
+    body, headers = encode_request({"input": x}, outputs=("logits", "label"))
+    counts = [0, 0]  # ok, failed
+    start = time.perf_counter()
+    warm_until, stop_at = start + 1.0, start + 1.0 + seconds
+    await asyncio.gather(*(_client(url, body, headers, warm_until=warm_until, stop_at=stop_at, counts=counts)
+                           for _ in range(concurrency)))
+    return counts[0] * len(x) / seconds, counts[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--samples-per-request", type=int, default=1)
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-queue-delay-ms", type=float, default=2.0)
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default as the server)")
+    args = parser.parse_args(argv)
+
+    manifest = load_manifest(args.bundle, verify=True)
+    threads = args.threads or default_threads()
+    shape = tuple(manifest.input.shape)
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((args.max_batch_size, *shape)).astype(np.float32)  # (B, C, H, W)
+    onnx = OnnxBackend(args.bundle / TEACHER_ONNX, threads=threads)
+    raw = measure_throughput(onnx, batch, seconds=args.seconds)
+    print(f"raw     : {raw:10.0f} samples/s  (onnxruntime in process, batch {args.max_batch_size}, "
+          f"{threads} threads)")
+
+    x = rng.integers(0, 256, size=(args.samples_per_request, *shape), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as logs:
+        service = start_service(
+            "cloud",
+            ["cloud", "serve", "--bundle", str(args.bundle), "--threads", str(threads),
+             "--max-batch-size", str(args.max_batch_size),
+             "--max-queue-delay-ms", str(args.max_queue_delay_ms)],
+            port=free_port(), log_dir=Path(logs),
+        )
+        try:
+            wait_ready(service, timeout_s=120)
+            served, failed = asyncio.run(served_rate(f"{service.url}/v2/models/teacher/infer", x,
+                                                     concurrency=args.concurrency, seconds=args.seconds))
+        finally:
+            stop_service(service)
+    print(f"served  : {served:10.0f} samples/s  ({args.concurrency} clients x {args.samples_per_request} "
+          f"sample(s) per request, {failed} non-200 answers)")
+    ratio = served / raw
+    print(f"ratio   : {ratio:.2f}  (target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

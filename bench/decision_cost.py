@@ -1,0 +1,65 @@
+"""Offloader decision cost relative to the student, per batch, on the edge.
+
+For every test batch: the student's time (normalisation + onnxruntime, `EdgeEngine.logits`) and the
+offloader's time (logit features + SL model scores + threshold, `EdgeEngine.decide`), the same
+calls the agent makes. Prints the medians per batch and the ratio of totals (decision / student).
+
+    .venv/bin/python bench/decision_cost.py --bundle artifacts/mnist --data-dir ../shared/data/mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.engine import EdgeEngine
+from shared.bundle import load_manifest
+from shared.datasets import load_dataset
+
+
+def measure(engine: EdgeEngine, x: np.ndarray, *, batch_size: int, repeats: int) -> tuple[np.ndarray, np.ndarray]:
+    """(student seconds, decision seconds) per batch, each the best of `repeats` passes."""
+    batches = [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+    engine.decide(engine.logits(batches[0]))  # warm-up
+    student = np.full(len(batches), np.inf)
+    decision = np.full(len(batches), np.inf)
+    for _ in range(repeats):
+        for i, batch in enumerate(batches):
+            t0 = time.perf_counter()
+            logits = engine.logits(batch)
+            t1 = time.perf_counter()
+            engine.decide(logits)
+            t2 = time.perf_counter()
+            student[i] = min(student[i], t1 - t0)
+            decision[i] = min(decision[i], t2 - t1)
+    return student, decision
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--dataset", help="default: the bundle's dataset")
+    parser.add_argument("--data-dir", type=Path)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    parser.add_argument("--limit", type=int, help="only the first N test samples")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    manifest = load_manifest(args.bundle)
+    dataset = args.dataset or manifest.dataset
+    x = load_dataset(dataset, data_dir=args.data_dir).test.x[: args.limit]
+    engine = EdgeEngine.load(args.bundle, threads=args.threads)
+    student, decision = measure(engine, x, batch_size=args.batch_size, repeats=args.repeats)
+    print(f"dataset {dataset}, {len(x)} samples, batch {args.batch_size}, filter {engine.filter!r}")
+    print(f"student  per batch: median {np.median(student) * 1e3:8.3f} ms")
+    print(f"decision per batch: median {np.median(decision) * 1e3:8.3f} ms")
+    print(f"ratio decision / student (totals): {decision.sum() / student.sum():.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

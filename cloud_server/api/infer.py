@@ -1,0 +1,46 @@
+"""POST /v2/models/{name}[/versions/{v}]/infer: JSON or binary tensors in, logits and labels out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from cloud_server.body import read_body
+from cloud_server.deps import RegistryDep, SettingsDep, require_token
+from cloud_server.model import OUTPUTS, ModelNotFoundError, ServedModel
+from cloud_server.settings import CloudSettings
+from shared.oip import ErrorResponse, decode_request, encode_response, parse_deadline_ms, resolve_outputs
+
+router = APIRouter(prefix="/v2/models", tags=["inference"], dependencies=[Depends(require_token)])
+
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)}
+
+
+async def _infer(model: ServedModel, request: Request, settings: CloudSettings) -> Response:
+    body = await read_body(request, max_bytes=settings.max_body_bytes)
+    infer_request, tensors = decode_request(body, request.headers, max_bytes=settings.max_body_bytes)
+    names, binary = resolve_outputs(infer_request, OUTPUTS)
+    x = model.prepare(tensors)  # (N, C, H, W) float32, normalised
+    # The client's budget counts from when it sent the request; we only know our arrival time,
+    # so network time on the way in is not subtracted: an approximation that errs towards computing.
+    deadline_ms = parse_deadline_ms(request.headers)
+    timeout_s = settings.request_timeout_s if deadline_ms is None else min(settings.request_timeout_s,
+                                                                            deadline_ms / 1000.0)
+    results = await model.infer(x, timeout_s=timeout_s)
+    content, headers = encode_response(model.name, {name: results[name] for name in names}, binary=binary,
+                                       request_id=infer_request.id)
+    return Response(content=content, headers=headers)
+
+
+@router.post("/{model_name}/infer", response_class=Response, responses=_ERRORS)
+async def infer(model_name: str, request: Request, registry: RegistryDep, settings: SettingsDep) -> Response:
+    return await _infer(registry.get(model_name), request, settings)
+
+
+@router.post("/{model_name}/versions/{model_version}/infer", response_class=Response, responses=_ERRORS)
+async def infer_version(model_name: str, model_version: str, request: Request, registry: RegistryDep,
+                        settings: SettingsDep) -> Response:
+    model = registry.get(model_name)
+    if model_version != model.version:
+        raise ModelNotFoundError(f"model {model_name!r} has no version {model_version!r}; "
+                                 f"it has {[model.version]}")
+    return await _infer(model, request, settings)

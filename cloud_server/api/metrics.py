@@ -1,0 +1,15 @@
+"""GET /metrics: Prometheus text exposition, open without a token."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from cloud_server.deps import MetricsDep
+
+router = APIRouter(tags=["metrics"])
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(content=metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

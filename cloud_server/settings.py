@@ -1,0 +1,72 @@
+"""Cloud server settings: environment variables `EDGECLOUD_*`, overridden by CLI flags, validated at start."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1 << 20
+
+
+def default_threads() -> int:
+    """All cores up to 8: past that, one small-batch forward pass gains little from more threads."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+class CloudSettings(BaseSettings):
+    """Everything the cloud server needs; a bad value stops start-up with a message naming it."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGECLOUD_", extra="ignore")
+
+    bundle: Path = Field(description="bundle directory from `edgecloud build` (with teacher.onnx or .pt)")
+    host: str = Field(default="127.0.0.1", description="interface to listen on")
+    port: int = Field(default=8001, ge=0, le=65535, description="TCP port to listen on")
+    backend: Literal["onnx", "torch"] = Field(
+        default="onnx",
+        description="onnxruntime on teacher.onnx, or torch on teacher.pt; onnx measured faster on CPU "
+                    "(bench/cloud_backend.py)",
+    )
+    max_batch_size: int = Field(default=64, ge=1, description="most samples merged into one forward pass")
+    max_queue_delay_ms: float = Field(
+        default=2.0, ge=0.0, le=10_000.0,
+        description="longest the oldest queued request waits for others to fill a batch",
+    )
+    max_queue_size: int = Field(
+        default=1024, ge=1,
+        description="most samples (not requests) waiting for compute; beyond it requests get 503 at once",
+    )
+    max_body_bytes: int = Field(default=16 * MIB, ge=1, description="largest body accepted (else 413)")
+    token: SecretStr | None = Field(default=None, description="bearer token required for inference, if set")
+    token_file: Path | None = Field(default=None, description="file whose first line is the bearer token")
+    threads: int = Field(default_factory=default_threads, ge=1, description="backend intra-op threads")
+    request_timeout_s: float = Field(
+        default=30.0, gt=0.0,
+        description="longest a request may wait for its result when it sends no X-Deadline-Ms (then 504)",
+    )
+
+    @field_validator("bundle")
+    @classmethod
+    def _bundle_is_a_bundle(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"bundle directory {value} does not exist")
+        if not (value / "manifest.json").is_file():
+            raise ValueError(f"bundle {value} has no manifest.json; is it a bundle from `edgecloud build`?")
+        return value
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"token_file {value} does not exist")
+        return value
+
+
+@lru_cache
+def get_settings() -> CloudSettings:
+    """Settings from the environment, read once; tests and the CLI pass their own to create_app."""
+    return CloudSettings()  # type: ignore[call-arg]  # bundle comes from EDGECLOUD_BUNDLE

@@ -1,0 +1,1 @@
+"""HTTP routers of the edge agent: health and server metadata, model metadata, inference, metrics."""

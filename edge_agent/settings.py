@@ -1,0 +1,92 @@
+"""Edge agent settings: environment variables `EDGECLOUD_*`, overridden by CLI flags, validated at start."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.settings import read_token
+
+MIB = 1 << 20
+
+
+class EdgeSettings(BaseSettings):
+    """Everything the edge agent needs; a bad value stops start-up with a message naming it."""
+
+    model_config = SettingsConfigDict(env_prefix="EDGECLOUD_", extra="ignore")
+
+    bundle: Path = Field(description="bundle directory written by `edgecloud build` (student.onnx, offloader.pkl)")
+    cloud_url: AnyHttpUrl | None = Field(
+        default=None, description="base URL of an OIP server hosting the teacher; None = edge-only")
+    cloud_model: str = Field(default="teacher", min_length=1, description="model name on the cloud server")
+    cloud_binary: bool = Field(
+        default=True,
+        description="send pixels with the binary-tensor extension (Triton, KServe, our cloud); false sends "
+                    "JSON, for servers without the extension such as MLServer")
+    token: SecretStr | None = Field(default=None, description="bearer token sent to the cloud, if it needs one")
+    token_file: Path | None = Field(default=None, description="file whose first line is the bearer token")
+    ca_bundle: Path | None = Field(default=None, description="PEM file of CAs trusted for an HTTPS cloud")
+    connect_timeout_s: float = Field(default=1.0, gt=0.0, le=60.0, description="TCP/TLS connect timeout")
+    read_timeout_s: float = Field(default=2.0, gt=0.0, le=600.0, description="longest wait for the cloud's answer")
+    deadline_ms: float = Field(
+        default=3000.0, gt=0.0, le=600_000.0,
+        description="end-to-end budget of one offload, retries included; sent as X-Deadline-Ms")
+    retries: int = Field(default=2, ge=0, le=10, description="extra tries after a connect error or a 503")
+    backoff_s: float = Field(
+        default=0.05, ge=0.0, le=10.0, description="first retry delay; doubles each retry, with full jitter")
+    breaker_failures: int = Field(
+        default=5, ge=1, description="consecutive failed offloads that open the circuit breaker")
+    breaker_reset_s: float = Field(
+        default=5.0, gt=0.0, description="how long an open breaker refuses before it lets one probe through")
+    threshold: float | None = Field(
+        default=None, allow_inf_nan=False, description="override of the bundle's operating-point threshold")
+    batch_size: int = Field(default=64, ge=1, le=65536, description="samples per student forward pass (`edge run`)")
+    threads: int = Field(default=1, ge=1, le=256, description="onnxruntime intra-op threads")
+    host: str = Field(default="127.0.0.1", min_length=1, description="interface `edge serve` listens on")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port `edge serve` listens on")
+    max_body_bytes: int = Field(default=16 * MIB, ge=1, description="largest request body accepted (413 above)")
+    max_inflight: int = Field(default=8, ge=1, le=1024, description="most offload requests in flight at once")
+    ratio_window: int = Field(
+        default=1000, ge=1, le=10_000_000, description="samples in the sliding window of the offload-ratio gauge")
+
+    @field_validator("bundle")
+    @classmethod
+    def _bundle_is_a_bundle(cls, value: Path) -> Path:
+        if not value.is_dir():
+            raise ValueError(f"bundle directory {value} does not exist")
+        if not (value / "manifest.json").is_file():
+            raise ValueError(f"bundle {value} has no manifest.json; is it a bundle from `edgecloud build`?")
+        return value
+
+    @field_validator("token_file", "ca_bundle")
+    @classmethod
+    def _file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> EdgeSettings:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set either token or token_file, not both")
+        if self.ca_bundle is not None and (self.cloud_url is None or self.cloud_url.scheme != "https"):
+            raise ValueError(f"ca_bundle {self.ca_bundle} is set but cloud_url {self.cloud_url} is not https://")
+        return self
+
+    @property
+    def base_cloud_url(self) -> str | None:
+        """`cloud_url` without a trailing slash (pydantic adds one to bare hosts)."""
+        return None if self.cloud_url is None else str(self.cloud_url).rstrip("/")
+
+    def bearer_token(self) -> str | None:
+        """The token from `token` or `token_file` (re-read each call, so a rotated file is picked up)."""
+        return read_token(self.token, self.token_file)
+
+
+@lru_cache
+def get_settings() -> EdgeSettings:
+    """Settings from the environment, read once; tests and the CLI pass their own to create_app."""
+    return EdgeSettings()  # type: ignore[call-arg]  # bundle comes from EDGECLOUD_BUNDLE

@@ -1,0 +1,70 @@
+"""Cloud server fixtures: settings on the tiny bundle, apps with a real or a controllable backend."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from cloud_server.main import create_app
+from cloud_server.settings import CloudSettings
+from shared.bundle import Manifest
+from tests.cloud_server.helpers import FakeBackend
+
+
+@pytest.fixture
+def make_settings(tiny_bundle: Path) -> Callable[..., CloudSettings]:
+    def make(**overrides: Any) -> CloudSettings:
+        return CloudSettings(**{"bundle": tiny_bundle, "threads": 1, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def fake_backend() -> FakeBackend:
+    return FakeBackend()
+
+
+@pytest.fixture
+def make_fake_app(make_settings: Callable[..., CloudSettings], fake_backend: FakeBackend
+                  ) -> Callable[..., FastAPI]:
+    def make(**overrides: Any) -> FastAPI:
+        def loader(settings: CloudSettings, manifest: Manifest) -> FakeBackend:
+            return fake_backend
+
+        return create_app(make_settings(**overrides), backend_loader=loader)
+
+    return make
+
+
+@pytest.fixture
+def client(make_settings: Callable[..., CloudSettings]) -> Iterator[TestClient]:
+    """The real app (onnxruntime on the tiny teacher), lifespan included."""
+    with TestClient(create_app(make_settings())) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="session")
+def teacher_reference(tiny_bundle: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """Logits from onnxruntime directly, normalising raw pixels with the manifest's mean/std."""
+    from shared.bundle import load_manifest
+
+    manifest = load_manifest(tiny_bundle)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(tiny_bundle / "teacher.onnx"), options,
+                                   providers=["CPUExecutionProvider"])
+    mean = np.asarray(manifest.input.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(manifest.input.std, dtype=np.float32).reshape(1, -1, 1, 1)
+
+    def reference(raw: np.ndarray) -> np.ndarray:
+        x = ((raw.astype(np.float32) - mean) / std).astype(np.float32)  # (N, C, H, W)
+        return session.run(["logits"], {"input": x})[0]
+
+    return reference

@@ -1,0 +1,182 @@
+"""CloudClient against real servers: `edgecloud cloud serve`, and a stub that misbehaves on demand."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edge_agent.cloud_client import CloudClient, FallbackReason, OffloadError, wire_pixels
+from edge_agent.settings import EdgeSettings
+from edgecloud.services import Service
+from shared.bundle import load_manifest
+from shared.datasets import normalize
+from tests.edge_agent.helpers import StubBehaviour, closed_port_url, stalled_server, stub_labels
+
+pytestmark = pytest.mark.anyio
+Make = Callable[..., EdgeSettings]
+
+
+def teacher_labels(bundle: Path, x: np.ndarray) -> np.ndarray:
+    manifest = load_manifest(bundle)
+    session = ort.InferenceSession(str(bundle / "teacher.onnx"), providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"input": normalize(x, manifest.input.mean, manifest.input.std)})[0].argmax(1)
+
+
+async def test_real_cloud_answers_with_the_teachers_labels(make_settings: Make, real_cloud: Service,
+                                                           tiny_bundle: Path,
+                                                           tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    x = tiny_test_split[0][:40]
+    for binary in (True, False):
+        async with CloudClient(make_settings(cloud_url=real_cloud.url, cloud_binary=binary),
+                               num_classes=10) as cloud:
+            answer = await cloud.infer(x)
+        np.testing.assert_array_equal(answer.labels, teacher_labels(tiny_bundle, x))
+        assert answer.tries == 1 and answer.rtt_s > 0
+    # Binary UINT8: a sample costs its 64 pixel bytes plus a small, per-request JSON header.
+    assert answer.bytes_sent > 0
+
+
+async def test_binary_request_costs_pixel_bytes_plus_a_small_header(make_settings: Make,
+                                                                    stub: tuple[str, StubBehaviour]) -> None:
+    url, _ = stub
+    x = np.zeros((50, 1, 8, 8), dtype=np.uint8)
+    async with CloudClient(make_settings(cloud_url=url), num_classes=10) as cloud:
+        answer = await cloud.infer(x)
+    assert x.nbytes < answer.bytes_sent < x.nbytes + 300
+
+
+async def test_label_or_logits_json_are_both_accepted(make_settings: Make, stub: tuple[str, StubBehaviour],
+                                                      tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    url, behaviour = stub
+    x = tiny_test_split[0][:16]
+    async with CloudClient(make_settings(cloud_url=url), num_classes=10) as cloud:
+        np.testing.assert_array_equal((await cloud.infer(x)).labels, stub_labels(x))
+        behaviour.mode = "logits_json"
+        np.testing.assert_array_equal((await cloud.infer(x)).labels, stub_labels(x))
+    assert not np.isnan(behaviour.deadlines_ms).any() and max(behaviour.deadlines_ms) <= 1500
+
+
+async def test_bearer_token_is_sent(make_settings: Make, stub: tuple[str, StubBehaviour], tmp_path: Path) -> None:
+    url, behaviour = stub
+    token_file = tmp_path / "token"
+    token_file.write_text("t0ken\n")
+    async with CloudClient(make_settings(cloud_url=url, token_file=token_file), num_classes=10) as cloud:
+        await cloud.infer(np.zeros((1, 1, 8, 8), dtype=np.uint8))
+    assert behaviour.authorization == ["Bearer t0ken"]
+
+
+async def test_closed_port_is_unreachable_after_bounded_retries(make_settings: Make) -> None:
+    async with CloudClient(make_settings(cloud_url=closed_port_url(), retries=2), num_classes=10) as cloud:
+        with pytest.raises(OffloadError) as info:
+            await cloud.infer(np.zeros((3, 1, 8, 8), dtype=np.uint8))
+    assert info.value.reason is FallbackReason.UNREACHABLE and info.value.tried
+    assert "after 3 tries" in str(info.value)
+
+
+async def test_stalled_cloud_times_out_within_the_read_timeout(make_settings: Make) -> None:
+    with stalled_server() as (url, accepted):
+        settings = make_settings(cloud_url=url, read_timeout_s=0.3, deadline_ms=2000, retries=3)
+        async with CloudClient(settings, num_classes=10) as cloud:
+            started = time.monotonic()
+            with pytest.raises(OffloadError) as info:
+                await cloud.infer(np.zeros((2, 1, 8, 8), dtype=np.uint8))
+            elapsed = time.monotonic() - started
+    assert info.value.reason is FallbackReason.TIMEOUT
+    assert 0.25 < elapsed < 1.5  # about one 0.3 s read timeout (slack for a loaded CI machine)
+    assert len(accepted) == 1  # a read timeout is never retried
+
+
+async def test_stalled_cloud_never_outlives_the_deadline(make_settings: Make) -> None:
+    with stalled_server() as (url, _):
+        settings = make_settings(cloud_url=url, read_timeout_s=5.0, deadline_ms=300)
+        async with CloudClient(settings, num_classes=10) as cloud:
+            started = time.monotonic()
+            with pytest.raises(OffloadError, match="timeout"):
+                await cloud.infer(np.zeros((2, 1, 8, 8), dtype=np.uint8))
+            assert time.monotonic() - started < 1.2  # the 0.3 s deadline, not the 5 s read timeout
+
+
+async def test_503_is_overloaded_after_bounded_retries(make_settings: Make, stub: tuple[str, StubBehaviour]) -> None:
+    url, behaviour = stub
+    behaviour.mode = "503"
+    async with CloudClient(make_settings(cloud_url=url, retries=2), num_classes=10) as cloud:
+        with pytest.raises(OffloadError) as info:
+            await cloud.infer(np.zeros((2, 1, 8, 8), dtype=np.uint8))
+    assert info.value.reason is FallbackReason.OVERLOADED
+    assert behaviour.requests == 3  # the first try and two retries, no more
+
+
+@pytest.mark.parametrize(("mode", "reason"), [
+    ("429", FallbackReason.OVERLOADED), ("401", FallbackReason.UNAUTHORIZED), ("500", FallbackReason.BAD_RESPONSE),
+    ("garbage", FallbackReason.BAD_RESPONSE), ("bad_gzip", FallbackReason.BAD_RESPONSE),
+    ("wrong_shape", FallbackReason.BAD_RESPONSE),
+    ("out_of_range", FallbackReason.BAD_RESPONSE),
+])
+async def test_failures_map_to_reasons_without_retrying(make_settings: Make, stub: tuple[str, StubBehaviour],
+                                                        mode: str, reason: FallbackReason) -> None:
+    url, behaviour = stub
+    behaviour.mode = mode
+    async with CloudClient(make_settings(cloud_url=url), num_classes=10) as cloud:
+        with pytest.raises(OffloadError) as info:
+            await cloud.infer(np.full((4, 1, 8, 8), 3, dtype=np.uint8))
+    assert info.value.reason is reason
+    assert behaviour.requests == 1
+
+
+async def test_breaker_opens_stops_calling_and_half_opens(make_settings: Make,
+                                                          stub: tuple[str, StubBehaviour]) -> None:
+    url, behaviour = stub
+    behaviour.mode = "500"
+    x = np.zeros((2, 1, 8, 8), dtype=np.uint8)
+    settings = make_settings(cloud_url=url, breaker_failures=3, breaker_reset_s=0.3)
+    async with CloudClient(settings, num_classes=10) as cloud:
+        for _ in range(3):
+            with pytest.raises(OffloadError, match="bad_response"):
+                await cloud.infer(x)
+        assert behaviour.requests == 3
+        for _ in range(5):
+            with pytest.raises(OffloadError) as info:
+                await cloud.infer(x)
+            assert info.value.reason is FallbackReason.CIRCUIT_OPEN and not info.value.tried
+        assert behaviour.requests == 3  # an open circuit makes no network call
+        behaviour.mode = "ok"
+        time.sleep(0.35)
+        answer = await cloud.infer(x)  # the half-open probe goes through and closes the circuit
+        np.testing.assert_array_equal(answer.labels, stub_labels(x))
+        await cloud.infer(x)
+    assert behaviour.requests == 5
+
+
+def test_float_pixels_travel_as_uint8_when_they_are_whole() -> None:
+    x = np.arange(64, dtype=np.float32).reshape(1, 1, 8, 8)
+    assert wire_pixels(x).dtype == np.uint8
+    assert wire_pixels(x + 0.5).dtype == np.float32
+    assert wire_pixels(x * 10).dtype == np.float32  # beyond 255
+
+
+async def test_real_cloud_with_a_token(make_settings: Make, tiny_bundle: Path, tmp_path: Path) -> None:
+    from edgecloud.services import free_port, start_service, stop_service, wait_ready
+
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.write_text("right-token\n")
+    bad.write_text("wrong-token\n")
+    cloud = start_service("cloud-auth", ["cloud", "serve", "--bundle", str(tiny_bundle), "--threads", "1",
+                                         "--token-file", str(good)], port=free_port(), log_dir=tmp_path)
+    try:
+        wait_ready(cloud, timeout_s=60)
+        x = np.zeros((2, 1, 8, 8), dtype=np.uint8)
+        async with CloudClient(make_settings(cloud_url=cloud.url, token_file=good), num_classes=10) as client:
+            assert (await client.infer(x)).labels.shape == (2,)
+        for token_file in (bad, None):
+            async with CloudClient(make_settings(cloud_url=cloud.url, token_file=token_file),
+                                   num_classes=10) as client:
+                with pytest.raises(OffloadError) as info:
+                    await client.infer(x)
+            assert info.value.reason is FallbackReason.UNAUTHORIZED
+    finally:
+        stop_service(cloud)

@@ -1,0 +1,39 @@
+"""NVIDIA's own OIP client (tritonclient.http) talks to the edge endpoint with its binary defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from edge_agent.app import create_app
+from edge_agent.settings import EdgeSettings
+from tests.edge_agent.helpers import StubBehaviour, serve_in_thread, stub_labels
+
+httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is a dev dependency")
+
+
+def test_tritonclient_infers_label_and_source(make_settings: Callable[..., EdgeSettings],
+                                              stub: tuple[str, StubBehaviour],
+                                              tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    x = tiny_test_split[0][:48]
+    with serve_in_thread(create_app(make_settings(cloud_url=stub[0]))) as url:
+        client = httpclient.InferenceServerClient(url=url.removeprefix("http://"))
+        try:
+            assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("edge")
+            meta = client.get_model_metadata("edge")
+            assert meta["inputs"][0]["datatype"] == "UINT8"
+            inp = httpclient.InferInput("input", list(x.shape), "UINT8")
+            inp.set_data_from_numpy(x)  # binary_data=True: tritonclient's default
+            outputs = [httpclient.InferRequestedOutput(name) for name in ("label", "source", "fallback_reason")]
+            result = client.infer("edge", [inp], outputs=outputs, request_id="t-1")
+        finally:
+            client.close()
+    labels = result.as_numpy("label")
+    sources = np.array([s.decode() for s in result.as_numpy("source")])
+    assert labels.dtype == np.int64 and labels.shape == (48,)
+    assert set(sources) <= {"edge", "cloud"} and "cloud" in sources
+    np.testing.assert_array_equal(labels[sources == "cloud"], stub_labels(x[sources == "cloud"]))
+    assert set(result.as_numpy("fallback_reason").tolist()) == {b""}
+    assert result.get_response()["id"] == "t-1"
