@@ -6,7 +6,12 @@ STAMP := $(VENV)/.installed
 MLS_VENV := .venv-mlserver
 MLS_STAMP := $(MLS_VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system-deps
+
+# Debian tools the deployment checks call: docker-compose (compose file), promtool (from prometheus),
+# systemd-analyze (systemd) and shellcheck. Installed only when missing, and only where apt-get runs as root.
+SYSTEM_TOOLS := docker-compose promtool systemd-analyze shellcheck
+SYSTEM_PACKAGES := docker-compose prometheus systemd shellcheck
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,10 +28,20 @@ $(MLS_STAMP):
 	$(MLS_VENV)/bin/python -m pip install --quiet 'mlserver==1.7.1'
 	touch $(MLS_STAMP)
 
+system-deps:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system tools:$$missing"; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "run as root: apt-get install $(SYSTEM_PACKAGES)"; fi; \
+	fi
+
 demo: $(STAMP)
 	$(VENV)/bin/edgecloud demo --out artifacts/demo
 
-test: $(STAMP) $(MLS_STAMP)
+test: $(STAMP) $(MLS_STAMP) system-deps
 	$(PY) -m pytest -ra
 
 lint: $(STAMP)

@@ -280,9 +280,12 @@ def _encode(header: dict[str, Any], tensors: list[dict[str, Any]], arrays: list[
 
 
 def encode_request(inputs: dict[str, np.ndarray], *, binary: bool = True, outputs: Sequence[str] = (),
-                   binary_outputs: bool = True, request_id: str | None = None
-                   ) -> tuple[bytes, dict[str, str]]:
-    """(body, headers) of an infer request; `outputs=()` asks for all outputs."""
+                   binary_outputs: bool = True, request_id: str | None = None,
+                   parameters: Mapping[str, Any] | None = None) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) of an infer request; `outputs=()` asks for all outputs.
+
+    `parameters` are request-level OIP parameters (e.g. the edge's `strategy`).
+    """
     arrays = [np.asarray(a) for a in inputs.values()]
     tensors = [{"name": name, "shape": list(a.shape), "datatype": datatype_of(a)}
                for name, a in zip(inputs, arrays, strict=True)]
@@ -293,6 +296,8 @@ def encode_request(inputs: dict[str, np.ndarray], *, binary: bool = True, output
         header["outputs"] = [{"name": n, "parameters": {"binary_data": binary_outputs}} for n in outputs]
     else:
         header["parameters"] = {"binary_data_output": binary_outputs}
+    if parameters:
+        header["parameters"] = {**header.get("parameters", {}), **parameters}
     return _encode(header, tensors, arrays, [binary] * len(arrays))
 
 
