@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from compression.budget import budget_bytes, project_to_budget
 from compression.distill import DistillConfig, distill
 from compression.policy import GRUPolicy
 from compression.resnet import ResNet, build_model, model_bytes
@@ -129,6 +130,8 @@ class SearchConfig:
     """the short per-rollout distillation that measures A; its device is replaced by `device`."""
     inherit: bool = True
     """students start from the teacher's kept weights (surgery.shrink) rather than a fresh init."""
+    size_budget: float | None = None
+    """if set, every student is at most this fraction of the teacher's bytes (compression.budget)."""
     seed: int = 0
     """seeds the policy's init and its action sampling."""
     device: str = "auto"
@@ -142,6 +145,8 @@ class SearchConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise ValueError(f"baseline_decay must be in [0, 1), got {self.baseline_decay}")
+        if self.size_budget is not None and not 0.0 < self.size_budget <= 1.0:
+            raise ValueError(f"size_budget must be None or in (0, 1], got {self.size_budget}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be None or > 0, got {self.max_grad_norm}")
 
@@ -157,6 +162,9 @@ class EpisodeRecord:
     accuracy: float
     student_bytes: int
     actions: list[float]
+    """the actions applied: the sampled ones, lowered to fit the size budget if one is set."""
+    sampled_actions: list[float]
+    """the actions the policy sampled (their log-probability is `log_prob`)."""
     arch: dict[str, Any]
     baseline: float
     """the baseline b its advantage was measured against (eq. 9)."""
@@ -228,7 +236,8 @@ def search(teacher: ResNet, dataset: Dataset, cfg: SearchConfig, *, progress: bo
     generator = torch.Generator().manual_seed(cfg.seed)
     episode_cfg = dataclasses.replace(cfg.episode_distill, device=cfg.device)
     # distill() is seeded, so A is a function of the action sequence: a repeat is looked up, not retrained.
-    cache: dict[tuple[int, ...], _Evaluation] = {}
+    cache: dict[tuple[float, ...], _Evaluation] = {}
+    max_bytes = None if cfg.size_budget is None else budget_bytes(teacher_arch, cfg.size_budget)
 
     history: list[EpisodeRecord] = []
     best: EpisodeRecord | None = None
@@ -241,8 +250,9 @@ def search(teacher: ResNet, dataset: Dataset, cfg: SearchConfig, *, progress: bo
         records: list[EpisodeRecord] = []
         for rollout in range(cfg.rollouts):
             idx, log_prob, entropy = policy.sample(states, generator=generator)  # (T,), (), ()
-            key = tuple(idx.tolist())
-            actions = [ACTIONS[i] for i in key]
+            sampled = [ACTIONS[i] for i in idx.tolist()]
+            actions = sampled if max_bytes is None else project_to_budget(teacher_arch, sampled, max_bytes=max_bytes)
+            key = tuple(actions)
             cached = key in cache
             student = None
             if not cached:
@@ -253,7 +263,8 @@ def search(teacher: ResNet, dataset: Dataset, cfg: SearchConfig, *, progress: bo
             r = reward(ev.compression, ev.accuracy, alpha=cfg.alpha, beta=cfg.beta, c0=cfg.c0, a0=cfg.a0)
             record = EpisodeRecord(
                 episode=episode, rollout=rollout, reward=r, compression=ev.compression,
-                accuracy=ev.accuracy, student_bytes=ev.student_bytes, actions=actions, arch=ev.arch,
+                accuracy=ev.accuracy, student_bytes=ev.student_bytes, actions=actions, sampled_actions=sampled,
+                arch=ev.arch,
                 baseline=math.nan, log_prob=log_prob.item(), entropy=entropy.item(), cached=cached,
             )
             # A cached sequence was evaluated before, so it can never be a new best.
@@ -288,7 +299,7 @@ def search(teacher: ResNet, dataset: Dataset, cfg: SearchConfig, *, progress: bo
 
 
 _CSV_FIELDS = ("episode", "rollout", "reward", "compression", "accuracy", "student_bytes", "baseline",
-               "log_prob", "entropy", "cached", "actions", "arch")
+               "log_prob", "entropy", "cached", "actions", "sampled_actions", "arch")
 
 
 def _plot_rewards(history: list[EpisodeRecord], path: Path) -> None:
@@ -336,6 +347,7 @@ def write_search_report(result: SearchResult, reports_dir: Path) -> list[Path]:
         for row in rows:
             # Lists and dicts become one cell each: actions space-separated, arch as JSON.
             writer.writerow(row | {"actions": " ".join(f"{a:g}" for a in row["actions"]),
+                                   "sampled_actions": " ".join(f"{a:g}" for a in row["sampled_actions"]),
                                    "arch": json.dumps(row["arch"], sort_keys=True)})
 
     plot = reports_dir / "reward_over_episodes.png"

@@ -126,7 +126,7 @@ def compress(out: Path, dataset: Dataset, *, progress: bool = True) -> dict[str,
     s = cfg.search
     search_cfg = SearchConfig(
         episodes=s.episodes, rollouts=s.rollouts, lr=s.lr, alpha=s.alpha, beta=s.beta, c0=s.c0, a0=s.a0,
-        inherit=s.inherit, seed=cfg.seed, device=cfg.device,
+        inherit=s.inherit, size_budget=s.size_budget, seed=cfg.seed, device=cfg.device,
         episode_distill=DistillConfig(epochs=1, max_steps=s.episode_steps, batch_size=64, lr=0.02,
                                       train_subset=s.episode_subset, seed=cfg.seed),
     )

@@ -48,9 +48,8 @@ def summary(out: Path) -> str:
     arch = table_architecture(metrics)
     if arch:
         parts += ["## Table II: student architecture", arch]
-    for title, name in (("Tables III–IV: offloader candidates (accuracy, size)", "offloader_candidates.md"),
-                        ("Fig. 3: QBC against random selection", "qbc_vs_random.md")):
-        path = out / REPORTS / name
-        if path.is_file():
-            parts += [f"## {title}", path.read_text().strip()]
+    # One file holds Tables III–IV, the Fig. 3 comparison and the filters (offloading.report).
+    path = out / REPORTS / "offloader_candidates.md"
+    if path.is_file():
+        parts += ["## Tables III–IV and Fig. 3: offloader candidates, QBC against random", path.read_text().strip()]
     return "\n\n".join(parts) + "\n"

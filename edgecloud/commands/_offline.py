@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 DEFAULT_OUT = Path("artifacts/bundle")
 
@@ -20,6 +21,38 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu or cuda")
     parser.add_argument("--seed", type=int, default=0, help="seeds splits, training, search and QBC")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_budget_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--size-budget", type=float, default=None, metavar="FRACTION",
+                        help="largest student as a fraction of the teacher's bytes, e.g. 0.02; the search "
+                             "lowers sampled actions until it fits (default: the preset's; MNIST-sized: 0.02)")
+
+
+def add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, metavar="JSON",
+                        help="JSON file of settings merged over the preset, in the shape of reports/build.json, "
+                             'e.g. {"teacher": {"epochs": 5}, "search": {"episodes": 50}}')
+
+
+def resolve_config(args: argparse.Namespace, train_size: int) -> Any:
+    """The BuildConfig for these CLI arguments: preset, then --config, then --size-budget."""
+    import json
+
+    from edgecloud.presets import apply_overrides, make_config
+
+    cfg = make_config(args.preset, dataset=args.dataset, train_size=train_size, seed=args.seed, device=args.device)
+    if args.config is not None:
+        try:
+            raw = json.loads(args.config.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"--config {args.config}: {err}") from err
+        if not isinstance(raw, dict):
+            raise ValueError(f"--config {args.config}: expected a JSON object, got {type(raw).__name__}")
+        cfg = apply_overrides(cfg, raw)
+    if args.size_budget is not None:
+        cfg.search.size_budget = args.size_budget
+    return cfg
 
 
 def setup_logging() -> None:

@@ -8,7 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edgecloud.commands._offline import DEFAULT_OUT, add_common_args, add_dataset_args, setup_logging
+from edgecloud.commands._offline import (
+    DEFAULT_OUT,
+    add_budget_arg,
+    add_common_args,
+    add_config_arg,
+    add_dataset_args,
+    resolve_config,
+    setup_logging,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -25,6 +33,8 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle directory")
     parser.add_argument("--preset", default="fast", choices=("fast", "paper"),
                         help="fast: CPU-sized (default); paper: ResNet-18 at width 64, long search/distillation")
+    add_budget_arg(parser)
+    add_config_arg(parser)
     add_common_args(parser)
     parser.set_defaults(handler=run)
 
@@ -32,7 +42,6 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging()
     from edgecloud.pipeline import build
-    from edgecloud.presets import make_config
     from edgecloud.tables import summary
     from shared.bundle import BundleError
     from shared.datasets import DatasetError, load_dataset
@@ -40,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
-        cfg = make_config(args.preset, dataset=args.dataset, train_size=len(dataset.train.y),
-                          seed=args.seed, device=args.device)
+        cfg = resolve_config(args, len(dataset.train.y))
         manifest = build(cfg, args.out, dataset, progress=not args.no_progress)
     except (DatasetError, BundleError, ValueError) as err:
         print(f"edgecloud build: {err}", file=sys.stderr)

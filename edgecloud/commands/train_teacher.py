@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgecloud.commands._offline import DEFAULT_OUT, add_common_args, add_dataset_args, setup_logging
+from edgecloud.commands._offline import (
+    DEFAULT_OUT,
+    add_budget_arg,
+    add_common_args,
+    add_config_arg,
+    add_dataset_args,
+    resolve_config,
+    setup_logging,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -17,6 +25,8 @@ def add_parser(sub: Any) -> None:
     add_dataset_args(parser)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle directory")
     parser.add_argument("--preset", default="fast", choices=("fast", "paper"), help="settings preset")
+    add_budget_arg(parser)
+    add_config_arg(parser)
     add_common_args(parser)
     parser.set_defaults(handler=run)
 
@@ -24,13 +34,11 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging()
     from edgecloud.pipeline import train_teacher
-    from edgecloud.presets import make_config
     from shared.datasets import DatasetError, load_dataset
 
     try:
         dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
-        cfg = make_config(args.preset, dataset=args.dataset, train_size=len(dataset.train.y),
-                          seed=args.seed, device=args.device)
+        cfg = resolve_config(args, len(dataset.train.y))
         metrics = train_teacher(cfg, args.out, dataset, progress=not args.no_progress)
     except (DatasetError, ValueError) as err:
         print(f"edgecloud train-teacher: {err}", file=sys.stderr)
