@@ -1,10 +1,14 @@
 """The served teacher (wire contract, input checks, normalisation) and the registry that holds it.
 
-The registry is the one place a model is looked up by name, so a later
-`POST /v2/repository/models/{name}/load` only has to build a ServedModel and swap it in.
+The registry is the one place a model is looked up by name, so a hot swap
+(`POST /v2/repository/models/{name}/load`, see repository.py) only builds a ServedModel, puts it in
+the registry, and retires the old one once the requests it already took have been answered.
 """
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 import numpy as np
 
@@ -21,6 +25,8 @@ OUTPUTS: tuple[str, ...] = (LOGITS, LABEL)
 # UINT8 are raw pixels as the dataset stores them; FP32 are pixel values on that same raw scale
 # (0-255, or 0-16 for digits), NOT normalised: the server normalises both with the manifest's mean/std.
 INPUT_DATATYPES: tuple[str, ...] = ("UINT8", "FP32")
+
+logger = logging.getLogger(__name__)
 
 
 class ModelNotFoundError(LookupError):
@@ -42,6 +48,9 @@ class ServedModel:
         self.backend = backend
         self.batcher = batcher
         self.ready = False
+        self._active = 0  # infer calls between their look-up and their answer; a swap waits for them
+        self._idle = asyncio.Event()
+        self._idle.set()
         if len(manifest.input.shape) != 3:
             raise ValueError(f"manifest input shape {manifest.input.shape} is not [C, H, W]")
         channels = manifest.input.shape[0]
@@ -93,12 +102,34 @@ class ServedModel:
         if len(x) == 0:
             logits = np.zeros((0, len(self.manifest.classes)), dtype=np.float32)
         else:
-            logits = await self.batcher.submit(x, timeout_s=timeout_s)
+            self._active += 1
+            self._idle.clear()
+            try:
+                logits = await self.batcher.submit(x, timeout_s=timeout_s)
+            finally:
+                self._active -= 1
+                if not self._active:
+                    self._idle.set()
         return {LOGITS: logits, LABEL: logits.argmax(axis=1).astype(np.int64)}
+
+    async def retire(self, *, grace_s: float) -> None:
+        """After a swap: let the requests this model already took finish (up to `grace_s`), then stop it.
+
+        No new request reaches a model once it left the registry, so waiting for the in-flight count
+        to reach zero is what makes a swap lose no request.
+        """
+        try:
+            async with asyncio.timeout(grace_s):
+                await self._idle.wait()
+        except TimeoutError:
+            logger.warning("model %r still had %d requests after %.1f s; stopping it anyway (they get 503)",
+                           self.name, self._active, grace_s)
+        self.ready = False
+        await self.batcher.stop()
 
 
 class ModelRegistry:
-    """Models by name. Swapping one in replaces the old entry; the caller stops the old batcher."""
+    """Models by name. Swapping one in replaces the old entry; the caller retires the old model."""
 
     def __init__(self) -> None:
         self._models: dict[str, ServedModel] = {}

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from offloading.filters import OffloadFilter, make_filter
-from shared.bundle import STUDENT_ONNX, Manifest, load_manifest, load_offloader, verify_file
+from shared.bundle import STUDENT_ONNX, BundleError, Manifest, load_manifest, load_offloader, verify_file
 
 ACCEPTED_DTYPES: tuple[np.dtype[Any], ...] = (np.dtype(np.uint8), np.dtype(np.float32))
 
@@ -39,8 +39,9 @@ class EdgeEngine:
     """The student session, the offloader filter and the input contract of one bundle."""
 
     def __init__(self, *, manifest: Manifest, session: ort.InferenceSession,
-                 offload_filter: OffloadFilter) -> None:
+                 offload_filter: OffloadFilter, bundle: Path | None = None) -> None:
         self.manifest = manifest
+        self.bundle = bundle  # the directory it was loaded from, when it was
         self.session = session
         self.filter = offload_filter
         self.sample_shape: tuple[int, ...] = tuple(manifest.input.shape)  # (C, H, W)
@@ -69,7 +70,24 @@ class EdgeEngine:
         session = ort.InferenceSession(str(verify_file(bundle, manifest, STUDENT_ONNX)), sess_options=options,
                                        providers=["CPUExecutionProvider"])
         offload_filter = make_filter(manifest.operating_point, threshold=threshold, offloader=offloader)
-        return cls(manifest=manifest, session=session, offload_filter=offload_filter)
+        return cls(manifest=manifest, session=session, offload_filter=offload_filter, bundle=bundle)
+
+    def warm_up(self, *, batch_sizes: tuple[int, ...] = (1, 64), rounds: int = 2) -> float:
+        """Run zero-pixel batches through student and offloader; return the wall time in ms.
+
+        The first passes allocate onnxruntime's arenas, so a hot-swapped engine that skipped this
+        would answer its first clients slowly; a student whose logits do not have one column per
+        manifest class fails here (BundleError), before it serves anyone.
+        """
+        started = time.perf_counter()
+        for batch in batch_sizes:
+            x = np.zeros((batch, *self.sample_shape), dtype=np.uint8)  # (B, C, H, W)
+            for _ in range(rounds):
+                out = self.run(x)
+                if out.logits.shape != (batch, self.num_classes) or out.offload.shape != (batch,):
+                    raise BundleError(f"student returns logits of shape {list(out.logits.shape)} for a batch of "
+                                     f"{batch}; the manifest has {self.num_classes} classes")
+        return 1000.0 * (time.perf_counter() - started)
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
         """`x` if it is a (N, C, H, W) batch of raw uint8 or float32 pixels, else InputError naming why."""

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from cloud_server.body import read_body
 from cloud_server.deps import RegistryDep, SettingsDep, require_token
-from cloud_server.model import OUTPUTS, ModelNotFoundError, ServedModel
+from cloud_server.model import OUTPUTS, ModelNotFoundError, ModelRegistry, ServedModel
 from cloud_server.settings import CloudSettings
 from shared.oip import ErrorResponse, decode_request, encode_response, parse_deadline_ms, resolve_outputs
 
@@ -15,9 +15,23 @@ router = APIRouter(prefix="/v2/models", tags=["inference"], dependencies=[Depend
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)}
 
 
-async def _infer(model: ServedModel, request: Request, settings: CloudSettings) -> Response:
+def _lookup(registry: ModelRegistry, model_name: str, model_version: str | None) -> ServedModel:
+    model = registry.get(model_name)
+    if model_version is not None and model_version != model.version:
+        raise ModelNotFoundError(f"model {model_name!r} has no version {model_version!r}; "
+                                 f"it has {[model.version]}")
+    return model
+
+
+async def _infer(registry: ModelRegistry, model_name: str, model_version: str | None, request: Request,
+                 settings: CloudSettings) -> Response:
+    _lookup(registry, model_name, model_version)  # an unknown model is a 404 before any body is read
     body = await read_body(request, max_bytes=settings.max_body_bytes)
     infer_request, tensors = decode_request(body, request.headers, max_bytes=settings.max_body_bytes)
+    # Looked up again after the last await before the model takes the request: a hot swap that
+    # lands while the body is arriving routes this request to the new model, and the old one, gone
+    # from the registry, can retire as soon as the requests it already took are answered.
+    model = _lookup(registry, model_name, model_version)
     names, binary = resolve_outputs(infer_request, OUTPUTS)
     x = model.prepare(tensors)  # (N, C, H, W) float32, normalised
     # The client's budget counts from when it sent the request; we only know our arrival time,
@@ -33,14 +47,10 @@ async def _infer(model: ServedModel, request: Request, settings: CloudSettings) 
 
 @router.post("/{model_name}/infer", response_class=Response, responses=_ERRORS)
 async def infer(model_name: str, request: Request, registry: RegistryDep, settings: SettingsDep) -> Response:
-    return await _infer(registry.get(model_name), request, settings)
+    return await _infer(registry, model_name, None, request, settings)
 
 
 @router.post("/{model_name}/versions/{model_version}/infer", response_class=Response, responses=_ERRORS)
 async def infer_version(model_name: str, model_version: str, request: Request, registry: RegistryDep,
                         settings: SettingsDep) -> Response:
-    model = registry.get(model_name)
-    if model_version != model.version:
-        raise ModelNotFoundError(f"model {model_name!r} has no version {model_version!r}; "
-                                 f"it has {[model.version]}")
-    return await _infer(model, request, settings)
+    return await _infer(registry, model_name, model_version, request, settings)
