@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1 << 20
@@ -48,6 +48,18 @@ class CloudSettings(BaseSettings):
         default=30.0, gt=0.0,
         description="longest a request may wait for its result when it sends no X-Deadline-Ms (then 504)",
     )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0.0, le=3600.0,
+        description="longest a request body may take to arrive once its headers are in (then 408); "
+                    "bounds slow-loris uploads",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0.0, le=3600.0,
+        description="longest a connection may take to send complete request headers (then 408 and closed); "
+                    "applied by `edgecloud cloud serve`",
+    )
+    ssl_certfile: Path | None = Field(default=None, description="PEM certificate (chain): serve HTTPS with it")
+    ssl_keyfile: Path | None = Field(default=None, description="PEM private key of ssl_certfile")
 
     @field_validator("bundle")
     @classmethod
@@ -58,12 +70,19 @@ class CloudSettings(BaseSettings):
             raise ValueError(f"bundle {value} has no manifest.json; is it a bundle from `edgecloud build`?")
         return value
 
-    @field_validator("token_file")
+    @field_validator("token_file", "ssl_certfile", "ssl_keyfile")
     @classmethod
-    def _token_file_exists(cls, value: Path | None) -> Path | None:
+    def _file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is not None and not value.is_file():
-            raise ValueError(f"token_file {value} does not exist")
+            raise ValueError(f"{info.field_name} {value} does not exist")
         return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> CloudSettings:
+        # A key without a certificate (or the reverse) cannot serve TLS; say so at start, not at the first client.
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("set both ssl_certfile and ssl_keyfile to serve HTTPS, or neither")
+        return self
 
 
 @lru_cache

@@ -1,14 +1,23 @@
-"""Read a request body under a byte limit, refusing early when Content-Length already says too much."""
+"""Read a request body under a byte limit and a time limit.
+
+The byte limit refuses early (413) when Content-Length already says too much; the time limit (408)
+stops a slow-loris client from holding a request open by trickling its body a byte at a time, which
+uvicorn itself never times out.
+"""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from shared.oip import ProtocolError
 
 
-async def read_body(request: Request, *, max_bytes: int) -> bytes:
-    """The whole body, or ProtocolError 413 as soon as it is known to be larger than `max_bytes`."""
+async def read_body(request: Request, *, max_bytes: int, timeout_s: float | None = None) -> bytes:
+    """The whole body, or ProtocolError: 413 as soon as it is known to be larger than `max_bytes`,
+    408 when it has not all arrived `timeout_s` after the headers (None: the app's `body_timeout_s`)."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise ProtocolError(f"Content-Encoding {encoding!r} is not supported; send the body uncompressed",
@@ -19,11 +28,22 @@ async def read_body(request: Request, *, max_bytes: int) -> bytes:
             raise ProtocolError(f"Content-Length must be a non-negative integer, got {declared!r}")
         if int(declared) > max_bytes:
             raise ProtocolError(f"body of {int(declared)} bytes exceeds the limit of {max_bytes}", status_code=413)
+    limit_s = timeout_s if timeout_s is not None else float(request.app.state.settings.body_timeout_s)
     parts: list[bytes] = []
     received = 0
-    async for chunk in request.stream():  # chunked uploads carry no Content-Length: count as we go
-        received += len(chunk)
-        if received > max_bytes:
-            raise ProtocolError(f"body exceeds the limit of {max_bytes} bytes", status_code=413)
-        parts.append(chunk)
+    try:
+        # One deadline for the whole body: a per-chunk idle timeout is reset by every trickled byte.
+        async with asyncio.timeout(limit_s):
+            async for chunk in request.stream():  # chunked uploads carry no Content-Length: count as we go
+                received += len(chunk)
+                if received > max_bytes:
+                    raise ProtocolError(f"body exceeds the limit of {max_bytes} bytes", status_code=413)
+                parts.append(chunk)
+    except TimeoutError:
+        expected = f"of {declared.strip()} " if declared is not None else ""
+        raise ProtocolError(f"request body not received within {limit_s:g} s: {received} bytes {expected}"
+                            "arrived", status_code=408) from None
+    except ClientDisconnect:
+        # The client's fault, not a server error: no traceback, no 500 in the metrics (nobody reads the answer).
+        raise ProtocolError(f"client disconnected after {received} bytes of the body") from None
     return b"".join(parts)

@@ -48,6 +48,13 @@ class EdgeSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", min_length=1, description="interface `edge serve` listens on")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port `edge serve` listens on")
     max_body_bytes: int = Field(default=16 * MIB, ge=1, description="largest request body accepted (413 above)")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0.0, le=3600.0,
+        description="longest a request body may take to arrive once its headers are in (then 408)")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0.0, le=3600.0,
+        description="longest a connection may take to send complete request headers (then 408 and closed); "
+                    "applied by `edgecloud edge serve`")
     max_inflight: int = Field(default=8, ge=1, le=1024, description="most offload requests in flight at once")
     ratio_window: int = Field(
         default=1000, ge=1, le=10_000_000, description="samples in the sliding window of the offload-ratio gauge")

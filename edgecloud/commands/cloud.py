@@ -11,7 +11,8 @@ from typing import Any
 # CLI flag -> CloudSettings field; a flag left out keeps the EDGECLOUD_* variable or the default.
 _OVERRIDES: tuple[str, ...] = (
     "bundle", "host", "port", "backend", "max_batch_size", "max_queue_delay_ms", "max_queue_size",
-    "max_body_bytes", "token_file", "threads", "request_timeout_s",
+    "max_body_bytes", "token_file", "threads", "request_timeout_s", "body_timeout_s", "header_timeout_s",
+    "ssl_certfile", "ssl_keyfile",
 )
 
 
@@ -45,6 +46,12 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--threads", type=int, help="backend intra-op threads (default: CPU count, at most 8)")
     serve.add_argument("--request-timeout-s", type=float,
                        help="longest wait for a result without X-Deadline-Ms (default 30)")
+    serve.add_argument("--body-timeout-s", type=float,
+                       help="longest a request body may take to arrive, else 408 (default 30)")
+    serve.add_argument("--header-timeout-s", type=float,
+                       help="longest a client may take to send its request headers, else 408 (default 10)")
+    serve.add_argument("--ssl-certfile", type=Path, help="PEM certificate: serve HTTPS (with --ssl-keyfile)")
+    serve.add_argument("--ssl-keyfile", type=Path, help="PEM private key of --ssl-certfile")
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     serve.add_argument("--access-log", action="store_true", help="log one line per HTTP request")
     serve.set_defaults(handler=run_serve)
@@ -53,11 +60,11 @@ def add_parser(sub: Any) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import uvicorn
     from pydantic import ValidationError
 
     from cloud_server.main import create_app
     from cloud_server.settings import CloudSettings
+    from edgecloud.serving import serve
     from shared.bundle import BundleError, load_manifest
 
     overrides = {name: getattr(args, name) for name in _OVERRIDES if getattr(args, name) is not None}
@@ -74,7 +81,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except (BundleError, ValueError) as err:
         print(f"edgecloud cloud serve: {err}", file=sys.stderr)
         return 2
-    # log_config=None: uvicorn's lines go through the root logger set up above, one line each.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, log_level=args.log_level,
-                access_log=args.access_log, timeout_graceful_shutdown=10)
+    serve(app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=args.access_log,
+          header_timeout_s=settings.header_timeout_s, ssl_certfile=settings.ssl_certfile,
+          ssl_keyfile=settings.ssl_keyfile)
     return 0

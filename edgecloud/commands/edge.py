@@ -17,7 +17,7 @@ _COMMON: tuple[str, ...] = (
     "deadline_ms", "retries", "backoff_s", "breaker_failures", "breaker_reset_s", "threshold", "threads",
     "max_inflight", "ratio_window",
 )
-_SERVE_ONLY: tuple[str, ...] = ("host", "port", "max_body_bytes")
+_SERVE_ONLY: tuple[str, ...] = ("host", "port", "max_body_bytes", "body_timeout_s", "header_timeout_s")
 _RUN_ONLY: tuple[str, ...] = ("batch_size",)
 
 
@@ -58,6 +58,10 @@ def add_parser(sub: Any) -> None:
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (default 8000)")
     serve.add_argument("--max-body-bytes", type=int, help="largest request body (default 16 MiB)")
+    serve.add_argument("--body-timeout-s", type=float,
+                       help="longest a request body may take to arrive, else 408 (default 30)")
+    serve.add_argument("--header-timeout-s", type=float,
+                       help="longest a client may take to send its request headers, else 408 (default 10)")
     serve.add_argument("--access-log", action="store_true", help="log one line per HTTP request")
     serve.set_defaults(handler=run_serve)
 
@@ -117,9 +121,8 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, _COMMON + _SERVE_ONLY, "serve")
     if settings is None:
         return 2
-    import uvicorn
-
     from edge_agent.app import create_app
+    from edgecloud.serving import serve
     from shared.bundle import BundleError, load_manifest
 
     try:
@@ -127,9 +130,8 @@ def run_serve(args: argparse.Namespace) -> int:
     except BundleError as err:
         print(f"edgecloud edge serve: {err}", file=sys.stderr)
         return 2
-    # log_config=None: uvicorn's lines go through the root logger set up above.
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                log_level=args.log_level, access_log=args.access_log, timeout_graceful_shutdown=10)
+    serve(create_app(settings), host=settings.host, port=settings.port, log_level=args.log_level,
+          access_log=args.access_log, header_timeout_s=settings.header_timeout_s)
     return 0
 
 
