@@ -16,8 +16,17 @@ def add_parser(sub: Any) -> None:
                     "cloud server) once per strategy and writes report.md, report.json and plots to --out.",
     )
     parser.add_argument("--bundle", type=Path, required=True, help="the bundle both services serve")
-    parser.add_argument("--edge-url", required=True, help="edge agent base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("--edge-url", default=None,
+                        help="edge agent base URL, e.g. http://127.0.0.1:8000 (required without --link)")
     parser.add_argument("--cloud-url", default=None, help="cloud server base URL (checked for readiness)")
+    parser.add_argument("--link", default=None, metavar="PROFILE",
+                        help="start the cloud and the edge on either side of an emulated link (lan, wifi, lte, 3g; "
+                             "needs root, see deploy/testbed/README.md) instead of using --edge-url")
+    parser.add_argument("--link-delay", choices=("auto", "netem", "shim"), default="auto",
+                        help="with --link: netem if the kernel has it (auto), else the EMULATED delay proxy (shim)")
+    parser.add_argument("--link-name", default=None, help="with --link: tag of the namespaces (ectb-NAME-edge/-cloud)")
+    parser.add_argument("--no-link-check", action="store_true",
+                        help="with --link: skip measuring the link's RTT and goodput before the evaluation")
     parser.add_argument("--dataset", default=None, help="dataset name (default: the bundle's)")
     parser.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
     parser.add_argument("--out", type=Path, default=Path("artifacts/eval"), help="report directory")
@@ -31,7 +40,44 @@ def add_parser(sub: Any) -> None:
     parser.set_defaults(handler=run)
 
 
+def _eval_args(args: argparse.Namespace) -> list[str]:
+    """This command's options again, for the evaluation client that `--link` runs inside the edge namespace."""
+    argv = ["--batch-size", str(args.batch_size), "--concurrency", str(args.concurrency),
+            "--strategies", args.strategies, "--seed", str(args.seed)]
+    for flag, value in (("--dataset", args.dataset), ("--data-dir", args.data_dir), ("--limit", args.limit)):
+        if value is not None:
+            argv += [flag, str(Path(value).resolve()) if flag == "--data-dir" else str(value)]
+    return argv + (["--no-progress"] if args.no_progress else [])
+
+
+def run_over_link(args: argparse.Namespace) -> int:
+    from edgecloud.evaluation.report import link_line
+    from edgecloud.evaluation.testbed.netns import TestbedError
+    from edgecloud.evaluation.testbed.over_link import eval_over_link
+    from edgecloud.evaluation.testbed.profiles import get_profile
+
+    if args.edge_url or args.cloud_url:
+        print("edgecloud eval: --link starts its own cloud and edge; leave out --edge-url and --cloud-url",
+              file=sys.stderr)
+        return 2
+    try:
+        report = eval_over_link(get_profile(args.link), bundle=args.bundle, out=args.out, eval_args=_eval_args(args),
+                                tag=args.link_name, delay=args.link_delay, check=not args.no_link_check)
+    except (TestbedError, ValueError) as err:
+        print(f"edgecloud eval: {err}", file=sys.stderr)
+        return 2
+    # The evaluation client has printed the table already; add the link it ran across.
+    print(link_line(report["link"]))
+    print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.link is not None:
+        return run_over_link(args)
+    if args.edge_url is None:
+        print("edgecloud eval: give --edge-url (a running edge agent) or --link PROFILE", file=sys.stderr)
+        return 2
     from edgecloud.evaluation.report import table
     from edgecloud.evaluation.run import EvalConfig, run_eval
     from shared.bundle import BundleError, load_manifest

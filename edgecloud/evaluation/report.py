@@ -92,14 +92,32 @@ def _plot_latency_cdf(runs: dict[str, StrategyRun], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def link_line(link: dict[str, Any]) -> str:
+    """One line on the link an evaluation ran across (`edgecloud eval --link`), measured where it was."""
+    line = f"link: {link['profile']} ({link['rate_mbit']:g} Mbit/s, {link['rtt_ms']:g} ms RTT; {link['delay']})"
+    measured = link.get("measured")
+    if measured:
+        line += (f"; measured RTT {measured['rtt_ms']:.1f} ms, goodput up {measured['up_mbit']:.2f} / "
+                 f"down {measured['down_mbit']:.2f} Mbit/s")
+    return line
+
+
+def write_markdown(report: dict[str, Any], out: Path) -> Path:
+    """report.md: the table, the link it ran across (if any) and the two plots."""
+    link = f"{link_line(report['link'])}\n\n" if report.get("link") else ""
+    path = out / "report.md"
+    path.write_text(f"# edgecloud evaluation: {report['dataset']}\n\n{link}{table(report)}\n\n"
+                    "![accuracy against offload rate](accuracy_vs_offload.png)\n\n"
+                    "![latency CDF](latency_cdf.png)\n")
+    return path
+
+
 def write_report(report: dict[str, Any], runs: dict[str, StrategyRun], out: Path,
                  *, curve: dict[str, Any] | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "report.json", out / "report.md", out / "accuracy_vs_offload.png", out / "latency_cdf.png"]
     paths[0].write_text(json.dumps(report, indent=2) + "\n")
-    paths[1].write_text(f"# edgecloud evaluation: {report['dataset']}\n\n{table(report)}\n\n"
-                        "![accuracy against offload rate](accuracy_vs_offload.png)\n\n"
-                        "![latency CDF](latency_cdf.png)\n")
+    write_markdown(report, out)
     _plot_accuracy(report, curve, paths[2])
     _plot_latency_cdf(runs, paths[3])
     return paths

@@ -1,0 +1,5 @@
+import sys
+
+from edgecloud.evaluation.testbed.cli import main
+
+sys.exit(main())

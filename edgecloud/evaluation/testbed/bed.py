@@ -1,0 +1,117 @@
+"""A link that is up plus the processes running on either side of it, all stopped on the way out.
+
+`serve_across(port)` is how a cloud-side server becomes reachable from the edge at
+`cloud_ip:port` *with the link's delay*: with netem the server listens there itself; without, it
+listens on the cloud namespace's loopback and the EMULATED delay proxy listens there instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from edgecloud.evaluation.testbed import delay_proxy
+from edgecloud.evaluation.testbed.netns import DelayMode, Link, Side, TestbedError, link_up, python_argv, signals_exit
+from edgecloud.evaluation.testbed.profiles import LinkProfile
+from edgecloud.services import Service, stop_service
+
+SHIM_PORT_OFFSET = 10_000  # behind the proxy, a server listens on loopback at PORT + this
+
+
+def wait_for_line(service: Service, text: str, *, timeout_s: float = 30.0) -> None:
+    """Block until SERVICE's log has TEXT; fail with the log if it exits or takes too long."""
+    deadline = time.monotonic() + timeout_s
+    while text not in service.log_tail(100_000):
+        if service.process.poll() is not None:
+            raise TestbedError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+        if time.monotonic() > deadline:
+            raise TestbedError(f"{service.name} not ready after {timeout_s:.0f} s:\n{service.log_tail()}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Bed:
+    link: Link
+    log_dir: Path
+    services: list[Service] = field(default_factory=list)
+
+    @property
+    def delay_label(self) -> str:
+        if self.link.delay == "netem":
+            return f"netem delay {self.link.profile.one_way_delay_ms:g} ms each way"
+        return f"EMULATED delay: user-space TCP proxy, {self.link.profile.one_way_delay_ms:g} ms each way (no netem)"
+
+    def spawn(self, side: Side, name: str, argv: Sequence[str]) -> Service:
+        process = self.link.spawn(side, name, argv, log_dir=self.log_dir)
+        service = Service(name, "", process, self.log_dir / f"{name}.log")
+        self.services.append(service)
+        return service
+
+    def start_edgecloud(self, side: Side, name: str, args: Sequence[str], *, host: str, port: int) -> Service:
+        service = self.link.start_edgecloud(side, name, args, host=host, port=port, log_dir=self.log_dir)
+        self.services.append(service)
+        return service
+
+    def serve_across(self, port: int) -> tuple[str, int]:
+        """(host, port) a cloud-side server must listen on to be reached at cloud_ip:PORT across the link."""
+        if self.link.delay == "netem":
+            return self.link.cloud_ip, port
+        inner = port + SHIM_PORT_OFFSET
+        proxy = self.spawn("cloud", f"delay-proxy-{port}", python_argv(
+            "edgecloud.evaluation.testbed.delay_proxy", "--listen", f"{self.link.cloud_ip}:{port}",
+            "--target", f"127.0.0.1:{inner}", "--delay-ms", str(self.link.profile.one_way_delay_ms)))
+        wait_for_line(proxy, delay_proxy.READY_LINE)
+        return "127.0.0.1", inner
+
+    def check_alive(self) -> None:
+        """Raise, with its log, if a process this bed started has exited."""
+        for service in self.services:
+            if service.process.poll() is not None:
+                raise TestbedError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+
+    def run_in_edge(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
+                    stdout: IO[bytes] | None = None) -> int:
+        """Run ARGV in the edge namespace to completion and return its exit code.
+
+        This bed's processes are watched meanwhile: if one dies, or this process is told to stop,
+        the command is stopped too (and the error raised).
+        """
+        process = subprocess.Popen(self.link.exec_argv("edge", argv), start_new_session=True, stdout=stdout,
+                                   env={**os.environ, **self.environment(), **(env or {})})
+        try:
+            while process.poll() is None:
+                self.check_alive()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=0.5)
+            return int(process.returncode)
+        finally:
+            stop_service(Service("command", "", process, self.log_dir / "command.log"), grace_s=5.0)
+
+    def environment(self) -> dict[str, str]:
+        """What a command in the edge namespace is told about the link."""
+        link = self.link
+        return {"TESTBED_PROFILE": link.profile.name, "TESTBED_CLOUD_IP": link.cloud_ip,
+                "TESTBED_EDGE_IP": link.edge_ip, "TESTBED_EDGE_NS": link.names.edge_ns,
+                "TESTBED_CLOUD_NS": link.names.cloud_ns, "TESTBED_DELAY": link.delay}
+
+    def stop_all(self) -> None:
+        for service in reversed(self.services):
+            stop_service(service, grace_s=10.0)
+
+
+@contextlib.contextmanager
+def testbed(profile: LinkProfile, *, log_dir: Path, tag: str | None = None, delay: DelayMode = "auto"
+            ) -> Iterator[Bed]:
+    """The link, and a Bed to start processes on it; processes stop, then the namespaces go."""
+    with signals_exit(), link_up(profile, tag=tag, delay=delay) as link:
+        bed = Bed(link, log_dir)
+        try:
+            yield bed
+        finally:
+            bed.stop_all()

@@ -1,0 +1,144 @@
+"""EMULATED link delay: a TCP proxy that holds every chunk for a fixed one-way delay, each direction.
+
+This is a stand-in for netem on kernels built without it (CONFIG_NET_SCH_NETEM unset), not netem.
+The testbed runs it in the cloud's namespace, listening on the link address and forwarding to the
+cloud server on that namespace's loopback, so every byte between edge and cloud crosses the shaped
+veth once and waits `delay_ms` each way: RTT/2 up, RTT/2 down. Throughput is unaffected, because
+chunks are pipelined (each is released `delay_ms` after it arrived, not after the previous one left).
+
+Where it differs from a real (or netem) link, and so from a report made with netem:
+- TCP's handshake and ACKs are answered by the kernel at each hop and are not delayed. The first
+  bytes of a connection are held until one extra RTT has passed, so the first request on a new
+  connection still pays the handshake, but a sender's congestion window grows as on a short link.
+- Delays have the event loop's timer granularity (about 1 ms), so a very short delay is rounded up.
+- It relays TCP only (the services speak HTTP/1.1 over TCP).
+
+`python -m edgecloud.evaluation.testbed.delay_proxy --listen HOST:PORT --target HOST:PORT --delay-ms MS`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+CHUNK_BYTES = 64 * 1024
+QUEUE_CHUNKS = 256          # per direction: bounds memory when the far side reads slower than we do
+READY_LINE = "delay proxy (emulation) listening"
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    listen_host: str
+    """address to accept connections on (the link side)."""
+    listen_port: int
+    """port to accept connections on."""
+    target_host: str
+    """address of the real server."""
+    target_port: int
+    """port of the real server."""
+    delay_ms: float
+    """one-way delay added to every chunk, in each direction (half the emulated RTT)."""
+
+    def __post_init__(self) -> None:
+        if self.delay_ms < 0:
+            raise ValueError(f"delay_ms must be >= 0, got {self.delay_ms}")
+
+
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, delay_s: float,
+                not_before: float) -> None:
+    """Copy READER to WRITER, each chunk (and the final EOF) released DELAY_S after it was read."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
+
+    async def take() -> None:
+        while True:
+            data = await reader.read(CHUNK_BYTES)
+            # An empty read is the peer's FIN: it crosses the link too, so it is delayed like data.
+            await queue.put((max(loop.time(), not_before) + delay_s, data))
+            if not data:
+                return
+
+    async def give() -> None:
+        while True:
+            due, data = await queue.get()
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not data:
+                if writer.can_write_eof():
+                    writer.write_eof()
+                return
+            writer.write(data)
+            await writer.drain()
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(take())
+        group.create_task(give())
+
+
+async def _relay(cfg: ProxyConfig, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+    loop = asyncio.get_running_loop()
+    delay_s = cfg.delay_ms / 1e3
+    # On a real link the client's first bytes leave only after the handshake's round trip.
+    first_bytes_at = loop.time() + 2 * delay_s
+    try:
+        upstream_reader, upstream_writer = await asyncio.open_connection(cfg.target_host, cfg.target_port)
+    except OSError:
+        client_writer.close()  # the server is down: the client sees its connection closed
+        return
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_pump(client_reader, upstream_writer, delay_s=delay_s, not_before=first_bytes_at))
+            group.create_task(_pump(upstream_reader, client_writer, delay_s=delay_s, not_before=0.0))
+    except* (ConnectionError, OSError):
+        pass  # one side reset the connection; closing both below is all a proxy can do
+    finally:
+        for writer in (upstream_writer, client_writer):
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+
+async def serve(cfg: ProxyConfig, *, ready: asyncio.Event | None = None) -> None:
+    """Accept and relay until cancelled."""
+    server = await asyncio.start_server(lambda r, w: _relay(cfg, r, w), cfg.listen_host, cfg.listen_port)
+    async with server:
+        if ready is not None:
+            ready.set()
+        await server.serve_forever()
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="delay_proxy", description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", type=_host_port, required=True, help="HOST:PORT to accept on")
+    parser.add_argument("--target", type=_host_port, required=True, help="HOST:PORT of the real server")
+    parser.add_argument("--delay-ms", type=float, required=True, help="one-way delay per direction (RTT/2)")
+    args = parser.parse_args(argv)
+    cfg = ProxyConfig(*args.listen, *args.target, delay_ms=args.delay_ms)
+
+    async def run() -> None:
+        ready = asyncio.Event()
+        task = asyncio.create_task(serve(cfg, ready=ready))
+        await ready.wait()
+        print(f"{READY_LINE} on {cfg.listen_host}:{cfg.listen_port} -> {cfg.target_host}:{cfg.target_port}, "
+              f"{cfg.delay_ms:g} ms each way", flush=True)
+        await task
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The paper's Table VII across links: one block of rows per link, from `edgecloud eval --link` reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+STRATEGY_NAMES = {"edge_only": "edge-only", "cloud_only": "cloud-only", "cooperation": "cooperation"}
+
+
+def _link_cell(link: dict[str, Any]) -> str:
+    cell = f"{link['profile']} ({link['rate_mbit']:g} Mbit/s, {link['rtt_ms']:g} ms)"
+    measured = link.get("measured")
+    if measured:
+        cell += (f"<br>measured {measured['rtt_ms']:.1f} ms, {measured['up_mbit']:.1f}/"
+                 f"{measured['down_mbit']:.1f} Mbit/s")
+    return cell
+
+
+def results_table(reports: Sequence[dict[str, Any]]) -> str:
+    """Runtime, accuracy and offload rate per strategy and link, then the two runtime ratios per link."""
+    rows = ["| link | strategy | runtime (s) | accuracy | offload rate | p50 latency (ms) | answered |",
+            "|---|---|---:|---:|---:|---:|---:|"]
+    ratios = ["| link | samples | cooperation / edge-only runtime | cloud-only / cooperation runtime "
+              "| time saved against cloud-only |",
+              "|---|---:|---:|---:|---:|"]
+    for report in reports:
+        link = report.get("link")
+        if link is None:
+            raise ValueError(f"report of {report.get('bundle')} was not made across a link (no 'link' section)")
+        strategies = report["strategies"]
+        for key, name in STRATEGY_NAMES.items():
+            if key not in strategies:
+                continue
+            s = strategies[key]
+            rows.append(f"| {_link_cell(link)} | {name} | {s['runtime_s']:.2f} | {100 * s['accuracy']:.2f}% "
+                        f"| {100 * s['offload_rate']:.1f}% | {s['p50_ms']:.1f} | {s['answered']}/{s['samples']} |")
+        if set(STRATEGY_NAMES) <= strategies.keys():
+            edge, cloud, coop = (strategies[k]["runtime_s"] for k in ("edge_only", "cloud_only", "cooperation"))
+            ratios.append(f"| {link['profile']} | {report['samples']} | {coop / edge:.2f}x | {cloud / coop:.2f}x "
+                          f"| {100 * (1 - coop / cloud):.1f}% |")
+    return "\n".join(rows) + "\n\n" + "\n".join(ratios)
