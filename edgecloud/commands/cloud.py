@@ -30,6 +30,9 @@ def add_parser(sub: Any) -> None:
             "is read from EDGECLOUD_TOKEN or --token-file, never from a flag. Example: "
             "edgecloud cloud serve --bundle artifacts/mnist --port 8001"
         ),
+        # No prefix matching: `--token SECRET` would otherwise be read as `--token-file SECRET` and the
+        # secret echoed back in the "does not exist" error.
+        allow_abbrev=False,
     )
     serve.add_argument("--bundle", type=Path, help="bundle directory (or EDGECLOUD_BUNDLE)")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")

@@ -53,7 +53,10 @@ def add_parser(sub: Any) -> None:
         "serve", help="serve model 'edge' over the Open Inference Protocol",
         description="Serves model 'edge' (input 'input' UINT8 or raw-scale FP32 [N,C,H,W]; outputs 'label', "
                     "'source', 'fallback_reason') at /v2/models/edge/infer, with /v2/health/*, /v2 and /metrics. "
-                    "Example: edgecloud edge serve --bundle artifacts/mnist --cloud-url http://127.0.0.1:8001")
+                    "Example: edgecloud edge serve --bundle artifacts/mnist --cloud-url http://127.0.0.1:8001",
+        # No prefix matching: `--token SECRET` would otherwise be read as `--token-file SECRET` and the
+        # secret echoed back in the "does not exist" error.
+        allow_abbrev=False)
     _add_common(serve)
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (default 8000)")
@@ -71,7 +74,7 @@ def add_parser(sub: Any) -> None:
                     "line per sample to --out: JSON lines {index, label, target, source, fallback_reason}, or "
                     "TSV with a header when --out ends in .tsv. Prints a summary at the end. Example: "
                     "edgecloud edge run --bundle artifacts/mnist --cloud-url http://127.0.0.1:8001 "
-                    "--dataset mnist --data-dir ../shared/data/mnist --out answers.jsonl")
+                    "--dataset mnist --data-dir ../shared/data/mnist --out answers.jsonl", allow_abbrev=False)
     _add_common(run)
     run.add_argument("--dataset", required=True, help="dataset name (see shared.datasets.DATASETS)")
     run.add_argument("--data-dir", type=Path, help="directory holding the dataset's files")
