@@ -170,11 +170,32 @@ def load_manifest(bundle_dir: Path, *, verify: bool = True) -> Manifest:
     return manifest
 
 
+def read_verified(bundle_dir: Path, manifest: Manifest, name: str) -> bytes:
+    """One listed artifact's bytes, read once and checked against the manifest's size and sha256.
+
+    What is checked is exactly what the caller gets: hashing the file and then opening it again
+    would let a file swapped in between (a race an attacker can win) go unchecked.
+    """
+    entry = manifest.files.get(name)
+    path = Path(bundle_dir) / name
+    if entry is None:
+        raise BundleError(f"{path}: not listed in {MANIFEST}, refusing to load it")
+    if not path.is_file():
+        raise BundleError(f"{path}: listed in {MANIFEST} but missing (incomplete bundle)")
+    with path.open("rb") as handle:
+        data = handle.read(entry.bytes + 1)  # one byte more than promised shows a longer file, unread
+    if len(data) != entry.bytes:
+        size = path.stat().st_size
+        raise BundleError(f"{path}: size {size} B does not match the manifest's {entry.bytes} B (tampered?)")
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise BundleError(f"{path}: sha256 does not match the manifest (tampered or corrupt)")
+    return data
+
+
 def load_offloader(bundle_dir: Path, manifest: Manifest) -> Any:
-    """Unpickle offloader.pkl, only after its bytes match the manifest's sha256."""
-    path = verify_file(Path(bundle_dir), manifest, OFFLOADER_PKL)
+    """Unpickle offloader.pkl from the very bytes whose sha256 matched the manifest."""
+    data = read_verified(Path(bundle_dir), manifest, OFFLOADER_PKL)
     try:
-        with path.open("rb") as handle:
-            return pickle.load(handle)
+        return pickle.loads(data)
     except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ModuleNotFoundError) as err:
-        raise BundleError(f"{path}: cannot unpickle the offloader ({err})") from err
+        raise BundleError(f"{Path(bundle_dir) / OFFLOADER_PKL}: cannot unpickle the offloader ({err})") from err
