@@ -110,6 +110,10 @@ class ServedModel:
                 self._active -= 1
                 if not self._active:
                     self._idle.set()
+            if not np.isfinite(logits).all():
+                # Finite but huge FP32 pixels can overflow inside the network; NaN logits are no answer.
+                raise ProtocolError(f"input {INPUT!r} drove the teacher to non-finite logits; send raw pixel "
+                                    "values in the dataset's range", status_code=422)
         return {LOGITS: logits, LABEL: logits.argmax(axis=1).astype(np.int64)}
 
     async def retire(self, *, grace_s: float) -> None:

@@ -24,7 +24,7 @@ async def read_body(request: Request, *, max_bytes: int, timeout_s: float | None
                             status_code=415)
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.strip().isdigit():
+        if not (declared.strip().isascii() and declared.strip().isdigit()):  # "²".isdigit() is true
             raise ProtocolError(f"Content-Length must be a non-negative integer, got {declared!r}")
         if int(declared) > max_bytes:
             raise ProtocolError(f"body of {int(declared)} bytes exceeds the limit of {max_bytes}", status_code=413)

@@ -113,7 +113,12 @@ class EdgeEngine:
         if len(x) == 0:
             return np.zeros((0, self.num_classes), dtype=np.float32)
         (out,) = self.session.run([self._output_name], {self._input_name: self.normalise(x)})
-        return np.asarray(out, dtype=np.float32)
+        logits = np.asarray(out, dtype=np.float32)
+        if not np.isfinite(logits).all():
+            # Finite but huge FP32 pixels can overflow inside the network, and the offloader refuses NaN.
+            raise InputError("input drove the student to non-finite logits; send raw pixel values in the "
+                             "dataset's range")
+        return logits
 
     def decide(self, logits: np.ndarray) -> np.ndarray:
         """(N, K) logits -> (N,) bool offload mask at the operating point."""

@@ -325,7 +325,8 @@ def _split_body(body: bytes, headers: Mapping[str, str]) -> tuple[dict[str, Any]
         head_len = len(body)
     else:
         text = raw_len.strip()
-        if not text.isdigit():
+        # isascii too: str.isdigit() is true for "²" (a latin-1 header byte), which int() then rejects.
+        if not (text.isascii() and text.isdigit()):
             raise ProtocolError(f"{HEADER_LENGTH} must be a non-negative integer, got {raw_len!r}")
         head_len = int(text)
         if head_len == 0 or head_len > len(body):
