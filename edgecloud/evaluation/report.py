@@ -97,7 +97,7 @@ def link_line(link: dict[str, Any]) -> str:
     line = f"link: {link['profile']} ({link['rate_mbit']:g} Mbit/s, {link['rtt_ms']:g} ms RTT; {link['delay']})"
     measured = link.get("measured")
     if measured:
-        line += (f"; measured RTT {measured['rtt_ms']:.1f} ms, goodput up {measured['up_mbit']:.2f} / "
+        line += (f"; measured RTT {measured['rtt_ms']:.1f} ms (fastest echo), goodput up {measured['up_mbit']:.2f} / "
                  f"down {measured['down_mbit']:.2f} Mbit/s")
     return line
 

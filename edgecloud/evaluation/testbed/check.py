@@ -39,6 +39,7 @@ class CheckResult:
         for v in self.verdicts:
             rows.append(f"{v.metric:<10} {v.target:>9.2f} {v.measured:>9.2f}  [{v.low:.2f}, {v.high:.2f}]"
                         f"{'':<2} {'yes' if v.ok else 'NO'}")
+        rows.append(f"(rtt_ms is the fastest of 25 echoes; their median was {self.measurement.rtt_median_ms:.2f} ms)")
         return "\n".join(rows)
 
 

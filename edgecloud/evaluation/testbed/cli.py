@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with the delay proxy: reach cloud-ns 127.0.0.1:PORT+10000 at $TESTBED_CLOUD_IP:PORT")
     run.add_argument("--logs", type=Path, default=None, help="keep the helpers' logs here")
     _add_link_options(run)
-    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
+    run.add_argument("cmd", nargs="*", metavar="-- COMMAND", help="what to run, after a `--`")
 
     table = sub.add_parser("table", help="markdown table of reports written by `edgecloud eval --link`")
     table.add_argument("reports", nargs="+", type=Path, metavar="REPORT_DIR", help="directories with report.json")
@@ -80,7 +80,7 @@ def _check(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from edgecloud.evaluation.testbed.bed import testbed
 
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    cmd = args.cmd
     if not cmd:
         raise ValueError("run needs a command after --, e.g. `run wifi -- bash`")
     with tempfile.TemporaryDirectory(prefix="testbed-") as tmp, \
@@ -116,7 +116,14 @@ def _table(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the first `--` is run's command, whatever options it has.
+    command = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = build_parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    if command:
+        if args.command != "run":
+            raise SystemExit(f"testbed: only run takes a command after --, not {args.command}")
+        args.cmd = [*args.cmd, *command]
     handlers = {"check": _check, "run": _run, "table": _table, "cleanup": _cleanup}
     try:
         return handlers[args.command](args)
