@@ -8,10 +8,11 @@ MLS_STAMP := $(MLS_VENV)/.installed
 
 .PHONY: demo test lint bench clean system-deps
 
-# Debian tools the deployment checks call: docker-compose (compose file), promtool (from prometheus),
-# systemd-analyze (systemd) and shellcheck. Installed only when missing, and only where apt-get runs as root.
-SYSTEM_TOOLS := docker-compose promtool systemd-analyze shellcheck
-SYSTEM_PACKAGES := docker-compose prometheus systemd shellcheck
+# Debian tools the deployment checks call: docker-compose (compose file), promtool and prometheus (prometheus),
+# systemd-analyze (systemd), shellcheck, and ip/tc (iproute2) for the link testbed. Installed only when missing,
+# and only where apt-get runs as root.
+SYSTEM_TOOLS := docker-compose promtool prometheus systemd-analyze shellcheck ip tc
+SYSTEM_PACKAGES := docker-compose prometheus systemd shellcheck iproute2
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
