@@ -32,15 +32,15 @@ class ModelLoadError(Exception):
         self.status_code = status_code
 
 
-def check_compatible(old: ServedModel, new: ServedModel) -> None:
+def check_compatible(old: ServedModel, new: ServedModel, *, bundle: Path) -> None:
     """409 unless the new teacher keeps the wire contract (input shape, classes) edges already rely on."""
     was, now = old.manifest, new.manifest
     if was.input.shape != now.input.shape:
-        raise ModelLoadError(f"new bundle takes input shape {now.input.shape}, the serving teacher "
+        raise ModelLoadError(f"bundle {bundle} takes input shape {now.input.shape}, the serving teacher "
                              f"{was.input.shape}; edges send the old shape, so this needs a restart",
                              status_code=409)
     if was.classes != now.classes:
-        raise ModelLoadError(f"new bundle has classes {now.classes}, the serving teacher {was.classes}; "
+        raise ModelLoadError(f"bundle {bundle} has classes {now.classes}, the serving teacher {was.classes}; "
                              f"edges read labels in the old class order, so this needs a restart", status_code=409)
 
 
@@ -79,7 +79,7 @@ class TeacherRepository:
             started = time.perf_counter()
             try:
                 new = await asyncio.to_thread(self._build, bundle)
-                check_compatible(self.registry.get(name), new)
+                check_compatible(self.registry.get(name), new, bundle=bundle)
             except ModelLoadError as err:
                 self.last_error = str(err)
                 logger.error("load of %r from %s failed; the previous bundle keeps serving: %s", name, bundle, err)

@@ -15,22 +15,22 @@ class NotReadyError(Exception):
     """The agent is still loading (or shutting down); answered with 503."""
 
 
-def get_app_settings(request: Request) -> EdgeSettings:
+async def get_app_settings(request: Request) -> EdgeSettings:
     return request.app.state.settings
 
 
-def get_metrics(request: Request) -> EdgeMetrics:
+async def get_metrics(request: Request) -> EdgeMetrics:
     return request.app.state.metrics
 
 
-def get_agent(request: Request) -> EdgeAgent:
+async def get_agent(request: Request) -> EdgeAgent:
     agent: EdgeAgent | None = request.app.state.agent
     if agent is None:
         raise NotReadyError("the edge agent is not ready yet (bundle still loading)")
     return agent
 
 
-def get_optional_agent(request: Request) -> EdgeAgent | None:
+async def get_optional_agent(request: Request) -> EdgeAgent | None:
     return request.app.state.agent
 
 

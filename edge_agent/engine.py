@@ -67,8 +67,11 @@ class EdgeEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(verify_file(bundle, manifest, STUDENT_ONNX)), sess_options=options,
-                                       providers=["CPUExecutionProvider"])
+        path = verify_file(bundle, manifest, STUDENT_ONNX)
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own untyped errors for a bad graph
+            raise BundleError(f"{path}: onnxruntime cannot load it: {err}") from err
         offload_filter = make_filter(manifest.operating_point, threshold=threshold, offloader=offloader)
         return cls(manifest=manifest, session=session, offload_filter=offload_filter, bundle=bundle)
 

@@ -30,14 +30,14 @@ class ModelLoadError(Exception):
         self.status_code = status_code
 
 
-def check_compatible(old: EdgeEngine, new: EdgeEngine) -> None:
+def check_compatible(old: EdgeEngine, new: EdgeEngine, *, bundle: Path) -> None:
     """409 unless the new bundle keeps the contract clients and the cloud rely on (input shape, classes)."""
     if old.sample_shape != new.sample_shape:
-        raise ModelLoadError(f"new bundle takes samples of shape {list(new.sample_shape)}, the serving one "
+        raise ModelLoadError(f"bundle {bundle} takes samples of shape {list(new.sample_shape)}, the serving one "
                              f"{list(old.sample_shape)}; clients send the old shape, so this needs a restart",
                              status_code=409)
     if old.manifest.classes != new.manifest.classes:
-        raise ModelLoadError(f"new bundle has classes {new.manifest.classes}, the serving one "
+        raise ModelLoadError(f"bundle {bundle} has classes {new.manifest.classes}, the serving one "
                              f"{old.manifest.classes}; the cloud teacher answers in the old classes, so this "
                              "needs a restart", status_code=409)
 
@@ -77,7 +77,7 @@ class EngineRepository:
             started = time.perf_counter()
             try:
                 engine = await asyncio.to_thread(self._build, bundle)
-                check_compatible(self.agent.engine, engine)
+                check_compatible(self.agent.engine, engine, bundle=bundle)
             except ModelLoadError as err:
                 self.last_error = str(err)
                 logger.error("load of bundle %s failed; the previous bundle keeps serving: %s", bundle, err)
