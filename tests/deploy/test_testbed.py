@@ -59,12 +59,17 @@ def test_wifi_link_measures_its_rtt_and_bandwidth(tmp_path: Path) -> None:
 
 
 def test_a_failing_command_still_tears_the_namespaces_down() -> None:
+    # The command leaves a server running in the cloud namespace, as `run` users do, then fails.
     result = run_testbed("run", "wifi", "--name", "tfail", "--", "sh", "-c",
-                     'ip -o -4 addr show; echo "cloud at $TESTBED_CLOUD_IP"; exit 7')
+                         'ip -o -4 addr show; echo "cloud at $TESTBED_CLOUD_IP"; '
+                         'ip netns exec "$TESTBED_CLOUD_NS" sh -c \'sleep 300 & echo "left pid $!"\'; exit 7')
     assert result.returncode == 7, explain(result)
     assert "10.200.0.1/30" in result.stdout, explain(result)        # it ran inside the edge namespace
     assert "cloud at 10.200.0.2" in result.stdout, explain(result)
     assert ours("tfail") == set()
+    left = int(result.stdout.split("left pid ")[1].split()[0])
+    # What ran inside the testbed's namespaces went with them (a live process would keep them alive).
+    assert not Path(f"/proc/{left}").exists() or "sleep" not in Path(f"/proc/{left}/cmdline").read_text()
 
 
 def test_a_terminated_testbed_tears_the_namespaces_down() -> None:

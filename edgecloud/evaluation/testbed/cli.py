@@ -86,10 +86,12 @@ def _run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="testbed-") as tmp, \
             testbed(get_profile(args.profile), log_dir=args.logs or Path(tmp), tag=args.name,
                     delay=args.delay) as bed:
-        for port in args.expose:
-            bed.serve_across(port)
         print(f"testbed {bed.link.names.tag}: {bed.link.names.edge_ns} ({bed.link.edge_ip}) <-> "
               f"{bed.link.names.cloud_ns} ({bed.link.cloud_ip}); {bed.delay_label}", file=sys.stderr, flush=True)
+        for port in args.expose:
+            host, inner = bed.serve_across(port)
+            print(f"  {bed.link.cloud_ip}:{port}: listen on {host}:{inner} in {bed.link.names.cloud_ns}",
+                  file=sys.stderr, flush=True)
         return bed.run_in_edge(cmd)
 
 

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,9 +177,33 @@ def _netem_available(names: LinkNames) -> bool:
     return True
 
 
+def stop_processes_in(ns: str, *, grace_s: float = 5.0) -> None:
+    """SIGTERM what still runs in NS (say, a server a `run` command started there), SIGKILL it after GRACE_S.
+
+    A process keeps a deleted namespace alive, veth and all; the namespace is this testbed's, and so is
+    anything inside it.
+    """
+    def pids() -> list[int]:
+        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False).stdout
+        return [int(p) for p in out.split() if p.isdigit()]
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        remaining = pids()
+        for pid in remaining:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace_s
+        while remaining and time.monotonic() < deadline:
+            time.sleep(0.05)
+            remaining = pids()
+        if not remaining:
+            return
+
+
 def delete_namespaces(names: Sequence[str]) -> None:
     errors = []
     for ns in names:
+        stop_processes_in(ns)
         result = subprocess.run(["ip", "netns", "del", ns], capture_output=True, text=True, check=False)
         if result.returncode != 0 and ns in list_namespaces():
             errors.append(f"{ns}: {result.stderr.strip()}")
