@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -79,11 +80,13 @@ class Bed:
                     stdout: IO[bytes] | None = None) -> int:
         """Run ARGV in the edge namespace to completion and return its exit code.
 
-        This bed's processes are watched meanwhile: if one dies, or this process is told to stop,
-        the command is stopped too (and the error raised).
+        The command stays in the terminal's process group, so `run wifi -- bash` is an interactive
+        shell whose Ctrl-C is its own (this process ignores SIGINT meanwhile). This bed's processes are
+        watched: if one dies, or this process gets SIGTERM/SIGHUP, the command is stopped too.
         """
-        process = subprocess.Popen(self.link.exec_argv("edge", argv), start_new_session=True, stdout=stdout,
+        process = subprocess.Popen(self.link.exec_argv("edge", argv), stdout=stdout,
                                    env={**os.environ, **self.environment(), **(env or {})})
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             while process.poll() is None:
                 self.check_alive()
@@ -91,7 +94,15 @@ class Bed:
                     process.wait(timeout=0.5)
             return int(process.returncode)
         finally:
-            stop_service(Service("command", "", process, self.log_dir / "command.log"), grace_s=5.0)
+            signal.signal(signal.SIGINT, previous)
+            if process.poll() is None:
+                # Our own process group: signal the command alone, never the group.
+                process.terminate()
+                try:
+                    process.wait(timeout=5.0)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
     def environment(self) -> dict[str, str]:
         """What a command in the edge namespace is told about the link."""
