@@ -9,10 +9,12 @@ from cloud_server.deps import RegistryDep, SettingsDep, require_token
 from cloud_server.model import OUTPUTS, ModelNotFoundError, ModelRegistry, ServedModel
 from cloud_server.settings import CloudSettings
 from shared.oip import ErrorResponse, decode_request, encode_response, parse_deadline_ms, resolve_outputs
+from shared.oip_openapi import infer_openapi
 
 router = APIRouter(prefix="/v2/models", tags=["inference"], dependencies=[Depends(require_token)])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 415, 422, 503, 504)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 404, 408, 413, 415, 422, 503, 504)}
+_OPENAPI = infer_openapi(deadline_header=True)  # the raw body and headers _infer reads, for clients and fuzzers
 
 
 def _lookup(registry: ModelRegistry, model_name: str, model_version: str | None) -> ServedModel:
@@ -45,12 +47,14 @@ async def _infer(registry: ModelRegistry, model_name: str, model_version: str | 
     return Response(content=content, headers=headers)
 
 
-@router.post("/{model_name}/infer", response_class=Response, responses=_ERRORS)
+@router.post("/{model_name}/infer", response_class=Response, responses=_ERRORS,
+             openapi_extra=_OPENAPI)
 async def infer(model_name: str, request: Request, registry: RegistryDep, settings: SettingsDep) -> Response:
     return await _infer(registry, model_name, None, request, settings)
 
 
-@router.post("/{model_name}/versions/{model_version}/infer", response_class=Response, responses=_ERRORS)
+@router.post("/{model_name}/versions/{model_version}/infer", response_class=Response, responses=_ERRORS,
+             openapi_extra=_OPENAPI)
 async def infer_version(model_name: str, model_version: str, request: Request, registry: RegistryDep,
                         settings: SettingsDep) -> Response:
     return await _infer(registry, model_name, model_version, request, settings)

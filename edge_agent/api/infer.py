@@ -15,10 +15,12 @@ from edge_agent.api.models import MODEL_NAME, OUTPUTS, check_model
 from edge_agent.body import read_body
 from edge_agent.deps import AgentDep, SettingsDep
 from shared.oip import ErrorResponse, ProtocolError, decode_request, encode_response, resolve_outputs
+from shared.oip_openapi import infer_openapi
 
 router = APIRouter(prefix="/v2/models", tags=["inference"])
 
-_ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 413, 415, 422, 503)}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 404, 408, 413, 415, 422, 503)}
+_OPENAPI = infer_openapi(deadline_header=False)  # the raw body and headers _infer reads, for clients and fuzzers
 
 
 async def _infer(request: Request, agent: AgentDep, settings: SettingsDep) -> Response:
@@ -38,13 +40,15 @@ async def _infer(request: Request, agent: AgentDep, settings: SettingsDep) -> Re
     return Response(content=content, headers=headers)
 
 
-@router.post("/{model_name}/infer", response_class=Response, responses=_ERRORS)
+@router.post("/{model_name}/infer", response_class=Response, responses=_ERRORS,
+             openapi_extra=_OPENAPI)
 async def infer(model_name: str, request: Request, agent: AgentDep, settings: SettingsDep) -> Response:
     check_model(model_name)
     return await _infer(request, agent, settings)
 
 
-@router.post("/{model_name}/versions/{model_version}/infer", response_class=Response, responses=_ERRORS)
+@router.post("/{model_name}/versions/{model_version}/infer", response_class=Response, responses=_ERRORS,
+             openapi_extra=_OPENAPI)
 async def infer_version(model_name: str, model_version: str, request: Request, agent: AgentDep,
                         settings: SettingsDep) -> Response:
     check_model(model_name, model_version)
