@@ -14,9 +14,10 @@ not counted.
 
 Reports: throughput; p50/p99/p999 latency per sample, by the source that answered it; errors
 (any request without a 200 answer; must be 0); fallbacks by reason (not errors: the edge answered);
-and the RSS of the edge and the cloud after warm-up and at the end, with the growth checked
-against --max-rss-growth-mib. Exits 1 on an error or on growth past the bound. The load generator
-shares the machine with both servers, so on a small machine throughput understates a real edge.
+the RSS of the edge and the cloud after warm-up and at the end, with the growth checked against
+--max-rss-growth-mib; and the CPU time each server spent per request. Exits 1 on an error or on
+growth past the bound. The load generator shares the machine with both servers, so on a small or
+busy machine throughput understates a real edge; CPU per request is the figure that travels.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -42,6 +44,12 @@ from shared.oip import decode_response, encode_request
 
 MIB = 1 << 20
 PERCENTILES: tuple[float, ...] = (50.0, 99.0, 99.9)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (proc(5) fields 14, 15)
 
 
 def rss_bytes(pid: int) -> int:
@@ -110,6 +118,7 @@ class LoadReport:
     fallbacks: dict[str, int]                  # fallback samples by reason
     latency_ms: dict[str, dict[str, float]]    # source -> {p50, p99, p99.9}
     rss: dict[str, tuple[int, int]]            # service -> (bytes after warm-up, bytes at the end)
+    cpu_s: dict[str, float]                    # service -> CPU seconds used in the counted time
 
     @property
     def throughput(self) -> float:
@@ -127,7 +136,13 @@ class LoadReport:
         return {"config": asdict(self.config), "counted_s": self.counted_s, "requests": self.requests,
                 "samples": self.samples, "throughput": self.throughput, "errors": self.errors,
                 "sources": self.sources, "fallbacks": self.fallbacks, "latency_ms": self.latency_ms,
-                "rss_bytes": {k: list(v) for k, v in self.rss.items()}, "rss_growth_mib": self.rss_growth_mib()}
+                "rss_bytes": {k: list(v) for k, v in self.rss.items()}, "rss_growth_mib": self.rss_growth_mib(),
+                "cpu_s": self.cpu_s, "cpu_ms_per_request": self.cpu_ms_per_request()}
+
+    def cpu_ms_per_request(self) -> dict[str, float]:
+        """CPU each server spent per answered request: unlike throughput, it hardly depends on what
+        else the machine is running, so it is the figure to compare across machines and runs."""
+        return {name: 1000.0 * s / self.requests if self.requests else 0.0 for name, s in self.cpu_s.items()}
 
     def format(self) -> str:
         cfg = self.config
@@ -143,6 +158,9 @@ class LoadReport:
         for name, (start, end) in sorted(self.rss.items()):
             lines.append(f"rss       {name:<6} {start / MIB:7.1f} MiB -> {end / MIB:7.1f} MiB "
                          f"({(end - start) / MIB:+.1f} MiB)")
+        for name, ms in sorted(self.cpu_ms_per_request().items()):
+            lines.append(f"cpu       {name:<6} {self.cpu_s[name]:7.2f} s = {ms:.2f} ms per request "
+                         f"({self.cpu_s[name] / self.counted_s:.2f} cores)")
         return "\n".join(lines)
 
 
@@ -187,20 +205,29 @@ async def run_load(cfg: LoadConfig, pool: np.ndarray, *, pids: dict[str, int]) -
                    for i in range(cfg.clients)]  # clients start at different samples, like different cameras
         await asyncio.sleep(cfg.warmup_s)
         rss_start = {name: rss_bytes(pid) for name, pid in pids.items()}
+        cpu_start = {name: cpu_seconds(pid) for name, pid in pids.items()}
         await asyncio.gather(*clients)
     counted_s = time.perf_counter() - count_from  # the last answers arrive a little after stop_at
     rss_end = {name: rss_bytes(pid) for name, pid in pids.items()}
+    cpu_used = {name: cpu_seconds(pid) - cpu_start[name] for name, pid in pids.items()}
     return LoadReport(config=cfg, counted_s=counted_s, requests=tally.requests, samples=tally.samples,
                       errors=dict(tally.errors), sources=dict(tally.sources), fallbacks=dict(tally.fallbacks),
                       latency_ms={source: percentiles(pairs) for source, pairs in tally.latency.items()},
-                      rss={name: (rss_start[name], rss_end[name]) for name in pids})
+                      rss={name: (rss_start[name], rss_end[name]) for name in pids}, cpu_s=cpu_used)
 
 
-def load_pool(bundle: Path | None, *, dataset: str | None, data_dir: Path | None, seed: int = 0) -> np.ndarray:
-    """Raw uint8 test samples (N, C, H, W) of the bundle's dataset (or `dataset` when no bundle is given)."""
+def load_pool(bundle: Path | None, *, dataset: str | None, data_dir: Path | None, samples: Path | None = None,
+              seed: int = 0) -> np.ndarray:
+    """Raw uint8 samples (N, C, H, W): array `x` of `samples` (.npz), else the test split of `dataset`,
+    else of the bundle's dataset."""
+    if samples is not None:
+        with np.load(samples) as data:
+            if "x" not in data:
+                raise ValueError(f"{samples} has no array 'x' (it has {sorted(data)})")
+            return np.asarray(data["x"])
     name = dataset or (load_manifest(bundle, verify=False).dataset if bundle is not None else None)
     if name is None:
-        raise ValueError("say which samples to send: --bundle, or --dataset with --edge-url")
+        raise ValueError("say which samples to send: --bundle, --dataset or --samples")
     return load_dataset(name, data_dir=data_dir, seed=seed).test.x
 
 
@@ -212,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cloud-pid", type=int, help="with --edge-url: the cloud's pid, for its RSS")
     parser.add_argument("--dataset", help="samples from this dataset (default: the bundle's)")
     parser.add_argument("--data-dir", type=Path, help="directory holding the dataset's files")
+    parser.add_argument("--samples", type=Path, help="send array 'x' of this .npz instead (raw uint8 N,C,H,W)")
     parser.add_argument("--duration", type=float, default=60.0, help="counted seconds (default 60)")
     parser.add_argument("--warmup", type=float, default=2.0, help="uncounted seconds first (default 2)")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
@@ -223,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.bundle is None) == (args.edge_url is None):
         parser.error("give exactly one of --bundle (start servers) and --edge-url (use running ones)")
     try:
-        pool = load_pool(args.bundle, dataset=args.dataset, data_dir=args.data_dir)
+        pool = load_pool(args.bundle, dataset=args.dataset, data_dir=args.data_dir, samples=args.samples)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
 

@@ -18,7 +18,7 @@ def summarise(fault: str, outcomes: list[Outcome]) -> None:
     sources, reasons = tally(outcomes)
     sent = sum(len(o.idx) for o in outcomes)
     answered = sum(len(o.idx) for o in outcomes if o.ok)
-    log.info("%s: %d samples in %d requests, %d answered, %d lost; by source %s; fallbacks %s; slowest %.3f s",
+    log.info("%s: %d samples in %d requests, %d answered, %d not; by source %s; fallbacks %s; slowest %.3f s",
              fault, sent, len(outcomes), answered, sent - answered, dict(sources), dict(reasons),
              max((o.latency for o in outcomes if o.ok), default=0.0))
 

@@ -23,12 +23,13 @@ from tests.reliability.traffic import Reference, Traffic, tally
 pytestmark = pytest.mark.slow
 
 
-def test_load_generator_short_run(cloud: Managed, edge: Managed, tmp_path: Path) -> None:
+def test_load_generator_short_run(cloud: Managed, edge: Managed, tiny_bundle: Path, tmp_path: Path) -> None:
     """32 clients for a few seconds: no errors, latency percentiles by source, RSS of both servers."""
     before = scrape(edge.url)
     out = tmp_path / "load.json"
     run = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "load.py"), "--edge-url", edge.url,
-                          "--edge-pid", str(edge.pid), "--cloud-pid", str(cloud.pid), "--dataset", "digits",
+                          "--edge-pid", str(edge.pid), "--cloud-pid", str(cloud.pid),
+                          "--samples", str(tiny_bundle.parent / f"{tiny_bundle.name}-test.npz"),
                           "--clients", "32", "--duration", "4", "--warmup", "1", "--json", str(out)],
                          capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     after = scrape(edge.url)

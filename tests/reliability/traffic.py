@@ -48,12 +48,17 @@ class Reference:
                                              providers=["CPUExecutionProvider"])
         self._mean = np.asarray(manifest.input.mean, dtype=np.float32).reshape(1, -1, 1, 1)  # (1, C, 1, 1)
         self._std = np.asarray(manifest.input.std, dtype=np.float32).reshape(1, -1, 1, 1)
+        self._cache: dict[bytes, Expected] = {}  # streams cycle through a few dozen distinct batches
 
     def expected(self, x: np.ndarray) -> Expected:
-        out = self.engine.run(x)
-        teacher_in = ((x.astype(np.float32) - self._mean) / self._std).astype(np.float32)  # (n, C, H, W)
-        logits = self._teacher.run(None, {"input": teacher_in})[0]
-        return Expected(student=out.logits.argmax(axis=1), flagged=out.offload, teacher=logits.argmax(axis=1))
+        key = x.tobytes()
+        if key not in self._cache:
+            out = self.engine.run(x)  # the same batch the edge ran, so the same floating-point result
+            teacher_in = ((x.astype(np.float32) - self._mean) / self._std).astype(np.float32)  # (n, C, H, W)
+            logits = self._teacher.run(None, {"input": teacher_in})[0]
+            self._cache[key] = Expected(student=out.logits.argmax(axis=1), flagged=out.offload,
+                                        teacher=logits.argmax(axis=1))
+        return self._cache[key]
 
 
 @dataclass
