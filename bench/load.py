@@ -8,9 +8,8 @@ With --bundle it starts `edgecloud cloud serve` and `edgecloud edge serve` on fr
 (edgecloud.services) and stops them at the end; with --edge-url it drives servers already running
 and reads RSS from the pids given. Each client is an asyncio task that posts one OIP binary request
 of --batch raw test samples (the bundle's dataset; `--data-dir` where it needs files) to the edge's
-`edge` model with the cooperation strategy, and sends the next as soon as the answer is back (one
-shared httpx.AsyncClient, one keep-alive connection per client). The first --warmup seconds are
-not counted.
+`edge` model with the cooperation strategy over its own keep-alive HTTP/1.1 connection, and sends
+the next as soon as the answer is back. The first --warmup seconds are not counted.
 
 Reports: throughput; p50/p99/p999 latency per sample, by the source that answered it; errors
 (any request without a 200 answer; must be 0); fallbacks by reason (not errors: the edge answered);
@@ -33,8 +32,8 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import httpx
 import numpy as np
 
 from edgecloud.services import running
@@ -43,6 +42,7 @@ from shared.datasets import load_dataset
 from shared.oip import decode_response, encode_request
 
 MIB = 1 << 20
+INFER_PATH = "/v2/models/edge/infer"
 PERCENTILES: tuple[float, ...] = (50.0, 99.0, 99.9)
 
 
@@ -164,29 +164,92 @@ class LoadReport:
         return "\n".join(lines)
 
 
-async def _client(cfg: LoadConfig, http: httpx.AsyncClient, pool: np.ndarray, first: int, tally: _Tally, *,
-                  count_from: float, stop_at: float) -> None:
-    url = f"{cfg.edge_url}/v2/models/edge/infer"
-    k = first
-    while (sent := time.perf_counter()) < stop_at:
-        idx = (np.arange(cfg.batch) + k * cfg.batch) % len(pool)
-        k += 1
-        body, headers = encode_request({"input": pool[idx]})
-        counted = sent >= count_from
+class HttpError(Exception):
+    """A request that got no complete HTTP answer (refused, reset, closed early, timed out)."""
+
+
+class KeepAliveConnection:
+    """One keep-alive HTTP/1.1 connection for a load-generating client.
+
+    httpx spends about a millisecond of Python per request, which on a small machine makes the
+    generator, not the edge, the bottleneck; this sends a request and reads a Content-Length
+    answer (all uvicorn sends for these endpoints) with a handful of stream calls instead.
+    """
+
+    def __init__(self, base_url: str, *, timeout_s: float) -> None:
+        url = urlsplit(base_url)
+        if url.scheme != "http" or url.hostname is None:
+            raise ValueError(f"the load generator speaks plain http:// only, got {base_url!r}")
+        self.host, self.port = url.hostname, url.port or 80
+        self.timeout_s = timeout_s
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+        """(status, lower-cased headers, body); HttpError when no complete answer came."""
         try:
-            response = await http.post(url, content=body, headers=headers)
-        except httpx.HTTPError as err:
-            if counted:
-                tally.errors[type(err).__name__] += 1
-            continue
-        latency = time.perf_counter() - sent
-        if not counted:
-            continue
-        if response.status_code != 200:
-            tally.errors[f"http {response.status_code}"] += 1
-            continue
-        _, out = decode_response(response.content, response.headers)
-        tally.answer(latency, [s.decode() for s in out["source"]], [r.decode() for r in out["fallback_reason"]])
+            async with asyncio.timeout(self.timeout_s):
+                if self._writer is None:
+                    self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+                assert self._reader is not None
+                head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                self._writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                                   f"Content-Length: {len(body)}\r\n{head}\r\n".encode("latin-1") + body)
+                status_line = await self._reader.readline()
+                if not status_line:
+                    raise HttpError("RemoteProtocolError: connection closed before an answer")
+                status = int(status_line.split(b" ", 2)[1])
+                answer_headers: dict[str, str] = {}
+                while (line := await self._reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    answer_headers[name.strip().lower()] = value.strip()
+                content = await self._reader.readexactly(int(answer_headers.get("content-length", "0")))
+        except HttpError:
+            self.close()
+            raise
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as err:
+            self.close()
+            raise HttpError(f"{type(err).__name__}: {err}") from None
+        except TimeoutError:
+            self.close()
+            raise HttpError(f"ReadTimeout: no answer within {self.timeout_s:g} s") from None
+        if answer_headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, answer_headers, content
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+
+async def _client(cfg: LoadConfig, pool: np.ndarray, first: int, tally: _Tally, *, count_from: float,
+                  stop_at: float) -> None:
+    connection = KeepAliveConnection(cfg.edge_url, timeout_s=cfg.timeout_s)
+    k = first
+    try:
+        while (sent := time.perf_counter()) < stop_at:
+            idx = (np.arange(cfg.batch) + k * cfg.batch) % len(pool)
+            k += 1
+            body, headers = encode_request({"input": pool[idx]})
+            counted = sent >= count_from
+            try:
+                status, answer_headers, content = await connection.post(INFER_PATH, body, headers)
+            except HttpError as err:
+                if counted:
+                    tally.errors[str(err).split(":", 1)[0]] += 1
+                await asyncio.sleep(0.01)  # a refusing server answers at once: do not spin
+                continue
+            latency = time.perf_counter() - sent
+            if not counted:
+                continue
+            if status != 200:
+                tally.errors[f"http {status}"] += 1
+                continue
+            _, out = decode_response(content, answer_headers)
+            tally.answer(latency, [s.decode() for s in out["source"]], [r.decode() for r in out["fallback_reason"]])
+    finally:
+        connection.close()
 
 
 async def run_load(cfg: LoadConfig, pool: np.ndarray, *, pids: dict[str, int]) -> LoadReport:
@@ -196,17 +259,12 @@ async def run_load(cfg: LoadConfig, pool: np.ndarray, *, pids: dict[str, int]) -
     tally = _Tally()
     start = time.perf_counter()
     count_from, stop_at = start + cfg.warmup_s, start + cfg.warmup_s + cfg.duration_s
-    # One AsyncClient with a keep-alive connection per client: each AsyncClient builds a TLS context,
-    # tens of milliseconds of blocked loop on a busy machine, so 32 of them would distort the start.
-    limits = httpx.Limits(max_connections=cfg.clients, max_keepalive_connections=cfg.clients)
-    async with httpx.AsyncClient(timeout=cfg.timeout_s, limits=limits) as http:
-        clients = [asyncio.create_task(_client(cfg, http, pool, i * 7919, tally, count_from=count_from,
-                                               stop_at=stop_at))
-                   for i in range(cfg.clients)]  # clients start at different samples, like different cameras
-        await asyncio.sleep(cfg.warmup_s)
-        rss_start = {name: rss_bytes(pid) for name, pid in pids.items()}
-        cpu_start = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        await asyncio.gather(*clients)
+    clients = [asyncio.create_task(_client(cfg, pool, i * 7919, tally, count_from=count_from, stop_at=stop_at))
+               for i in range(cfg.clients)]  # clients start at different samples, like different cameras
+    await asyncio.sleep(cfg.warmup_s)
+    rss_start = {name: rss_bytes(pid) for name, pid in pids.items()}
+    cpu_start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    await asyncio.gather(*clients)
     counted_s = time.perf_counter() - count_from  # the last answers arrive a little after stop_at
     rss_end = {name: rss_bytes(pid) for name, pid in pids.items()}
     cpu_used = {name: cpu_seconds(pid) - cpu_start[name] for name, pid in pids.items()}
