@@ -1,15 +1,19 @@
-"""Slow-loris clients against real `edgecloud cloud serve` / `edge serve` processes are cut off in bounded time.
+"""Slow-loris and oversized requests against real `edgecloud cloud serve` / `edge serve` processes.
 
 Covered: request headers trickled byte by byte (header timeout, 408, closed), a connection that
 sends nothing, a body trickled after complete headers (body timeout, 408, closed after the linger),
 a body still trickling after an early 413, a client vanishing mid-body (a 400, not a logged 500),
-and other clients being served while slow ones hold connections. Not covered here: a slow *reader*
-of responses (answers are small and uvicorn applies write flow control) and the number of
-connections one host may open (that is a job for a reverse proxy or a firewall).
+other clients being served while slow ones hold connections, and a megabyte of request headers
+(a 400, then closed: h11 refuses an incomplete head once it buffers more than 16 KiB, so a head
+is at most what one socket read delivers, 256 KiB with asyncio). Bodies over max_body_bytes are refused with 413
+before they are read (the early-413 test here; tests/cloud_server/test_bad_input.py in-process).
+Not covered here: a slow *reader* of responses (answers are small and uvicorn applies write flow
+control) and the number of connections one host may open (a job for a reverse proxy or a firewall).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -138,3 +142,19 @@ def test_others_are_served_while_slow_clients_hold_connections(server: tuple[str
     finally:
         for sock in held:
             sock.close()
+
+
+def test_oversized_request_headers_are_refused_and_closed(server: tuple[str, Service]) -> None:
+    side, service = server
+    head = (f"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: {'a' * (1 << 20)}\r\n\r\n").encode()
+    reply = b""
+    with socket.create_connection(("127.0.0.1", port_of(service)), timeout=10) as sock:
+        # The server answers 400 and closes before taking the whole megabyte; closing on unread bytes
+        # makes the kernel reset the connection, which may destroy the 400 before we read it.
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(head)
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                reply += chunk
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 400 "), (side, reply[:200])  # never served
+    assert httpx.get(f"{service.url}/v2/health/live", timeout=10).status_code == 200  # and it serves on
