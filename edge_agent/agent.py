@@ -14,6 +14,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -21,6 +22,7 @@ from typing import Literal, get_args
 import numpy as np
 
 from edge_agent.cloud_client import CloudClient, OffloadError
+from edge_agent.coalesce import StudentCoalescer
 from edge_agent.engine import EdgeEngine, StudentOutput
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.settings import EdgeSettings
@@ -60,6 +62,8 @@ class EdgeAgent:
         self.cloud = cloud
         self.max_inflight = max_inflight
         self._offloads_in_flight = 0
+        self._executor: ThreadPoolExecutor | None = None  # started on the first threaded pass
+        self._coalescer = StudentCoalescer(self._pass, executor=self._compute_thread)
 
     def _check_strategy(self, strategy: str) -> None:
         if strategy not in STRATEGIES:
@@ -76,12 +80,33 @@ class EdgeAgent:
             return out, np.ones(len(out.logits), dtype=bool)
         return out, out.offload
 
+    def _compute_thread(self) -> ThreadPoolExecutor:
+        # One thread, not asyncio's pool: the offloader is Python (scikit-learn) and holds the GIL,
+        # so several pool threads would only take turns with the event loop for it, and every step
+        # of an offload in flight would wait behind them.
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecloud-student")
+        return self._executor
+
     async def _compute(self, x: np.ndarray, strategy: str) -> tuple[StudentOutput, np.ndarray]:
-        # While offloads are in flight, compute in a worker thread (onnxruntime releases the GIL) so
-        # their responses are read as they arrive; otherwise inline, saving the thread hop.
+        # While offloads are in flight, compute in the compute thread (onnxruntime releases the GIL)
+        # so their responses are read as they arrive; otherwise inline, saving the thread hop.
         if self._offloads_in_flight:
-            return await asyncio.to_thread(self._student, x, strategy)
+            return await asyncio.get_running_loop().run_in_executor(self._compute_thread(), self._student, x,
+                                                                    strategy)
         return self._student(x, strategy)
+
+    def _pass(self, x: np.ndarray, decide: bool) -> StudentOutput:
+        """Compute thread: one merged pass for the coalescer, timed into the per-batch histograms."""
+        out = self.engine.run(x, decide=decide)  # the engine is read once: a hot swap lands between passes
+        self.metrics.record_batch(student_s=out.student_s, decision_s=out.decision_s if decide else None)
+        return out
+
+    def close(self) -> None:
+        """Stop the compute thread, if one was started."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     def _edge_answers(self, out: StudentOutput, mask: np.ndarray, started: float) -> Answers:
         """Student labels for the whole batch; the unflagged samples are answered (and counted) now."""
@@ -122,10 +147,19 @@ class EdgeAgent:
 
     async def infer(self, x: np.ndarray, *, strategy: str = "cooperation", started: float | None = None
                     ) -> Answers:
-        """Answer one (N, C, H, W) raw-pixel batch. `started` (perf_counter) is when it arrived."""
+        """Answer one (N, C, H, W) raw-pixel batch. `started` (perf_counter) is when it arrived.
+
+        Concurrent calls share student passes (edge_agent/coalesce.py); each answer is still its own.
+        """
         self._check_strategy(strategy)
         started = time.perf_counter() if started is None else started
-        out, mask = await self._compute(x, strategy)
+        self.engine.check_input(x)  # here, so that a bad request fails alone, never a merged pass
+        decide = strategy == "cooperation" and self.cloud is not None  # edge-only: the decision is moot
+        out = await self._coalescer.compute(x, decide=decide)
+        if strategy == "cloud_only":
+            mask = np.ones(len(out.logits), dtype=bool)
+        else:  # a merged pass may have decided for a neighbour's sake; only `decide` makes it count here
+            mask = out.offload if decide else np.zeros(len(out.logits), dtype=bool)
         answers = self._edge_answers(out, mask, started)
         if mask.any():
             answers = await self._offload(x, answers, mask, started)
@@ -173,4 +207,8 @@ async def open_agent(settings: EdgeSettings, *, metrics: EdgeMetrics | None = No
         yield EdgeAgent(engine, metrics=metrics, max_inflight=settings.max_inflight)
         return
     async with CloudClient(settings, num_classes=engine.num_classes) as cloud:
-        yield EdgeAgent(engine, metrics=metrics, cloud=cloud, max_inflight=settings.max_inflight)
+        agent = EdgeAgent(engine, metrics=metrics, cloud=cloud, max_inflight=settings.max_inflight)
+        try:
+            yield agent
+        finally:
+            agent.close()
