@@ -104,6 +104,14 @@ class EdgeEngine:
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             row = int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0, 0])
             raise InputError(f"input contains NaN or Inf (first in sample {row})")
+        raw = np.dtype(self.manifest.input.dtype)
+        if x.dtype.kind == "f" and x.size and raw.kind in "iu":
+            # Raw-scale pixels live in the stored dtype's range. Checked per request, before requests are
+            # merged: a value like 3e38 can overflow the student to NaN and fail a whole merged pass.
+            low, high = np.iinfo(raw).min, np.iinfo(raw).max
+            if x.min() < low or x.max() > high:
+                raise InputError(f"input values must be raw pixels in [{low}, {high}] ({raw} as stored), "
+                                 f"got values in [{x.min():g}, {x.max():g}]")
         return x
 
     def normalise(self, x_raw: np.ndarray) -> np.ndarray:

@@ -13,11 +13,13 @@ time, so each failure mode is reached on every example rather than by luck:
 - NaN and Inf anywhere in a float tensor, as any bit pattern, are refused on requests and responses;
 - what is not refused round-trips bit for bit, binary and JSON.
 
-The last test sends extreme-but-finite FP32 pixels through both apps: never a 5xx.
+The last two send extreme-but-finite FP32 pixels through both apps (never a 5xx) and check that a
+hostile request fails alone, not the requests the edge merged into the same student pass.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import tracemalloc
@@ -34,7 +36,9 @@ from hypothesis.extra import numpy as hnp
 
 from cloud_server.main import create_app as create_cloud_app
 from cloud_server.settings import CloudSettings
+from edge_agent.agent import Answers, open_agent
 from edge_agent.app import create_app as create_edge_app
+from edge_agent.engine import InputError
 from edge_agent.settings import EdgeSettings
 from shared.oip import (
     HEADER_LENGTH,
@@ -317,7 +321,27 @@ def test_extreme_finite_pixels_never_get_a_server_error(apps: dict[str, tuple[Te
     reply = client.post(path, content=body, headers=headers)
     assert reply.status_code in (200, 400, 422), reply.text
     if reply.status_code != 200:
-        assert "non-finite logits" in reply.json()["error"]
+        # The edge refuses FP32 outside the stored dtype's range at the door; the cloud refuses what its
+        # teacher cannot compute (NaN logits), per request: its batcher keeps each request's rows apart.
+        error = reply.json()["error"]
+        assert "non-finite logits" in error or "must be raw pixels in [0, 255]" in error, error
         return
     _, outputs = decode_response(reply.content, reply.headers)  # refuses NaN/Inf, so the answer is finite
     assert len(outputs["label"]) == len(x)
+
+
+@pytest.mark.anyio
+async def test_a_hostile_request_fails_alone_not_the_requests_merged_with_it(
+        tiny_bundle: Path, tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    """The edge merges concurrent requests into one student pass; a bad one must not poison the pass."""
+    good = tiny_test_split[0][:4]  # (4, 1, 8, 8) uint8
+    hostile = np.full((2, 1, 8, 8), 3.4e38, dtype=np.float32)
+    async with open_agent(EdgeSettings(bundle=tiny_bundle, threads=1)) as agent:
+        alone = (await agent.infer(good)).labels
+        results = await asyncio.gather(*(agent.infer(good) for _ in range(6)), agent.infer(hostile),
+                                       *(agent.infer(good) for _ in range(6)), return_exceptions=True)
+    refused = results.pop(6)
+    assert isinstance(refused, InputError) and "must be raw pixels in [0, 255]" in str(refused)
+    for answers in results:
+        assert isinstance(answers, Answers), answers
+        assert np.array_equal(answers.labels, alone)
