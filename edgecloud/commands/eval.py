@@ -66,9 +66,8 @@ def run_over_link(args: argparse.Namespace) -> int:
     except (TestbedError, ValueError) as err:
         print(f"edgecloud eval: {err}", file=sys.stderr)
         return 2
-    # The evaluation client has printed the table already; add the link it ran across.
+    # The evaluation client has printed the table and the report's path already; add the link it ran across.
     print(link_line(report["link"]))
-    print(f"report: {args.out / 'report.md'}")
     return 0
 
 
