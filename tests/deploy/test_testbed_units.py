@@ -162,7 +162,9 @@ def _report(runtimes: dict[str, float], *, link: bool = True) -> dict[str, objec
 def test_results_table_has_every_strategy_and_the_two_runtime_ratios() -> None:
     text = results_table([_report({"edge_only": 10.0, "cloud_only": 40.0, "cooperation": 20.0})])
     rows = text.splitlines()
-    assert [r.split(" | ")[1] for r in rows if r.startswith("| lte (")] == ["edge-only", "cloud-only", "cooperation"]
+    block = rows[2:5]
+    assert [r.split(" | ")[1] for r in block] == ["edge-only", "cloud-only", "cooperation"]
+    assert block[0].startswith("| lte (10 Mbit/s, 60 ms)") and block[1].startswith("|  | cloud-only | 40.00 |")
     assert "measured 61.0 ms, 9.6/9.5 Mbit/s" in text
     # cooperation / edge-only = 20 / 10, cloud-only / cooperation = 40 / 20, saved 1 - 20 / 40
     assert "| lte | 10 | 2.00x | 2.00x | 50.0% |" in rows

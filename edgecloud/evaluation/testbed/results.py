@@ -29,11 +29,13 @@ def results_table(reports: Sequence[dict[str, Any]]) -> str:
         if link is None:
             raise ValueError(f"report of {report.get('bundle')} was not made across a link (no 'link' section)")
         strategies = report["strategies"]
+        first = True
         for key, name in STRATEGY_NAMES.items():
             if key not in strategies:
                 continue
             s = strategies[key]
-            rows.append(f"| {_link_cell(link)} | {name} | {s['runtime_s']:.2f} | {100 * s['accuracy']:.2f}% "
+            cell, first = (_link_cell(link) if first else ""), False  # the link once per block of rows
+            rows.append(f"| {cell} | {name} | {s['runtime_s']:.2f} | {100 * s['accuracy']:.2f}% "
                         f"| {100 * s['offload_rate']:.1f}% | {s['p50_ms']:.1f} | {s['answered']}/{s['samples']} |")
         if set(STRATEGY_NAMES) <= strategies.keys():
             edge, cloud, coop = (strategies[k]["runtime_s"] for k in ("edge_only", "cloud_only", "cooperation"))
