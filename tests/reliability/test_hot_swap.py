@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
+import os
 import shutil
 import signal
 import time
@@ -21,9 +23,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
+from cloud_server.main import create_app
+from cloud_server.settings import CloudSettings
 from shared.bundle import STUDENT_ONNX, TEACHER_ONNX, file_entry, load_manifest, write_manifest
 from shared.oip import decode_response, encode_request
+from shared.repository import reload_on_sighup
 from tests.reliability.checks import log, summarise
 from tests.reliability.services import Managed
 from tests.reliability.traffic import Outcome, Reference, Traffic, tally, window, wrong_answers
@@ -248,3 +254,35 @@ async def test_failed_loads_leave_the_old_model_serving(
     assert all(o.ok for o in outcomes)
     assert not wrong_answers(outcomes, pool, reference)
     assert tally(outcomes)[1] == {}  # and the cloud never failed an offload meanwhile
+
+
+async def test_sighup_runs_the_reload_and_survives_its_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """The handler both servers install: each SIGHUP starts one reload; a failing one is logged, not raised."""
+    calls: list[str] = []
+
+    async def reload() -> None:
+        calls.append("reload")
+        if len(calls) == 2:
+            raise RuntimeError("bundle gone")
+
+    with caplog.at_level(logging.INFO, logger="shared.repository"), \
+            reload_on_sighup(reload, what="bundle /srv/b"):
+        for _ in range(2):
+            os.kill(os.getpid(), signal.SIGHUP)
+            await asyncio.sleep(0.2)
+    assert calls == ["reload", "reload"]
+    assert "SIGHUP: bundle /srv/b reloaded" in caplog.text
+    assert "reloading bundle /srv/b failed, the previous bundle keeps serving: bundle gone" in caplog.text
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # handler removed with the block
+
+
+def test_cloud_repository_needs_the_token(tiny_bundle: Path) -> None:
+    """A load opens files the caller names, so the cloud guards it like inference."""
+    app = create_app(CloudSettings(bundle=tiny_bundle, threads=1, token="s3cret"))
+    with TestClient(app) as client:
+        for path in ("/v2/repository/index", "/v2/repository/models/teacher/load"):
+            assert client.post(path).status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        assert client.post("/v2/repository/index", headers=auth).json()[0]["state"] == "READY"
+        reply = client.post("/v2/repository/models/teacher/load", headers=auth)
+        assert reply.status_code == 200 and reply.json()["bundle"] == str(tiny_bundle)
