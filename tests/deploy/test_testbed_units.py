@@ -168,6 +168,9 @@ def test_results_table_has_every_strategy_and_the_two_runtime_ratios() -> None:
     assert "measured 61.0 ms, 9.6/9.5 Mbit/s" in text
     # cooperation / edge-only = 20 / 10, cloud-only / cooperation = 40 / 20, saved 1 - 20 / 40
     assert "| lte | 10 | 2.00x | 2.00x | 50.0% |" in rows
+    slow = _report({"edge_only": 10.0})
+    slow["link"]["checks"] = [{"metric": "rtt_ms", "ok": True}, {"metric": "up_mbit", "ok": False}]
+    assert "(outside tolerance: up_mbit)" in results_table([slow])
     with pytest.raises(ValueError, match="not made across a link"):
         results_table([_report({"edge_only": 1.0}, link=False)])
 

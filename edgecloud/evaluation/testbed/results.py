@@ -14,6 +14,9 @@ def _link_cell(link: dict[str, Any]) -> str:
     if measured:
         cell += (f"<br>measured {measured['rtt_ms']:.1f} ms, {measured['up_mbit']:.1f}/"
                  f"{measured['down_mbit']:.1f} Mbit/s")
+    failed = [c["metric"] for c in link.get("checks", []) if not c["ok"]]
+    if failed:
+        cell += f" (outside tolerance: {', '.join(failed)})"
     return cell
 
 
