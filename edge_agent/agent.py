@@ -204,7 +204,11 @@ async def open_agent(settings: EdgeSettings, *, metrics: EdgeMetrics | None = No
     engine = EdgeEngine.load(settings.bundle, threads=settings.threads, threshold=settings.threshold)
     metrics = metrics if metrics is not None else EdgeMetrics(ratio_window=settings.ratio_window)
     if settings.cloud_url is None:
-        yield EdgeAgent(engine, metrics=metrics, max_inflight=settings.max_inflight)
+        agent = EdgeAgent(engine, metrics=metrics, max_inflight=settings.max_inflight)
+        try:
+            yield agent
+        finally:
+            agent.close()
         return
     async with CloudClient(settings, num_classes=engine.num_classes) as cloud:
         agent = EdgeAgent(engine, metrics=metrics, cloud=cloud, max_inflight=settings.max_inflight)

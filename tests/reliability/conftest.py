@@ -29,12 +29,20 @@ SMALL_CLOUD_ARGS: tuple[str, ...] = ("--max-queue-size", "16", "--max-queue-dela
                                      "--max-batch-size", "64", "--threads", "1")
 SMALL_CLOUD_DELAY_S = 0.3
 
-logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the figures
-
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def quiet_httpx() -> Iterator[None]:
+    """httpx logs each request at INFO; thousands of lines would drown the figures the tests log."""
+    httpx_logger = logging.getLogger("httpx")
+    level = httpx_logger.level
+    httpx_logger.setLevel(logging.WARNING)
+    yield
+    httpx_logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")
