@@ -66,6 +66,16 @@ class StudentCoalescer:
             samples += len(item.x)
         return [item for item in items if not item.future.done()]
 
+    async def _run_alone(self, item: _Item, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            out = await loop.run_in_executor(self._executor(), self._run, item.x, item.decide)
+        except Exception as err:
+            if not item.future.done():
+                item.future.set_exception(err)
+            return
+        if not item.future.done():
+            item.future.set_result(out)
+
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
         while self._pending:
@@ -76,10 +86,16 @@ class StudentCoalescer:
             decide = any(item.decide for item in items)
             try:
                 out = await loop.run_in_executor(self._executor(), self._run, x, decide)
-            except Exception as err:  # every request of the pass gets the failure, as if it ran alone
+            except Exception as err:
+                if len(items) == 1:
+                    if not items[0].future.done():
+                        items[0].future.set_exception(err)
+                    continue
+                # A merged pass failed: run its requests one by one, so that whatever broke it
+                # fails only the request that brought it, as if nothing had been merged.
                 for item in items:
                     if not item.future.done():
-                        item.future.set_exception(err)
+                        await self._run_alone(item, loop)
                 continue
             offset = 0
             for item in items:

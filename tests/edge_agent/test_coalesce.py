@@ -44,24 +44,27 @@ async def test_concurrent_requests_share_passes_and_get_their_own_answers(
         np.testing.assert_array_equal(out.offload, alone.offload)
 
 
-async def test_a_failed_pass_fails_only_its_requests(engine: EdgeEngine,
-                                                     tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
-    x = tiny_test_split[0][:8]
-    calls = 0
+async def test_a_failed_pass_fails_only_the_request_that_broke_it(
+        engine: EdgeEngine, tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    x = tiny_test_split[0][:12]
+    poison = np.full((2, 1, 8, 8), 255, dtype=np.uint8)  # stands for any input that breaks a pass
+    passes: list[int] = []
 
     def run(batch: np.ndarray, decide: bool) -> StudentOutput:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
+        passes.append(len(batch))
+        if (batch == 255).all(axis=(1, 2, 3)).any():
             raise RuntimeError("onnxruntime fell over")
         return engine.run(batch, decide=decide)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         coalescer = StudentCoalescer(run, executor=lambda: pool)
-        with pytest.raises(RuntimeError, match="fell over"):
-            await coalescer.compute(x, decide=False)
-        out = await coalescer.compute(x, decide=False)  # the next pass works
-    assert out.logits.shape == (8, engine.num_classes)
+        outs = await asyncio.gather(coalescer.compute(x[:6], decide=False), coalescer.compute(poison, decide=False),
+                                    coalescer.compute(x[6:], decide=False), return_exceptions=True)
+    assert passes == [14, 6, 2, 6]  # merged, failed, then each request alone
+    assert isinstance(outs[1], RuntimeError) and "fell over" in str(outs[1])
+    for out, part in ((outs[0], x[:6]), (outs[2], x[6:])):
+        assert isinstance(out, StudentOutput)
+        np.testing.assert_array_equal(out.logits, engine.run(part, decide=False).logits)
 
 
 async def test_a_cancelled_request_leaves_the_others_answered(engine: EdgeEngine,
