@@ -72,6 +72,8 @@ def test_runs_the_venv_agent_as_a_dedicated_user_and_restarts_on_failure(unit: U
     assert service["EnvironmentFile"] == ["/etc/edgecloud/edge.env"]
     assert service["ExecStart"][0].startswith(EXEC_START_BINARY)
     assert service["Restart"] == ["on-failure"] and service["RestartSec"]
+    # `systemctl reload` is the edge's hot swap (SIGHUP, tests/reliability/test_hot_swap.py).
+    assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
     assert "network-online.target" in unit["Unit"]["After"][0]
 
