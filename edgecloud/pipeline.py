@@ -189,7 +189,7 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.
     result = fit_offloader(
         student_logits=s_logits, teacher_logits=t_logits, labels=labels,
         # A target accuracy replaces the budget: the operating point is chosen by exactly one of them.
-        cfg=OffloaderConfig(model=o.model, r=o.r, committee_size=o.committee_size,
+        cfg=OffloaderConfig(model=o.model, r=o.r, committee_size=o.committee_size, features=o.features,
                             budget=None if o.target_accuracy is not None else o.budget,
                             target_accuracy=o.target_accuracy, seed=cfg.seed),
     )

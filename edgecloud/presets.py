@@ -86,6 +86,8 @@ class OffloadSpec:
     """QBC: fraction of normal samples drawn at random (Algorithm 2)."""
     committee_size: int = 3
     """QBC: L committee classifiers (eq. 11)."""
+    features: str = "sorted"
+    """offloader input: each row of logits sorted (class-independent) or "raw"."""
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from offloading.features import check_logits
+from offloading.features import FEATURE_KINDS, check_logits, sorted_logits
 
 Estimator = Any  # a scikit-learn-compatible classifier: fit / predict / decision_function or predict_proba
 
@@ -71,13 +71,25 @@ CANDIDATES: dict[str, Callable[[int], Estimator]] = {
 }
 
 
-def make_model(name: str, *, seed: int = 0) -> Estimator:
-    """An unfitted candidate offloader by name; ValueError listing the names on an unknown one."""
+def make_model(name: str, *, seed: int = 0, features: str = "raw") -> Estimator:
+    """An unfitted candidate offloader by name; ValueError listing the names on an unknown one.
+
+    ``features="sorted"`` puts `sorted_logits` in front of the model, inside the estimator, so the
+    pickled offloader still takes raw logits and the edge needs no feature code of its own.
+    """
     try:
         factory = CANDIDATES[name]
     except KeyError:
         raise ValueError(f"unknown offloader model {name!r}; choose one of {sorted(CANDIDATES)}") from None
-    return factory(seed)
+    if features not in FEATURE_KINDS:
+        raise ValueError(f"unknown offloader features {features!r}; choose one of {FEATURE_KINDS}")
+    model = factory(seed)
+    if features == "raw":
+        return model
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    return Pipeline([("sort", FunctionTransformer(sorted_logits)), ("model", model)])
 
 
 def offloader_scores(model: Estimator, features: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from offloading.features import check_logits, logit_features
+from offloading.features import FEATURE_KINDS, check_logits, logit_features, sorted_logits
 from offloading.filters import FILTERS, CloudOnlyFilter, EdgeOnlyFilter, make_filter
 from offloading.models import CANDIDATES, Estimator, make_model, pickled_kb
 from offloading.operating_point import accuracy_offload_curve, choose_operating_point
@@ -39,6 +39,8 @@ class OffloaderConfig:
     """largest fraction of samples offloaded; set None to choose by target_accuracy instead"""
     target_accuracy: float | None = None
     """cooperative accuracy to reach at the lowest offload rate (requires budget=None)"""
+    features: str = "sorted"
+    """offloader input: "sorted" (each row of logits in descending order) or "raw" logits"""
     seed: int = 0
     """seeds the sampling, the committee and every model"""
     candidates: tuple[str, ...] = tuple(CANDIDATES)
@@ -48,6 +50,8 @@ class OffloaderConfig:
         unknown = [name for name in (self.model, *self.candidates) if name not in CANDIDATES]
         if unknown:
             raise ValueError(f"unknown offloader model(s) {unknown}; choose from {sorted(CANDIDATES)}")
+        if self.features not in FEATURE_KINDS:
+            raise ValueError(f"unknown offloader features {self.features!r}; choose one of {FEATURE_KINDS}")
         if not 0.0 < self.r <= 1.0:
             raise ValueError(f"r must be in (0, 1], got {self.r}")
         if self.committee_size < 1:
@@ -155,8 +159,8 @@ def _check_inputs(
             )
 
 
-def _fit(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[Estimator, float]:
-    model = make_model(name, seed=seed)
+def _fit(name: str, x: np.ndarray, y: np.ndarray, seed: int, features: str) -> tuple[Estimator, float]:
+    model = make_model(name, seed=seed, features=features)
     start = time.perf_counter()
     model.fit(x, y)
     return model, time.perf_counter() - start
@@ -189,7 +193,9 @@ def train_offloader(
             "an offloader needs both right and wrong samples"
         )
 
-    selection = qbc_select(feats["train"], wrong["train"], r=cfg.r, committee_size=cfg.committee_size,
+    # The committee sees what the offloader will see (its feature transform is inside the fitted model).
+    committee_x = sorted_logits(feats["train"]) if cfg.features == "sorted" else feats["train"]
+    selection = qbc_select(committee_x, wrong["train"], r=cfg.r, committee_size=cfg.committee_size,
                            seed=cfg.seed)
     random_idx = random_select(feats["train"], wrong["train"], seed=cfg.seed)
     log.info("offloader training set: %d complex + %d random + %d QBC normal", n_complex,
@@ -198,7 +204,7 @@ def train_offloader(
 
     def fit_on(kind: str, name: str) -> tuple[Estimator, float]:
         idx = sets[kind]
-        return _fit(name, feats["train"][idx], wrong["train"][idx].astype(np.int64), cfg.seed)
+        return _fit(name, feats["train"][idx], wrong["train"][idx].astype(np.int64), cfg.seed, cfg.features)
 
     main_kind = "qbc" if cfg.use_qbc else "random"
     candidates: list[CandidateRow] = []
