@@ -26,6 +26,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # One INFO line per HTTP request from the evaluation client would bury the progress bars and the table.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     from edgecloud.demo import run_demo
     from edgecloud.evaluation.report import table
 
