@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from cloud_server.body import read_body
 from cloud_server.deps import RegistryDep, SettingsDep, require_token
 from cloud_server.model import OUTPUTS, ModelNotFoundError, ModelRegistry, ServedModel
 from cloud_server.settings import CloudSettings
+from shared.http_body import read_body
 from shared.oip import ErrorResponse, decode_request, encode_response, parse_deadline_ms, resolve_outputs
 from shared.oip_openapi import infer_openapi
 

@@ -11,9 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
-from cloud_server.body import read_body
 from cloud_server.deps import require_token
 from cloud_server.repository import ModelLoadError, TeacherRepository
+from shared.http_body import read_body
 from shared.oip import ErrorResponse
 from shared.repository import LoadResponse, RepositoryIndexEntry, parse_load_request
 

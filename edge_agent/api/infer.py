@@ -12,8 +12,8 @@ from fastapi import APIRouter, Request, Response
 
 from edge_agent.agent import STRATEGIES
 from edge_agent.api.models import MODEL_NAME, OUTPUTS, check_model
-from edge_agent.body import read_body
 from edge_agent.deps import AgentDep, SettingsDep
+from shared.http_body import read_body
 from shared.oip import ErrorResponse, ProtocolError, decode_request, encode_response, resolve_outputs
 from shared.oip_openapi import infer_openapi
 

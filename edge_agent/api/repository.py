@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from edge_agent.api.models import MODEL_NAME, MODEL_VERSION, check_model
-from edge_agent.body import read_body
 from edge_agent.deps import NotReadyError
 from edge_agent.repository import EngineRepository, ModelLoadError
+from shared.http_body import read_body
 from shared.oip import ErrorResponse
 from shared.repository import LoadResponse, RepositoryIndexEntry, parse_load_request
 

@@ -2,7 +2,7 @@
 
 The byte limit refuses early (413) when Content-Length already says too much; the time limit (408)
 stops a slow-loris client from holding a request open by trickling its body a byte at a time, which
-uvicorn itself never times out.
+uvicorn itself never times out. The cloud server and the edge agent both read their bodies here.
 """
 
 from __future__ import annotations
