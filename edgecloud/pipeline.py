@@ -191,7 +191,8 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.
         # A target accuracy replaces the budget: the operating point is chosen by exactly one of them.
         cfg=OffloaderConfig(model=o.model, r=o.r, committee_size=o.committee_size, features=o.features,
                             budget=None if o.target_accuracy is not None else o.budget,
-                            target_accuracy=o.target_accuracy, seed=cfg.seed),
+                            target_accuracy=o.target_accuracy,
+                            use_boundary=o.use_boundary, seed=cfg.seed),
     )
     with (out / B.OFFLOADER_PKL).open("wb") as handle:
         pickle.dump(result.model, handle, protocol=pickle.HIGHEST_PROTOCOL)

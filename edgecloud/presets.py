@@ -82,6 +82,8 @@ class OffloadSpec:
     """largest fraction offloaded at the operating point (None when target_accuracy is set)."""
     target_accuracy: float | None = None
     """or: the smallest offload rate reaching this validation accuracy."""
+    use_boundary: bool = True
+    """cut the SVM at its own decision boundary (the paper's rule) unless that exceeds the budget."""
     r: float = 0.5
     """QBC: fraction of normal samples drawn at random (Algorithm 2)."""
     committee_size: int = 3

@@ -111,6 +111,15 @@ def offloader_scores(model: Estimator, features: np.ndarray) -> np.ndarray:
     raise ValueError(f"offloader {type(model).__name__} has neither decision_function nor predict_proba")
 
 
+def decision_boundary(model: Estimator) -> float:
+    """The score at which the model's own predict() flips to "complex", on offloader_scores' scale.
+
+    sklearn predicts the positive class where decision_function > 0, or where predict_proba[:, 1]
+    beats the other class, i.e. > 0.5 for a binary model.
+    """
+    return 0.0 if hasattr(model, "decision_function") else 0.5
+
+
 def pickled_kb(model: Estimator) -> float:
     """Size of the model as it ships in the bundle (offloader.pkl), in KB (1 KB = 1024 bytes)."""
     return len(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)) / 1024.0

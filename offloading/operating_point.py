@@ -4,6 +4,13 @@ A sample that is offloaded takes the teacher's answer, otherwise the student's, 
 cooperative accuracy at a threshold is mean(where(score > t, teacher_correct, student_correct)).
 Sweeping t from high to low traces an accuracy-against-offload-rate curve; the user picks a point
 on it by an offload budget (largest fraction offloaded) or by a target accuracy.
+
+The SL offloader also has a cut of its own: its decision boundary (decision_function 0, or
+probability 0.5). That is the paper's rule (§V: the SVM labels a sample complex and it goes to the
+cloud), and on MNIST it generalises better than the budget rule's argmax: validation accuracy is
+flat over a wide range of rates, so the lowest-rate maximum can sit on a one-sample ridge (1.4%
+offload on val, cooperation below the teacher on test), while the boundary offloads 4.8% and
+matches the teacher. The budget still caps the boundary.
 """
 
 from __future__ import annotations
@@ -84,6 +91,7 @@ def choose_operating_point(
     filter_name: str,
     budget: float | None = None,
     target_accuracy: float | None = None,
+    boundary: float | None = None,
 ) -> dict[str, Any]:
     """Pick the threshold on validation scores; exactly one of `budget` / `target_accuracy`.
 
@@ -93,6 +101,8 @@ def choose_operating_point(
     budget: the highest cooperative accuracy among offload rates <= budget (ties: the lower rate).
     target_accuracy: the lowest offload rate reaching it; if none does, the best accuracy (lowest
     rate among ties), with a warning logged and `target_reached=False` in the result.
+    boundary (with a budget only): the classifier's own cut, kept when its validation offload rate is
+    within the budget (rule "boundary"); otherwise the budget rule decides (rule "budget").
     """
     if (budget is None) == (target_accuracy is None):
         raise ValueError(
@@ -101,6 +111,17 @@ def choose_operating_point(
     for label, value in (("budget", budget), ("target_accuracy", target_accuracy)):
         if value is not None and not 0.0 <= value <= 1.0:
             raise ValueError(f"{label} must be in [0, 1], got {value}")
+    if boundary is not None and budget is None:
+        raise ValueError("a decision boundary is capped by a budget; give budget with boundary")
+    if boundary is not None and not np.isfinite(boundary):
+        raise ValueError(f"boundary must be finite, got {boundary}")
+    if boundary is not None:
+        at_boundary = _boundary_point(scores_val, student_correct_val, teacher_correct_val, boundary, budget)
+        if at_boundary is not None:
+            return OperatingPoint(filter=filter_name, rule="boundary", budget=budget, **at_boundary,
+                                  target_reached=True).model_dump()
+        log.info("filter %r: its decision boundary offloads more than the budget %.3f on validation; "
+                 "choosing by budget instead", filter_name, budget)
     thresholds, rates, accs = threshold_curve(scores_val, student_correct_val, teacher_correct_val)
     target_reached = True
     if budget is not None:
@@ -120,6 +141,7 @@ def choose_operating_point(
             )
     op = OperatingPoint(
         filter=filter_name,
+        rule="budget" if budget is not None else "target",
         threshold=float(thresholds[best]),
         budget=budget,
         target_accuracy=target_accuracy,
@@ -128,3 +150,18 @@ def choose_operating_point(
         target_reached=target_reached,
     )
     return op.model_dump()
+
+
+def _boundary_point(
+    scores: np.ndarray, student_ok: np.ndarray, teacher_ok: np.ndarray, boundary: float, budget: float
+) -> dict[str, float] | None:
+    """threshold / val rate / val accuracy at the classifier's boundary, or None when over budget."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or len(s) == 0 or not np.all(np.isfinite(s)):
+        raise ValueError(f"scores must be a non-empty, finite 1-D array, got shape {s.shape}")
+    offload = s > boundary  # the same comparison the filter makes: offload where score > threshold
+    rate = float(offload.mean())
+    if rate > budget + 1e-12:
+        return None
+    acc = cooperative_accuracy(offload, student_ok, teacher_ok)
+    return {"threshold": float(boundary), "val_offload_rate": rate, "val_accuracy": acc}

@@ -74,6 +74,9 @@ def format_tables(result: OffloaderResult) -> str:
         _markdown(result.filters, {"name": "filter", "threshold": "threshold",
                                    "val_offload_rate": "val offload", "val_accuracy": "val acc.",
                                    "test_offload_rate": "test offload", "test_accuracy": "test acc."}),
+        *(["", f"sl is cut at its own decision boundary ({op['threshold']:g}), which is within the budget; "
+           "the score filters at their best validation accuracy within it."]
+          if op.get("rule") == "boundary" else []),
         "",
         f"student {result.student_test_accuracy:.4f}, teacher {result.teacher_test_accuracy:.4f}, "
         f"edge-cloud ({result.model_name}) {result.test_accuracy:.4f} at offload rate "

@@ -16,7 +16,7 @@ import numpy as np
 
 from offloading.features import FEATURE_KINDS, check_logits, logit_features, sorted_logits
 from offloading.filters import FILTERS, CloudOnlyFilter, EdgeOnlyFilter, make_filter
-from offloading.models import CANDIDATES, Estimator, make_model, pickled_kb
+from offloading.models import CANDIDATES, Estimator, decision_boundary, make_model, pickled_kb
 from offloading.operating_point import accuracy_offload_curve, choose_operating_point
 from offloading.qbc import qbc_select, random_select
 
@@ -39,6 +39,9 @@ class OffloaderConfig:
     """largest fraction of samples offloaded; set None to choose by target_accuracy instead"""
     target_accuracy: float | None = None
     """cooperative accuracy to reach at the lowest offload rate (requires budget=None)"""
+    use_boundary: bool = True
+    """cut the SL offloader at its own decision boundary (the paper's rule), capped by the budget;
+    False: the best validation accuracy within the budget. Ignored with a target_accuracy."""
     features: str = "sorted"
     """offloader input: "sorted" (each row of logits in descending order) or "raw" logits"""
     seed: int = 0
@@ -238,8 +241,11 @@ def train_offloader(
             continue
         # Separate streams for val and test, so that random's test draws are not its val draws.
         scorer = make_filter(name, offloader=model, seed=cfg.seed)
+        # Only the SL offloader has a boundary of its own; the score filters are cut by the budget.
+        use = name == "sl" and cfg.use_boundary and cfg.budget is not None
+        boundary = decision_boundary(model) if use else None
         chosen = choose_operating_point(scorer.scores(student_logits["val"]), s_ok["val"], t_ok["val"],
-                                        filter_name=name, **choose)
+                                        filter_name=name, boundary=boundary, **choose)
         tester = make_filter(chosen, offloader=model, seed=cfg.seed + 1)
         test_scores = tester.scores(student_logits["test"])
         off_test = test_scores > chosen["threshold"]

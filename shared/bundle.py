@@ -13,7 +13,7 @@ import json
 import pickle
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -57,6 +57,11 @@ class OperatingPoint(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     filter: str = Field(default="sl", description="a name in offloading.filters.FILTERS")
+    rule: Literal["boundary", "budget", "target"] = Field(
+        default="budget",
+        description="how threshold was chosen: the offloader's own decision boundary (capped by budget), "
+        "the best validation accuracy within budget, or the lowest rate reaching target_accuracy",
+    )
     threshold: float = Field(description="offload when score > threshold")
     budget: float | None = Field(default=None, description="largest fraction offloaded, if chosen by budget")
     target_accuracy: float | None = Field(default=None, description="accuracy asked for, if chosen by target")

@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 
-from offloading.models import CANDIDATES, make_model, offloader_scores, pickled_kb
+from offloading.models import CANDIDATES, decision_boundary, make_model, offloader_scores, pickled_kb
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +61,13 @@ def test_bad_inputs(data: tuple[np.ndarray, np.ndarray]) -> None:
     with pytest.raises(ValueError, match="binary"):
         offloader_scores(three, x)
     assert offloader_scores(model, np.zeros((0, 4))).shape == (0,)
+
+
+@pytest.mark.parametrize("name", sorted(CANDIDATES))
+def test_decision_boundary_reproduces_predict(name: str, data: tuple[np.ndarray, np.ndarray]) -> None:
+    # Cutting the scores at the boundary must give exactly the model's own 0/1 decision, or the
+    # "boundary" operating point would not be the classifier the paper describes.
+    x, y = data
+    model = make_model(name, seed=1).fit(x, y)
+    offload = offloader_scores(model, x) > decision_boundary(model)
+    np.testing.assert_array_equal(offload, np.asarray(model.predict(x)).astype(bool))

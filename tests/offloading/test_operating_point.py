@@ -109,3 +109,40 @@ def test_constant_scores_offload_all_or_nothing() -> None:
     assert op["val_offload_rate"] == 0.0 and op["threshold"] > 0.3
     op = choose_operating_point(scores, student, teacher, filter_name="entropy", budget=1.0)
     assert op["val_offload_rate"] == 1.0 and op["threshold"] < 0.3 and op["val_accuracy"] == 1.0
+
+
+def test_boundary_within_budget_is_kept() -> None:
+    scores = np.array([2.0, 0.5, -0.1, -1.0, -2.0, -3.0, 0.0, 1.0, -0.5, -4.0])
+    student = np.array([False, False, True, True, True, True, True, False, True, True])
+    teacher = np.ones(10, dtype=bool)
+    op = choose_operating_point(scores, student, teacher, filter_name="sl", budget=0.5, boundary=0.0)
+    assert OperatingPoint(**op).model_dump() == op
+    # score > 0: 2.0, 0.5 and 1.0 (0.0 itself stays, as sklearn's predict keeps it negative)
+    assert op["rule"] == "boundary" and op["threshold"] == 0.0 and op["val_offload_rate"] == 0.3
+    assert op["val_accuracy"] == 1.0 and op["budget"] == 0.5
+
+
+def test_boundary_over_budget_falls_back_to_the_budget_rule(caplog: pytest.LogCaptureFixture) -> None:
+    scores = np.linspace(1.0, -1.0, 10)  # 5 of 10 above the boundary 0
+    student = np.array([False, True, False, True, True, True, True, True, True, True])
+    teacher = np.ones(10, dtype=bool)
+    with caplog.at_level(logging.INFO, logger="offloading.operating_point"):
+        op = choose_operating_point(scores, student, teacher, filter_name="sl", budget=0.3, boundary=0.0)
+    assert op["rule"] == "budget" and op["val_offload_rate"] <= 0.3
+    assert op["val_accuracy"] == 1.0 and op["val_offload_rate"] == 0.3  # the first three fix both errors
+    assert "more than the budget" in caplog.text
+    by_budget = choose_operating_point(scores, student, teacher, filter_name="sl", budget=0.3)
+    assert by_budget["rule"] == "budget" and by_budget["threshold"] == op["threshold"]
+
+
+def test_boundary_needs_a_budget_and_a_finite_value() -> None:
+    args = (np.array([0.1, -0.2]), np.array([True, False]), np.array([True, True]))
+    with pytest.raises(ValueError, match="capped by a budget"):
+        choose_operating_point(*args, filter_name="sl", target_accuracy=0.9, boundary=0.0)
+    with pytest.raises(ValueError, match="boundary must be finite"):
+        choose_operating_point(*args, filter_name="sl", budget=0.5, boundary=float("nan"))
+
+
+def test_target_rule_is_named() -> None:
+    args = (np.array([0.1, -0.2]), np.array([True, False]), np.array([True, True]))
+    assert choose_operating_point(*args, filter_name="sl", target_accuracy=0.9)["rule"] == "target"

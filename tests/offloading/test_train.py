@@ -33,6 +33,9 @@ def test_operating_point_is_chosen_on_val_within_budget(result: OffloaderResult,
     op = result.operating_point
     assert OperatingPoint(**op).threshold == op["threshold"]
     assert op["filter"] == "sl" and op["budget"] == 0.2 and op["val_offload_rate"] <= 0.2
+    # The SVM's own boundary (decision_function 0) offloads more than 20% of val here, so the budget decides.
+    val_scores = offloader_scores(result.model, synthetic["student_logits"]["val"])
+    assert (val_scores > 0.0).mean() > 0.2 and op["rule"] == "budget"
     # The shipped model + threshold reproduce the reported test numbers through the filter registry.
     f = make_filter(op, offloader=result.model)
     offload = f.decide(synthetic["student_logits"]["test"])
@@ -131,3 +134,25 @@ def test_test_summary_feeds_the_bundle_metrics(result: OffloaderResult) -> None:
         "offloader_model": "svm",
         "offloader_test_accuracy": svm.test_accuracy,
     }
+
+
+
+def test_boundary_rule_within_a_larger_budget(synthetic: dict) -> None:
+    wide = train_offloader(**synthetic, cfg=OffloaderConfig(budget=0.6, candidates=("svm",)))
+    op = wide.operating_point
+    assert op["rule"] == "boundary" and op["threshold"] == 0.0 and op["val_offload_rate"] <= 0.6
+    # At the boundary the shipped filter is exactly the SVM's own predict().
+    logits = synthetic["student_logits"]["test"]
+    offload = make_filter(op, offloader=wide.model).decide(logits)
+    np.testing.assert_array_equal(offload, wide.model.predict(logits).astype(bool))
+    assert offload.mean() == wide.test_offload_rate
+    by_budget = train_offloader(**synthetic, cfg=OffloaderConfig(budget=0.6, use_boundary=False,
+                                                                 candidates=("svm",)))
+    assert by_budget.operating_point["rule"] == "budget"
+    # The budget rule maximises validation accuracy, so it is never below the boundary's on val.
+    assert by_budget.operating_point["val_accuracy"] >= op["val_accuracy"]
+    # Score filters ignore use_boundary: their rows are the same either way.
+    rows = {row.name: row for row in wide.filters}
+    for row in by_budget.filters:
+        if row.name != "sl":
+            assert row == rows[row.name]
