@@ -14,8 +14,16 @@ MIB = 1 << 20
 
 
 def default_threads() -> int:
-    """All cores up to 8: past that, one small-batch forward pass gains little from more threads."""
-    return max(1, min(8, os.cpu_count() or 1))
+    """The cores this process may run on, up to 8: past that, a small-batch forward pass gains little.
+
+    The affinity mask, not os.cpu_count(): under `taskset` or a container's cpuset, more threads than
+    cores only time-slice against each other.
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(8, usable))
 
 
 class CloudSettings(BaseSettings):

@@ -25,6 +25,11 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--link-delay", choices=("auto", "netem", "shim"), default="auto",
                         help="with --link: netem if the kernel has it (auto), else the EMULATED delay proxy (shim)")
     parser.add_argument("--link-name", default=None, help="with --link: tag of the namespaces (ectb-NAME-edge/-cloud)")
+    parser.add_argument("--edge-cpus", default=None, metavar="CORES",
+                        help="with --link: pin the edge agent to these cores, e.g. 0 (as on a device of its own)")
+    parser.add_argument("--cloud-cpus", default=None, metavar="CORES",
+                        help="with --link: pin the cloud server to these cores, e.g. 1 (so its compute "
+                             "does not slow the edge, as on two machines)")
     parser.add_argument("--no-link-check", action="store_true",
                         help="with --link: skip measuring the link's RTT and goodput before the evaluation")
     parser.add_argument("--dataset", default=None, help="dataset name (default: the bundle's)")
@@ -52,7 +57,7 @@ def _eval_args(args: argparse.Namespace) -> list[str]:
 
 def run_over_link(args: argparse.Namespace) -> int:
     from edgecloud.evaluation.report import link_line
-    from edgecloud.evaluation.testbed.netns import TestbedError
+    from edgecloud.evaluation.testbed.netns import TestbedError, parse_cpus
     from edgecloud.evaluation.testbed.over_link import eval_over_link
     from edgecloud.evaluation.testbed.profiles import get_profile
 
@@ -61,8 +66,11 @@ def run_over_link(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
+        cpus = {side: None if text is None else parse_cpus(text, what=f"--{side}-cpus")
+                for side, text in (("edge", args.edge_cpus), ("cloud", args.cloud_cpus))}
         report = eval_over_link(get_profile(args.link), bundle=args.bundle, out=args.out, eval_args=_eval_args(args),
-                                tag=args.link_name, delay=args.link_delay, check=not args.no_link_check)
+                                tag=args.link_name, delay=args.link_delay, check=not args.no_link_check,
+                                edge_cpus=cpus["edge"], cloud_cpus=cpus["cloud"])
     except (TestbedError, ValueError) as err:
         print(f"edgecloud eval: {err}", file=sys.stderr)
         return 2
@@ -76,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
         return run_over_link(args)
     if args.edge_url is None:
         print("edgecloud eval: give --edge-url (a running edge agent) or --link PROFILE", file=sys.stderr)
+        return 2
+    if args.edge_cpus is not None or args.cloud_cpus is not None:
+        print("edgecloud eval: --edge-cpus / --cloud-cpus pin the services --link starts; pin services you "
+              "start yourself with taskset", file=sys.stderr)
         return 2
     from edgecloud.evaluation.report import table
     from edgecloud.evaluation.run import EvalConfig, run_eval

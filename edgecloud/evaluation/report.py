@@ -99,6 +99,10 @@ def link_line(link: dict[str, Any]) -> str:
     if measured:
         line += (f"; measured RTT {measured['rtt_ms']:.1f} ms (fastest echo), goodput up {measured['up_mbit']:.2f} / "
                  f"down {measured['down_mbit']:.2f} Mbit/s")
+    pinned = link.get("cpus") or {}
+    if pinned:
+        line += "; pinned " + ", ".join(f"{side} to cores {','.join(map(str, cores))}"
+                                         for side, cores in sorted(pinned.items()))
     failed = [c["metric"] for c in link.get("checks", []) if not c["ok"]]
     if failed:
         line += f"; OUTSIDE the profile's tolerance: {', '.join(failed)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from cloud_server.settings import CloudSettings
+from cloud_server.settings import CloudSettings, default_threads
 from edgecloud.commands import cloud as cloud_command
 from shared.bundle import BundleError
 
@@ -95,3 +96,15 @@ def test_cli_reports_a_tampered_bundle(capsys: pytest.CaptureFixture[str], tiny_
     args = _serve_args("--bundle", str(copy))
     assert args.handler(args) == 2
     assert "teacher.onnx" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux CPU affinity")
+def test_default_threads_follow_the_affinity_mask() -> None:
+    # Under `taskset -c 0` the server must not start more intra-op threads than it has cores.
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert default_threads() == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert default_threads() == max(1, min(8, len(before)))

@@ -108,12 +108,15 @@ def test_eval_across_the_wifi_link(tiny_bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     result = subprocess.run(
         [sys.executable, "-m", "edgecloud", "eval", "--link", "wifi", "--link-name", "teval", "--bundle",
-         str(tiny_bundle), "--out", str(out), "--limit", "60", "--no-progress", "--no-link-check"],
+         str(tiny_bundle), "--out", str(out), "--limit", "60", "--no-progress", "--no-link-check",
+         "--edge-cpus", str(min(os.sched_getaffinity(0))), "--cloud-cpus", str(max(os.sched_getaffinity(0)))],
         capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, explain(result)
     assert ours("teval") == set()
     report = json.loads((out / "report.json").read_text())
     assert report["link"]["profile"] == "wifi"
+    assert report["link"]["cpus"] == {"edge": [min(os.sched_getaffinity(0))],
+                                      "cloud": [max(os.sched_getaffinity(0))]}
     strategies = report["strategies"]
     assert set(strategies) == {"edge_only", "cloud_only", "cooperation"}
     for name, s in strategies.items():

@@ -49,6 +49,30 @@ def test_netem_puts_half_the_rtt_on_each_end_above_the_tbf() -> None:
     assert child[child.index("parent") + 1] == "1:1" and "tbf" in child
 
 
+def test_cpu_lists_are_parsed_and_checked() -> None:
+    usable = os.sched_getaffinity(0)
+    low = min(usable)
+    assert netns.parse_cpus(str(low)) == {low}
+    assert netns.parse_cpus(f"{low}-{low}, {low}") == {low}
+    for bad, message in (("a", "expected core numbers"), ("3-1", "runs backwards"), ("", "expected core numbers"),
+                         (str(max(usable) + 1000), "not available")):
+        with pytest.raises(netns.TestbedError, match=message) as info:
+            netns.parse_cpus(bad, what="--edge-cpus")
+        assert "--edge-cpus" in str(info.value)
+
+
+def test_spawn_pins_the_process_and_its_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without root there is no namespace to enter; the pinning is the same either way.
+    monkeypatch.setattr(netns.Link, "exec_argv", lambda self, side, argv: list(argv))
+    link = netns.Link(get_profile("wifi"), LinkNames.for_tag("tpin"), "shim")
+    core = max(os.sched_getaffinity(0))
+    probe = ("import os, threading; seen = []; t = threading.Thread(target=lambda: seen.append("
+             "sorted(os.sched_getaffinity(0)))); t.start(); t.join(); print(sorted(os.sched_getaffinity(0)), seen[0])")
+    process = link.spawn("edge", "probe", [sys.executable, "-c", probe], log_dir=tmp_path, cpus=frozenset({core}))
+    assert process.wait(timeout=60) == 0
+    assert (tmp_path / "probe.log").read_text().split() == [f"[{core}]", f"[{core}]"]
+
+
 def test_names_fit_linux_limits_and_bad_tags_are_refused() -> None:
     names = LinkNames.for_tag("abcdefgh")
     assert max(len(names.edge_dev), len(names.cloud_dev)) <= 15  # IFNAMSIZ - 1
@@ -141,6 +165,7 @@ def test_eval_link_refuses_without_root_and_names_the_problem(tmp_path: Path) ->
     ([], "give --edge-url (a running edge agent) or --link PROFILE"),
     (["--link", "wifi", "--edge-url", "http://127.0.0.1:1"], "--link starts its own cloud and edge"),
     (["--link", "5g"], "unknown link profile '5g'"),
+    (["--edge-url", "http://127.0.0.1:1", "--edge-cpus", "0"], "pin services you start yourself with taskset"),
 ])
 def test_eval_link_options_are_checked(tmp_path: Path, extra: list[str], message: str) -> None:
     result = subprocess.run([sys.executable, "-m", "edgecloud", "eval", "--bundle", str(tmp_path / "bundle"), "--out",

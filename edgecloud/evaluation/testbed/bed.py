@@ -41,6 +41,8 @@ class Bed:
     link: Link
     log_dir: Path
     services: list[Service] = field(default_factory=list)
+    cpus: dict[Side, frozenset[int]] = field(default_factory=dict)
+    """cores each side's servers are pinned to (none: wherever the scheduler puts them)"""
 
     @property
     def delay_label(self) -> str:
@@ -55,7 +57,8 @@ class Bed:
         return service
 
     def start_edgecloud(self, side: Side, name: str, args: Sequence[str], *, host: str, port: int) -> Service:
-        service = self.link.start_edgecloud(side, name, args, host=host, port=port, log_dir=self.log_dir)
+        service = self.link.start_edgecloud(side, name, args, host=host, port=port, log_dir=self.log_dir,
+                                            cpus=self.cpus.get(side))
         self.services.append(service)
         return service
 
@@ -117,11 +120,11 @@ class Bed:
 
 
 @contextlib.contextmanager
-def testbed(profile: LinkProfile, *, log_dir: Path, tag: str | None = None, delay: DelayMode = "auto"
-            ) -> Iterator[Bed]:
+def testbed(profile: LinkProfile, *, log_dir: Path, tag: str | None = None, delay: DelayMode = "auto",
+            cpus: dict[Side, frozenset[int]] | None = None) -> Iterator[Bed]:
     """The link, and a Bed to start processes on it; processes stop, then the namespaces go."""
     with signals_exit(), link_up(profile, tag=tag, delay=delay) as link:
-        bed = Bed(link, log_dir)
+        bed = Bed(link, log_dir, cpus=dict(cpus or {}))
         try:
             yield bed
         finally:

@@ -151,20 +151,25 @@ class Link:
         return ["ip", "netns", "exec", self.namespace(side), *argv]
 
     def spawn(self, side: Side, name: str, argv: Sequence[str], *, log_dir: Path,
-              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Start ARGV inside SIDE's namespace in a session of its own, output in LOG_DIR/NAME.log."""
+              env: dict[str, str] | None = None, cpus: frozenset[int] | None = None) -> subprocess.Popen[bytes]:
+        """Start ARGV inside SIDE's namespace in a session of its own, output in LOG_DIR/NAME.log.
+
+        CPUS pins it (and every thread it starts) to those cores, as `taskset` would.
+        """
         log_dir.mkdir(parents=True, exist_ok=True)
+        pin = None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
         with (log_dir / f"{name}.log").open("wb") as log:
             return subprocess.Popen(self.exec_argv(side, argv), stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env={**os.environ, **(env or {})})
+                                    start_new_session=True, env={**os.environ, **(env or {})},
+                                    preexec_fn=pin)  # one syscall, no locks: safe in the forked child
 
     def start_edgecloud(self, side: Side, name: str, args: Sequence[str], *, host: str, port: int,
-                        log_dir: Path) -> Service:
+                        log_dir: Path, cpus: frozenset[int] | None = None) -> Service:
         """`edgecloud ARGS --host H --port P` inside SIDE's namespace, as an edgecloud.services Service."""
         # `ip netns exec` execs the command in place, so the pid is the server's own and
         # services.stop_service stops it as it stops any other service.
         process = self.spawn(side, name, python_argv("edgecloud", *args, "--host", host, "--port", str(port)),
-                             log_dir=log_dir)
+                             log_dir=log_dir, cpus=cpus)
         return Service(name, f"http://{host}:{port}", process, log_dir / f"{name}.log")
 
 
@@ -263,6 +268,24 @@ def signals_exit() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def parse_cpus(text: str, *, what: str = "cpus") -> frozenset[int]:
+    """"0", "0,2" or "0-3" -> those core numbers, each one this process may run on."""
+    cores: set[int] = set()
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if match is None:
+            raise TestbedError(f"{what} {text!r}: expected core numbers like 0, 0,2 or 0-3")
+        low, high = int(match[1]), int(match[2] if match[2] is not None else match[1])
+        if high < low:
+            raise TestbedError(f"{what} {text!r}: range {low}-{high} runs backwards")
+        cores.update(range(low, high + 1))
+    usable = os.sched_getaffinity(0)
+    if not cores <= usable:
+        raise TestbedError(f"{what} {text!r}: core(s) {sorted(cores - usable)} not available; "
+                           f"this process may use {sorted(usable)}")
+    return frozenset(cores)
 
 
 def python_argv(module: str, *args: str) -> list[str]:

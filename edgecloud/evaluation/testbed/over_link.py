@@ -25,13 +25,21 @@ EDGE_PORT, CLOUD_PORT = 8000, 8001
 
 def eval_over_link(profile: LinkProfile, *, bundle: Path, out: Path, eval_args: Sequence[str] = (),
                    cloud_args: Sequence[str] = (), edge_args: Sequence[str] = (), tag: str | None = None,
-                   delay: DelayMode = "auto", check: bool = True) -> dict[str, Any]:
-    """Run `edgecloud eval EVAL_ARGS` across the link; return its report with a `link` section added."""
+                   delay: DelayMode = "auto", check: bool = True, edge_cpus: frozenset[int] | None = None,
+                   cloud_cpus: frozenset[int] | None = None) -> dict[str, Any]:
+    """Run `edgecloud eval EVAL_ARGS` across the link; return its report with a `link` section added.
+
+    EDGE_CPUS / CLOUD_CPUS pin the edge agent / the cloud server to cores of their own, so the
+    teacher's compute for offloaded samples does not slow the edge, as on two machines. The
+    evaluation client and the delay proxy stay unpinned.
+    """
     bundle, out = bundle.resolve(), out.resolve()
     log_dir = out / "logs"
-    with testbed(profile, log_dir=log_dir, tag=tag, delay=delay) as bed:
+    cpus = {side: c for side, c in (("edge", edge_cpus), ("cloud", cloud_cpus)) if c is not None}
+    with testbed(profile, log_dir=log_dir, tag=tag, delay=delay, cpus=cpus) as bed:
         link: dict[str, Any] = {"profile": profile.name, "rate_mbit": profile.rate_mbit, "rtt_ms": profile.rtt_ms,
-                                "delay": bed.delay_label}
+                                "delay": bed.delay_label,
+                                "cpus": {side: sorted(c) for side, c in cpus.items()}}
         if check:
             measured = measure_on(bed)
             link["measured"] = measured.__dict__
