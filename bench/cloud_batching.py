@@ -3,25 +3,31 @@
     .venv/bin/python bench/cloud_batching.py --bundle artifacts/mnist
     .venv/bin/python bench/cloud_batching.py --bundle artifacts/mnist --seconds 10 --concurrency 32
 
-1. Raw: onnxruntime on teacher.onnx in this process, batches of --max-batch-size, same threads.
-2. Served: `edgecloud cloud serve` as a subprocess on loopback; --concurrency asyncio clients
-   (httpx.AsyncClient, one connection each) send OIP binary-tensor requests of --samples-per-request
-   raw uint8 samples (default 1: the edge offloads samples one by one) back to back for --seconds,
-   after a one-second warm-up that is not counted.
-Prints served samples/s / raw samples/s (target >= 0.8). The load generator shares the machine's
-cores with the server, so on a small machine the ratio understates what a remote edge would see.
+1. Raw: onnxruntime on teacher.onnx in this process, batches of --max-batch-size, on the server's
+   cores with as many threads as it has cores.
+2. Served: `edgecloud cloud serve` as a subprocess on loopback; --concurrency asyncio clients (one
+   keep-alive connection each) send OIP binary-tensor requests of --samples-per-request raw uint8
+   samples (default 1: the edge offloads samples one by one) back to back for --seconds, after a
+   one-second warm-up that is not counted.
+Prints served samples/s / raw samples/s (target >= 0.8).
+
+The clients stand for edges on other machines, so by default they get cores of their own: with two
+or more cores the load generator runs on the first (--client-cpus) and the server, and the raw
+measurement it is compared with, on the rest (--server-cpus). `--no-pin` shares every core, which
+charges the generator's HTTP work to the server.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
+from _keepalive import HttpError, KeepAliveConnection  # bench/ is on sys.path when run as a script
 
 from cloud_server.backend import OnnxBackend, measure_throughput
 from cloud_server.settings import default_threads
@@ -32,11 +38,40 @@ from shared.oip import encode_request
 
 async def _client(url: str, body: bytes, headers: dict[str, str], *, warm_until: float, stop_at: float,
                   counts: list[int]) -> None:
-    async with httpx.AsyncClient(timeout=30.0) as client:
+    base, _, path = url.partition("/v2/")
+    connection = KeepAliveConnection(base, timeout_s=30.0)
+    try:
         while (now := time.perf_counter()) < stop_at:
-            reply = await client.post(url, content=body, headers=headers)
+            try:
+                status, _, _ = await connection.post(f"/v2/{path}", body, headers)
+            except HttpError:
+                status = 0
             if now >= warm_until:
-                counts[0 if reply.status_code == 200 else 1] += 1
+                counts[0 if status == 200 else 1] += 1
+    finally:
+        connection.close()
+
+
+def _cores(text: str) -> set[int]:
+    cores: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cores.update(range(int(low), int(high or low) + 1))
+    return cores
+
+
+def _split(args: argparse.Namespace) -> tuple[set[int], set[int]]:
+    """(server cores, client cores)."""
+    usable = os.sched_getaffinity(0)
+    if args.no_pin or len(usable) < 2:
+        return set(usable), set(usable)
+    first = min(usable)
+    server = _cores(args.server_cpus) if args.server_cpus else usable - {first}
+    client = _cores(args.client_cpus) if args.client_cpus else {first}
+    for name, cores in (("--server-cpus", server), ("--client-cpus", client)):
+        if not cores or not cores <= usable:
+            raise SystemExit(f"{name}: cores {sorted(cores)} are not all in this process's {sorted(usable)}")
+    return server, client
 
 
 async def served_rate(url: str, x: np.ndarray, *, concurrency: int, seconds: float) -> tuple[float, int]:
@@ -59,11 +94,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples-per-request", type=int, default=1)
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-queue-delay-ms", type=float, default=2.0)
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default as the server)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads (default: one per server core, as the server picks)")
+    parser.add_argument("--server-cpus", default=None, metavar="CORES",
+                        help="cores for the server and the raw measurement, e.g. 1 or 1-3 (default: all but the first)")
+    parser.add_argument("--client-cpus", default=None, metavar="CORES",
+                        help="cores for the load generator (default: the first)")
+    parser.add_argument("--no-pin", action="store_true", help="server, raw and clients share every core")
     args = parser.parse_args(argv)
 
     manifest = load_manifest(args.bundle, verify=True)
+    server_cpus, client_cpus = _split(args)
+    # Raw runs, and the server starts, on the server's cores: the child inherits the mask.
+    os.sched_setaffinity(0, server_cpus)
     threads = args.threads or default_threads()
+    print(f"cores   : server + raw {sorted(server_cpus)}, clients {sorted(client_cpus)}")
     shape = tuple(manifest.input.shape)
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((args.max_batch_size, *shape)).astype(np.float32)  # (B, C, H, W)
@@ -81,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
              "--max-queue-delay-ms", str(args.max_queue_delay_ms)],
             port=free_port(), log_dir=Path(logs),
         )
+        os.sched_setaffinity(0, client_cpus)
         try:
             wait_ready(service, timeout_s=120)
             served, failed = asyncio.run(served_rate(f"{service.url}/v2/models/teacher/infer", x,

@@ -37,6 +37,9 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--out", type=Path, default=Path("artifacts/eval"), help="report directory")
     parser.add_argument("--batch-size", type=int, default=1, help="samples per request (default 1)")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run the strategies N times, interleaved, and report each one's median-runtime run "
+                             "(default 1; use 3 or 5 on a shared or noisy machine)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N test samples")
     parser.add_argument("--strategies", default="edge_only,cloud_only,cooperation",
                         help="comma-separated subset of edge_only, cloud_only, cooperation")
@@ -47,7 +50,7 @@ def add_parser(sub: Any) -> None:
 
 def _eval_args(args: argparse.Namespace) -> list[str]:
     """This command's options again, for the evaluation client that `--link` runs inside the edge namespace."""
-    argv = ["--batch-size", str(args.batch_size), "--concurrency", str(args.concurrency),
+    argv = ["--batch-size", str(args.batch_size), "--concurrency", str(args.concurrency), "--repeat", str(args.repeat),
             "--strategies", args.strategies, "--seed", str(args.seed)]
     for flag, value in (("--dataset", args.dataset), ("--data-dir", args.data_dir), ("--limit", args.limit)):
         if value is not None:
@@ -101,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
         if args.limit is not None:
             test = Split(x=test.x[: args.limit], y=test.y[: args.limit])
         cfg = EvalConfig(edge_url=args.edge_url, cloud_url=args.cloud_url, batch_size=args.batch_size,
-                         concurrency=args.concurrency, strategies=tuple(args.strategies.split(",")))
+                         concurrency=args.concurrency, strategies=tuple(args.strategies.split(",")),
+                         repeat=args.repeat)
         report = run_eval(args.bundle, test, cfg, args.out, dataset=name, progress=not args.no_progress)
     except (BundleError, DatasetError, ValueError, TimeoutError) as err:
         print(f"edgecloud eval: {err}", file=sys.stderr)

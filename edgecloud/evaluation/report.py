@@ -41,7 +41,9 @@ def table(report: dict[str, Any]) -> str:
         rows.append(f"| {name} | {100 * s['accuracy']:.2f}% | {s['runtime_s']:.2f} | {100 * s['offload_rate']:.1f}% "
                     f"| {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {sent} | {s['answered']}/{s['samples']} |")
     strategies = report["strategies"]
-    lines = ["\n".join(rows), "",
+    repeat = int(report.get("repeat", 1))
+    lines = ["\n".join(rows), *([f"runtimes: the median of {repeat} interleaved rounds per strategy "
+                                 "(report.json has every round's)"] if repeat > 1 else []), "",
              f"teacher accuracy (bundle, test split): {100 * report['teacher_accuracy']:.2f}%  "
              f"student accuracy: {100 * report['student_accuracy']:.2f}%"]
     if {"edge_only", "cooperation", "cloud_only"} <= set(strategies):

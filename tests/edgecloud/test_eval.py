@@ -90,6 +90,30 @@ def test_eval_reports_what_the_models_compute(
     assert "| cooperation |" in (out / "report.md").read_text()
 
 
+
+def test_repeat_interleaves_rounds_and_reports_the_median_round(
+    services: tuple[Service, Service], tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cloud, edge = services
+    out = tmp_path / "eval"
+    limit = 64
+    assert main(["eval", "--bundle", str(tiny_bundle), "--edge-url", edge.url, "--cloud-url", cloud.url,
+                 "--limit", str(limit), "--repeat", "3", "--strategies", "edge_only,cooperation",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert "median of 3 interleaved rounds" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["repeat"] == 3
+    test = load_dataset("digits", seed=0).test
+    want = _expected(tiny_bundle, test.x[:limit], test.y[:limit])
+    for name, row in report["strategies"].items():
+        rounds = row["runtimes_s"]
+        assert len(rounds) == 3 and all(t > 0 for t in rounds), name
+        assert row["runtime_s"] == sorted(rounds)[1], name  # the median round's own numbers
+        assert row["answered"] == limit and row["accuracy"] == pytest.approx(want[name]), name
+    assert main(["eval", "--bundle", str(tiny_bundle), "--edge-url", edge.url, "--repeat", "0",
+                 "--out", str(out)]) == 2
+    assert "repeat must be >= 1" in capsys.readouterr().err
+
 def test_eval_names_an_unreachable_edge(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import edgecloud.evaluation.run as run_module
