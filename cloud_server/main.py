@@ -57,6 +57,7 @@ def create_app(settings: CloudSettings | None = None, *,
                                              backend_loader=backend_loader)
     app.include_router(health.router)
     app.include_router(models.router)
+    infer.install_fast_routes(app)
     app.include_router(infer.router)
     app.include_router(metrics.router)
     app.include_router(repository.router)

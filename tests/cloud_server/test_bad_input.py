@@ -140,16 +140,15 @@ def test_unexpected_errors_become_a_500_with_a_message(make_fake_app: Callable[.
 
 
 def test_global_handler_turns_a_crash_into_a_counted_500(make_fake_app: Callable[..., Any]) -> None:
-    from cloud_server.deps import get_registry
-
-    def broken_registry() -> None:
-        raise ZeroDivisionError("boom")
+    class BrokenRegistry:
+        def get(self, name: str) -> None:
+            raise ZeroDivisionError("boom")
 
     app = make_fake_app()
-    app.dependency_overrides[get_registry] = broken_registry
     body, headers = encode_request({"input": GOOD})
     # raise_server_exceptions=False: Starlette re-raises after answering, as a real server would log it.
     with TestClient(app, raise_server_exceptions=False) as test_client:
+        app.state.registry = BrokenRegistry()  # after start-up: the lifespan loaded the real one
         reply = test_client.post(INFER, content=body, headers=headers)
         exposition = test_client.get("/metrics").text
     assert reply.status_code == 500

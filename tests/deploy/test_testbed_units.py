@@ -177,7 +177,8 @@ def test_eval_link_options_are_checked(tmp_path: Path, extra: list[str], message
 def _report(runtimes: dict[str, float], *, link: bool = True) -> dict[str, object]:
     strategies = {name: {"runtime_s": t, "accuracy": 0.99, "offload_rate": 0.1, "p50_ms": 1.0, "answered": 10,
                          "samples": 10} for name, t in runtimes.items()}
-    report: dict[str, object] = {"samples": 10, "bundle": "b", "strategies": strategies}
+    report: dict[str, object] = {"samples": 10, "bundle": "b", "strategies": strategies, "batch_size": 1,
+                                 "concurrency": 4, "repeat": 3}
     if link:
         report["link"] = {"profile": "lte", "rate_mbit": 10.0, "rtt_ms": 60.0,
                           "measured": {"rtt_ms": 61.0, "up_mbit": 9.6, "down_mbit": 9.5}}
@@ -192,7 +193,7 @@ def test_results_table_has_every_strategy_and_the_two_runtime_ratios() -> None:
     assert block[0].startswith("| lte (10 Mbit/s, 60 ms)") and block[1].startswith("|  | cloud-only | 40.00 |")
     assert "measured 61.0 ms, 9.6/9.5 Mbit/s" in text
     # cooperation / edge-only = 20 / 10, cloud-only / cooperation = 40 / 20, saved 1 - 20 / 40
-    assert "| lte | 10 | 2.00x | 2.00x | 50.0% |" in rows
+    assert "| lte | 10 | 1 × 4 | 3 | 2.00x | 2.00x | 50.0% |" in rows
     slow = _report({"edge_only": 10.0})
     slow["link"]["checks"] = [{"metric": "rtt_ms", "ok": True}, {"metric": "up_mbit", "ok": False}]
     assert "(outside tolerance: up_mbit)" in results_table([slow])

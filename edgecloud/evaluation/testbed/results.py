@@ -21,12 +21,15 @@ def _link_cell(link: dict[str, Any]) -> str:
 
 
 def results_table(reports: Sequence[dict[str, Any]]) -> str:
-    """Runtime, accuracy and offload rate per strategy and link, then the two runtime ratios per link."""
+    """Runtime, accuracy and offload rate per strategy and link, then the two runtime ratios per link.
+
+    With several rounds per strategy (eval --repeat) every runtime is that strategy's median round.
+    """
     rows = ["| link | strategy | runtime (s) | accuracy | offload rate | p50 latency (ms) | answered |",
             "|---|---|---:|---:|---:|---:|---:|"]
-    ratios = ["| link | samples | cooperation / edge-only runtime | cloud-only / cooperation runtime "
-              "| time saved against cloud-only |",
-              "|---|---:|---:|---:|---:|"]
+    ratios = ["| link | samples | batch × in flight | rounds | cooperation / edge-only runtime "
+              "| cloud-only / cooperation runtime | time saved against cloud-only |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for report in reports:
         link = report.get("link")
         if link is None:
@@ -42,6 +45,9 @@ def results_table(reports: Sequence[dict[str, Any]]) -> str:
                         f"| {100 * s['offload_rate']:.1f}% | {s['p50_ms']:.1f} | {s['answered']}/{s['samples']} |")
         if set(STRATEGY_NAMES) <= strategies.keys():
             edge, cloud, coop = (strategies[k]["runtime_s"] for k in ("edge_only", "cloud_only", "cooperation"))
-            ratios.append(f"| {link['profile']} | {report['samples']} | {coop / edge:.2f}x | {cloud / coop:.2f}x "
-                          f"| {100 * (1 - coop / cloud):.1f}% |")
+            # Runtimes are each strategy's median round when the evaluation ran several (eval --repeat).
+            shape = f"{report.get('batch_size', '?')} × {report.get('concurrency', '?')}"
+            rounds = report.get("repeat", 1)
+            ratios.append(f"| {link['profile']} | {report['samples']} | {shape} | {rounds} | {coop / edge:.2f}x "
+                          f"| {cloud / coop:.2f}x | {100 * (1 - coop / cloud):.1f}% |")
     return "\n".join(rows) + "\n\n" + "\n".join(ratios)
