@@ -156,8 +156,12 @@ def test_demo_stops_both_services_on_ctrl_c(tiny_bundle: Path, tmp_path: Path) -
     out = _demo_dir(tiny_bundle, tmp_path)
     log = tmp_path / "demo.log"
     with log.open("wb") as handle:
+        # A slow cloud (every batch waits 300 ms for company) keeps the evaluation running well past
+        # the moment both services are seen and the Ctrl-C is sent; on a quiet machine the tiny
+        # bundle's evaluation could otherwise finish first and exit 0.
+        env = {**os.environ, "EDGECLOUD_MAX_QUEUE_DELAY_MS": "300"}
         demo = subprocess.Popen([sys.executable, "-m", "edgecloud", "demo", "--out", str(out), "--no-progress"],
-                                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         deadline = time.monotonic() + 120
         urls: list[str] = []

@@ -217,7 +217,10 @@ async def test_link_down_and_back(cloud: Managed, proxy: TcpProxy, proxied_edge:
     _assert_recovered(window(outcomes, sent_after=back, done_before=dropped))
     blackholed = window(outcomes, sent_after=dropped, done_before=restored_again)
     _assert_no_cloud(blackholed, {"timeout", "circuit_open"})
-    assert _reasons(blackholed) == {"timeout", "circuit_open"}
+    # The timeouts that open the breaker may all belong to requests already in flight when packets
+    # started to drop, so look for them among the answers that came during the blackhole.
+    during = [o for o in outcomes if o.ok and dropped < o.done < restored_again]
+    assert _reasons(during) == {"timeout", "circuit_open"}
     assert max(o.latency for o in blackholed) < DEADLINE_S + 1.0
     _assert_recovered(window(outcomes, sent_after=back_again))
     assert_edge_metrics_agree(before, after, outcomes)
