@@ -160,8 +160,11 @@ def test_demo_stops_both_services_on_ctrl_c(tiny_bundle: Path, tmp_path: Path) -
         # the moment both services are seen and the Ctrl-C is sent; on a quiet machine the tiny
         # bundle's evaluation could otherwise finish first and exit 0.
         env = {**os.environ, "EDGECLOUD_MAX_QUEUE_DELAY_MS": "300"}
+        # A terminal's foreground job has Ctrl-C live; a test run started in the background (`make test &`)
+        # inherits SIGINT ignored, and Popen would pass that on. Give the demo the terminal's disposition.
         demo = subprocess.Popen([sys.executable, "-m", "edgecloud", "demo", "--out", str(out), "--no-progress"],
-                                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+                                stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         urls: list[str] = []
