@@ -31,6 +31,7 @@ from _keepalive import HttpError, KeepAliveConnection  # bench/ is on sys.path w
 
 from cloud_server.backend import OnnxBackend, measure_throughput
 from cloud_server.settings import default_threads
+from edgecloud.evaluation.testbed.netns import TestbedError, parse_cpus
 from edgecloud.services import free_port, start_service, stop_service, wait_ready
 from shared.bundle import TEACHER_ONNX, load_manifest
 from shared.oip import encode_request
@@ -52,25 +53,17 @@ async def _client(url: str, body: bytes, headers: dict[str, str], *, warm_until:
         connection.close()
 
 
-def _cores(text: str) -> set[int]:
-    cores: set[int] = set()
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        cores.update(range(int(low), int(high or low) + 1))
-    return cores
-
-
 def _split(args: argparse.Namespace) -> tuple[set[int], set[int]]:
     """(server cores, client cores)."""
     usable = os.sched_getaffinity(0)
     if args.no_pin or len(usable) < 2:
         return set(usable), set(usable)
     first = min(usable)
-    server = _cores(args.server_cpus) if args.server_cpus else usable - {first}
-    client = _cores(args.client_cpus) if args.client_cpus else {first}
-    for name, cores in (("--server-cpus", server), ("--client-cpus", client)):
-        if not cores or not cores <= usable:
-            raise SystemExit(f"{name}: cores {sorted(cores)} are not all in this process's {sorted(usable)}")
+    try:
+        server = set(parse_cpus(args.server_cpus, what="--server-cpus")) if args.server_cpus else usable - {first}
+        client = set(parse_cpus(args.client_cpus, what="--client-cpus")) if args.client_cpus else {first}
+    except TestbedError as err:
+        raise SystemExit(f"cloud_batching: {err}") from None
     return server, client
 
 
