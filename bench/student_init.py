@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from compression.distill import DistillConfig, distill
 from compression.surgery import ACTIONS, prunable_layers, shrink
-from compression.teacher import load_checkpoint
 from edgecloud.pipeline import load_config, load_data
+from networks.checkpoint import load_checkpoint
 from shared.bundle import TEACHER_PT
 
 

@@ -53,14 +53,14 @@ class OnnxBackend:
 
 
 class TorchBackend:
-    """torch on teacher.pt, rebuilt by compression.teacher.load_checkpoint; torch is imported here only."""
+    """torch on teacher.pt, rebuilt by networks.checkpoint.load_checkpoint; torch is imported here only."""
 
     name = "torch"
 
     def __init__(self, path: Path, *, threads: int) -> None:
         import torch
 
-        from compression.teacher import load_checkpoint
+        from networks.checkpoint import load_checkpoint
 
         torch.set_num_threads(threads)
         self._torch = torch

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from compression.resnet import model_bytes
 from compression.surgery import ACTIONS, derive_arch
+from networks.resnet import model_bytes
 
 
 class BudgetError(ValueError):

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from compression.budget import budget_bytes, project_to_budget
 from compression.distill import DistillConfig, distill
 from compression.policy import GRUPolicy
-from compression.resnet import ResNet, build_model, model_bytes
 from compression.surgery import ACTIONS, layer_states, shrink
+from networks.resnet import ResNet, build_model, model_bytes
 
 if TYPE_CHECKING:
     from shared.datasets import Dataset

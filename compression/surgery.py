@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from compression.resnet import BasicBlock, ResNet, block_io, build_model, has_conv_shortcut, validate_arch
+from networks.resnet import BasicBlock, ResNet, block_io, build_model, has_conv_shortcut, validate_arch
 
 log = logging.getLogger(__name__)
 

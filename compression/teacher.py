@@ -1,4 +1,4 @@
-"""Supervised training, evaluation and checkpoints for the teacher (and any ResNet student).
+"""Supervised training and evaluation of the teacher (and any ResNet student); checkpoints are in networks.
 
 Typical use (the pipeline in ``edgecloud`` wraps exactly this)::
 
@@ -11,12 +11,10 @@ Typical use (the pipeline in ``edgecloud`` wraps exactly this)::
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,7 +22,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from compression.data import make_loader
-from compression.resnet import ResNet, build_model
 
 if TYPE_CHECKING:
     from shared.datasets import Dataset, Split
@@ -37,10 +34,6 @@ SCHEDULES = ("onecycle", "cosine", "none")
 
 class DeviceUnavailableError(RuntimeError):
     """The requested torch device does not exist on this machine."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable or lacks the ``arch`` / ``state_dict`` it must hold."""
 
 
 @dataclass
@@ -213,43 +206,3 @@ def evaluate(model: nn.Module, split: Split, mean: Sequence[float], std: Sequenc
         raise ValueError("cannot evaluate on an empty split")
     logits = predict_logits(model, split.x, mean, std, device=device, batch_size=batch_size)
     return float((logits.argmax(axis=1) == split.y).mean())
-
-
-def save_checkpoint(model: ResNet, path: Path, **extra: Any) -> None:
-    """Write ``{"arch", "state_dict", **extra}``; extras must be plain data (they load with weights_only)."""
-    clash = {"arch", "state_dict"} & extra.keys()
-    if clash:
-        raise ValueError(f"extra keys {sorted(clash)} would overwrite the checkpoint's own fields")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    # Write then rename, so a crash never leaves a half-written checkpoint under the real name.
-    torch.save({"arch": model.arch, "state_dict": state, **extra}, tmp)
-    os.replace(tmp, path)
-
-
-def read_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The raw checkpoint dict (arch, state_dict and any extras), validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        # weights_only: a checkpoint is data, never code to unpickle.
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for a corrupt file
-        raise CheckpointError(f"checkpoint {path} is not a readable torch checkpoint: {exc}") from exc
-    if not isinstance(ckpt, dict) or not {"arch", "state_dict"} <= ckpt.keys():
-        raise CheckpointError(f"checkpoint {path} must be a dict with 'arch' and 'state_dict'")
-    return ckpt
-
-
-def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> ResNet:
-    """Rebuild the ResNet from the checkpoint's arch and load its weights (strictly), in eval mode."""
-    ckpt = read_checkpoint(path, map_location=map_location)
-    try:
-        model = build_model(ckpt["arch"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"checkpoint {path}: weights do not fit its arch: {exc}") from exc
-    return model.to(map_location).eval()

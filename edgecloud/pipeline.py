@@ -77,8 +77,9 @@ def train_teacher(cfg: BuildConfig, out: Path, dataset: Dataset, *, progress: bo
     import torch
 
     from compression.export import ExportError, ParityError, check_parity, export_onnx
-    from compression.resnet import build_model, model_bytes, resnet_arch
-    from compression.teacher import TrainConfig, evaluate, save_checkpoint, train_model
+    from compression.teacher import TrainConfig, evaluate, train_model
+    from networks.checkpoint import save_checkpoint
+    from networks.resnet import build_model, model_bytes, resnet_arch
 
     torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,9 +117,10 @@ def compress(out: Path, dataset: Dataset, *, progress: bool = True) -> dict[str,
 
     from compression.distill import DistillConfig, distill
     from compression.export import check_parity, export_onnx
-    from compression.resnet import model_bytes
     from compression.search import SearchConfig, search, write_search_report
-    from compression.teacher import evaluate, load_checkpoint, save_checkpoint
+    from compression.teacher import evaluate
+    from networks.checkpoint import load_checkpoint, save_checkpoint
+    from networks.resnet import model_bytes
 
     cfg = load_config(out)
     torch.manual_seed(cfg.seed)
@@ -173,7 +175,8 @@ def student_logits(onnx_path: Path, x_raw: np.ndarray, mean: Any, std: Any, *, b
 
 def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.Manifest:
     """SL offloader with QBC (Algorithm 2), operating point on validation, then the manifest."""
-    from compression.teacher import load_checkpoint, predict_logits
+    from compression.teacher import predict_logits
+    from networks.checkpoint import load_checkpoint
     from offloading.report import write_offloading_report
     from offloading.train import OffloaderConfig
     from offloading.train import train_offloader as fit_offloader

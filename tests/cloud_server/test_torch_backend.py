@@ -1,4 +1,4 @@
-"""--backend torch: teacher.pt rebuilt by compression.teacher.load_checkpoint, served like the ONNX one."""
+"""--backend torch: teacher.pt rebuilt by networks.checkpoint.load_checkpoint, served like the ONNX one."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ torch = pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def torch_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny bundle with a real (random, tiny) ResNet checkpoint as teacher.pt."""
-    from compression.resnet import build_model, resnet_arch
-    from compression.teacher import save_checkpoint
+    from networks.checkpoint import save_checkpoint
+    from networks.resnet import build_model, resnet_arch
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -37,7 +37,7 @@ def torch_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_torch_backend_serves_the_checkpoint(torch_bundle: Path,
                                              tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
-    from compression.teacher import load_checkpoint
+    from networks.checkpoint import load_checkpoint
 
     manifest = load_manifest(torch_bundle)
     x = tiny_test_split[0][:6]

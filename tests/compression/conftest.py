@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from compression.resnet import ResNet, build_model, resnet_arch
+from networks.resnet import ResNet, build_model, resnet_arch
 from shared.datasets import Dataset, load_dataset
 
 ArchFactory = Callable[..., dict[str, Any]]

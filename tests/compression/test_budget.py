@@ -10,9 +10,9 @@ import torch
 
 from compression.budget import BudgetError, budget_bytes, project_to_budget
 from compression.distill import DistillConfig
-from compression.resnet import build_model, model_bytes, resnet_arch
 from compression.search import SearchConfig, search
 from compression.surgery import ACTIONS, derive_arch, prunable_layers
+from networks.resnet import build_model, model_bytes, resnet_arch
 from shared.datasets import Dataset
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from compression.distill import DistillConfig, distill, hinton_loss, sp_gram, sp_loss
-from compression.resnet import ResNet, build_model, resnet_arch
 from compression.surgery import prunable_layers, shrink
+from networks.resnet import ResNet, build_model, resnet_arch
 from shared.datasets import Dataset
 
 

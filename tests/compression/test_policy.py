@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from compression.policy import GRUPolicy
-from compression.resnet import resnet_arch
 from compression.surgery import ACTIONS, layer_states
+from networks.resnet import resnet_arch
 
 
 def _states(t: int = 7, seed: int = 0) -> torch.Tensor:

@@ -14,7 +14,6 @@ import torch
 from compression import search as search_module
 from compression.distill import DistillConfig
 from compression.policy import GRUPolicy
-from compression.resnet import build_model, param_count, resnet_arch
 from compression.search import (
     SearchConfig,
     compression_ratio,
@@ -25,6 +24,7 @@ from compression.search import (
 )
 from compression.surgery import ACTIONS, derive_arch, prunable_layers
 from compression.teacher import evaluate
+from networks.resnet import build_model, param_count, resnet_arch
 from shared.datasets import Dataset
 
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from compression.resnet import param_count
 from compression.surgery import (
     ACTIONS,
     LayerRef,
@@ -22,6 +21,7 @@ from compression.surgery import (
     scaled_width,
     shrink,
 )
+from networks.resnet import param_count
 
 
 def _numel(model: nn.Module) -> int:

@@ -10,19 +10,16 @@ import pytest
 import torch
 
 from compression.data import AUGMENT_PAD, make_loader
-from compression.resnet import build_model, resnet_arch
 from compression.teacher import (
-    CheckpointError,
     DeviceUnavailableError,
     TrainConfig,
     evaluate,
-    load_checkpoint,
     predict_logits,
-    read_checkpoint,
     resolve_device,
-    save_checkpoint,
     train_model,
 )
+from networks.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from networks.resnet import build_model, resnet_arch
 from shared.datasets import normalize
 
 

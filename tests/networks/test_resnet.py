@@ -1,4 +1,4 @@
-"""compression.resnet: arch dicts, the built network, and the analytic parameter count."""
+"""networks.resnet: arch dicts, the built network, and the analytic parameter count."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from compression.resnet import (
+from networks.resnet import (
     ResNet,
     build_model,
     model_bytes,
