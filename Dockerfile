@@ -34,6 +34,7 @@ WORKDIR /opt/edgecloud
 COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY offloading ./offloading
+COPY networks ./networks
 COPY compression ./compression
 COPY cloud_server ./cloud_server
 COPY edge_agent ./edge_agent

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from shared.bundle import TEACHER_ONNX, TEACHER_PT, BundleError, Manifest, verify_file
+from shared.bundle import BundleError, Manifest, verify_file
 
 logger = logging.getLogger(__name__)
 
@@ -78,10 +78,13 @@ class TorchBackend:
 def load_backend(bundle: Path, manifest: Manifest, *, kind: Literal["onnx", "torch"],
                  threads: int) -> Backend:
     """Verify the teacher file's sha256 against the manifest, then load it."""
-    filename = TEACHER_ONNX if kind == "onnx" else TEACHER_PT
-    if filename not in manifest.files:
+    teacher = manifest.models[manifest.teacher]
+    filename = teacher.file if kind == "onnx" else teacher.checkpoint
+    if filename is None:
         other = "torch" if kind == "onnx" else "onnx"
-        raise BundleError(f"{bundle / filename}: not in this bundle; try --backend {other}")
+        wanted = "ONNX file" if kind == "onnx" else "torch checkpoint"
+        raise BundleError(f"{bundle}: teacher {manifest.teacher!r} has no {wanted} in this bundle; "
+                          f"try --backend {other}")
     path = verify_file(bundle, manifest, filename)
     return OnnxBackend(path, threads=threads) if kind == "onnx" else TorchBackend(path, threads=threads)
 

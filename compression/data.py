@@ -2,8 +2,8 @@
 
 The raw uint8 array is kept as is and each batch is gathered, cast and normalised in one vectorised
 step, so a 60k-image dataset costs its raw bytes in memory (not 4x as float32) and no per-sample
-Python runs. The normalisation is ``shared.datasets.normalize``'s, x = (raw - mean) / std per
-channel, so the edge (numpy) and training (torch) see identical inputs.
+Python runs. The normalisation is ``shared.preprocess``'s one multiply-add, x = (raw - mean) / std per
+channel, so the edge and the cloud (numpy) and training (torch) see bit-identical inputs.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+from shared.preprocess import affine
 
 if TYPE_CHECKING:
     from shared.datasets import Split
@@ -29,8 +31,9 @@ class _BatchDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
                  augment: bool, generator: torch.Generator) -> None:
         self.x = torch.from_numpy(np.ascontiguousarray(x_raw))  # (N, C, H, W) raw
         self.y = torch.from_numpy(np.ascontiguousarray(y)).long()  # (N,)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        scale, shift = affine(mean, std)  # the one normalisation (shared/preprocess.py), as torch tensors
+        self.scale = torch.from_numpy(scale)  # (1, C, 1, 1)
+        self.shift = torch.from_numpy(shift)
         self.augment = augment
         self.generator = generator
 
@@ -39,11 +42,11 @@ class _BatchDataset(torch.utils.data.Dataset[tuple[Tensor, Tensor]]):
 
     def __getitem__(self, idx: list[int]) -> tuple[Tensor, Tensor]:
         index = torch.as_tensor(idx, dtype=torch.long)
-        x = (self.x[index].float() - self.mean) / self.std  # (B, C, H, W)
+        x = self.x[index].float() * self.scale + self.shift  # (B, C, H, W), = (raw - mean) / std
         if self.augment:
             # Pad with raw pixel 0 normalised, as padding the raw image (torchvision's RandomCrop)
             # would: a normalised 0 would be mid-grey, not background.
-            x = _random_shift(x, fill=-self.mean / self.std, generator=self.generator)
+            x = _random_shift(x, fill=self.shift, generator=self.generator)
         return x, self.y[index]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from offloading.filters import OffloadFilter, make_filter
-from shared.bundle import STUDENT_ONNX, BundleError, Manifest, load_manifest, load_offloader, verify_file
+from shared.bundle import BundleError, Manifest, load_manifest, load_offloader, verify_file
 
 ACCEPTED_DTYPES: tuple[np.dtype[Any], ...] = (np.dtype(np.uint8), np.dtype(np.float32))
 
@@ -67,7 +67,10 @@ class EdgeEngine:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        path = verify_file(bundle, manifest, STUDENT_ONNX)
+        student = manifest.student_entry()
+        if student.file is None:
+            raise BundleError(f"{bundle}: student {manifest.student!r} has no ONNX file")
+        path = verify_file(bundle, manifest, student.file)
         try:
             session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own untyped errors for a bad graph

@@ -20,6 +20,7 @@ import numpy as np
 from edgecloud.presets import BuildConfig
 from shared import bundle as B
 from shared.datasets import Dataset, input_spec, load_dataset, normalize
+from shared.names import ModelRole
 
 log = logging.getLogger(__name__)
 
@@ -203,14 +204,27 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.
 
     metrics = _update_metrics(out, offloader_bytes=(out / B.OFFLOADER_PKL).stat().st_size,
                               **result.test_summary())
+    spec = B.InputSpec(**input_spec(dataset))
+    inputs, outputs = B.image_tensors(spec.shape, len(dataset.classes))
+    teacher_onnx = (out / B.TEACHER_ONNX).is_file()
+    models = {
+        B.TEACHER: B.ModelEntry(
+            role=ModelRole.TEACHER, file=B.TEACHER_ONNX if teacher_onnx else None, checkpoint=B.TEACHER_PT,
+            inputs=inputs, outputs=outputs, arch=metrics.get("teacher_arch", {}),
+            metrics={"accuracy": metrics["teacher_accuracy"], "bytes": metrics["teacher_bytes"]}),
+        B.STUDENT: B.ModelEntry(
+            role=ModelRole.STUDENT, file=B.STUDENT_ONNX, inputs=inputs, outputs=outputs,
+            arch=metrics.get("student_arch", {}),
+            metrics={"accuracy": metrics["student_accuracy"], "bytes": metrics["student_bytes"]},
+            offloader=B.OffloaderSpec(file=B.OFFLOADER_PKL,
+                                      operating_point=B.OperatingPoint(**result.operating_point))),
+    }
     manifest = B.Manifest(
         dataset=cfg.dataset,
-        input=B.InputSpec(**input_spec(dataset)),
+        input=spec,
         classes=list(dataset.classes),
+        models=models,
         metrics=B.Metrics(**{k: v for k, v in metrics.items() if not k.endswith("_arch")}),
-        operating_point=B.OperatingPoint(**result.operating_point),
-        teacher_arch=metrics.get("teacher_arch", {}),
-        student_arch=metrics.get("student_arch", {}),
     )
     B.write_manifest(out, manifest)
     return B.load_manifest(out)

@@ -10,7 +10,6 @@ Every missing or malformed file raises `DatasetError` naming the file and the fo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from shared.data import cifar, digits, idx, svhn
 from shared.data.base import Dataset, DatasetError, Split
 from shared.data.splits import channel_stats, stratified_split
+from shared.preprocess import normalize  # re-exported: datasets are normalised by the one shared function
 
 __all__ = [
     "DATASETS",
@@ -94,22 +94,6 @@ def load_dataset(name: str, *, data_dir: Path | None = None, seed: int = 0,
     train, val = stratified_split(full, fraction=val_fraction, rng=rng)
     mean, std = channel_stats(train.x)
     return Dataset(name=name, train=train, val=val, test=test, classes=classes, mean=mean, std=std)
-
-
-def normalize(x_raw: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """float32 (N, C, H, W): (raw - mean) / std per channel, as the models were trained on."""
-    x = np.asarray(x_raw)
-    if x.ndim != 4:
-        raise ValueError(f"normalize expects (N, C, H, W), got shape {x.shape}")
-    m = np.asarray(mean, dtype=np.float32)
-    s = np.asarray(std, dtype=np.float32)
-    if m.shape != (x.shape[1],) or s.shape != (x.shape[1],):
-        raise ValueError(f"normalize needs one mean and std per channel ({x.shape[1]}), got {list(mean)} "
-                         f"and {list(std)}")
-    if not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError(f"normalize needs finite positive std, got {list(std)}")
-    # Broadcast per channel: (C,) -> (1, C, 1, 1).
-    return (x.astype(np.float32) - m[None, :, None, None]) / s[None, :, None, None]
 
 
 def input_spec(ds: Dataset) -> dict[str, Any]:

@@ -70,9 +70,10 @@ def test_onnx_backend_needs_teacher_onnx_in_the_manifest(make_settings: Callable
     shutil.copytree(tiny_bundle, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     del manifest["files"]["teacher.onnx"]
+    del manifest["models"]["teacher"]["file"]
     (copy / "manifest.json").write_text(json.dumps(manifest))
     app = create_app(CloudSettings(bundle=copy, threads=1))
-    with pytest.raises(BundleError, match=r"teacher\.onnx: not in this bundle; try --backend torch"), \
+    with pytest.raises(BundleError, match=r"teacher 'teacher' has no ONNX file in this bundle; try --backend torch"), \
             TestClient(app):
         pass  # the lifespan fails before the app serves anything
 

@@ -14,6 +14,7 @@ from cloud_server.main import create_app
 from cloud_server.settings import CloudSettings
 from shared.bundle import BundleError, load_manifest, write_manifest
 from shared.oip import decode_response, encode_request
+from shared.preprocess import normalize
 
 torch = pytest.importorskip("torch")
 
@@ -31,7 +32,9 @@ def torch_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) ->
     (copy / "teacher.onnx").unlink()  # so that only the torch backend can serve it
     model = build_model(resnet_arch(18, in_channels=1, num_classes=10, width=4, input_size=(8, 8))).eval()
     save_checkpoint(model, copy / "teacher.pt")
-    write_manifest(copy, load_manifest(copy, verify=False))
+    manifest = load_manifest(copy, verify=False)
+    teacher = manifest.models["teacher"].model_copy(update={"file": None})
+    write_manifest(copy, manifest.model_copy(update={"models": {**manifest.models, "teacher": teacher}}))
     return copy
 
 
@@ -48,10 +51,9 @@ def test_torch_backend_serves_the_checkpoint(torch_bundle: Path,
         reply = client.post("/v2/models/teacher/infer", content=body, headers=headers)
     assert reply.status_code == 200, reply.text
     _, outputs = decode_response(reply.content, reply.headers)
-    mean = torch.tensor(manifest.input.mean).view(1, -1, 1, 1)
-    std = torch.tensor(manifest.input.std).view(1, -1, 1, 1)
     with torch.inference_mode():
-        expected = load_checkpoint(torch_bundle / "teacher.pt")((torch.from_numpy(x).float() - mean) / std)
+        expected = load_checkpoint(torch_bundle / "teacher.pt")(
+            torch.from_numpy(normalize(x, manifest.input.mean, manifest.input.std)))
     np.testing.assert_allclose(outputs["logits"], expected.numpy(), rtol=1e-4, atol=1e-5)
 
 

@@ -25,7 +25,17 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from shared.bundle import InputSpec, Manifest, Metrics, OperatingPoint, write_manifest
+from shared.bundle import (
+    InputSpec,
+    Manifest,
+    Metrics,
+    ModelEntry,
+    OffloaderSpec,
+    OperatingPoint,
+    image_tensors,
+    write_manifest,
+)
+from shared.names import ModelRole
 
 SHAPE = (1, 8, 8)
 
@@ -95,26 +105,35 @@ def make_tiny_bundle(out_dir: Path, *, seed: int = 0, budget: float = 0.2) -> Pa
     threshold = float(np.quantile(scores_va, 1.0 - budget))
     offload_va = scores_va > threshold
     s_ok, t_ok = student.predict(flat(x_va)) == y_va, teacher.predict(flat(x_va)) == y_va
+    inputs, outputs = image_tensors(list(SHAPE), 10)
+    teacher_accuracy = float(teacher.score(flat(x_te), y_te))
+    student_accuracy = float(student.score(flat(x_te), y_te))
+    operating_point = OperatingPoint(
+        filter="sl",
+        threshold=threshold,
+        budget=budget,
+        val_offload_rate=float(offload_va.mean()),
+        val_accuracy=float(np.where(offload_va, t_ok, s_ok).mean()),
+    )
     manifest = Manifest(
         dataset="digits",
         input=InputSpec(shape=list(SHAPE), dtype="uint8", mean=[mean], std=[std]),
         classes=[str(c) for c in range(10)],
+        models={
+            "teacher": ModelEntry(role=ModelRole.TEACHER, file="teacher.onnx", checkpoint="teacher.pt",
+                                  inputs=inputs, outputs=outputs, arch={"kind": "mlp", "hidden": 64},
+                                  metrics={"accuracy": teacher_accuracy}),
+            "student": ModelEntry(role=ModelRole.STUDENT, file="student.onnx", inputs=inputs, outputs=outputs,
+                                  arch={"kind": "logistic"}, metrics={"accuracy": student_accuracy},
+                                  offloader=OffloaderSpec(file="offloader.pkl", operating_point=operating_point)),
+        },
         metrics=Metrics(
-            teacher_accuracy=float(teacher.score(flat(x_te), y_te)),
-            student_accuracy=float(student.score(flat(x_te), y_te)),
+            teacher_accuracy=teacher_accuracy,
+            student_accuracy=student_accuracy,
             teacher_bytes=(out_dir / "teacher.onnx").stat().st_size,
             student_bytes=(out_dir / "student.onnx").stat().st_size,
             offloader_bytes=(out_dir / "offloader.pkl").stat().st_size,
         ),
-        operating_point=OperatingPoint(
-            filter="sl",
-            threshold=threshold,
-            budget=budget,
-            val_offload_rate=float(offload_va.mean()),
-            val_accuracy=float(np.where(offload_va, t_ok, s_ok).mean()),
-        ),
-        teacher_arch={"kind": "mlp", "hidden": 64},
-        student_arch={"kind": "logistic"},
     )
     write_manifest(out_dir, manifest)
     np.savez(out_dir.parent / f"{out_dir.name}-test.npz", x=x_te, y=y_te)

@@ -51,7 +51,7 @@ def other_bundle(tiny_bundle: Path, pool: np.ndarray, reference: Reference,
     manifest.files[TEACHER_ONNX] = file_entry(bundle / TEACHER_ONNX)
     scores = reference.engine.filter.scores(reference.engine.logits(pool))  # (P,)
     point = manifest.operating_point.model_copy(update={"threshold": float(np.quantile(scores, 0.65))})
-    write_manifest(bundle, manifest.model_copy(update={"operating_point": point}))
+    write_manifest(bundle, manifest.with_operating_point(point))
     return bundle
 
 

@@ -19,7 +19,9 @@ from shared.bundle import (
     load_manifest,
     load_offloader,
     sha256_file,
+    write_manifest,
 )
+from shared.names import ModelRole
 
 
 @pytest.fixture
@@ -78,7 +80,7 @@ def test_unknown_schema_version_and_invalid_fields_are_refused(bundle: Path) -> 
     (bundle / MANIFEST).write_text(json.dumps({**raw, "schema_version": 99}))
     with pytest.raises(BundleError, match="schema_version 99"):
         load_manifest(bundle)
-    del raw["operating_point"]
+    del raw["models"]["student"]["offloader"]["operating_point"]
     (bundle / MANIFEST).write_text(json.dumps(raw))
     with pytest.raises(BundleError, match="operating_point"):
         load_manifest(bundle)
@@ -88,7 +90,7 @@ def test_required_file_dropped_from_manifest_is_refused(bundle: Path) -> None:
     raw = json.loads((bundle / MANIFEST).read_text())
     del raw["files"][OFFLOADER_PKL]
     (bundle / MANIFEST).write_text(json.dumps(raw))
-    with pytest.raises(BundleError, match=f"{OFFLOADER_PKL}: required file is not listed"):
+    with pytest.raises(BundleError, match=f"{OFFLOADER_PKL}: referenced by a model but not listed"):
         load_manifest(bundle)
 
 
@@ -114,3 +116,70 @@ def test_malicious_pickle_is_refused_before_it_runs(bundle: Path, tmp_path: Path
     # Sanity: the payload really does run when unpickled without the check.
     pickle.loads(pickle.dumps(_Payload(marker)))
     assert marker.exists()
+
+
+def _as_v1(raw: dict) -> dict:
+    """The manifest as the v1 writer wrote it: fixed file names, arch and operating point at the top."""
+    student, teacher = raw["models"]["student"], raw["models"]["teacher"]
+    v1 = {k: v for k, v in raw.items() if k not in {"models", "teacher", "student", "artifacts"}}
+    return {**v1, "schema_version": 1, "operating_point": student["offloader"]["operating_point"],
+            "teacher_arch": teacher["arch"], "student_arch": student["arch"]}
+
+
+def test_a_v1_manifest_is_upgraded_on_read(bundle: Path) -> None:
+    raw = json.loads((bundle / MANIFEST).read_text())
+    (bundle / MANIFEST).write_text(json.dumps(_as_v1(raw)))
+    manifest = load_manifest(bundle)
+    assert manifest.schema_version == 2
+    assert manifest.models["teacher"].file == "teacher.onnx" and manifest.models["teacher"].checkpoint == TEACHER_PT
+    assert manifest.student_entry().file == STUDENT_ONNX
+    assert manifest.operating_point.threshold == raw["models"]["student"]["offloader"]["operating_point"]["threshold"]
+    assert manifest.student_arch == raw["models"]["student"]["arch"]
+    assert hasattr(load_offloader(bundle, manifest), "decision_function")
+
+
+def test_a_v1_manifest_without_teacher_onnx_serves_the_checkpoint(bundle: Path) -> None:
+    raw = _as_v1(json.loads((bundle / MANIFEST).read_text()))
+    del raw["files"]["teacher.onnx"]
+    (bundle / MANIFEST).write_text(json.dumps(raw))
+    teacher = load_manifest(bundle).models["teacher"]
+    assert teacher.file is None and teacher.checkpoint == TEACHER_PT
+
+
+def test_a_broken_v1_manifest_says_how_to_rebuild(bundle: Path) -> None:
+    raw = _as_v1(json.loads((bundle / MANIFEST).read_text()))
+    del raw["operating_point"]
+    (bundle / MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=r"schema_version 1.*operating_point.*edgecloud build"):
+        load_manifest(bundle)
+
+
+def test_a_bundle_carries_several_students_each_with_its_offloader(bundle: Path) -> None:
+    manifest = load_manifest(bundle)
+    second = manifest.student_entry().model_copy(deep=True)
+    shutil.copyfile(bundle / STUDENT_ONNX, bundle / "student-b.onnx")
+    shutil.copyfile(bundle / OFFLOADER_PKL, bundle / "offloader-b.pkl")
+    second.file, second.offloader.file = "student-b.onnx", "offloader-b.pkl"
+    second.offloader.operating_point.threshold = 1.5
+    write_manifest(bundle, manifest.model_copy(update={"models": {**manifest.models, "student-b": second}}))
+    reread = load_manifest(bundle)
+    assert reread.models_with_role(ModelRole.STUDENT) == ["student", "student-b"]
+    assert {"student-b.onnx", "offloader-b.pkl"} <= set(reread.files)
+    assert reread.student_entry("student-b").offloader.operating_point.threshold == 1.5
+    assert reread.operating_point.threshold != 1.5  # the default student is untouched
+    assert hasattr(load_offloader(bundle, reread, "student-b"), "decision_function")
+    with pytest.raises(BundleError, match=r"no student 'teacher'.*\['student', 'student-b'\]"):
+        reread.student_entry("teacher")
+
+
+def test_every_referenced_file_must_exist_when_written(bundle: Path) -> None:
+    manifest = load_manifest(bundle)
+    with pytest.raises(BundleError, match=r"policy\.onnx: referenced by the manifest but missing"):
+        write_manifest(bundle, manifest.model_copy(update={"artifacts": {"planner": "policy.onnx"}}))
+
+
+def test_defaults_must_name_models_of_the_right_role(bundle: Path) -> None:
+    raw = json.loads((bundle / MANIFEST).read_text())
+    (bundle / MANIFEST).write_text(json.dumps({**raw, "student": "teacher"}))
+    with pytest.raises(BundleError, match="student 'teacher' is not a model with role 'student'"):
+        load_manifest(bundle)

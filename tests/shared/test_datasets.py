@@ -402,7 +402,7 @@ def test_normalize_of_a_dataset_has_zero_mean_unit_std_on_train(digits: Dataset)
     [
         ((2, 8, 8), (0.0,), (1.0,), r"expects \(N, C, H, W\)"),
         ((2, 3, 4, 4), (0.0,), (1.0,), "one mean and std per channel"),
-        ((2, 1, 4, 4), (0.0,), (0.0,), r"finite positive std, got \[0\.0\]"),
+        ((2, 1, 4, 4), (0.0,), (0.0,), r"finite positive std, got \[0\.0\] and \[0\.0\]"),
     ],
 )
 def test_normalize_rejects_bad_arguments(shape: tuple[int, ...], mean: tuple[float, ...],
