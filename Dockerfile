@@ -35,6 +35,7 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY offloading ./offloading
 COPY networks ./networks
+COPY serving ./serving
 COPY compression ./compression
 COPY cloud_server ./cloud_server
 COPY edge_agent ./edge_agent

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud_server.backend import OnnxBackend, TorchBackend, measure_throughput
-from cloud_server.settings import default_threads
+from serving.backends import OnnxBackend, TorchBackend, measure_throughput
+from serving.settings import default_threads
 from shared.bundle import TEACHER_ONNX, TEACHER_PT, load_manifest
 
 

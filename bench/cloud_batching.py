@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 from _keepalive import HttpError, KeepAliveConnection  # bench/ is on sys.path when run as a script
 
-from cloud_server.backend import OnnxBackend, measure_throughput
-from cloud_server.settings import default_threads
 from edgecloud.evaluation.testbed.netns import TestbedError, parse_cpus
 from edgecloud.services import free_port, start_service, stop_service, wait_ready
-from shared.bundle import TEACHER_ONNX, load_manifest
+from serving.backends import OnnxBackend, measure_throughput
+from serving.settings import default_threads
+from shared.bundle import load_manifest
 from shared.oip import encode_request
 
 
@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     shape = tuple(manifest.input.shape)
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((args.max_batch_size, *shape)).astype(np.float32)  # (B, C, H, W)
-    onnx = OnnxBackend(args.bundle / TEACHER_ONNX, threads=threads)
+    teacher = manifest.models[manifest.teacher]
+    if teacher.file is None:
+        raise SystemExit("cloud_batching: the bundle's teacher has no ONNX graph to measure")
+    onnx = OnnxBackend(args.bundle / teacher.file, threads=threads)
     raw = measure_throughput(onnx, batch, seconds=args.seconds)
     print(f"raw     : {raw:10.0f} samples/s  (onnxruntime in process, batch {args.max_batch_size}, "
           f"{threads} threads)")

@@ -13,29 +13,36 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Hashable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 
 from edge_agent.cloud_client import CloudClient, OffloadError
-from edge_agent.coalesce import StudentCoalescer
 from edge_agent.engine import EdgeEngine, StudentOutput
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.settings import EdgeSettings
+from serving.batcher import Batcher
+from serving.metrics import ModelMetrics
+from shared.names import AnswerSource, Strategy
+from shared.oip import ProtocolError
 
-Strategy = Literal["cooperation", "edge_only", "cloud_only"]
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
+STRATEGIES: tuple[str, ...] = tuple(Strategy)
 """`cooperation` follows the offloader; the other two are the paper's reference points (Table VII)."""
 
-EDGE, CLOUD, FALLBACK = "edge", "cloud", "edge-fallback"
+MAX_MERGED_SAMPLES = 1024
+"""Most samples in one merged student pass; a larger single request runs in chunks of this size."""
+DEFAULT_QUEUE_SAMPLES = 8192
+"""Samples that may wait for the student when the agent is built without settings (tests, `edge run`)."""
 
 
-class NoCloudError(ValueError):
-    """A strategy needs the cloud but the agent runs edge-only (no cloud_url)."""
+class NoCloudError(ProtocolError):
+    """A strategy needs the cloud but the agent runs edge-only (no cloud_url): 422."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status_code=422)
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,8 @@ class EdgeAgent:
     """Engine + optional cloud client + metrics; `infer` for one batch, `stream` for many."""
 
     def __init__(self, engine: EdgeEngine, *, metrics: EdgeMetrics, cloud: CloudClient | None = None,
-                 max_inflight: int = 8) -> None:
+                 max_inflight: int = 8, max_queue_size: int = DEFAULT_QUEUE_SAMPLES,
+                 model_metrics: ModelMetrics | None = None) -> None:
         if max_inflight < 1:
             raise ValueError(f"max_inflight must be >= 1, got {max_inflight}")
         self.engine = engine
@@ -62,21 +70,27 @@ class EdgeAgent:
         self.cloud = cloud
         self.max_inflight = max_inflight
         self._offloads_in_flight = 0
-        self._executor: ThreadPoolExecutor | None = None  # started on the first threaded pass
-        self._coalescer = StudentCoalescer(self._pass, executor=self._compute_thread)
+        self._executor: ThreadPoolExecutor | None = None  # `stream`'s compute thread, started when needed
+        # Concurrent requests share student passes: the runtime's batcher with no waiting window (an idle
+        # edge computes at once; requests arriving during a pass go together into the next one).
+        self.batcher = Batcher(self._pass, max_batch_size=MAX_MERGED_SAMPLES, max_queue_delay_s=0.0,
+                               max_queue_size=max_queue_size, metrics=model_metrics, name="edge")
 
-    def _check_strategy(self, strategy: str) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if strategy == "cloud_only" and self.cloud is None:
+    def _check_strategy(self, strategy: str) -> Strategy:
+        try:
+            chosen = Strategy(strategy)
+        except ValueError:
+            raise ProtocolError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}") from None
+        if chosen is Strategy.CLOUD_ONLY and self.cloud is None:
             raise NoCloudError("strategy 'cloud_only' needs a cloud, but this edge agent has no cloud_url")
+        return chosen
 
-    def _student(self, x: np.ndarray, strategy: str) -> tuple[StudentOutput, np.ndarray]:
+    def _student(self, x: np.ndarray, strategy: Strategy) -> tuple[StudentOutput, np.ndarray]:
         """Student (+ offloader when it matters) for one batch; (output, offload mask)."""
-        decide = strategy == "cooperation" and self.cloud is not None  # edge-only: the decision is moot
+        decide = strategy is Strategy.COOPERATION and self.cloud is not None  # edge-only: the decision is moot
         out = self.engine.run(x, decide=decide)
         self.metrics.record_batch(student_s=out.student_s, decision_s=out.decision_s if decide else None)
-        if strategy == "cloud_only":
+        if strategy is Strategy.CLOUD_ONLY:
             return out, np.ones(len(out.logits), dtype=bool)
         return out, out.offload
 
@@ -88,7 +102,7 @@ class EdgeAgent:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecloud-student")
         return self._executor
 
-    async def _compute(self, x: np.ndarray, strategy: str) -> tuple[StudentOutput, np.ndarray]:
+    async def _compute(self, x: np.ndarray, strategy: Strategy) -> tuple[StudentOutput, np.ndarray]:
         # While offloads are in flight, compute in the compute thread (onnxruntime releases the GIL)
         # so their responses are read as they arrive; otherwise inline, saving the thread hop.
         if self._offloads_in_flight:
@@ -96,14 +110,23 @@ class EdgeAgent:
                                                                     strategy)
         return self._student(x, strategy)
 
-    def _pass(self, x: np.ndarray, decide: bool) -> StudentOutput:
-        """Compute thread: one merged pass for the coalescer, timed into the per-batch histograms."""
-        out = self.engine.run(x, decide=decide)  # the engine is read once: a hot swap lands between passes
+    def _pass(self, x: np.ndarray, decides: Sequence[Hashable]) -> dict[str, np.ndarray]:
+        """The batcher's worker thread: one merged pass, deciding when any of its requests asked to."""
+        decide = any(decides)
+        out = self.engine.run(x, decide=decide)
         self.metrics.record_batch(student_s=out.student_s, decision_s=out.decision_s if decide else None)
-        return out
+        return {"logits": out.logits, "offload": out.offload}
+
+    async def start(self) -> None:
+        await self.batcher.start()
+
+    async def aclose(self) -> None:
+        """Fail what is queued for the student (503), stop its thread and `stream`'s."""
+        await self.batcher.stop()
+        self.close()
 
     def close(self) -> None:
-        """Stop the compute thread, if one was started."""
+        """Stop `stream`'s compute thread, if one was started."""
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
@@ -112,8 +135,10 @@ class EdgeAgent:
         """Student labels for the whole batch; the unflagged samples are answered (and counted) now."""
         n = len(out.logits)
         answers = Answers(labels=out.logits.argmax(axis=1).astype(np.int64),
-                          sources=np.full(n, EDGE, dtype=object), reasons=np.full(n, "", dtype=object))
-        self.metrics.record_answers(EDGE, count=n - int(mask.sum()), latency_s=time.perf_counter() - started)
+                          sources=np.full(n, AnswerSource.EDGE.value, dtype=object),
+                          reasons=np.full(n, "", dtype=object))
+        self.metrics.record_answers(AnswerSource.EDGE, count=n - int(mask.sum()),
+                                    latency_s=time.perf_counter() - started)
         if not mask.any():
             self.metrics.record_offloaded(mask)
         return answers
@@ -128,35 +153,41 @@ class EdgeAgent:
         try:
             reply = await cloud.infer(x[mask])
         except OffloadError as err:
-            answers.sources[mask] = FALLBACK
+            answers.sources[mask] = AnswerSource.FALLBACK.value
             answers.reasons[mask] = err.reason.value
             self.metrics.record_offload(count=count, sent=err.tried, bytes_sent=err.bytes_sent,
-                                        reason=err.reason.value, rtt_s=None)
-            self.metrics.record_answers(FALLBACK, count=count, latency_s=time.perf_counter() - started)
+                                        reason=err.reason, rtt_s=None)
+            self.metrics.record_answers(AnswerSource.FALLBACK, count=count, latency_s=time.perf_counter() - started)
             self.metrics.record_offloaded(mask if err.tried else np.zeros_like(mask))
             return answers
         finally:
             self._offloads_in_flight -= 1
         answers.labels[mask] = reply.labels
-        answers.sources[mask] = CLOUD
+        answers.sources[mask] = AnswerSource.CLOUD.value
         self.metrics.record_offload(count=count, sent=True, bytes_sent=reply.bytes_sent, reason=None,
                                     rtt_s=reply.rtt_s)
-        self.metrics.record_answers(CLOUD, count=count, latency_s=time.perf_counter() - started)
+        self.metrics.record_answers(AnswerSource.CLOUD, count=count, latency_s=time.perf_counter() - started)
         self.metrics.record_offloaded(mask)
         return answers
 
-    async def infer(self, x: np.ndarray, *, strategy: str = "cooperation", started: float | None = None
-                    ) -> Answers:
+    async def infer(self, x: np.ndarray, *, strategy: str = Strategy.COOPERATION, started: float | None = None,
+                    timeout_s: float = 30.0) -> Answers:
         """Answer one (N, C, H, W) raw-pixel batch. `started` (perf_counter) is when it arrived.
 
-        Concurrent calls share student passes (edge_agent/coalesce.py); each answer is still its own.
+        Concurrent calls share student passes (the batcher); each answer is still its own. `timeout_s`
+        bounds the wait for the student (the offload has its own deadline, `deadline_ms`).
         """
-        self._check_strategy(strategy)
+        chosen = self._check_strategy(strategy)
         started = time.perf_counter() if started is None else started
         self.engine.check_input(x)  # here, so that a bad request fails alone, never a merged pass
-        decide = strategy == "cooperation" and self.cloud is not None  # edge-only: the decision is moot
-        out = await self._coalescer.compute(x, decide=decide)
-        if strategy == "cloud_only":
+        decide = chosen is Strategy.COOPERATION and self.cloud is not None  # edge-only: the decision is moot
+        if len(x) == 0:
+            out = StudentOutput(logits=np.zeros((0, self.engine.num_classes), np.float32),
+                                offload=np.zeros(0, bool), student_s=0.0, decision_s=0.0)
+        else:
+            rows = await self.batcher.submit(x, timeout_s=timeout_s, tag=decide)
+            out = StudentOutput(logits=rows["logits"], offload=rows["offload"], student_s=0.0, decision_s=0.0)
+        if chosen is Strategy.CLOUD_ONLY:
             mask = np.ones(len(out.logits), dtype=bool)
         else:  # a merged pass may have decided for a neighbour's sake; only `decide` makes it count here
             mask = out.offload if decide else np.zeros(len(out.logits), dtype=bool)
@@ -165,10 +196,10 @@ class EdgeAgent:
             answers = await self._offload(x, answers, mask, started)
         return answers
 
-    async def stream(self, batches: Iterable[np.ndarray], *, strategy: str = "cooperation"
+    async def stream(self, batches: Iterable[np.ndarray], *, strategy: str = Strategy.COOPERATION
                      ) -> AsyncIterator[Answers]:
         """Answers for each batch, in order, with offloads overlapping the next batches' compute."""
-        self._check_strategy(strategy)
+        chosen = self._check_strategy(strategy)
         pending: deque[Answers | asyncio.Task[Answers]] = deque()
 
         async def result(item: Answers | asyncio.Task[Answers]) -> Answers:
@@ -177,7 +208,7 @@ class EdgeAgent:
         try:
             for x in batches:
                 started = time.perf_counter()
-                out, mask = await self._compute(x, strategy)
+                out, mask = await self._compute(x, chosen)
                 answers = self._edge_answers(out, mask, started)
                 if mask.any():
                     pending.append(asyncio.create_task(self._offload(x, answers, mask, started)))
@@ -203,16 +234,11 @@ async def open_agent(settings: EdgeSettings, *, metrics: EdgeMetrics | None = No
     """Verify the bundle, open the student and (with a cloud_url) the cloud client; close it on exit."""
     engine = EdgeEngine.load(settings.bundle, threads=settings.threads, threshold=settings.threshold)
     metrics = metrics if metrics is not None else EdgeMetrics(ratio_window=settings.ratio_window)
-    if settings.cloud_url is None:
-        agent = EdgeAgent(engine, metrics=metrics, max_inflight=settings.max_inflight)
-        try:
-            yield agent
-        finally:
-            agent.close()
-        return
-    async with CloudClient(settings, num_classes=engine.num_classes) as cloud:
-        agent = EdgeAgent(engine, metrics=metrics, cloud=cloud, max_inflight=settings.max_inflight)
-        try:
-            yield agent
-        finally:
-            agent.close()
+    async with AsyncExitStack() as stack:
+        cloud = None
+        if settings.cloud_url is not None:
+            cloud = await stack.enter_async_context(CloudClient(settings, num_classes=engine.num_classes))
+        agent = EdgeAgent(engine, metrics=metrics, cloud=cloud, max_inflight=settings.max_inflight,
+                          max_queue_size=settings.max_queue_size)
+        stack.push_async_callback(agent.aclose)
+        yield agent

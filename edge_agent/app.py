@@ -1,8 +1,11 @@
-"""Assemble the edge app: settings, lifespan (verify the bundle, open the student, connect the cloud client,
-reload on SIGHUP), routers, error handlers.
+"""The edge agent: the runtime (serving/) hosting model `edge`, with the client to the next tier.
 
     uvicorn --factory edge_agent.app:create_app                          # settings from EDGECLOUD_*
     edgecloud edge serve --bundle artifacts/mnist --cloud-url http://cloud:8001   # CLI flags on top
+
+The client to the cloud (one keep-alive pool, one circuit breaker) lives as long as the server and
+is shared by every `edge` model a hot swap brings in; the offload counters and the ratio gauge
+(EdgeMetrics) are the server's too, so they run on across swaps.
 """
 
 from __future__ import annotations
@@ -10,48 +13,69 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 
-from edge_agent.agent import open_agent
-from edge_agent.api import health, infer, metrics, models, repository
-from edge_agent.errors import install_error_handlers
+from edge_agent.agent import EdgeAgent
+from edge_agent.cloud_client import CloudClient
+from edge_agent.cooperative import EDGE_MODEL, CooperativeModel
+from edge_agent.engine import EdgeEngine
 from edge_agent.metrics import EdgeMetrics
-from edge_agent.repository import EngineRepository
 from edge_agent.settings import EdgeSettings, get_settings
-from shared.repository import reload_on_sighup
+from serving.app import Hosting, create_server
+from serving.errors import ModelNotFoundError
+from serving.metrics import ServerMetrics
+from serving.state import Runtime
+from shared.bundle import load_manifest
 
 logger = logging.getLogger(__name__)
+
+SERVER_NAME = "edgecloud-edge"
+
+
+class _Link:
+    """The client to the next tier, once the server has opened it (None: edge-only)."""
+
+    cloud: CloudClient | None = None
 
 
 def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     """A new app with its own metrics registry; the bundle is loaded when the lifespan starts."""
     settings = settings if settings is not None else get_settings()
     settings.bearer_token()  # a bad token setting fails here, at start, not on the first offload
+    metrics = ServerMetrics()
+    edge_metrics = EdgeMetrics(ratio_window=settings.ratio_window, registry=metrics.registry)
+    link = _Link()
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_agent(settings, metrics=app.state.metrics) as agent:
-            engines = EngineRepository(agent, settings)
-            app.state.agent, app.state.repository = agent, engines
-            logger.info("ready: model 'edge' on http://%s:%d, cloud %s, filter %r", settings.host, settings.port,
-                        settings.base_cloud_url or "none (edge-only)", agent.engine.filter)
+    async def resources(_: Runtime) -> AsyncIterator[None]:
+        if settings.cloud_url is None:
+            yield
+            return
+        num_classes = len(load_manifest(settings.bundle, verify=False).classes)
+        async with CloudClient(settings, num_classes=num_classes) as cloud:
+            link.cloud = cloud
             try:
-                with reload_on_sighup(engines.load, what=f"bundle {settings.bundle}"):
-                    yield
+                yield
             finally:
-                app.state.agent = app.state.repository = None
+                link.cloud = None
 
-    app = FastAPI(title="edgecloud edge", summary="The student and the offloader behind an Open Inference "
-                  "Protocol endpoint, offloading complex samples to the cloud", lifespan=lifespan)
-    app.state.settings = settings
-    app.state.metrics = EdgeMetrics(ratio_window=settings.ratio_window)
-    app.state.agent = None
-    app.state.repository = None
-    app.include_router(health.router)
-    app.include_router(models.router)
-    app.include_router(infer.router)
-    app.include_router(metrics.router)
-    app.include_router(repository.router)
-    install_error_handlers(app)
-    return app
+    def loader(name: str, bundle: Path) -> CooperativeModel:
+        if name != EDGE_MODEL:
+            raise ModelNotFoundError(f"unknown model {name!r}; this server serves {[EDGE_MODEL]}")
+        engine = EdgeEngine.load(bundle, threads=settings.threads, threshold=settings.threshold)
+        agent = EdgeAgent(engine, metrics=edge_metrics, cloud=link.cloud, max_inflight=settings.max_inflight,
+                          max_queue_size=settings.max_queue_size, model_metrics=metrics.for_model(EDGE_MODEL))
+        model = CooperativeModel(agent)
+        warm_ms = model.warm_up()
+        logger.info("model %r from %s: cloud %s, filter %r, warmed up in %.0f ms", EDGE_MODEL, bundle,
+                    settings.base_cloud_url or "none (edge-only)", engine.filter, warm_ms)
+        return model
+
+    hosting = Hosting(source=settings.bundle, models=lambda _: [EDGE_MODEL], loader=loader,
+                      dataset=lambda bundle: load_manifest(bundle, verify=False).dataset)
+    return create_server(settings, hosting=hosting, server_name=SERVER_NAME, metrics=metrics, resources=resources,
+                         title="edgecloud edge",
+                         summary="The student and the offloader behind an Open Inference Protocol endpoint, "
+                                 "offloading complex samples to the cloud")

@@ -17,7 +17,6 @@ import random
 import ssl
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from types import TracebackType
 
 import httpx
@@ -25,20 +24,12 @@ import numpy as np
 
 from edge_agent.breaker import CircuitBreaker
 from edge_agent.settings import EdgeSettings
+from shared.names import FallbackReason
 from shared.oip import DEADLINE_HEADER, ProtocolError, decode_response, encode_request
 
+__all__ = ["CloudAnswer", "CloudClient", "FallbackReason", "OffloadError", "wire_pixels"]
+
 log = logging.getLogger(__name__)
-
-
-class FallbackReason(StrEnum):
-    """Why a sample flagged complex was answered by the student instead (contract: docs/architecture.md)."""
-
-    TIMEOUT = "timeout"
-    UNREACHABLE = "unreachable"
-    OVERLOADED = "overloaded"
-    CIRCUIT_OPEN = "circuit_open"
-    BAD_RESPONSE = "bad_response"
-    UNAUTHORIZED = "unauthorized"
 
 
 class OffloadError(Exception):

@@ -2,7 +2,8 @@
 
 Synchronous and pure: no network, no metrics. The bundle's manifest is verified (every sha256)
 before the offloader is unpickled, and the decision is the filter the manifest's operating point
-names (the paper's SL offloader, §V) with an optional threshold override.
+names (the paper's SL offloader, §V) with an optional threshold override. Input checks and the
+normalisation are the ones every tier and the training loop use (shared/preprocess.py).
 """
 
 from __future__ import annotations
@@ -10,19 +11,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
 from offloading.filters import OffloadFilter, make_filter
 from shared.bundle import BundleError, Manifest, load_manifest, load_offloader, verify_file
+from shared.preprocess import ImagePreprocessor, InputError
 
-ACCEPTED_DTYPES: tuple[np.dtype[Any], ...] = (np.dtype(np.uint8), np.dtype(np.float32))
-
-
-class InputError(ValueError):
-    """A batch the student cannot take (wrong shape, dtype, NaN); the message names the problem."""
+__all__ = ["EdgeEngine", "InputError", "StudentOutput"]
 
 
 @dataclass(frozen=True)
@@ -44,17 +41,12 @@ class EdgeEngine:
         self.bundle = bundle  # the directory it was loaded from, when it was
         self.session = session
         self.filter = offload_filter
-        self.sample_shape: tuple[int, ...] = tuple(manifest.input.shape)  # (C, H, W)
+        try:
+            self.preprocessor = ImagePreprocessor.from_spec(manifest.input)
+        except ValueError as err:
+            raise BundleError(f"manifest input: {err}") from None
+        self.sample_shape: tuple[int, ...] = self.preprocessor.sample_shape  # (C, H, W)
         self.num_classes = len(manifest.classes)
-        channels = self.sample_shape[0]
-        mean = np.asarray(manifest.input.mean, dtype=np.float32)
-        std = np.asarray(manifest.input.std, dtype=np.float32)
-        if mean.shape != (channels,) or std.shape != (channels,) or not np.all(std > 0):
-            raise InputError(f"manifest input mean {manifest.input.mean} / std {manifest.input.std} do not give "
-                             f"one positive std per channel ({channels})")
-        # (raw - mean) / std as raw * scale + shift: one fused multiply-add per pixel, no float64 temporaries.
-        self._scale = (1.0 / std)[None, :, None, None]  # (1, C, 1, 1)
-        self._shift = (-mean / std)[None, :, None, None]
         self._input_name = session.get_inputs()[0].name
         self._output_name = session.get_outputs()[0].name
 
@@ -97,29 +89,11 @@ class EdgeEngine:
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
         """`x` if it is a (N, C, H, W) batch of raw uint8 or float32 pixels, else InputError naming why."""
-        if not isinstance(x, np.ndarray):
-            raise InputError(f"input must be a numpy array, got {type(x).__name__}")
-        if x.dtype not in ACCEPTED_DTYPES:
-            raise InputError(f"input dtype {x.dtype} is not accepted; send raw pixels as uint8 or float32")
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.sample_shape:
-            want = ", ".join(str(d) for d in self.sample_shape)
-            raise InputError(f"input shape {list(x.shape)} does not match [N, {want}]")
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            row = int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0, 0])
-            raise InputError(f"input contains NaN or Inf (first in sample {row})")
-        raw = np.dtype(self.manifest.input.dtype)
-        if x.dtype.kind == "f" and x.size and raw.kind in "iu":
-            # Raw-scale pixels live in the stored dtype's range. Checked per request, before requests are
-            # merged: a value like 3e38 can overflow the student to NaN and fail a whole merged pass.
-            low, high = np.iinfo(raw).min, np.iinfo(raw).max
-            if x.min() < low or x.max() > high:
-                raise InputError(f"input values must be raw pixels in [{low}, {high}] ({raw} as stored), "
-                                 f"got values in [{x.min():g}, {x.max():g}]")
-        return x
+        return self.preprocessor.check(x)
 
     def normalise(self, x_raw: np.ndarray) -> np.ndarray:
         """(N, C, H, W) raw pixels -> float32 (raw - mean) / std, per channel, as the student was trained."""
-        return (x_raw.astype(np.float32) * self._scale + self._shift).astype(np.float32, copy=False)
+        return self.preprocessor.normalize(x_raw)
 
     def logits(self, x_raw: np.ndarray) -> np.ndarray:
         """(N, C, H, W) raw pixels -> (N, K) float32 student logits."""

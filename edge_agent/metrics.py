@@ -16,8 +16,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-SOURCES: tuple[str, ...] = ("edge", "cloud", "edge-fallback")
-REASONS: tuple[str, ...] = ("timeout", "unreachable", "overloaded", "circuit_open", "bad_response", "unauthorized")
+from shared.names import AnswerSource, FallbackReason
+
+SOURCES: tuple[str, ...] = tuple(AnswerSource)
+REASONS: tuple[str, ...] = tuple(FallbackReason)
 # Latencies from ~1 ms (a student batch) to the longest deadline worth waiting for.
 LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 COMPUTE_BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,

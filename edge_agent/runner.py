@@ -20,6 +20,7 @@ from typing import TextIO
 import numpy as np
 
 from edge_agent.agent import Answers, EdgeAgent
+from shared.names import Strategy
 
 TSV_HEADER = "index\tlabel\ttarget\tsource\tfallback_reason\n"
 
@@ -70,7 +71,7 @@ def _write(sink: TextIO, answers: Answers, targets: np.ndarray, first: int, tsv:
 
 
 async def run_split(agent: EdgeAgent, x: np.ndarray, y: np.ndarray, *, batch_size: int,
-                    sink: TextIO | None = None, tsv: bool = False, strategy: str = "cooperation",
+                    sink: TextIO | None = None, tsv: bool = False, strategy: str = Strategy.COOPERATION,
                     on_batch: Callable[[int], None] | None = None) -> RunSummary:
     """Stream `x` (raw pixels) through `agent` in batches; write each answer to `sink`; summarise."""
     if len(x) != len(y):
@@ -98,7 +99,8 @@ async def run_split(agent: EdgeAgent, x: np.ndarray, y: np.ndarray, *, batch_siz
 
 
 async def run_to_file(agent: EdgeAgent, x: np.ndarray, y: np.ndarray, out: Path, *, batch_size: int,
-                      strategy: str = "cooperation", on_batch: Callable[[int], None] | None = None) -> RunSummary:
+                      strategy: str = Strategy.COOPERATION, on_batch: Callable[[int], None] | None = None
+                      ) -> RunSummary:
     """`run_split` writing to `out` (TSV when it ends in .tsv, else JSON lines)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

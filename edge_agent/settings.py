@@ -6,17 +6,13 @@ from functools import lru_cache
 from pathlib import Path
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from serving.settings import ServerSettings, bundle_dir
 from shared.settings import read_token
 
-MIB = 1 << 20
 
-
-class EdgeSettings(BaseSettings):
+class EdgeSettings(ServerSettings):
     """Everything the edge agent needs; a bad value stops start-up with a message naming it."""
-
-    model_config = SettingsConfigDict(env_prefix="EDGECLOUD_", extra="ignore")
 
     bundle: Path = Field(description="bundle directory written by `edgecloud build` (student.onnx, offloader.pkl)")
     cloud_url: AnyHttpUrl | None = Field(
@@ -45,16 +41,10 @@ class EdgeSettings(BaseSettings):
         default=None, allow_inf_nan=False, description="override of the bundle's operating-point threshold")
     batch_size: int = Field(default=64, ge=1, le=65536, description="samples per student forward pass (`edge run`)")
     threads: int = Field(default=1, ge=1, le=256, description="onnxruntime intra-op threads")
-    host: str = Field(default="127.0.0.1", min_length=1, description="interface `edge serve` listens on")
     port: int = Field(default=8000, ge=0, le=65535, description="TCP port `edge serve` listens on")
-    max_body_bytes: int = Field(default=16 * MIB, ge=1, description="largest request body accepted (413 above)")
-    body_timeout_s: float = Field(
-        default=30.0, gt=0.0, le=3600.0,
-        description="longest a request body may take to arrive once its headers are in (then 408)")
-    header_timeout_s: float = Field(
-        default=10.0, gt=0.0, le=3600.0,
-        description="longest a connection may take to send complete request headers (then 408 and closed); "
-                    "applied by `edgecloud edge serve`")
+    max_queue_size: int = Field(
+        default=8192, ge=1, le=10_000_000,
+        description="most samples waiting for the student at once (`edge serve`); beyond it requests get 503")
     max_inflight: int = Field(default=8, ge=1, le=1024, description="most offload requests in flight at once")
     ratio_window: int = Field(
         default=1000, ge=1, le=10_000_000, description="samples in the sliding window of the offload-ratio gauge")
@@ -62,21 +52,17 @@ class EdgeSettings(BaseSettings):
     @field_validator("bundle")
     @classmethod
     def _bundle_is_a_bundle(cls, value: Path) -> Path:
-        if not value.is_dir():
-            raise ValueError(f"bundle directory {value} does not exist")
-        if not (value / "manifest.json").is_file():
-            raise ValueError(f"bundle {value} has no manifest.json; is it a bundle from `edgecloud build`?")
-        return value
+        return bundle_dir(value)
 
     @field_validator("token_file", "ca_bundle")
     @classmethod
-    def _file_exists(cls, value: Path | None) -> Path | None:
+    def _edge_file_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_file():
             raise ValueError(f"file {value} does not exist")
         return value
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> EdgeSettings:
+    def _edge_cross_checks(self) -> EdgeSettings:
         if self.token is not None and self.token_file is not None:
             raise ValueError("set either token or token_file, not both")
         if self.ca_bundle is not None and (self.cloud_url is None or self.cloud_url.scheme != "https"):

@@ -17,10 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from shared.oip import ProtocolError
+from shared.oip import ProtocolError, datatype_of
 
 ACCEPTED_DTYPES: tuple[np.dtype[Any], ...] = (np.dtype(np.uint8), np.dtype(np.float32))
 """UINT8 are raw pixels as the dataset stores them; FP32 are pixel values on that same raw scale."""
+
+
+def _datatype(x: np.ndarray) -> str:
+    """The OIP name of an array's datatype (what the client sent), else numpy's name."""
+    try:
+        return datatype_of(x)
+    except (ValueError, ProtocolError):
+        return str(x.dtype)
 
 
 class InputError(ProtocolError):
@@ -81,24 +89,24 @@ class ImagePreprocessor:
     def check(self, x: Any, *, name: str = "input") -> np.ndarray:
         """`x` if it is a (N, C, H, W) batch of raw uint8 or float32 pixels, else InputError naming why."""
         if not isinstance(x, np.ndarray):
-            raise InputError(f"{name}: must be an array, got {type(x).__name__}")
+            raise InputError(f"input {name!r}: must be an array, got {type(x).__name__}")
         if x.dtype not in ACCEPTED_DTYPES:
-            raise InputError(f"{name}: datatype {x.dtype} is not accepted; send UINT8 raw pixels or FP32 "
-                             "raw-scale pixels")
+            raise InputError(f"input {name!r}: datatype {_datatype(x)} is not accepted; send UINT8 raw pixels "
+                             "or FP32 raw-scale pixels")
         if x.ndim != 4 or tuple(x.shape[1:]) != self.sample_shape:
             want = ", ".join(str(d) for d in self.sample_shape)
-            raise InputError(f"{name}: expected shape [-1, {want}], got {list(x.shape)}")
+            raise InputError(f"input {name!r}: expected shape [-1, {want}], got {list(x.shape)}")
         if x.dtype.kind == "f" and x.size:
             if not np.isfinite(x).all():
                 row = int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0, 0])
-                raise InputError(f"{name}: contains NaN or Inf (first in sample {row})")
+                raise InputError(f"input {name!r}: contains NaN or Inf (first in sample {row})")
             if self.raw_dtype.kind in "iu":
                 # Raw-scale pixels live in the stored dtype's range. Checked per request, before requests
                 # are merged: a value like 3e38 can overflow a network to NaN and fail a whole merged pass.
                 low, high = np.iinfo(self.raw_dtype).min, np.iinfo(self.raw_dtype).max
                 if x.min() < low or x.max() > high:
-                    raise InputError(f"{name}: values must be raw pixels in [{low}, {high}] ({self.raw_dtype} "
-                                     f"as stored), got values in [{x.min():g}, {x.max():g}]")
+                    raise InputError(f"input {name!r}: values must be raw pixels in [{low}, {high}] "
+                                     f"({self.raw_dtype} as stored), got values in [{x.min():g}, {x.max():g}]")
         return x
 
     def normalize(self, x_raw: np.ndarray) -> np.ndarray:

@@ -1,21 +1,18 @@
-"""Wire schemas of the OIP model-repository extension, shared by the cloud server and the edge agent.
+"""Wire schemas of the OIP model-repository extension, spoken by every server of the runtime.
 
     POST /v2/repository/index                    -> [RepositoryIndexEntry, ...]
     POST /v2/repository/models/{name}/load       body empty, or {"parameters": {"bundle": "/path/to/bundle"}}
                                                  -> LoadResponse, or {"error": ...} with a 4xx/5xx
+    POST /v2/repository/models/{name}/unload     body empty -> UnloadResponse
 
-An empty body (or no `bundle` parameter) reloads the bundle the server was started with. Both
-servers load the new bundle beside the one serving, warm it up, and only then switch to it.
+An empty body (or no `bundle` parameter) reloads the bundle the server was started with. A server
+loads the new model beside the one serving, warms it up, and only then switches to it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import signal
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -50,6 +47,15 @@ class LoadResponse(BaseModel):
     load_ms: float    # verify + open + warm up, before the switch
 
 
+class UnloadResponse(BaseModel):
+    """What an unload took out of service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+
+
 def parse_load_request(body: bytes) -> Path | None:
     """The `bundle` parameter of a load request body, or None for "reload the configured bundle".
 
@@ -79,42 +85,3 @@ def parse_load_request(body: bytes) -> Path | None:
     if not isinstance(bundle, str) or not bundle.strip():
         raise ProtocolError(f"load parameter 'bundle' must be a non-empty path string, got {bundle!r}")
     return Path(bundle)
-
-
-@contextmanager
-def reload_on_sighup(reload: Callable[[], Awaitable[object]], *, what: str) -> Iterator[None]:
-    """While the block runs, a SIGHUP starts `reload()` in the running loop; a failure is logged, not raised.
-
-    The conventional "re-read your configuration" signal of Unix daemons (systemd's ExecReload);
-    here it reloads the configured bundle through the same path as the load endpoint. Signal
-    handlers can only be installed from the main thread, so under a test client (lifespan in a
-    worker thread) this does nothing.
-    """
-    loop = asyncio.get_running_loop()
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def run() -> None:
-        try:
-            await reload()
-        except Exception as err:  # a service boundary: the old bundle keeps serving, the log says why
-            logger.error("SIGHUP: reloading %s failed, the previous bundle keeps serving: %s", what, err)
-            return
-        logger.info("SIGHUP: %s reloaded", what)
-
-    def fire() -> None:
-        task = loop.create_task(run(), name=f"sighup-reload-{what}")
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    try:
-        loop.add_signal_handler(signal.SIGHUP, fire)
-    except (NotImplementedError, RuntimeError, ValueError, AttributeError):  # not the main thread, or no SIGHUP
-        logger.debug("SIGHUP reload of %s not installed (not in the main thread)", what)
-        yield
-        return
-    try:
-        yield
-    finally:
-        loop.remove_signal_handler(signal.SIGHUP)
-        for task in tasks:
-            task.cancel()

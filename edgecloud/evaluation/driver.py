@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
+from shared.names import Strategy
 from shared.oip import decode_response, encode_request
 
-STRATEGIES: tuple[str, ...] = ("edge_only", "cloud_only", "cooperation")
+STRATEGIES: tuple[str, ...] = (Strategy.EDGE_ONLY, Strategy.CLOUD_ONLY, Strategy.COOPERATION)
+"""The order rounds run in: edge, cloud, cooperation, edge, ..."""
 EDGE_MODEL = "edge"
 
 

@@ -29,9 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from edgecloud.evaluation.driver import run_strategy
+from edgecloud.evaluation.report import OFFLOADED_SOURCES
 from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
 from shared.bundle import load_manifest
 from shared.datasets import load_dataset
+from shared.names import Strategy
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -89,7 +91,7 @@ def start_pinned_edge(bundle: Path, cloud_url: str, *, core: int, log_dir: Path)
     return Service("edge", f"http://127.0.0.1:{port}", process, log_path)
 
 
-def measure(bundle: Path, x: np.ndarray, *, core: int, log_dir: Path, strategy: str = "cooperation",
+def measure(bundle: Path, x: np.ndarray, *, core: int, log_dir: Path, strategy: str = Strategy.COOPERATION,
             batch_size: int = 1, concurrency: int = 4) -> Footprint:
     """Serve X (raw uint8 (N,C,H,W)) through a pinned edge agent and sample its footprint."""
     affinity = os.sched_getaffinity(0)
@@ -130,7 +132,7 @@ def measure(bundle: Path, x: np.ndarray, *, core: int, log_dir: Path, strategy: 
     if run.errors:
         raise RuntimeError(f"{len(run.errors)} requests failed under load, e.g. {run.errors[0]}")
     n = len(x)
-    offloaded = sum(1 for s in run.sources if s in ("cloud", "edge-fallback"))
+    offloaded = sum(1 for s in run.sources if s in OFFLOADED_SOURCES)
     return Footprint(core=core, cpus_allowed=cpus_allowed, samples=n, strategy=strategy, batch_size=batch_size,
                      concurrency=concurrency,
                      rss_idle_mib=rss_idle / 1024, rss_warm_mib=rss_warm / 1024, rss_peak_mib=peak / 1024,
@@ -146,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
     parser.add_argument("--limit", type=int, default=2000, help="test samples sent (default 2000)")
     parser.add_argument("--core", type=int, default=0, help="CPU the edge agent is pinned to (default 0)")
-    parser.add_argument("--strategy", default="cooperation", choices=("cooperation", "edge_only", "cloud_only"))
+    parser.add_argument("--strategy", default=Strategy.COOPERATION.value, choices=[s.value for s in Strategy])
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--logs", type=Path, default=Path("artifacts/footprint"))

@@ -9,15 +9,16 @@ from typing import Any
 import numpy as np
 
 from edgecloud.evaluation.driver import StrategyRun
+from shared.names import AnswerSource, Strategy
 
-OFFLOADED_SOURCES = frozenset({"cloud", "edge-fallback"})
+OFFLOADED_SOURCES = frozenset({AnswerSource.CLOUD, AnswerSource.FALLBACK})
 
 
 def summarise(run: StrategyRun, y: np.ndarray, *, bytes_sent: float | None) -> dict[str, Any]:
     """One row of Table VII: accuracy counts every sample, so an unanswered one counts as wrong."""
     answered = np.array([s != "" for s in run.sources])
     latency_ms = run.latency_s[answered] * 1e3
-    counts = {s: int(sum(1 for v in run.sources if v == s)) for s in ("edge", "cloud", "edge-fallback")}
+    counts = {s.value: int(sum(1 for v in run.sources if v == s)) for s in AnswerSource}
     n = len(y)
     return {
         "accuracy": float(np.mean(run.labels == y)) if n else 0.0,
@@ -46,12 +47,12 @@ def table(report: dict[str, Any]) -> str:
                                  "(report.json has every round's)"] if repeat > 1 else []), "",
              f"teacher accuracy (bundle, test split): {100 * report['teacher_accuracy']:.2f}%  "
              f"student accuracy: {100 * report['student_accuracy']:.2f}%"]
-    if {"edge_only", "cooperation", "cloud_only"} <= set(strategies):
-        coop = strategies["cooperation"]["runtime_s"]
-        lines.append(f"cooperation / edge-only runtime: {coop / strategies['edge_only']['runtime_s']:.3f}x  "
-                     f"cloud-only / cooperation runtime: {strategies['cloud_only']['runtime_s'] / coop:.3f}x  "
-                     f"time saved against cloud-only: "
-                     f"{100 * (1 - coop / strategies['cloud_only']['runtime_s']):.1f}%")
+    if set(Strategy) <= set(strategies):
+        coop = strategies[Strategy.COOPERATION]["runtime_s"]
+        edge, cloud = strategies[Strategy.EDGE_ONLY]["runtime_s"], strategies[Strategy.CLOUD_ONLY]["runtime_s"]
+        lines.append(f"cooperation / edge-only runtime: {coop / edge:.3f}x  "
+                     f"cloud-only / cooperation runtime: {cloud / coop:.3f}x  "
+                     f"time saved against cloud-only: {100 * (1 - coop / cloud):.1f}%")
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from cloud_server.main import create_app
 from cloud_server.settings import CloudSettings
 from shared.bundle import Manifest
+from shared.preprocess import normalize
 from tests.cloud_server.helpers import FakeBackend
 
 
@@ -35,7 +36,7 @@ def fake_backend() -> FakeBackend:
 def make_fake_app(make_settings: Callable[..., CloudSettings], fake_backend: FakeBackend
                   ) -> Callable[..., FastAPI]:
     def make(**overrides: Any) -> FastAPI:
-        def loader(settings: CloudSettings, manifest: Manifest) -> FakeBackend:
+        def loader(settings: CloudSettings, manifest: Manifest, model: str) -> FakeBackend:
             return fake_backend
 
         return create_app(make_settings(**overrides), backend_loader=loader)
@@ -60,11 +61,9 @@ def teacher_reference(tiny_bundle: Path) -> Callable[[np.ndarray], np.ndarray]:
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(tiny_bundle / "teacher.onnx"), options,
                                    providers=["CPUExecutionProvider"])
-    mean = np.asarray(manifest.input.mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(manifest.input.std, dtype=np.float32).reshape(1, -1, 1, 1)
 
     def reference(raw: np.ndarray) -> np.ndarray:
-        x = ((raw.astype(np.float32) - mean) / std).astype(np.float32)  # (N, C, H, W)
+        x = normalize(raw, manifest.input.mean, manifest.input.std)  # (N, C, H, W), the one normalisation
         return session.run(["logits"], {"input": x})[0]
 
     return reference

@@ -131,26 +131,26 @@ def test_unexpected_errors_become_a_500_with_a_message(make_fake_app: Callable[.
     """The one path that may answer 500: the backend itself failing. The message names it."""
     app = make_fake_app()
     with TestClient(app) as test_client:
-        app.state.registry.get("teacher").backend.fail_with = RuntimeError("GPU fell off")
+        app.state.runtime.registry.get("teacher").backend.fail_with = RuntimeError("GPU fell off")
         body, headers = encode_request({"input": GOOD})
         reply = test_client.post(INFER, content=body, headers=headers)
     assert reply.status_code == 500
-    assert "teacher failed on a batch of 2 samples" in reply.json()["error"]
+    assert "'teacher' failed on a batch of 2 samples" in reply.json()["error"]
     assert "GPU fell off" in reply.json()["error"]
 
 
 def test_global_handler_turns_a_crash_into_a_counted_500(make_fake_app: Callable[..., Any]) -> None:
     class BrokenRegistry:
-        def get(self, name: str) -> None:
+        def get(self, name: str, version: str | None = None) -> None:
             raise ZeroDivisionError("boom")
 
     app = make_fake_app()
     body, headers = encode_request({"input": GOOD})
     # raise_server_exceptions=False: Starlette re-raises after answering, as a real server would log it.
     with TestClient(app, raise_server_exceptions=False) as test_client:
-        app.state.registry = BrokenRegistry()  # after start-up: the lifespan loaded the real one
+        app.state.runtime.registry = BrokenRegistry()  # after start-up: the lifespan loaded the real one
         reply = test_client.post(INFER, content=body, headers=headers)
         exposition = test_client.get("/metrics").text
     assert reply.status_code == 500
     assert reply.json() == {"error": "internal server error: ZeroDivisionError"}
-    assert 'edgecloud_cloud_requests_total{code="500"} 1.0' in exposition
+    assert 'edgecloud_model_requests_total{code="500",model="teacher"} 1.0' in exposition

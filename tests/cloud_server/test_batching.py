@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 
+from shared.bundle import load_manifest
 from shared.oip import DEADLINE_HEADER, decode_response, encode_request
 from tests.cloud_server.helpers import FakeBackend, metric
 
@@ -42,7 +43,7 @@ def test_concurrent_requests_merge_into_one_batch_and_split_back(
         make_fake_app: Callable[..., Any], fake_backend: FakeBackend) -> None:
     app = make_fake_app(max_batch_size=64, max_queue_delay_ms=5.0)
     with TestClient(app) as client, ThreadPoolExecutor(max_workers=16) as pool:
-        batcher = app.state.registry.get("teacher").batcher
+        batcher = app.state.runtime.registry.get("teacher").batcher
         fake_backend.reset()
         fake_backend.gate.clear()
         first = pool.submit(_post, client, _sample(0))
@@ -55,15 +56,15 @@ def test_concurrent_requests_merge_into_one_batch_and_split_back(
         exposition = client.get("/metrics").text
     assert [r.status_code for r in replies] == [200] * 16
     assert fake_backend.batch_sizes == [1, 23]  # the 15 queued requests (23 samples) ran as ONE batch
-    spec = app.state.registry.get("teacher").manifest.input
+    spec = load_manifest(app.state.runtime.repository.source).input
     for i, reply in enumerate(replies):  # each request got its own rows back, in order
         _, outputs = decode_response(reply.content, reply.headers)
         expected_logit = (i - spec.mean[0]) / spec.std[0]  # FakeBackend: logits = normalised pixels
         assert outputs["logits"].shape == (1 + (i % 2 if i else 0), 10)
         np.testing.assert_allclose(outputs["logits"], expected_logit, rtol=1e-5)
-    assert metric(exposition, "edgecloud_cloud_batch_size_count") == 2
-    assert metric(exposition, "edgecloud_cloud_batch_size_sum") == 24
-    assert metric(exposition, "edgecloud_cloud_batch_size_bucket", {"le": "1.0"}) == 1  # one batch > 1
+    assert metric(exposition, "edgecloud_model_batch_size_count") == 2
+    assert metric(exposition, "edgecloud_model_batch_size_sum") == 24
+    assert metric(exposition, "edgecloud_model_batch_size_bucket", {"le": "1.0"}) == 1  # one batch > 1
 
 
 def test_real_teacher_merges_16_concurrent_requests(make_settings: Callable[..., Any]) -> None:
@@ -75,17 +76,17 @@ def test_real_teacher_merges_16_concurrent_requests(make_settings: Callable[...,
         replies = list(pool.map(lambda _: _post(client, x), range(16)))
         exposition = client.get("/metrics").text
     assert all(r.status_code == 200 for r in replies)
-    batches = metric(exposition, "edgecloud_cloud_batch_size_count")
-    assert metric(exposition, "edgecloud_cloud_batch_size_sum") == 16
+    batches = metric(exposition, "edgecloud_model_batch_size_count")
+    assert metric(exposition, "edgecloud_model_batch_size_sum") == 16
     assert batches < 16  # at least one forward pass served more than one request
-    assert metric(exposition, "edgecloud_cloud_batch_size_bucket", {"le": "1.0"}) < batches
+    assert metric(exposition, "edgecloud_model_batch_size_bucket", {"le": "1.0"}) < batches
 
 
 def test_full_queue_answers_503_at_once_with_retry_after(
         make_fake_app: Callable[..., Any], fake_backend: FakeBackend) -> None:
     app = make_fake_app(max_queue_size=2, max_batch_size=1, request_timeout_s=15.0)
     with TestClient(app) as client, ThreadPoolExecutor(max_workers=4) as pool:
-        batcher = app.state.registry.get("teacher").batcher
+        batcher = app.state.runtime.registry.get("teacher").batcher
         fake_backend.reset()
         fake_backend.gate.clear()
         computing = pool.submit(_post, client, _sample(1))
@@ -102,15 +103,15 @@ def test_full_queue_answers_503_at_once_with_retry_after(
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert "queue full: 2 of 2 samples waiting" in refused.json()["error"]
     assert elapsed < 2.0
-    assert metric(exposition, "edgecloud_cloud_requests_total", {"code": "503"}) == 1
-    assert metric(exposition, "edgecloud_cloud_requests_total", {"code": "200"}) == 3
+    assert metric(exposition, "edgecloud_model_requests_total", {"code": "503"}) == 1
+    assert metric(exposition, "edgecloud_model_requests_total", {"code": "200"}) == 3
 
 
 def test_expired_deadline_is_dropped_not_computed(make_fake_app: Callable[..., Any],
                                                   fake_backend: FakeBackend) -> None:
     app = make_fake_app(max_batch_size=8)
     with TestClient(app) as client, ThreadPoolExecutor(max_workers=2) as pool:
-        batcher = app.state.registry.get("teacher").batcher
+        batcher = app.state.runtime.registry.get("teacher").batcher
         fake_backend.reset()
         fake_backend.gate.clear()
         computing = pool.submit(_post, client, _sample(1))
@@ -134,14 +135,14 @@ def test_shutdown_fails_queued_work_with_503_and_turns_unready(
         make_fake_app: Callable[..., Any], fake_backend: FakeBackend) -> None:
     app = make_fake_app(max_batch_size=1)
     with TestClient(app) as client, ThreadPoolExecutor(max_workers=2) as pool:
-        batcher = app.state.registry.get("teacher").batcher
+        batcher = app.state.runtime.registry.get("teacher").batcher
         fake_backend.reset()
         fake_backend.gate.clear()
         computing = pool.submit(_post, client, _sample(1))
         assert fake_backend.entered.wait(10)
         queued = pool.submit(_post, client, _sample(2))
         _wait_for(lambda: batcher.depth == 1, "a request to queue")
-        client.portal.call(app.state.registry.close)  # what the lifespan does on shutdown
+        client.portal.call(app.state.runtime.registry.close)  # what the lifespan does on shutdown
         fake_backend.gate.set()
         replies = [computing.result(10), queued.result(10)]
         after = _post(client, _sample(3))

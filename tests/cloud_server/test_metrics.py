@@ -24,19 +24,19 @@ def test_counters_and_histograms_after_a_known_workload(make_settings: Callable[
         assert client.post("/v2/models/other/infer", content=ok_body, headers=ok_headers).status_code == 404
         client.get("/v2/health/ready")  # not an infer request: not counted
         text = client.get("/metrics").text
-    assert metric(text, "edgecloud_cloud_requests_total", {"code": "200"}) == 4
-    assert metric(text, "edgecloud_cloud_requests_total", {"code": "400"}) == 1
-    assert metric(text, "edgecloud_cloud_requests_total", {"code": "404"}) == 1
-    assert metric(text, "edgecloud_cloud_batch_size_count") == 4  # warm-up bypasses the batcher
-    assert metric(text, "edgecloud_cloud_batch_size_sum") == 12
-    assert metric(text, "edgecloud_cloud_compute_seconds_count") == 4
-    assert metric(text, "edgecloud_cloud_queue_wait_seconds_count") == 4
-    assert metric(text, "edgecloud_cloud_queue_depth") == 0
+    assert metric(text, "edgecloud_model_requests_total", {"code": "200"}) == 4
+    assert metric(text, "edgecloud_model_requests_total", {"code": "400"}) == 1
+    assert metric(text, "edgecloud_model_requests_total", {"code": "404"}) == 1
+    assert metric(text, "edgecloud_model_batch_size_count") == 4  # warm-up bypasses the batcher
+    assert metric(text, "edgecloud_model_batch_size_sum") == 12
+    assert metric(text, "edgecloud_model_compute_seconds_count") == 4
+    assert metric(text, "edgecloud_model_queue_wait_seconds_count") == 4
+    assert metric(text, "edgecloud_model_queue_depth") == 0
 
 
 def test_two_apps_do_not_share_series(make_settings: Callable[..., CloudSettings]) -> None:
     body, headers = encode_request({"input": np.zeros((1, 1, 8, 8), dtype=np.uint8)})
     with TestClient(create_app(make_settings())) as first, TestClient(create_app(make_settings())) as second:
         first.post(INFER, content=body, headers=headers)
-        assert metric(first.get("/metrics").text, "edgecloud_cloud_requests_total", {"code": "200"}) == 1
-        assert metric(second.get("/metrics").text, "edgecloud_cloud_requests_total", {"code": "200"}) == 0
+        assert metric(first.get("/metrics").text, "edgecloud_model_requests_total", {"code": "200"}) == 1
+        assert metric(second.get("/metrics").text, "edgecloud_model_requests_total", {"code": "200"}) == 0

@@ -59,5 +59,5 @@ def test_torch_backend_serves_the_checkpoint(torch_bundle: Path,
 
 def test_torch_backend_names_a_teacher_pt_it_cannot_load(make_settings: Callable[..., CloudSettings]) -> None:
     app = create_app(make_settings(backend="torch"))  # the tiny bundle's teacher.pt is not a checkpoint
-    with pytest.raises(BundleError, match=r"teacher\.pt: cannot load the torch teacher"), TestClient(app):
+    with pytest.raises(BundleError, match=r"teacher\.pt: cannot load the torch model"), TestClient(app):
         pass

@@ -109,10 +109,13 @@ def test_dashboard_covers_what_operators_ask_first(dashboard: dict[str, Any]) ->
     fallbacks = _queries_reading(dashboard, "edgecloud_edge_fallbacks_total")
     assert any("reason" in names_in(e).grouping_labels for e in fallbacks), "no fallbacks-by-reason panel"
 
-    assert _queries_reading(dashboard, "edgecloud_cloud_queue_depth"), "no cloud queue depth panel"
-    assert _queries_reading(dashboard, "edgecloud_cloud_batch_size_bucket") or _queries_reading(
-        dashboard, "edgecloud_cloud_batch_size_sum"), "no cloud batch size panel"
-    for counter in ("edgecloud_edge_requests_total", "edgecloud_cloud_requests_total"):
+    # Every server of the runtime exports the same per-model series; the panels split them by model.
+    for series in ("edgecloud_model_queue_depth", "edgecloud_model_batch_size_bucket",
+                   "edgecloud_model_queue_wait_seconds_bucket", "edgecloud_model_compute_seconds_bucket"):
+        panels = _queries_reading(dashboard, series)
+        assert panels, f"no panel reads {series}"
+        assert all("model" in names_in(e).grouping_labels for e in panels), f"{series} must be split by model"
+    for counter in ("edgecloud_edge_requests_total", "edgecloud_model_requests_total"):
         rates = [e for e in _queries_reading(dashboard, counter) if "rate(" in e]
         assert rates, f"no request rate of {counter}"
 

@@ -199,9 +199,9 @@ def test_prometheus_sees_the_offload_ratio_and_request_counts(
             assert server.scalar("edgecloud_edge_offload_attempts_total") == offloaded
             assert server.scalar("edgecloud_edge_offload_success_total") == offloaded
             assert server.scalar("sum(edgecloud_edge_fallbacks_total)") == 0
-            by_code = server.by_label(f'sum by (code) (edgecloud_cloud_requests_total{{job="{CLOUD_JOB}"}})', "code")
+            by_code = server.by_label(f'sum by (code) (edgecloud_model_requests_total{{job="{CLOUD_JOB}"}})', "code")
             assert by_code == {code: float(n) for code, n in workload.cloud_requests.items()}
-            assert server.scalar(f'sum(edgecloud_cloud_batch_size_sum{{job="{CLOUD_JOB}"}})') == offloaded
+            assert server.scalar(f'sum(edgecloud_model_batch_size_sum{{job="{CLOUD_JOB}"}})') == offloaded
 
             # The project's alert rules were loaded from the derived config and evaluate cleanly on real data.
             deadline = time.monotonic() + 20.0

@@ -11,7 +11,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from edge_agent.app import create_app
-from edge_agent.deps import get_agent
 from edge_agent.settings import EdgeSettings
 from shared.oip import decode_response, encode_request
 from tests.edge_agent.helpers import StubBehaviour, metric, stub_labels
@@ -87,14 +86,15 @@ def test_fallbacks_are_reported_on_the_wire(client: TestClient, stub: tuple[str,
     (INFER, b"not json", 400, "not valid JSON"),
     (INFER, json.dumps({"inputs": []}).encode(), 422, "inputs"),
     (INFER, json.dumps({"inputs": [{"name": "pixels", "shape": [1, 1, 8, 8], "datatype": "UINT8",
-                                    "data": [0] * 64}]}).encode(), 400, "one input named 'input'"),
+                                    "data": [0] * 64}]}).encode(), 400, "its only input is 'input'"),
     (INFER, json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 7], "datatype": "UINT8",
-                                    "data": [0] * 56}]}).encode(), 400, r"does not match \[N, 1, 8, 8\]"),
+                                    "data": [0] * 56}]}).encode(), 400,
+     r"expected shape \[-1, 1, 8, 8\], got \[1, 1, 8, 7\]"),
     (INFER, json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "INT32",
-                                    "data": [0] * 64}]}).encode(), 400, "dtype int32"),
+                                    "data": [0] * 64}]}).encode(), 400, "datatype INT32 is not accepted"),
     (INFER, json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "UINT8",
                                     "data": [0] * 64}], "parameters": {"strategy": "maybe"}}).encode(),
-     400, "strategy must be one of"),
+     400, "unknown strategy 'maybe'; choose one of cooperation, edge_only, cloud_only"),
     (INFER, json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "UINT8",
                                     "data": [0] * 64}], "outputs": [{"name": "probs"}]}).encode(),
      400, "unknown output 'probs'"),
@@ -119,11 +119,12 @@ def test_cloud_only_without_a_cloud_is_422(make_settings: Make) -> None:
 
 
 def test_an_unexpected_error_is_a_500_with_a_message_not_a_traceback(make_settings: Make) -> None:
-    def broken_agent() -> None:
+    async def broken_infer(*args: object, **kwargs: object) -> None:
         raise RuntimeError("agent exploded")
 
+    header = {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "UINT8", "data": [0] * 64}]}
     app = create_app(make_settings())
-    app.dependency_overrides[get_agent] = broken_agent
     with TestClient(app, raise_server_exceptions=False) as client:
-        response = client.post(INFER, content=b"{}")
+        app.state.runtime.registry.get("edge").agent.infer = broken_infer  # after start-up loaded the real one
+        response = client.post(INFER, json=header)
     assert response.status_code == 500 and response.json() == {"error": "internal server error: RuntimeError"}

@@ -65,10 +65,10 @@ def test_no_decision_when_not_asked(engine: EdgeEngine, tiny_test_split: tuple[n
 
 
 @pytest.mark.parametrize(("batch", "message"), [
-    (np.zeros((2, 1, 8, 7), dtype=np.uint8), r"shape \[2, 1, 8, 7\] does not match \[N, 1, 8, 8\]"),
-    (np.zeros((1, 8, 8), dtype=np.uint8), r"shape \[1, 8, 8\]"),
-    (np.zeros((2, 1, 8, 8), dtype=np.int64), "dtype int64 is not accepted"),
-    (np.zeros((2, 1, 8, 8), dtype=np.float64), "dtype float64 is not accepted"),
+    (np.zeros((2, 1, 8, 7), dtype=np.uint8), r"expected shape \[-1, 1, 8, 8\], got \[2, 1, 8, 7\]"),
+    (np.zeros((1, 8, 8), dtype=np.uint8), r"got \[1, 8, 8\]"),
+    (np.zeros((2, 1, 8, 8), dtype=np.int64), "datatype INT64 is not accepted"),
+    (np.zeros((2, 1, 8, 8), dtype=np.float64), "datatype FP64 is not accepted"),
 ])
 def test_bad_input_raises_naming_the_problem(engine: EdgeEngine, batch: np.ndarray, message: str) -> None:
     with pytest.raises(InputError, match=message):

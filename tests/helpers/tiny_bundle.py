@@ -138,3 +138,35 @@ def make_tiny_bundle(out_dir: Path, *, seed: int = 0, budget: float = 0.2) -> Pa
     write_manifest(out_dir, manifest)
     np.savez(out_dir.parent / f"{out_dir.name}-test.npz", x=x_te, y=y_te)
     return out_dir
+
+
+def add_student(bundle_dir: Path, name: str, *, c: float, max_iter: int, seed: int = 0) -> Path:
+    """Another real student (a logistic regression of its own) in `bundle_dir`, with its own offloader.
+
+    Written as `NAME.onnx` and `NAME-offloader.pkl`, listed in the manifest under `name`; the bundle's
+    default student and teacher stay as they were.
+    """
+    from shared.bundle import load_manifest
+
+    manifest = load_manifest(bundle_dir)
+    digits = load_digits()
+    raw = digits.images.astype(np.uint8).reshape(-1, *SHAPE)
+    x_tr, _, y_tr, _ = train_test_split(raw, digits.target.astype(np.int64), test_size=0.2, random_state=seed,
+                                        stratify=digits.target)
+    mean, std = manifest.input.mean[0], manifest.input.std[0]
+    flat = ((x_tr.astype(np.float32) - mean) / std).reshape(len(x_tr), -1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        student = LogisticRegression(max_iter=max_iter, C=c).fit(flat, y_tr)
+    onnx.save(_graph([(student.coef_.T, student.intercept_)], name), bundle_dir / f"{name}.onnx")
+    offloader = make_pipeline(StandardScaler(), SVC(C=1.0, gamma="scale", class_weight="balanced"))
+    offloader.fit(student.decision_function(flat), student.predict(flat) != y_tr)
+    with (bundle_dir / f"{name}-offloader.pkl").open("wb") as handle:
+        pickle.dump(offloader, handle)
+    template = manifest.student_entry()
+    assert template.offloader is not None
+    entry = template.model_copy(update={
+        "file": f"{name}.onnx", "metrics": {"accuracy": float(student.score(flat, y_tr))},
+        "offloader": OffloaderSpec(file=f"{name}-offloader.pkl", operating_point=template.offloader.operating_point)})
+    write_manifest(bundle_dir, manifest.model_copy(update={"models": {**manifest.models, name: entry}}))
+    return bundle_dir

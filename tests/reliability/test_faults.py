@@ -138,12 +138,12 @@ async def test_cloud_sheds_load_with_503(small_cloud: Managed, proxy: TcpProxy, 
     assert_edge_metrics_agree(edge_before, edge_after, outcomes)
     # The cloud's side of the story: it refused some requests, computed every sample it answered, and
     # never let an accepted request run past its deadline (504) or fail (500).
-    assert delta(cloud_before, cloud_after, "edgecloud_cloud_requests_total", code="503") > 0
+    assert delta(cloud_before, cloud_after, "edgecloud_model_requests_total", model="teacher", code="503") > 0
     for code in ("500", "504"):
-        assert delta(cloud_before, cloud_after, "edgecloud_cloud_requests_total", code=code) == 0
-    assert (delta(cloud_before, cloud_after, "edgecloud_cloud_requests_total", code="200")
+        assert delta(cloud_before, cloud_after, "edgecloud_model_requests_total", model="teacher", code=code) == 0
+    assert (delta(cloud_before, cloud_after, "edgecloud_model_requests_total", model="teacher", code="200")
             == delta(edge_before, edge_after, "edgecloud_edge_cloud_rtt_seconds_count"))
-    assert delta(cloud_before, cloud_after, "edgecloud_cloud_batch_size_sum") == sources["cloud"]
+    assert delta(cloud_before, cloud_after, "edgecloud_model_batch_size_sum", model="teacher") == sources["cloud"]
 
 
 async def test_cloud_answers_garbage(cloud: Managed, proxy: TcpProxy, proxied_edge: Managed, pool: np.ndarray,

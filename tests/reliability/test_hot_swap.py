@@ -27,9 +27,9 @@ from fastapi.testclient import TestClient
 
 from cloud_server.main import create_app
 from cloud_server.settings import CloudSettings
+from serving.repository import reload_on_sighup
 from shared.bundle import STUDENT_ONNX, TEACHER_ONNX, file_entry, load_manifest, write_manifest
 from shared.oip import decode_response, encode_request
-from shared.repository import reload_on_sighup
 from tests.reliability.checks import log, summarise
 from tests.reliability.services import Managed
 from tests.reliability.traffic import Outcome, Reference, Traffic, tally, window, wrong_answers
@@ -265,7 +265,7 @@ async def test_sighup_runs_the_reload_and_survives_its_failure(caplog: pytest.Lo
         if len(calls) == 2:
             raise RuntimeError("bundle gone")
 
-    with caplog.at_level(logging.INFO, logger="shared.repository"), \
+    with caplog.at_level(logging.INFO, logger="serving.repository"), \
             reload_on_sighup(reload, what="bundle /srv/b"):
         for _ in range(2):
             os.kill(os.getpid(), signal.SIGHUP)

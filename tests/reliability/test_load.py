@@ -97,10 +97,11 @@ async def test_overload_sheds_at_once_and_serves_what_it_accepts(
     assert np.median(shed) < np.median(served), (np.median(shed), np.median(served))
     # What it accepts it serves within the deadline: no 504 above, and by the server's own clock no
     # accepted request waited in the queue for as long as its 2 s budget.
-    waited = delta(cloud_before, cloud_after, "edgecloud_cloud_queue_wait_seconds_count")
+    waited = delta(cloud_before, cloud_after, "edgecloud_model_queue_wait_seconds_count", model="teacher")
     assert waited > 0
-    assert delta(cloud_before, cloud_after, "edgecloud_cloud_queue_wait_seconds_bucket", le="2.0") == waited
-    assert delta(cloud_before, cloud_after, "edgecloud_cloud_requests_total", code="503") >= len(shed)
+    assert delta(cloud_before, cloud_after, "edgecloud_model_queue_wait_seconds_bucket", model="teacher",
+                 le="2.0") == waited
+    assert delta(cloud_before, cloud_after, "edgecloud_model_requests_total", model="teacher", code="503") >= len(shed)
     # The edge meanwhile turned the cloud's 503s into fallbacks, never into errors.
     assert_all_answered_right(outcomes, pool, reference)
     reasons = tally(outcomes)[1]

@@ -145,4 +145,4 @@ def test_both_survived_and_the_infer_routes_were_exercised(services: dict[str, S
         assert service.process.poll() is None, f"{service.name} died:\n{service.log_tail()}"
         assert "Traceback" not in service.log_path.read_text(errors="replace"), service.log_tail()
     metrics = httpx.get(f"{services['cloud'].url}/metrics", timeout=10).text
-    assert 'edgecloud_cloud_requests_total{code="5' not in metrics
+    assert 'edgecloud_model_requests_total{code="5' not in metrics

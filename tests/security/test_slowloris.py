@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from edgecloud.services import Service
-from edgecloud.serving import UNREAD_BODY_LINGER_S
+from serving.server import UNREAD_BODY_LINGER_S
 from shared.oip import encode_request
 from tests.security.helpers import port_of, serving, trickle
 
@@ -123,7 +123,7 @@ def test_client_vanishing_mid_body_is_not_a_server_error(server: tuple[str, Serv
     time.sleep(0.5)  # let the server notice the disconnect and log whatever it logs
     assert "Traceback" not in service.log_tail(100_000), service.log_tail()
     metrics = httpx.get(f"{service.url}/metrics", timeout=5).text
-    assert 'edgecloud_cloud_requests_total{code="500"}' not in metrics
+    assert 'edgecloud_model_requests_total{code="500"' not in metrics
 
 
 def test_others_are_served_while_slow_clients_hold_connections(server: tuple[str, Service]) -> None:

@@ -21,13 +21,13 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from cloud_server import deps
 from cloud_server.main import create_app
 from cloud_server.settings import CloudSettings
 from edge_agent.agent import open_agent
 from edge_agent.settings import EdgeSettings
 from edgecloud.cli import build_parser
 from edgecloud.services import Service
+from serving import auth
 from shared.oip import decode_response, encode_request
 from tests.security.helpers import serving
 
@@ -106,7 +106,7 @@ def test_tokens_are_compared_in_constant_time(tiny_bundle: Path, monkeypatch: py
         calls.append((a, b))
         return compare(a, b)
 
-    monkeypatch.setattr(deps.hmac, "compare_digest", spy)
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     settings = CloudSettings(bundle=tiny_bundle, threads=1, token=SecretStr(TOKEN))
     body, headers = encode_request({"input": np.zeros((1, 1, 8, 8), dtype=np.uint8)})
     with TestClient(create_app(settings)) as client:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-STRATEGY_NAMES = {"edge_only": "edge-only", "cloud_only": "cloud-only", "cooperation": "cooperation"}
+from edgecloud.evaluation.driver import STRATEGIES
+from shared.names import Strategy
+
+STRATEGY_NAMES = {Strategy.EDGE_ONLY: "edge-only", Strategy.CLOUD_ONLY: "cloud-only",
+                  Strategy.COOPERATION: "cooperation"}
 
 
 def _link_cell(link: dict[str, Any]) -> str:
@@ -44,7 +48,7 @@ def results_table(reports: Sequence[dict[str, Any]]) -> str:
             rows.append(f"| {cell} | {name} | {s['runtime_s']:.2f} | {100 * s['accuracy']:.2f}% "
                         f"| {100 * s['offload_rate']:.1f}% | {s['p50_ms']:.1f} | {s['answered']}/{s['samples']} |")
         if set(STRATEGY_NAMES) <= strategies.keys():
-            edge, cloud, coop = (strategies[k]["runtime_s"] for k in ("edge_only", "cloud_only", "cooperation"))
+            edge, cloud, coop = (strategies[k]["runtime_s"] for k in STRATEGIES)
             # Runtimes are each strategy's median round when the evaluation ran several (eval --repeat).
             shape = f"{report.get('batch_size', '?')} × {report.get('concurrency', '?')}"
             rounds = report.get("repeat", 1)

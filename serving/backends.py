@@ -1,7 +1,9 @@
-"""Compute backends for the teacher: normalised float32 images in, logits out, one batch at a time.
+"""Compute backends for a bundle's graphs: a batch in, the graph's first output out, one batch at a time.
 
-Backends are called from a single worker thread (see batcher.py), so they need not be re-entrant;
-their parallelism is the runtime's intra-op threads.
+Backends are called from a model's single worker thread (serving/batcher.py), so they need not be
+re-entrant; their parallelism is the runtime's intra-op threads. onnxruntime is the default on
+every tier; torch (the cloud's opt-in, for checkpoints that were not exported) is imported only
+when asked for, so a server without torch installed runs every ONNX model.
 """
 
 from __future__ import annotations
@@ -52,22 +54,29 @@ class OnnxBackend:
         return np.asarray(logits, dtype=np.float32)
 
 
+TORCH_MISSING = ("torch is not installed: serve the ONNX graph (the default backend), or install torch "
+                 "(`pip install torch`; the cloud image: `docker build --build-arg TORCH=cpu .`)")
+
+
 class TorchBackend:
-    """torch on teacher.pt, rebuilt by networks.checkpoint.load_checkpoint; torch is imported here only."""
+    """torch on a checkpoint, rebuilt by networks.checkpoint.load_checkpoint; torch is imported here only."""
 
     name = "torch"
 
     def __init__(self, path: Path, *, threads: int) -> None:
-        import torch
+        try:
+            import torch
 
-        from networks.checkpoint import load_checkpoint
+            from networks.checkpoint import load_checkpoint
+        except ImportError as err:
+            raise BundleError(f"{path}: {TORCH_MISSING} ({err})") from None
 
         torch.set_num_threads(threads)
         self._torch = torch
         try:
             self._model = load_checkpoint(path)
-        except Exception as err:  # CheckpointError, or unpickling errors from a foreign teacher.pt
-            raise BundleError(f"{path}: cannot load the torch teacher: {err}") from err
+        except Exception as err:  # CheckpointError, or unpickling errors from a foreign checkpoint
+            raise BundleError(f"{path}: cannot load the torch model: {err}") from err
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         with self._torch.inference_mode():
@@ -75,37 +84,21 @@ class TorchBackend:
         return logits.float().numpy()
 
 
-def load_backend(bundle: Path, manifest: Manifest, *, kind: Literal["onnx", "torch"],
-                 threads: int) -> Backend:
-    """Verify the teacher file's sha256 against the manifest, then load it."""
-    teacher = manifest.models[manifest.teacher]
-    filename = teacher.file if kind == "onnx" else teacher.checkpoint
+BackendKind = Literal["onnx", "torch"]
+
+
+def open_backend(bundle: Path, manifest: Manifest, model: str, *, kind: BackendKind, threads: int) -> Backend:
+    """Verify the model's file (ONNX graph or torch checkpoint) against the manifest, then open it."""
+    entry = manifest.models.get(model)
+    if entry is None:
+        raise BundleError(f"{bundle}: no model {model!r} in this bundle; it has {sorted(manifest.models)}")
+    filename = entry.file if kind == "onnx" else entry.checkpoint
     if filename is None:
         other = "torch" if kind == "onnx" else "onnx"
         wanted = "ONNX file" if kind == "onnx" else "torch checkpoint"
-        raise BundleError(f"{bundle}: teacher {manifest.teacher!r} has no {wanted} in this bundle; "
-                          f"try --backend {other}")
+        raise BundleError(f"{bundle}: {entry.role} {model!r} has no {wanted} in this bundle; try --backend {other}")
     path = verify_file(bundle, manifest, filename)
     return OnnxBackend(path, threads=threads) if kind == "onnx" else TorchBackend(path, threads=threads)
-
-
-def warm_up(backend: Backend, manifest: Manifest, *, batch_sizes: tuple[int, ...], rounds: int = 2) -> float:
-    """Run every batch size `rounds` times and check the logits' shape; return the wall time in ms.
-
-    The first runs allocate arenas and pick kernels, so serving them to clients would show as a
-    latency spike; a wrong output shape (a teacher for another dataset) fails start-up here.
-    """
-    shape = tuple(manifest.input.shape)
-    n_classes = len(manifest.classes)
-    started = time.perf_counter()
-    for batch in batch_sizes:
-        x = np.zeros((batch, *shape), dtype=np.float32)  # (B, C, H, W)
-        for _ in range(rounds):
-            logits = backend.infer(x)
-            if logits.shape != (batch, n_classes):
-                raise BundleError(f"teacher returns logits of shape {logits.shape} for a batch of {batch}; "
-                                  f"the manifest expects ({batch}, {n_classes})")
-    return 1000.0 * (time.perf_counter() - started)
 
 
 def measure_throughput(backend: Backend, x: np.ndarray, *, seconds: float) -> float:

@@ -1,4 +1,4 @@
-"""Server-level OIP endpoints: liveness, readiness (teacher loaded and warmed up), server metadata."""
+"""Server-level OIP endpoints: liveness, readiness (every hosted model ready), server metadata."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from cloud_server.deps import RegistryDep
+from serving.api.deps import RuntimeDep
 from shared.oip import LiveResponse, ReadyResponse, ServerMetadata
 
 router = APIRouter(prefix="/v2", tags=["health"])
 
-SERVER_NAME = "edgecloud-cloud"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
 
-def _version() -> str:
+def package_version() -> str:
     try:
         return version("edgecloud")
     except PackageNotFoundError:
@@ -29,11 +28,11 @@ async def live() -> LiveResponse:
 
 
 @router.get("/health/ready", response_model=ReadyResponse, responses={503: {"model": ReadyResponse}})
-async def ready(registry: RegistryDep) -> JSONResponse:
-    is_ready = registry.ready
+async def ready(runtime: RuntimeDep) -> JSONResponse:
+    is_ready = runtime.registry.ready
     return JSONResponse(ReadyResponse(ready=is_ready).model_dump(), status_code=200 if is_ready else 503)
 
 
 @router.get("")
-async def server_metadata() -> ServerMetadata:
-    return ServerMetadata(name=SERVER_NAME, version=_version(), extensions=EXTENSIONS)
+async def server_metadata(runtime: RuntimeDep) -> ServerMetadata:
+    return ServerMetadata(name=runtime.server_name, version=package_version(), extensions=EXTENSIONS)

@@ -2,22 +2,21 @@
 
 The byte limit refuses early (413) when Content-Length already says too much; the time limit (408)
 stops a slow-loris client from holding a request open by trickling its body a byte at a time, which
-uvicorn itself never times out. The cloud server and the edge agent both read their bodies here.
+uvicorn itself never times out. Every server of the runtime reads its bodies here.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import Request
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 
 from shared.oip import ProtocolError
 
 
-async def read_body(request: Request, *, max_bytes: int, timeout_s: float | None = None) -> bytes:
+async def read_body(request: Request, *, max_bytes: int, timeout_s: float) -> bytes:
     """The whole body, or ProtocolError: 413 before reading it all when it is larger than `max_bytes`,
-    408 when it has not all arrived `timeout_s` after the headers (None: the app's `body_timeout_s`)."""
+    408 when it has not all arrived `timeout_s` after the headers."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise ProtocolError(f"Content-Encoding {encoding!r} is not supported; send the body uncompressed",
@@ -29,7 +28,7 @@ async def read_body(request: Request, *, max_bytes: int, timeout_s: float | None
         if int(declared) > max_bytes:
             raise ProtocolError(f"body of {int(declared)} bytes exceeds the limit of {max_bytes}",
                                 status_code=413)
-    limit_s = timeout_s if timeout_s is not None else float(request.app.state.settings.body_timeout_s)
+    limit_s = timeout_s
     chunks: list[bytes] = []
     received = 0
     try:
