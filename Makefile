@@ -64,7 +64,7 @@ $(NEWEST_STAMP): pyproject.toml
 	$(NEWEST_VENV)/bin/python -m pip install --quiet -e '.[edge,cloud]'
 	touch $(NEWEST_STAMP)
 
-# Whether PYTHON is one edgecloud supports (the venv recipes run the same check before creating a venv).
+# Whether PYTHON is one edgecloud supports (the .venv and .venv-py313 recipes run the same check first).
 check-python:
 	@$(call check_python,$(PYTHON))
 	@echo "$(PYTHON) is supported ($(SUPPORTED_PYTHON))"
