@@ -1,18 +1,23 @@
 # The edgecloud cloud server: the teacher behind the Open Inference Protocol (docs/architecture.md).
 #
-#   docker build -t edgecloud-cloud .                                   # CPU torch (default)
-#   docker build -t edgecloud-cloud-gpu \
+#   docker build -t edgecloud-cloud .                                   # ONNX backend only, no torch (default)
+#   docker build -t edgecloud-cloud-torch --build-arg WITH_TORCH=true .  # adds CPU torch for --backend torch
+#   docker build -t edgecloud-cloud-gpu --build-arg WITH_TORCH=true \
 #       --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu126 .   # CUDA torch, run with --gpus all
 #   docker run --rm -p 8001:8001 -v "$PWD/artifacts/demo/bundle:/bundle:ro" \
 #       -e EDGECLOUD_TOKEN=change-me edgecloud-cloud
 #
-# The CUDA wheels carry their own CUDA runtime, so the slim Python base serves both; BASE is there for
-# sites that must build on their own (Python 3.11) image.
+# The default backend (onnxruntime on teacher.onnx) needs only the `cloud` extra; torch is for the
+# `torch` backend (teacher.pt) alone and is most of an image's size (docs/results.md, "Cloud image
+# dependencies"), so it is opt-in. The CUDA wheels carry their own CUDA runtime, so the slim Python base
+# serves every variant; BASE is there for sites that must build on their own (Python 3.11) image.
 ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE}
 
-# Both the torch wheel index and its version are build arguments so the image never drifts from the
-# torch the project is tested with, and a CPU build never downloads the multi-GB CUDA wheels.
+# WITH_TORCH=true installs torch for `--backend torch`; false (the default) leaves it out.
+# The torch wheel index and version are build arguments so the image never drifts from the torch the
+# project is tested with, and a CPU build never downloads the multi-GB CUDA wheels.
+ARG WITH_TORCH=false
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.13.0
 
@@ -26,22 +31,31 @@ RUN groupadd --system --gid 10001 edgecloud \
  && useradd --system --uid 10001 --gid edgecloud --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin edgecloud
 
-# torch first and from its own index: with it in place the `train` extra's torch range installs nothing,
-# which is what keeps pip from resolving torch against PyPI (the CUDA build there).
-RUN python -m pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
+# torch, when asked for, comes first and from its own index, before any source is copied (so a code
+# change does not reinstall it): PyPI's torch is the CUDA build. Any value but true or false is a typo
+# that would otherwise build the wrong image quietly.
+RUN case "${WITH_TORCH}" in \
+      true) python -m pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}" ;; \
+      false) echo "WITH_TORCH=false: no torch, the image serves the onnx backend only" ;; \
+      *) echo "WITH_TORCH must be true or false, not '${WITH_TORCH}'" >&2; exit 2 ;; \
+    esac
 
 WORKDIR /opt/edgecloud
 COPY pyproject.toml README.md ./
+# Every package that pyproject.toml's [tool.setuptools.packages.find] include lists, one line each
+# (tests/deploy/test_dockerfile.py fails when one is missing).
+COPY edgecloud ./edgecloud
 COPY shared ./shared
-COPY offloading ./offloading
 COPY networks ./networks
 COPY serving ./serving
 COPY compression ./compression
-COPY cloud_server ./cloud_server
+COPY offloading ./offloading
 COPY edge_agent ./edge_agent
-COPY edgecloud ./edgecloud
-# Not editable: the image runs from site-packages, and the source copy could be dropped.
-RUN python -m pip install ".[cloud,train]"
+COPY cloud_server ./cloud_server
+# Not editable: the image runs from site-packages, and the source copy could be dropped. Only the
+# `cloud` extra: with WITH_TORCH=true torch is already in place, and nothing the server runs needs the
+# `train` extra (onnx export, xgboost, ...).
+RUN python -m pip install ".[cloud]"
 
 # The bundle is mounted read-only here; the server only reads it (and verifies every sha256 first).
 ENV EDGECLOUD_BUNDLE=/bundle \

@@ -55,7 +55,7 @@ class OnnxBackend:
 
 
 TORCH_MISSING = ("torch is not installed: serve the ONNX graph (the default backend), or install torch "
-                 "(`pip install torch`; the cloud image: `docker build --build-arg TORCH=cpu .`)")
+                 "(`pip install torch==2.13.0`; the cloud image: `docker build --build-arg WITH_TORCH=true .`)")
 
 
 class TorchBackend:

@@ -8,6 +8,10 @@ SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 readonly SCRIPT_DIR
 readonly DEPLOY_DIR="${SCRIPT_DIR%/*}"
 readonly MIN_PYTHON_MAJOR=3 MIN_PYTHON_MINOR=11
+# Refused from 3.14 on: its standard library has a package named `compression` (PEP 784) that collides with
+# edgecloud's own (edgecloud/__init__.py explains). pip refuses it too (requires-python); this says why first.
+readonly BELOW_PYTHON_MINOR=14
+readonly SUPPORTED_PYTHON=">=${MIN_PYTHON_MAJOR}.${MIN_PYTHON_MINOR},<${MIN_PYTHON_MAJOR}.${BELOW_PYTHON_MINOR}"
 # A Pi 4 runs a 64-bit (aarch64) or 32-bit (armv7l) OS.
 readonly PI_ARCHES="aarch64 armv7l"
 readonly SERVICE_USER=edgecloud
@@ -29,7 +33,7 @@ Options:
                           a slash: ./edgecloud-src), or a requirement such as 'edgecloud==0.1.0'.
                           The [edge] extra is added either way.
                           Default: the checkout this script lives in ($(cd "$DEPLOY_DIR/.." && pwd)).
-  --python PATH           Python ${MIN_PYTHON_MAJOR}.${MIN_PYTHON_MINOR}+ to build the venv with (default: python3).
+  --python PATH           Python $SUPPORTED_PYTHON to build the venv with (default: python3).
   --bundle DIR            copy this bundle (a directory with manifest.json) to /var/lib/edgecloud/bundle.
   --root DIR, --prefix DIR
                           install everything under DIR instead of / (staging or testing): no user is
@@ -121,15 +125,20 @@ check_arch() {
 check_python() {
     local version major minor
     command -v "$PYTHON" >/dev/null 2>&1 || die "Python '$PYTHON' not found; pass --python PATH to a" \
-        "Python ${MIN_PYTHON_MAJOR}.${MIN_PYTHON_MINOR}+ (on Raspberry Pi OS: sudo apt-get install python3 python3-venv)"
+        "Python $SUPPORTED_PYTHON (on Raspberry Pi OS: sudo apt-get install python3 python3-venv)"
     version="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" \
         || die "'$PYTHON' does not run as a Python interpreter"
     if [[ ! "$version" =~ ^([0-9]+)\.([0-9]+)$ ]]; then
         die "'$PYTHON' reported version '$version', expected MAJOR.MINOR"
     fi
     major="${BASH_REMATCH[1]}" minor="${BASH_REMATCH[2]}"
+    if ((major > MIN_PYTHON_MAJOR || (major == MIN_PYTHON_MAJOR && minor >= BELOW_PYTHON_MINOR))); then
+        die "'$PYTHON' is Python $version; edgecloud needs Python $SUPPORTED_PYTHON: from" \
+            "${MIN_PYTHON_MAJOR}.${BELOW_PYTHON_MINOR} on, the standard library has a package named 'compression'" \
+            "(PEP 784) that collides with edgecloud's own. Pass --python PATH to a Python 3.11 to 3.13"
+    fi
     if ((major != MIN_PYTHON_MAJOR || minor < MIN_PYTHON_MINOR)); then
-        die "'$PYTHON' is Python $version; edgecloud needs Python ${MIN_PYTHON_MAJOR}.${MIN_PYTHON_MINOR}+" \
+        die "'$PYTHON' is Python $version; edgecloud needs Python $SUPPORTED_PYTHON" \
             "(Raspberry Pi OS bookworm ships 3.11; pass --python PATH to choose another)"
     fi
     # Debian splits venv/ensurepip into python3-venv; without it `python -m venv` fails half-way.

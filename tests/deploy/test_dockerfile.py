@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import yaml
+from setuptools import find_packages
 
-from tests.deploy.compose import COMPOSE_FILE
-from tests.deploy.tools import REPO_ROOT
+from tests.deploy.compose import COMPOSE_FILE, resolved_config
+from tests.deploy.tools import REPO_ROOT, run_tool
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
@@ -62,18 +66,77 @@ def test_parser_joins_continuations_and_skips_comments() -> None:
     assert parsed == [Instruction("FROM", "x"), Instruction("RUN", "a && b"), Instruction("CMD", '["y"]')]
 
 
-def test_base_is_slim_python_311_and_torch_defaults_to_cpu(instructions: list[Instruction]) -> None:
+def _torch_step(instructions: list[Instruction]) -> str:
+    (step,) = [r for r in _all(instructions, "RUN") if "torch==" in r]
+    return step
+
+
+def _package_install(instructions: list[Instruction]) -> str:
+    (step,) = [r for r in _all(instructions, "RUN") if "pip install" in r and '".[' in r]
+    return step
+
+
+def test_base_is_slim_python_311_and_torch_is_opt_in_cpu(instructions: list[Instruction]) -> None:
     defaults = _arg_defaults(instructions)
     assert _all(instructions, "FROM") == ["${BASE}"]
     assert re.fullmatch(r"python:3\.11-slim(-\w+)?", defaults["BASE"]), defaults["BASE"]
+    assert defaults["WITH_TORCH"] == "false", "the default image serves onnx and needs no torch"
     assert defaults["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    assert f"torch=={defaults['TORCH_VERSION']}" in makefile, "the image's torch is the one the tests use"
 
 
-def test_torch_comes_from_its_index_before_the_extras(instructions: list[Instruction]) -> None:
+def test_the_image_installs_only_the_cloud_extra(instructions: list[Instruction]) -> None:
+    extras = re.search(r'"\.\[([\w,]+)\]"', _package_install(instructions))
+    assert extras is not None and extras.group(1).split(",") == ["cloud"]
+
+
+def test_torch_comes_from_its_index_before_the_package(instructions: list[Instruction]) -> None:
     runs = _all(instructions, "RUN")
-    torch = next(i for i, r in enumerate(runs) if '--index-url "${TORCH_INDEX}"' in r and "torch==" in r)
-    extras = next(i for i, r in enumerate(runs) if "pip install" in r and ".[cloud,train]" in r)
-    assert torch < extras, "torch must be installed first, or pip resolves the CUDA wheel from PyPI"
+    assert runs.index(_torch_step(instructions)) < runs.index(_package_install(instructions)), (
+        "torch must be installed first, or pip resolves the CUDA wheel from PyPI")
+    copies = [i for i, ins in enumerate(instructions) if ins.keyword == "COPY"]
+    torch_at = next(i for i, ins in enumerate(instructions) if ins.args == _torch_step(instructions))
+    assert torch_at < min(copies), "a code change would reinstall torch"
+
+
+def _run_torch_step(step: str, tmp_path: Path, **build_args: str) -> tuple[int, str, list[list[str]]]:
+    """Run the RUN line in sh as Docker does (ARGs are its environment), `python` replaced by a recorder."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.jsonl"
+    bin_dir.mkdir(exist_ok=True)
+    calls.unlink(missing_ok=True)
+    recorder = bin_dir / "python"
+    recorder.write_text(f"#!/usr/bin/env python3\nimport json, sys\n"
+                        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    recorder.chmod(recorder.stat().st_mode | stat.S_IXUSR)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", **build_args}
+    result = run_tool(["sh", "-c", step], env=env, timeout_s=30)
+    recorded = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+    return result.returncode, result.stdout + result.stderr, recorded
+
+
+def test_the_torch_step_installs_torch_only_when_asked(instructions: list[Instruction], tmp_path: Path) -> None:
+    step, defaults = _torch_step(instructions), _arg_defaults(instructions)
+    common = {"TORCH_INDEX": defaults["TORCH_INDEX"], "TORCH_VERSION": defaults["TORCH_VERSION"]}
+
+    code, output, calls = _run_torch_step(step, tmp_path, WITH_TORCH="false", **common)
+    assert code == 0, output
+    assert calls == []
+
+    code, output, calls = _run_torch_step(step, tmp_path, WITH_TORCH="true", **common)
+    assert code == 0, output
+    assert calls == [["-m", "pip", "install", "--index-url", defaults["TORCH_INDEX"],
+                      f"torch=={defaults['TORCH_VERSION']}"]]
+
+    code, output, calls = _run_torch_step(step, tmp_path, WITH_TORCH="yes", **common)
+    assert code == 2 and calls == []
+    assert "WITH_TORCH must be true or false, not 'yes'" in output
+
+
+def test_compose_passes_the_torch_build_argument_through() -> None:
+    assert resolved_config()["services"]["cloud"]["build"]["args"]["WITH_TORCH"] == "false"
+    args = resolved_config(EDGECLOUD_WITH_TORCH="true")["services"]["cloud"]["build"]["args"]
+    assert args["WITH_TORCH"] == "true"
 
 
 def test_runs_as_an_unprivileged_user(instructions: list[Instruction]) -> None:
@@ -97,11 +160,47 @@ def test_healthcheck_polls_readiness_with_python_like_compose(instructions: list
     assert compose_test == ["CMD", *exec_form], "the image and compose should probe readiness the same way"
 
 
-def test_copies_everything_pip_needs_and_dockerignore_keeps_it(instructions: list[Instruction]) -> None:
-    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    packages = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
-    copied = {src for args in _all(instructions, "COPY") for src in args.split()[:-1]}
-    needed = {"pyproject.toml", pyproject["project"]["readme"], *packages}
+def _pyproject() -> dict:
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+
+
+def _installed_top_level_packages() -> set[str]:
+    """The top-level packages `pip install .` installs: setuptools' own find with pyproject's include."""
+    include = _pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    return {name.split(".")[0] for name in find_packages(where=REPO_ROOT, include=include)}
+
+
+def _copies(instructions: list[Instruction]) -> dict[str, str]:
+    """Each COPY source and its destination (every COPY here has one source or ends in ./)."""
+    pairs: dict[str, str] = {}
+    for args in _all(instructions, "COPY"):
+        *sources, dest = args.split()
+        for source in sources:
+            pairs[source] = dest
+    return pairs
+
+
+def test_every_package_pyproject_installs_is_copied_to_its_own_folder(instructions: list[Instruction]) -> None:
+    packages = _installed_top_level_packages()
+    assert {"edgecloud", "shared", "networks", "compression", "cloud_server"} <= packages
+    copies = _copies(instructions)
+    missing = sorted(p for p in packages if p not in copies)
+    assert not missing, f"pyproject.toml installs {missing} but the Dockerfile does not COPY them"
+    misplaced = {p: copies[p] for p in packages if copies[p].rstrip("/") not in (f"./{p}", p)}
+    assert not misplaced, f"COPY must keep each package's folder name: {misplaced}"
+
+
+def test_every_package_folder_is_installed_by_pyproject() -> None:
+    # So a new top-level package reaches the image only through pyproject.toml's include, and the test
+    # above then asks for its COPY line.
+    folders = {path.parent.name for path in REPO_ROOT.glob("*/__init__.py")} - {"tests"}
+    missing = sorted(folders - _installed_top_level_packages())
+    assert not missing, f"top-level packages not in [tool.setuptools.packages.find] include: {missing}"
+
+
+def test_copies_what_pip_reads_and_dockerignore_keeps_it(instructions: list[Instruction]) -> None:
+    copied = set(_copies(instructions))
+    needed = {"pyproject.toml", _pyproject()["project"]["readme"]}
     assert needed <= copied, f"not copied into the image: {sorted(needed - copied)}"
     ignored = [line.strip() for line in DOCKERIGNORE.read_text().splitlines()
                if line.strip() and not line.startswith("#")]

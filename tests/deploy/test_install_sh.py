@@ -61,7 +61,17 @@ def test_refuses_an_old_python_and_touches_nothing(tmp_path: Path) -> None:
     root.mkdir()
     result = install("--root", root, "--allow-any-arch", "--python", _fake_python(tmp_path, "3.9"))
     assert result.returncode == 1, explain(result)
-    assert "is Python 3.9; edgecloud needs Python 3.11+" in result.stderr
+    assert "is Python 3.9; edgecloud needs Python >=3.11,<3.14" in result.stderr
+    assert _tree(root) == []
+
+
+def test_refuses_python_314_naming_the_collision_and_touches_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    result = install("--root", root, "--allow-any-arch", "--python", _fake_python(tmp_path, "3.14"))
+    assert result.returncode == 1, explain(result)
+    assert "is Python 3.14; edgecloud needs Python >=3.11,<3.14" in result.stderr
+    assert "'compression'" in result.stderr and "PEP 784" in result.stderr
     assert _tree(root) == []
 
 
