@@ -16,6 +16,7 @@ import numpy as np
 
 from offloading.features import check_logits, logit_features
 from offloading.models import offloader_scores
+from shared.names import Strategy
 
 
 @runtime_checkable
@@ -129,7 +130,7 @@ class RandomFilter(ThresholdFilter):
 class EdgeOnlyFilter:
     """Never offload: the student alone. Its threshold, if any, is ignored."""
 
-    name: ClassVar[str] = "edge_only"
+    name: ClassVar[str] = Strategy.EDGE_ONLY  # the filter behind the strategy of the same name
 
     def scores(self, logits: np.ndarray) -> np.ndarray:
         return np.zeros(len(check_logits(logits)), dtype=np.float64)
@@ -141,7 +142,7 @@ class EdgeOnlyFilter:
 class CloudOnlyFilter:
     """Always offload: the teacher alone. Its threshold, if any, is ignored."""
 
-    name: ClassVar[str] = "cloud_only"
+    name: ClassVar[str] = Strategy.CLOUD_ONLY
 
     def scores(self, logits: np.ndarray) -> np.ndarray:
         return np.ones(len(check_logits(logits)), dtype=np.float64)

@@ -25,8 +25,8 @@ from fastapi import FastAPI
 from serving.api import health, infer, models, repository
 from serving.api import metrics as metrics_api
 from serving.errors import install_error_handlers
+from serving.fastpath import InferFastPath
 from serving.metrics import ServerMetrics
-from serving.middleware import InferMetricsMiddleware
 from serving.registry import ModelRegistry
 from serving.repository import ModelLoader, ModelRepository, reload_on_sighup
 from serving.settings import ServerSettings
@@ -89,10 +89,9 @@ def create_server(settings: ServerSettings, *, hosting: Hosting, server_name: st
     app.state.settings = settings
     app.include_router(health.router)
     app.include_router(models.router)
-    infer.install_fast_routes(app)
     app.include_router(infer.router)
     app.include_router(metrics_api.router)
     app.include_router(repository.router)
     install_error_handlers(app)
-    app.add_middleware(InferMetricsMiddleware, metrics=server_metrics, registry=registry)
+    app.add_middleware(InferFastPath, runtime=runtime)  # infer requests skip the framework's layers
     return app

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import hmac
-
-from starlette.requests import Request
+from collections.abc import Mapping
 
 from serving.errors import AuthError
 
 
-def check_token(request: Request, token: str | None) -> None:
+def check_token(headers: Mapping[str, str], token: str | None) -> None:
     """`Authorization: Bearer <token>` when a token is configured; constant-time compare; AuthError (401)."""
     if token is None:
         return
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    scheme, _, presented = headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not presented:
         raise AuthError("missing bearer token: send 'Authorization: Bearer <token>'")
     if not hmac.compare_digest(presented.strip().encode(), token.encode()):

@@ -47,63 +47,45 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-async def _protocol(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(exc.status_code if isinstance(exc, ProtocolError) else 400, str(exc))
+_UNAVAILABLE = {"Retry-After": RETRY_AFTER_S}
 
 
-async def _not_found(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(404, str(exc.args[0]) if exc.args else "not found")
+def answer_for(exc: BaseException) -> tuple[int, str, dict[str, str]]:
+    """(status, message, extra headers) for an exception: the one map every route and the fast path use.
+
+    Anything not listed is a bug: a 500 that names only the exception's type (the log has the rest).
+    """
+    if isinstance(exc, ProtocolError):
+        return exc.status_code, str(exc), {}
+    if isinstance(exc, ModelNotFoundError):
+        return 404, str(exc.args[0]) if exc.args else "not found", {}
+    if isinstance(exc, QueueFullError | BatcherStoppedError | ModelNotReadyError):
+        return 503, str(exc), _UNAVAILABLE
+    if isinstance(exc, DeadlineExceededError):
+        return 504, str(exc), {}
+    if isinstance(exc, AuthError):
+        return 401, str(exc), {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, ComputeError):
+        return 500, str(exc), {}
+    if isinstance(exc, ModelLoadError):
+        return exc.status_code, str(exc), {}
+    if isinstance(exc, StarletteHTTPException):
+        return exc.status_code, str(exc.detail), dict(exc.headers or {})
+    if isinstance(exc, RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+        return 422, f"invalid request: {problems or exc}", {}
+    return 500, f"internal server error: {type(exc).__name__}", {}
 
 
-async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(503, str(exc), {"Retry-After": RETRY_AFTER_S})
-
-
-async def _deadline(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(504, str(exc))
-
-
-async def _unauthorized(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(401, str(exc), {"WWW-Authenticate": "Bearer"})
-
-
-async def _compute(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(500, str(exc))
-
-
-async def _load(_: Request, exc: Exception) -> JSONResponse:
-    status = exc.status_code if isinstance(exc, ModelLoadError) else 500
-    return error_response(status, str(exc))
-
-
-async def _http(_: Request, exc: Exception) -> JSONResponse:
-    status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
-    detail = exc.detail if isinstance(exc, StarletteHTTPException) else str(exc)
-    headers = exc.headers if isinstance(exc, StarletteHTTPException) else None
-    return error_response(status, str(detail), headers)
-
-
-async def _validation(_: Request, exc: Exception) -> JSONResponse:
-    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
-    return error_response(422, f"invalid request: {problems or exc}")
-
-
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, f"internal server error: {type(exc).__name__}")
+async def _handler(request: Request, exc: Exception) -> JSONResponse:
+    status, message, headers = answer_for(exc)
+    if status == 500 and not isinstance(exc, ComputeError):
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(status, message, headers or None)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    app.add_exception_handler(ProtocolError, _protocol)
-    app.add_exception_handler(ModelNotFoundError, _not_found)
-    app.add_exception_handler(QueueFullError, _unavailable)
-    app.add_exception_handler(BatcherStoppedError, _unavailable)
-    app.add_exception_handler(ModelNotReadyError, _unavailable)
-    app.add_exception_handler(DeadlineExceededError, _deadline)
-    app.add_exception_handler(AuthError, _unauthorized)
-    app.add_exception_handler(ComputeError, _compute)
-    app.add_exception_handler(ModelLoadError, _load)
-    app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(Exception, _unexpected)
+    for kind in (ProtocolError, ModelNotFoundError, QueueFullError, BatcherStoppedError, ModelNotReadyError,
+                 DeadlineExceededError, AuthError, ComputeError, ModelLoadError, StarletteHTTPException,
+                 RequestValidationError, Exception):
+        app.add_exception_handler(kind, _handler)

@@ -77,6 +77,7 @@ class ModelRepository:
         await model.start()
         previous = self.registry.add(model)
         self.sources[model.name] = source
+        logger.debug("model %r (%s) serving from %s", model.name, model.platform, source)
         if previous is not None:
             await previous.retire(grace_s=self.grace_s)
 

@@ -196,14 +196,19 @@ def parse_deadline_ms(headers: Mapping[str, str]) -> float | None:
     return value
 
 
+_BY_KIND_SIZE: dict[tuple[str, int], str] = {(dtype.kind, dtype.itemsize): name for name, dtype in _DTYPES.items()}
+
+
 def datatype_of(array: np.ndarray) -> str:
     """The wire datatype for a numpy array; str/bytes/object arrays travel as BYTES."""
-    if array.dtype.kind in "OSU":
+    kind = array.dtype.kind
+    if kind in "OSU":
         return "BYTES"
-    for name, dtype in _DTYPES.items():
-        if array.dtype.kind == dtype.kind and array.dtype.itemsize == dtype.itemsize:
-            return name
-    raise ValueError(f"numpy dtype {array.dtype} has no Open Inference Protocol datatype")
+    # A dict lookup, not a scan: this runs for every tensor of every request and answer.
+    name = _BY_KIND_SIZE.get((kind, array.dtype.itemsize))
+    if name is None:
+        raise ValueError(f"numpy dtype {array.dtype} has no Open Inference Protocol datatype")
+    return name
 
 
 def resolve_outputs(request: InferRequest, available: Sequence[str]) -> tuple[list[str], set[str]]:

@@ -20,4 +20,4 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 async def require_token(request: Request, runtime: RuntimeDep) -> None:
     # async on purpose: FastAPI runs a plain `def` dependency in its thread pool, and a thread hop per
     # request cost more than a small model's forward pass.
-    check_token(request, runtime.token)
+    check_token(request.headers, runtime.token)

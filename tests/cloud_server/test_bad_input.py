@@ -144,6 +144,9 @@ def test_global_handler_turns_a_crash_into_a_counted_500(make_fake_app: Callable
         def get(self, name: str, version: str | None = None) -> None:
             raise ZeroDivisionError("boom")
 
+        def __contains__(self, name: object) -> bool:
+            return name == "teacher"
+
     app = make_fake_app()
     body, headers = encode_request({"input": GOOD})
     # raise_server_exceptions=False: Starlette re-raises after answering, as a real server would log it.

@@ -4,8 +4,8 @@ Covered: request headers trickled byte by byte (header timeout, 408, closed), a 
 sends nothing, a body trickled after complete headers (body timeout, 408, closed after the linger),
 a body still trickling after an early 413, a client vanishing mid-body (a 400, not a logged 500),
 other clients being served while slow ones hold connections, and a megabyte of request headers
-(a 400, then closed: h11 refuses an incomplete head once it buffers more than 16 KiB, so a head
-is at most what one socket read delivers, 256 KiB with asyncio). Bodies over max_body_bytes are refused with 413
+(a 431, then closed: the server refuses a head past serving.server.MAX_HEAD_BYTES). Bodies over
+max_body_bytes are refused with 413
 before they are read (the early-413 test here; tests/cloud_server/test_bad_input.py in-process).
 Not covered here: a slow *reader* of responses (answers are small and uvicorn applies write flow
 control) and the number of connections one host may open (a job for a reverse proxy or a firewall).
@@ -156,5 +156,5 @@ def test_oversized_request_headers_are_refused_and_closed(server: tuple[str, Ser
         with contextlib.suppress(ConnectionResetError):
             while chunk := sock.recv(65536):
                 reply += chunk
-    assert reply == b"" or reply.startswith(b"HTTP/1.1 400 "), (side, reply[:200])  # never served
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 431 "), (side, reply[:200])  # never served
     assert httpx.get(f"{service.url}/v2/health/live", timeout=10).status_code == 200  # and it serves on

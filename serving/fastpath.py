@@ -1,0 +1,111 @@
+"""POST /v2/models/{name}[/versions/{v}]/infer as plain ASGI, in front of the FastAPI app.
+
+Inference is the one route whose per-request cost matters: with 1-sample offloads, every
+microsecond of framework work per request is taken from the model's compute. A py-spy profile of a
+1-sample load (tiny teacher, so the framework dominates) put about a quarter of the server's time in
+the FastAPI/Starlette layers around the endpoint (error, telemetry, body-limit, exception and exit-
+stack middlewares, routing). This path skips them: it reads the body from `receive`, decodes,
+computes, encodes and answers itself, and counts and times the request on the way out. Every other
+request (health, metadata, repository, metrics, the docs) goes to the FastAPI app unchanged, and
+the FastAPI infer routes stay there too, for the OpenAPI schema clients and fuzzers read.
+
+Errors take the same exception -> status map as the app's handlers (`serving.errors.answer_for`),
+so an answer is the same whichever path served it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serving.auth import check_token
+from serving.batcher import ComputeError
+from serving.errors import answer_for
+from serving.http import receive_body
+from serving.state import Runtime
+from shared.oip import decode_request, encode_response, parse_deadline_ms, resolve_outputs
+
+logger = logging.getLogger(__name__)
+
+UNKNOWN_MODEL = "_unknown"
+"""Requests for a model the server does not host are counted under this label, so a client cannot grow
+the series without bound by inventing names."""
+_PREFIX = "/v2/models/"
+_SUFFIX = "/infer"
+
+
+def infer_target(path: str) -> tuple[str, str | None] | None:
+    """(model, version) of an infer path, else None."""
+    if not (path.startswith(_PREFIX) and path.endswith(_SUFFIX)):
+        return None
+    parts = path[len(_PREFIX):-len(_SUFFIX)].split("/")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 3 and parts[0] and parts[1] == "versions" and parts[2]:
+        return parts[0], parts[2]
+    return None
+
+
+class InferFastPath:
+    """ASGI app: infer requests handled here, everything else passed to `app`."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = infer_target(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if target is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        name, version = target
+        try:
+            status, headers, body = await infer_answer(self.runtime, scope, receive, name, version)
+        except Exception as exc:  # the service boundary: every failure becomes an answer that names it
+            status, message, extra = answer_for(exc)
+            if status == 500 and not isinstance(exc, ComputeError):
+                logger.error("unhandled error on POST %s", scope["path"], exc_info=exc)
+            else:
+                logger.debug("POST %s answered %d: %s", scope["path"], status, message)
+            body = json.dumps({"error": message}).encode()
+            headers = {"content-type": "application/json", **{k.lower(): v for k, v in extra.items()}}
+        raw_headers = [(b"content-length", str(len(body)).encode())]
+        raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+        await send({"type": "http.response.body", "body": body})
+        metrics = self.runtime.metrics
+        label = name if name in self.runtime.registry else UNKNOWN_MODEL
+        metrics.requests.labels(model=label, code=str(status)).inc()
+        if label != UNKNOWN_MODEL:
+            metrics.request_seconds.labels(model=label).observe(time.perf_counter() - started)
+
+
+async def infer_answer(runtime: Runtime, scope: Scope, receive: Receive, name: str, version: str | None
+                       ) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one infer request; raises what `answer_for` maps to an error answer."""
+    settings = runtime.settings
+    headers = Headers(scope=scope)
+    check_token(headers, runtime.token)
+    runtime.lookup(name, version)  # an unknown model is a 404 before any body is read
+    body = await receive_body(receive, headers, max_bytes=settings.max_body_bytes,
+                              timeout_s=settings.body_timeout_s)
+    infer_request, tensors = decode_request(body, headers, max_bytes=settings.max_body_bytes)
+    # Looked up again after the last await before the model takes the request: a hot swap that lands
+    # while the body is arriving routes this request to the new model, and the old one, gone from the
+    # registry, can retire as soon as the requests it already took are answered.
+    model = runtime.lookup(name, version)
+    names, binary = resolve_outputs(infer_request, model.output_names)
+    # The client's budget counts from when it sent the request; we only know our arrival time, so
+    # network time on the way in is not subtracted: an approximation that errs towards computing.
+    deadline_ms = parse_deadline_ms(headers)
+    timeout_s = settings.request_timeout_s if deadline_ms is None else min(settings.request_timeout_s,
+                                                                            deadline_ms / 1000.0)
+    outputs = await model.infer(tensors, timeout_s=timeout_s, parameters=infer_request.parameters)
+    content, out_headers = encode_response(model.name, {n: outputs[n] for n in names}, binary=binary,
+                                           request_id=infer_request.id)
+    return 200, out_headers, content
