@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -40,6 +42,8 @@ TRITON_SERVER = Path(__file__).resolve().parent / "_triton_server.py"
 MODEL = "teacher"  # both servers host the teacher under the cloud's wire name
 SERVED_OVER_RAW_TARGET = 0.85  # issue 10: cloud serving at 1 sample/request reaches 0.85 of raw batched onnxruntime
 P99_RATIO_TARGET = 1.0  # issue 10: and its p99 is no worse than Triton's
+TOKEN_ENV = "TRITON_COMPARE_TOKEN"  # read by _triton_server.py (which runs under another Python)
+TOKEN_HEADER = "triton-access-token"  # pytriton's header for its protected endpoints
 
 
 class ServerName(StrEnum):
@@ -125,6 +129,10 @@ class ServerRound:
     non_200: int
     server_cpu_ms_per_request: float
     """CPU time of the server's whole process tree over warm-up + window, per request answered then."""
+    server_core_use: float
+    """That CPU time / wall time: below the server cores' count while saturated, other work took the rest."""
+    mean_batch: float
+    """Samples per forward pass over warm-up + window, from the server's own counters (NaN if it has none)."""
     generator_cpu: float
     """Load generator's CPU time / wall time (near 1.0: the generator, not the server, may be the limit)."""
     other_idle_cpu: float
@@ -212,8 +220,10 @@ def probe_triton_python(python: Path) -> dict[str, str]:
     return {"libdir": libdir, "onnxruntime": ort_version, "nvidia-pytriton": pytriton_version}
 
 
-def start_triton(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir: str, log_dir: Path) -> Service:
-    """bench/_triton_server.py under .venv-triton, in a session of its own, on a free loopback port."""
+def start_triton(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir: str, token: str,
+                 log_dir: Path) -> Service:
+    """bench/_triton_server.py under .venv-triton, in a session of its own, on a free loopback port;
+    `token` opens its statistics endpoint."""
     port = free_port()
     spec = manifest.input
     cmd = [str(cfg.triton_python), str(TRITON_SERVER), "--onnx", str(bundle / TEACHER_ONNX),
@@ -223,7 +233,8 @@ def start_triton(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir
            "--http-port", str(port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
     # The python backend's stub links against libpython3.12, which a pyenv build keeps in its own lib/.
     env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH"))
-                                                            if p)}
+                                                            if p),
+           TOKEN_ENV: token}
     log_path = log_dir / "triton.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
@@ -257,7 +268,7 @@ def stop_triton(service: Service, *, grace_s: float = 45.0) -> None:
 
 
 @contextlib.contextmanager
-def both_servers(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir: str,
+def both_servers(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir: str, token: str,
                  log_dir: Path) -> Iterator[dict[ServerName, Service]]:
     """Start ours and Triton on cfg.server_cpus (they inherit this thread's mask); stop both however it ends."""
     os.sched_setaffinity(0, cfg.server_cpus)
@@ -268,7 +279,8 @@ def both_servers(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir
                       "--max-batch-size", str(cfg.max_batch_size),
                       "--max-queue-delay-ms", str(cfg.max_queue_delay_ms)],
             port=free_port(), log_dir=log_dir)
-        services[ServerName.TRITON] = start_triton(bundle, manifest, cfg, libdir=libdir, log_dir=log_dir)
+        services[ServerName.TRITON] = start_triton(bundle, manifest, cfg, libdir=libdir, token=token,
+                                                   log_dir=log_dir)
         os.sched_setaffinity(0, cfg.client_cpus)
         try:
             wait_ready(services[ServerName.OURS], timeout_s=cfg.start_timeout_s)
@@ -295,6 +307,28 @@ def check_placement(services: dict[ServerName, Service], allowed: frozenset[int]
 
 
 # ------------------------------------------------------------------------------------------ measuring
+
+_OUR_BATCH_SERIES = re.compile(r"^\w*batch_size_(sum|count)(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.MULTILINE)
+
+
+def batch_counters(name: ServerName, service: Service, *, token: str) -> tuple[float, float]:
+    """(samples computed, forward passes) so far, from the server's own counters; (nan, nan) if it has none.
+
+    Ours: the Prometheus batch-size histogram (summed over its series). Triton: the model's statistics,
+    inference_count (samples) and execution_count (batches).
+    """
+    try:
+        if name is ServerName.OURS:
+            text = httpx.get(f"{service.url}/metrics", timeout=10.0).text
+            totals = {"sum": 0.0, "count": 0.0}
+            for kind, value in _OUR_BATCH_SERIES.findall(text):
+                totals[kind] += float(value)
+            return (totals["sum"], totals["count"]) if totals["count"] else (float("nan"), float("nan"))
+        stats = httpx.get(f"{service.url}/v2/models/{MODEL}/stats", headers={TOKEN_HEADER: token},
+                          timeout=10.0).json()["model_stats"][0]
+        return float(stats["inference_count"]), float(stats["execution_count"])
+    except (httpx.HTTPError, KeyError, IndexError, ValueError):
+        return float("nan"), float("nan")
 
 
 def check_samples(manifest: Manifest, cfg: CompareConfig) -> tuple[np.ndarray, str]:
@@ -336,8 +370,9 @@ def check_answers(services: dict[ServerName, Service], x: np.ndarray, expected_l
     return found
 
 
-def _serve_round(service: Service, other: Service, body: bytes, headers: dict[str, str],
-                 cfg: CompareConfig) -> ServerRound:
+def _serve_round(name: ServerName, service: Service, other: Service, body: bytes, headers: dict[str, str],
+                 cfg: CompareConfig, *, token: str) -> ServerRound:
+    samples0, batches0 = batch_counters(name, service, token=token)
     cpu0, other0 = tree_cpu_seconds(service.process.pid), tree_cpu_seconds(other.process.pid)
     gen0, wall0 = time.process_time(), time.perf_counter()
     result: LoadResult = asyncio.run(closed_loop(
@@ -347,15 +382,18 @@ def _serve_round(service: Service, other: Service, body: bytes, headers: dict[st
     gen = time.process_time() - gen0
     cpu = tree_cpu_seconds(service.process.pid) - cpu0
     other_cpu = tree_cpu_seconds(other.process.pid) - other0
+    samples1, batches1 = batch_counters(name, service, token=token)
+    mean_batch = (samples1 - samples0) / (batches1 - batches0) if batches1 > batches0 else float("nan")
     return ServerRound(
         samples_per_s=result.samples_per_s, p50_ms=result.latency_ms(50), p95_ms=result.latency_ms(95),
         p99_ms=result.latency_ms(99), non_200=result.failed,
-        server_cpu_ms_per_request=1000.0 * cpu / max(result.answered_total, 1),
+        server_cpu_ms_per_request=1000.0 * cpu / max(result.answered_total, 1), server_core_use=cpu / wall,
+        mean_batch=mean_batch,
         generator_cpu=gen / wall, other_idle_cpu=other_cpu / wall)
 
 
 def run_rounds(services: dict[ServerName, Service], backend: OnnxBackend, x: np.ndarray, cfg: CompareConfig,
-               *, progress: Callable[[str], None]) -> list[Round]:
+               *, token: str, progress: Callable[[str], None]) -> list[Round]:
     """cfg.rounds rounds of raw, ours, Triton."""
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((cfg.max_batch_size, *x.shape[1:])).astype(np.float32)  # (B, C, H, W)
@@ -373,7 +411,7 @@ def run_rounds(services: dict[ServerName, Service], backend: OnnxBackend, x: np.
         for name in order:
             progress(f"round {index + 1}/{cfg.rounds}: {name}")
             other = services[order[1] if name == order[0] else order[0]]
-            servers[name] = _serve_round(services[name], other, body, headers, cfg)
+            servers[name] = _serve_round(name, services[name], other, body, headers, cfg, token=token)
         rounds.append(Round(raw_samples_per_s=raw, servers=servers))
     return rounds
 
@@ -392,7 +430,9 @@ def compare(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, log_dir: Pa
     x, source = check_samples(manifest, cfg)
     expected = backend.infer(normalize(x, manifest.input.mean, manifest.input.std))
     progress("starting both servers")
-    with both_servers(bundle, manifest, cfg, libdir=triton_env["libdir"], log_dir=log_dir) as services:
+    token = secrets.token_urlsafe(16)
+    with both_servers(bundle, manifest, cfg, libdir=triton_env["libdir"], token=token,
+                      log_dir=log_dir) as services:
         where = check_placement(services, cfg.server_cpus)
         answers = check_answers(services, x, expected)
         if not all(a["labels_agree"] for a in answers.values()):
@@ -409,7 +449,7 @@ def compare(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, log_dir: Pa
                        for name, p in where.items()},
             answer_check={"samples": len(x), "source": source, **answers},
         )
-        report.rounds = run_rounds(services, backend, x, cfg, progress=progress)
+        report.rounds = run_rounds(services, backend, x, cfg, token=token, progress=progress)
     return report
 
 
@@ -422,6 +462,8 @@ _COLUMNS: tuple[tuple[str, str, str], ...] = (  # (ServerRound field, header, fo
     ("p99_ms", "p99 ms", "{:.2f}"),
     ("non_200", "non-200", "{:.0f}"),
     ("server_cpu_ms_per_request", "server CPU ms/req", "{:.3f}"),
+    ("server_core_use", "server cores used", "{:.2f}"),
+    ("mean_batch", "mean batch", "{:.1f}"),
     ("generator_cpu", "generator CPU", "{:.2f}"),
     ("other_idle_cpu", "idle neighbour CPU", "{:.3f}"),
 )
@@ -457,7 +499,7 @@ def format_report(report: Report) -> str:
         lines.append(f"| {_LABELS[name]} | "
                      + " | ".join(_cell(report.spread(name, f), fmt) for f, _, fmt in _COLUMNS) + " |")
     served, p99 = report.served_over_raw(), report.p99_ratio()
-    per_round = " ".join(f"{r.servers[ServerName.OURS].samples_per_s / r.raw_samples_per_s:.2f}"
+    per_round = " ".join(f"{r.servers[ServerName.OURS].samples_per_s / r.raw_samples_per_s:.3f}"
                          for r in report.rounds)
     ours_rate = report.spread(ServerName.OURS, "samples_per_s").median
     ours_p99 = report.spread(ServerName.OURS, "p99_ms").median

@@ -13,13 +13,15 @@ names on the wire"): input `input` UINT8 [-1, C, H, W] raw pixels, outputs `logi
 onnxruntime session are the project's own (shared.datasets.normalize, cloud_server.backend.OnnxBackend),
 imported from the repository, so the two servers differ only in the serving around them.
 
-SIGTERM or SIGINT stops Triton and its python-backend stubs cleanly.
+SIGTERM or SIGINT stops Triton and its python-backend stubs cleanly. With $TRITON_COMPARE_TOKEN set,
+that is the token pytriton's protected endpoints (statistics among them) want in `triton-access-token`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -33,6 +35,7 @@ from cloud_server.backend import OnnxBackend  # noqa: E402  (needs the path abov
 from shared.datasets import normalize  # noqa: E402
 
 MODEL = "teacher"  # the cloud's model name on the wire (cloud_server.model.TEACHER)
+TOKEN_ENV = "TRITON_COMPARE_TOKEN"  # pytriton guards /v2/models/*/stats; the bench reads batch sizes there
 
 
 def _floats(text: str) -> list[float]:
@@ -47,7 +50,7 @@ def serve(args: argparse.Namespace) -> None:
     """Bind the teacher and block until SIGTERM/SIGINT."""
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-    from pytriton.triton import Triton, TritonConfig
+    from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     shape = tuple(args.shape)  # (C, H, W)
     if len(shape) != 3 or len(args.mean) != shape[0] or len(args.std) != shape[0]:
@@ -72,7 +75,9 @@ def serve(args: argparse.Namespace) -> None:
     )
     # SIGTERM as Ctrl-C: Triton.serve() then stops the server and the stubs and cleans its workspace.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with Triton(config=config) as triton:
+    # pytriton's default protection (statistics, repository, ... need a token), with a token the bench knows.
+    security = TritonSecurityConfig(access_token=os.environ.get(TOKEN_ENV) or None)
+    with Triton(config=config, security_config=security) as triton:
         triton.bind(
             model_name=MODEL,
             infer_func=_infer,

@@ -24,8 +24,10 @@ Each of --rounds rounds measures raw, then ours, then Triton, --seconds each (th
 --warmup of uncounted load): --concurrency closed-loop clients, each sending --samples-per-request
 samples per request and its next request as soon as the answer is back. The table gives each
 server's median round and [lowest-highest] round: samples/s, p50/p95/p99 latency per request, non-200
-answers, the server's CPU per request (its whole process tree), the load generator's CPU share, and
-the CPU the idle other server drew meanwhile. Then the two verdicts of issue 10:
+answers, the server's CPU per request (its whole process tree) and its CPU / wall time (below the
+number of server cores while saturated: other work on the machine took the rest), its mean batch (samples per forward
+pass, from its own counters: our /metrics, Triton's model statistics), the load generator's CPU share,
+and the CPU the idle other server drew meanwhile. Then the two verdicts of issue 10:
   served / raw (ours)   >= 0.85   (median samples/s of ours over median raw samples/s)
   p99 ours / p99 Triton <= 1.0
 --out FILE writes all of it, every round included, as JSON. Exit status 1 when the servers cannot

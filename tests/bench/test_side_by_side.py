@@ -10,7 +10,8 @@ from _side_by_side import CompareConfig, Report, Round, ServerName, ServerRound,
 
 def _server(rate: float, p99: float) -> ServerRound:
     return ServerRound(samples_per_s=rate, p50_ms=p99 / 4, p95_ms=p99 / 2, p99_ms=p99, non_200=0,
-                       server_cpu_ms_per_request=0.5, generator_cpu=0.3, other_idle_cpu=0.01)
+                       server_cpu_ms_per_request=0.5, server_core_use=0.9, mean_batch=4.0, generator_cpu=0.3,
+                       other_idle_cpu=0.01)
 
 
 def _report(rounds: list[tuple[float, float, float, float, float]]) -> Report:

@@ -70,6 +70,7 @@ def test_both_servers_answer_on_the_server_core_and_the_verdicts_match(
         for one_round in report["rounds"]:
             assert one_round[name]["samples_per_s"] > 0, report
             assert one_round[name]["non_200"] == 0, report
+            assert one_round[name]["mean_batch"] >= 1.0, report  # read from the server's own counters
     assert "| ours (edgecloud cloud serve) | " in out and "| Triton (pytriton, python backend) | " in out, out
 
     # Each verdict is the ratio of the numbers printed beside it, which are the JSON's medians.
