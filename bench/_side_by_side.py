@@ -232,9 +232,8 @@ def start_triton(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir
            "--max-batch-size", str(cfg.max_batch_size), "--max-queue-delay-ms", str(cfg.max_queue_delay_ms),
            "--http-port", str(port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
     # The python backend's stub links against libpython3.12, which a pyenv build keeps in its own lib/.
-    env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH"))
-                                                            if p),
-           TOKEN_ENV: token}
+    library_path = os.pathsep.join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH")) if p)
+    env = {**os.environ, "LD_LIBRARY_PATH": library_path, TOKEN_ENV: token}
     log_path = log_dir / "triton.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
