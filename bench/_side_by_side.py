@@ -31,10 +31,11 @@ from _proctree import Placement, placement, tree_cpu_seconds
 from cloud_server.backend import OnnxBackend, measure_throughput
 from cloud_server.settings import CloudSettings
 from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
-from shared.bundle import TEACHER_ONNX, Manifest
+from shared.bundle import Manifest
 from shared.data.base import DatasetError
-from shared.datasets import load_dataset, normalize
+from shared.datasets import load_dataset
 from shared.oip import encode_request
+from shared.preprocess import normalize
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRITON_PYTHON = REPO_ROOT / ".venv-triton" / "bin" / "python"
@@ -204,6 +205,15 @@ class Report:
 # ---------------------------------------------------------------------------------------------- servers
 
 
+def teacher_onnx(bundle: Path, manifest: Manifest) -> Path:
+    """The teacher's ONNX graph, which both servers and the raw measurement run."""
+    entry = manifest.models[manifest.teacher]
+    if entry.file is None:
+        raise CompareError(f"{bundle}: teacher {manifest.teacher!r} has no ONNX file; the comparison serves ONNX "
+                           "(rebuild the bundle with an exportable teacher)")
+    return bundle / entry.file
+
+
 def probe_triton_python(python: Path) -> dict[str, str]:
     """The lib/ directory of .venv-triton's Python (tritonserver's python backend loads libpython from it)
     and the versions it holds; CompareError says how to make the venv when it is missing or broken."""
@@ -226,7 +236,7 @@ def start_triton(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir
     `token` opens its statistics endpoint."""
     port = free_port()
     spec = manifest.input
-    cmd = [str(cfg.triton_python), str(TRITON_SERVER), "--onnx", str(bundle / TEACHER_ONNX),
+    cmd = [str(cfg.triton_python), str(TRITON_SERVER), "--onnx", str(teacher_onnx(bundle, manifest)),
            "--mean", ",".join(map(repr, spec.mean)), "--std", ",".join(map(repr, spec.std)),
            "--shape", ",".join(map(str, spec.shape)), "--threads", str(cfg.threads),
            "--max-batch-size", str(cfg.max_batch_size), "--max-queue-delay-ms", str(cfg.max_queue_delay_ms),
@@ -423,7 +433,7 @@ def compare(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, log_dir: Pa
     triton_env = probe_triton_python(cfg.triton_python)
     os.sched_setaffinity(0, cfg.server_cpus)  # onnxruntime's pool threads keep the mask they are born with
     try:
-        backend = OnnxBackend(bundle / TEACHER_ONNX, threads=cfg.threads)
+        backend = OnnxBackend(teacher_onnx(bundle, manifest), threads=cfg.threads)
     finally:
         os.sched_setaffinity(0, cfg.client_cpus)
     x, source = check_samples(manifest, cfg)

@@ -10,7 +10,7 @@ HTTP front end and dynamic batcher take the requests, and each batch reaches `_i
 The model answers exactly what our cloud server's `teacher` answers (docs/architecture.md, "Model
 names on the wire"): input `input` UINT8 [-1, C, H, W] raw pixels, outputs `logits` FP32 [-1, K] and
 `label` INT64 (as [-1, 1]: see the binding), so one OIP request body works against both. The normalisation and the
-onnxruntime session are the project's own (shared.datasets.normalize, cloud_server.backend.OnnxBackend),
+onnxruntime session are the project's own (shared.preprocess, cloud_server.backend.OnnxBackend),
 imported from the repository, so the two servers differ only in the serving around them.
 
 SIGTERM or SIGINT stops Triton and its python-backend stubs cleanly. With $TRITON_COMPARE_TOKEN set,
@@ -32,7 +32,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # the project's packages, importable without installing them here
 
 from cloud_server.backend import OnnxBackend  # noqa: E402  (needs the path above)
-from shared.datasets import normalize  # noqa: E402
+from shared.preprocess import ImagePreprocessor  # noqa: E402
 
 MODEL = "teacher"  # the cloud's model name on the wire (cloud_server.model.TEACHER)
 TOKEN_ENV = "TRITON_COMPARE_TOKEN"  # pytriton guards /v2/models/*/stats; the bench reads batch sizes there
@@ -53,16 +53,18 @@ def serve(args: argparse.Namespace) -> None:
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     shape = tuple(args.shape)  # (C, H, W)
-    if len(shape) != 3 or len(args.mean) != shape[0] or len(args.std) != shape[0]:
-        raise SystemExit(f"_triton_server: --shape {list(shape)} must be C,H,W with one --mean and --std per "
-                         f"channel, got mean {args.mean} and std {args.std}")
+    try:
+        preprocess = ImagePreprocessor(shape=shape, dtype="uint8", mean=args.mean, std=args.std)
+    except ValueError as err:
+        raise SystemExit(f"_triton_server: --shape/--mean/--std: {err}") from None
     backend = OnnxBackend(args.onnx, threads=args.threads)
     # One pass before serving: it warms the session and tells the number of classes for the config.
-    classes = backend.infer(normalize(np.zeros((1, *shape), np.uint8), args.mean, args.std)).shape[1]
+    classes = backend.infer(preprocess.normalize(np.zeros((1, *shape), np.uint8))).shape[1]
 
     @batch
     def _infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
-        logits = backend.infer(normalize(inputs["input"], args.mean, args.std))  # (N, K)
+        # Triton has checked dtype and shape against the config; the normalisation is the project's one.
+        logits = backend.infer(preprocess.normalize(inputs["input"]))  # (N, K)
         return {"logits": logits, "label": logits.argmax(axis=1).astype(np.int64)[:, None]}
 
     config = TritonConfig(http_address="127.0.0.1", http_port=args.http_port, grpc_address="127.0.0.1",
