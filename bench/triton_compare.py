@@ -25,9 +25,9 @@ Each of --rounds rounds measures raw, then ours, then Triton, --seconds each (th
 samples per request and its next request as soon as the answer is back. The table gives each
 server's median round and [lowest-highest] round: samples/s, p50/p95/p99 latency per request, non-200
 answers, the server's CPU per request (its whole process tree) and its CPU / wall time (below the
-number of server cores while saturated: other work on the machine took the rest), its mean batch (samples per forward
-pass, from its own counters: our /metrics, Triton's model statistics), the load generator's CPU share,
-and the CPU the idle other server drew meanwhile. Then the two verdicts of issue 10:
+number of server cores while saturated: other work on the machine took the rest), its mean batch
+(samples per forward pass, from its own counters: our /metrics, Triton's model statistics), the
+load generator's CPU share, and the CPU the idle other server drew meanwhile. Then the two verdicts of issue 10:
   served / raw (ours)   >= 0.85   (median samples/s of ours over median raw samples/s)
   p99 ours / p99 Triton <= 1.0
 --out FILE writes all of it, every round included, as JSON. Exit status 1 when the servers cannot
@@ -57,16 +57,20 @@ _DEFAULTS = {name: f.default for name, f in CompareConfig.__dataclass_fields__.i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, required=True, help="bundle from `edgecloud build` (or the tiny one)")
-    parser.add_argument("--seconds", type=float, default=_DEFAULTS["seconds"], help="counted seconds per phase")
+    parser.add_argument("--seconds", type=float, default=_DEFAULTS["seconds"],
+                        help="counted seconds per phase (%(default)s)")
     parser.add_argument("--warmup", type=float, default=_DEFAULTS["warmup_s"],
-                        help="uncounted seconds of load before each server's window")
-    parser.add_argument("--rounds", type=int, default=_DEFAULTS["rounds"], help="rounds of raw, ours, Triton")
-    parser.add_argument("--concurrency", type=int, default=_DEFAULTS["concurrency"], help="closed-loop clients")
-    parser.add_argument("--samples-per-request", type=int, default=_DEFAULTS["samples_per_request"])
+                        help="uncounted seconds of load before each server's window (%(default)s)")
+    parser.add_argument("--rounds", type=int, default=_DEFAULTS["rounds"],
+                        help="rounds of raw, ours, Triton (%(default)s)")
+    parser.add_argument("--concurrency", type=int, default=_DEFAULTS["concurrency"],
+                        help="closed-loop clients (%(default)s)")
+    parser.add_argument("--samples-per-request", type=int, default=_DEFAULTS["samples_per_request"],
+                        help="samples in each request body (%(default)s)")
     parser.add_argument("--max-batch-size", type=int, default=_DEFAULTS["max_batch_size"],
-                        help="both servers' dynamic batch limit in samples, and the raw batch")
+                        help="both servers' dynamic batch limit in samples, and the raw batch (%(default)s)")
     parser.add_argument("--max-queue-delay-ms", type=float, default=_DEFAULTS["max_queue_delay_ms"],
-                        help="both servers' dynamic batching delay")
+                        help="both servers' dynamic batching delay (%(default)s)")
     parser.add_argument("--threads", type=int, default=None,
                         help="onnxruntime intra-op threads everywhere (default: one per server core, as our "
                              "server picks)")
@@ -75,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-cpus", default=None, metavar="CORES",
                         help="cores for the load generator (default: the first)")
     parser.add_argument("--check-samples", type=int, default=_DEFAULTS["check_samples"],
-                        help="samples whose labels both servers must get right before timing")
+                        help="samples whose labels both servers must get right before timing (%(default)s)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="the bundle's dataset files, for real check samples (digits needs none)")
     parser.add_argument("--triton-python", type=Path, default=_DEFAULTS["triton_python"],
-                        help="Python of .venv-triton")
+                        help="Python of .venv-triton (%(default)s)")
     parser.add_argument("--log-dir", type=Path, default=None, help="keep both servers' logs here")
     parser.add_argument("--out", type=Path, default=None, help="also write the report as JSON")
     args = parser.parse_args(argv)
