@@ -2,7 +2,7 @@
 
 Runs in .venv-triton (Python 3.12, `make .venv-triton/.installed`), never in the project's venv:
 
-    LD_LIBRARY_PATH=$(pyenv prefix 3.12.1)/lib .venv-triton/bin/python bench/_triton_server.py \
+    LD_LIBRARY_PATH=/root/.pyenv/versions/3.12.1/lib .venv-triton/bin/python bench/_triton_server.py \
         --onnx B/teacher.onnx --mean 33.3 --std 78.6 --shape 1,28,28 --threads 1 --http-port 8100
 
 pytriton starts the `tritonserver` binary its wheel ships, with Triton's python backend: Triton's own
@@ -70,7 +70,8 @@ def serve(args: argparse.Namespace) -> None:
     config = TritonConfig(http_address="127.0.0.1", http_port=args.http_port, grpc_address="127.0.0.1",
                           grpc_port=args.grpc_port, metrics_port=args.metrics_port, log_verbose=0)
     # Dynamic batching as our cloud server does it (cloud_server/settings.py): up to max_batch_size samples,
-    # the oldest request waiting at most max_queue_delay for others.
+    # the oldest request waiting at most max_queue_delay for others. pytriton adds preferred_batch_size
+    # [max_batch_size], so a full batch leaves at once and a partial one when the delay runs out, as in ours.
     model_config = ModelConfig(
         max_batch_size=args.max_batch_size,
         batcher=DynamicBatcher(max_queue_delay_microseconds=round(args.max_queue_delay_ms * 1000)),
