@@ -28,9 +28,9 @@ import numpy as np
 from _closed_loop import LoadResult, closed_loop
 from _proctree import Placement, placement, tree_cpu_seconds
 
-from cloud_server.backend import OnnxBackend, measure_throughput
 from cloud_server.settings import CloudSettings
 from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
+from serving.backends import OnnxBackend, measure_throughput
 from shared.bundle import Manifest
 from shared.data.base import DatasetError
 from shared.datasets import load_dataset
@@ -40,7 +40,6 @@ from shared.preprocess import normalize
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRITON_PYTHON = REPO_ROOT / ".venv-triton" / "bin" / "python"
 TRITON_SERVER = Path(__file__).resolve().parent / "_triton_server.py"
-MODEL = "teacher"  # both servers host the teacher under the cloud's wire name
 SERVED_OVER_RAW_TARGET = 0.85  # issue 10: cloud serving at 1 sample/request reaches 0.85 of raw batched onnxruntime
 P99_RATIO_TARGET = 1.0  # issue 10: and its p99 is no worse than Triton's
 TOKEN_ENV = "TRITON_COMPARE_TOKEN"  # read by _triton_server.py (which runs under another Python)
@@ -240,7 +239,8 @@ def start_triton(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir
            "--mean", ",".join(map(repr, spec.mean)), "--std", ",".join(map(repr, spec.std)),
            "--shape", ",".join(map(str, spec.shape)), "--threads", str(cfg.threads),
            "--max-batch-size", str(cfg.max_batch_size), "--max-queue-delay-ms", str(cfg.max_queue_delay_ms),
-           "--http-port", str(port), "--grpc-port", str(free_port()), "--metrics-port", str(free_port())]
+           "--model", manifest.teacher, "--http-port", str(port), "--grpc-port", str(free_port()),
+           "--metrics-port", str(free_port())]
     # The python backend's stub links against libpython3.12, which a pyenv build keeps in its own lib/.
     library_path = os.pathsep.join(p for p in (libdir, os.environ.get("LD_LIBRARY_PATH")) if p)
     env = {**os.environ, "LD_LIBRARY_PATH": library_path, TOKEN_ENV: token}
@@ -251,14 +251,14 @@ def start_triton(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir
     return Service("triton", f"http://127.0.0.1:{port}", process, log_path)
 
 
-def wait_model_ready(service: Service, *, timeout_s: float) -> None:
-    """Poll /v2/models/teacher/ready: pytriton loads the model only after tritonserver itself is up."""
+def wait_model_ready(service: Service, model: str, *, timeout_s: float) -> None:
+    """Poll /v2/models/MODEL/ready: pytriton loads the model only after tritonserver itself is up."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
             raise CompareError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{service.url}/v2/models/{MODEL}/ready", timeout=1.0).status_code == 200:
+            if httpx.get(f"{service.url}/v2/models/{model}/ready", timeout=1.0).status_code == 200:
                 return
         time.sleep(0.3)
     raise CompareError(f"{service.name} at {service.url} not ready after {timeout_s:.0f} s:\n{service.log_tail()}")
@@ -295,7 +295,7 @@ def both_servers(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir
             wait_ready(services[ServerName.OURS], timeout_s=cfg.start_timeout_s)
         except (RuntimeError, TimeoutError) as err:
             raise CompareError(str(err)) from None
-        wait_model_ready(services[ServerName.TRITON], timeout_s=cfg.start_timeout_s)
+        wait_model_ready(services[ServerName.TRITON], manifest.teacher, timeout_s=cfg.start_timeout_s)
         yield services
     finally:
         os.sched_setaffinity(0, cfg.client_cpus)
@@ -320,7 +320,7 @@ def check_placement(services: dict[ServerName, Service], allowed: frozenset[int]
 _OUR_BATCH_SERIES = re.compile(r"^\w*batch_size_(sum|count)(?:\{[^}]*\})? ([0-9.eE+-]+)$", re.MULTILINE)
 
 
-def batch_counters(name: ServerName, service: Service, *, token: str) -> tuple[float, float]:
+def batch_counters(name: ServerName, service: Service, model: str, *, token: str) -> tuple[float, float]:
     """(samples computed, forward passes) so far, from the server's own counters; (nan, nan) if it has none.
 
     Ours: the Prometheus batch-size histogram (summed over its series). Triton: the model's statistics,
@@ -333,7 +333,7 @@ def batch_counters(name: ServerName, service: Service, *, token: str) -> tuple[f
             for kind, value in _OUR_BATCH_SERIES.findall(text):
                 totals[kind] += float(value)
             return (totals["sum"], totals["count"]) if totals["count"] else (float("nan"), float("nan"))
-        stats = httpx.get(f"{service.url}/v2/models/{MODEL}/stats", headers={TOKEN_HEADER: token},
+        stats = httpx.get(f"{service.url}/v2/models/{model}/stats", headers={TOKEN_HEADER: token},
                           timeout=10.0).json()["model_stats"][0]
         return float(stats["inference_count"]), float(stats["execution_count"])
     except (httpx.HTTPError, KeyError, IndexError, ValueError):
@@ -353,7 +353,7 @@ def check_samples(manifest: Manifest, cfg: CompareConfig) -> tuple[np.ndarray, s
     return rng.integers(0, 256, size=shape, dtype=np.uint8), "random pixels (pass --data-dir for real samples)"
 
 
-def check_answers(services: dict[ServerName, Service], x: np.ndarray, expected_logits: np.ndarray
+def check_answers(services: dict[ServerName, Service], model: str, x: np.ndarray, expected_logits: np.ndarray
                   ) -> dict[str, dict[str, Any]]:
     """Send `x` to each server as a real OIP binary request (tritonclient) and compare with onnxruntime."""
     import tritonclient.http as triton_http
@@ -365,7 +365,7 @@ def check_answers(services: dict[ServerName, Service], x: np.ndarray, expected_l
         try:
             tensor = triton_http.InferInput("input", list(x.shape), "UINT8")
             tensor.set_data_from_numpy(x, binary_data=True)
-            answer = client.infer(MODEL, [tensor], outputs=[triton_http.InferRequestedOutput(n, binary_data=True)
+            answer = client.infer(model, [tensor], outputs=[triton_http.InferRequestedOutput(n, binary_data=True)
                                                              for n in ("logits", "label")])
         finally:
             client.close()
@@ -379,19 +379,19 @@ def check_answers(services: dict[ServerName, Service], x: np.ndarray, expected_l
     return found
 
 
-def _serve_round(name: ServerName, service: Service, other: Service, body: bytes, headers: dict[str, str],
-                 cfg: CompareConfig, *, token: str) -> ServerRound:
-    samples0, batches0 = batch_counters(name, service, token=token)
+def _serve_round(name: ServerName, service: Service, other: Service, model: str, body: bytes,
+                 headers: dict[str, str], cfg: CompareConfig, *, token: str) -> ServerRound:
+    samples0, batches0 = batch_counters(name, service, model, token=token)
     cpu0, other0 = tree_cpu_seconds(service.process.pid), tree_cpu_seconds(other.process.pid)
     gen0, wall0 = time.process_time(), time.perf_counter()
     result: LoadResult = asyncio.run(closed_loop(
-        f"{service.url}/v2/models/{MODEL}/infer", body, headers, concurrency=cfg.concurrency, seconds=cfg.seconds,
+        f"{service.url}/v2/models/{model}/infer", body, headers, concurrency=cfg.concurrency, seconds=cfg.seconds,
         warmup_s=cfg.warmup_s, samples_per_request=cfg.samples_per_request))
     wall = time.perf_counter() - wall0
     gen = time.process_time() - gen0
     cpu = tree_cpu_seconds(service.process.pid) - cpu0
     other_cpu = tree_cpu_seconds(other.process.pid) - other0
-    samples1, batches1 = batch_counters(name, service, token=token)
+    samples1, batches1 = batch_counters(name, service, model, token=token)
     mean_batch = (samples1 - samples0) / (batches1 - batches0) if batches1 > batches0 else float("nan")
     return ServerRound(
         samples_per_s=result.samples_per_s, p50_ms=result.latency_ms(50), p95_ms=result.latency_ms(95),
@@ -401,9 +401,9 @@ def _serve_round(name: ServerName, service: Service, other: Service, body: bytes
         generator_cpu=gen / wall, other_idle_cpu=other_cpu / wall)
 
 
-def run_rounds(services: dict[ServerName, Service], backend: OnnxBackend, x: np.ndarray, cfg: CompareConfig,
-               *, token: str, progress: Callable[[str], None]) -> list[Round]:
-    """cfg.rounds rounds of raw, ours, Triton."""
+def run_rounds(services: dict[ServerName, Service], model: str, backend: OnnxBackend, x: np.ndarray,
+               cfg: CompareConfig, *, token: str, progress: Callable[[str], None]) -> list[Round]:
+    """cfg.rounds rounds of raw, ours, Triton, each server serving `model`."""
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((cfg.max_batch_size, *x.shape[1:])).astype(np.float32)  # (B, C, H, W)
     body, headers = encode_request({"input": x[:cfg.samples_per_request]}, outputs=("logits", "label"))
@@ -420,7 +420,7 @@ def run_rounds(services: dict[ServerName, Service], backend: OnnxBackend, x: np.
         for name in order:
             progress(f"round {index + 1}/{cfg.rounds}: {name}")
             other = services[order[1] if name == order[0] else order[0]]
-            servers[name] = _serve_round(name, services[name], other, body, headers, cfg, token=token)
+            servers[name] = _serve_round(name, services[name], other, model, body, headers, cfg, token=token)
         rounds.append(Round(raw_samples_per_s=raw, servers=servers))
     return rounds
 
@@ -443,7 +443,7 @@ def compare(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, log_dir: Pa
     with both_servers(bundle, manifest, cfg, libdir=triton_env["libdir"], token=token,
                       log_dir=log_dir) as services:
         where = check_placement(services, cfg.server_cpus)
-        answers = check_answers(services, x, expected)
+        answers = check_answers(services, manifest.teacher, x, expected)
         if not all(a["labels_agree"] for a in answers.values()):
             raise CompareError(f"the servers' labels differ from onnxruntime's on {len(x)} samples ({source}): "
                                f"{answers}")
@@ -458,7 +458,7 @@ def compare(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, log_dir: Pa
                        for name, p in where.items()},
             answer_check={"samples": len(x), "source": source, **answers},
         )
-        report.rounds = run_rounds(services, backend, x, cfg, token=token, progress=progress)
+        report.rounds = run_rounds(services, manifest.teacher, backend, x, cfg, token=token, progress=progress)
     return report
 
 

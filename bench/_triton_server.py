@@ -10,7 +10,7 @@ HTTP front end and dynamic batcher take the requests, and each batch reaches `_i
 The model answers exactly what our cloud server's `teacher` answers (docs/architecture.md, "Model
 names on the wire"): input `input` UINT8 [-1, C, H, W] raw pixels, outputs `logits` FP32 [-1, K] and
 `label` INT64 (as [-1, 1]: see the binding), so one OIP request body works against both. The normalisation and the
-onnxruntime session are the project's own (shared.preprocess, cloud_server.backend.OnnxBackend),
+onnxruntime session are the project's own (shared.preprocess, serving.backends.OnnxBackend),
 imported from the repository, so the two servers differ only in the serving around them.
 
 SIGTERM or SIGINT stops Triton and its python-backend stubs cleanly. With $TRITON_COMPARE_TOKEN set,
@@ -31,10 +31,9 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # the project's packages, importable without installing them here
 
-from cloud_server.backend import OnnxBackend  # noqa: E402  (needs the path above)
+from serving.backends import OnnxBackend  # noqa: E402  (needs the path above)
 from shared.preprocess import ImagePreprocessor  # noqa: E402
 
-MODEL = "teacher"  # the cloud's model name on the wire (cloud_server.model.TEACHER)
 TOKEN_ENV = "TRITON_COMPARE_TOKEN"  # pytriton guards /v2/models/*/stats; the bench reads batch sizes there
 
 
@@ -69,9 +68,9 @@ def serve(args: argparse.Namespace) -> None:
 
     config = TritonConfig(http_address="127.0.0.1", http_port=args.http_port, grpc_address="127.0.0.1",
                           grpc_port=args.grpc_port, metrics_port=args.metrics_port, log_verbose=0)
-    # Dynamic batching as our cloud server does it (cloud_server/settings.py): up to max_batch_size samples,
-    # the oldest request waiting at most max_queue_delay for others. pytriton adds preferred_batch_size
-    # [max_batch_size], so a full batch leaves at once and a partial one when the delay runs out, as in ours.
+    # Dynamic batching as our cloud server does it (cloud_server/settings.py, serving/batcher.py): up to
+    # max_batch_size samples, the oldest request waiting at most max_queue_delay for others. pytriton adds
+    # preferred_batch_size [max_batch_size]: a full batch leaves at once, a partial one when the delay runs out.
     model_config = ModelConfig(
         max_batch_size=args.max_batch_size,
         batcher=DynamicBatcher(max_queue_delay_microseconds=round(args.max_queue_delay_ms * 1000)),
@@ -82,7 +81,7 @@ def serve(args: argparse.Namespace) -> None:
     security = TritonSecurityConfig(access_token=os.environ.get(TOKEN_ENV) or None)
     with Triton(config=config, security_config=security) as triton:
         triton.bind(
-            model_name=MODEL,
+            model_name=args.model,
             infer_func=_infer,
             inputs=[Tensor(name="input", dtype=np.uint8, shape=shape)],
             outputs=[Tensor(name="logits", dtype=np.float32, shape=(classes,)),
@@ -105,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=64, help="Triton's max_batch_size (samples)")
     parser.add_argument("--max-queue-delay-ms", type=float, default=2.0,
                         help="Triton's dynamic batcher max_queue_delay, in ms")
+    parser.add_argument("--model", default="teacher", help="name to serve it under (the manifest's teacher)")
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, default=0, help="0: Triton's default (8001)")
     parser.add_argument("--metrics-port", type=int, default=0, help="0: Triton's default (8002)")

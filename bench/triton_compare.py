@@ -48,7 +48,7 @@ from pathlib import Path
 from _side_by_side import CompareConfig, CompareError, compare, format_report  # bench/ is on sys.path
 from cloud_batching import split_cores
 
-from cloud_server.settings import default_threads
+from serving.settings import default_threads
 from shared.bundle import BundleError, load_manifest
 
 _DEFAULTS = {name: f.default for name, f in CompareConfig.__dataclass_fields__.items()}
