@@ -11,6 +11,10 @@ PYENV_ROOT ?= $(HOME)/.pyenv
 NEWEST_PYTHON ?= $(or $(lastword $(sort $(wildcard $(PYENV_ROOT)/versions/3.13.*/bin/python3.13))),python3.13)
 NEWEST_VENV := .venv-py313
 NEWEST_STAMP := $(NEWEST_VENV)/.installed
+# Triton for bench/triton_compare.py: the nvidia-pytriton wheel's tritonserver and python backend want Python 3.12.
+TRITON_PYTHON ?= /root/.pyenv/versions/3.12.1/bin/python
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
 
 # The Pythons edgecloud supports: 3.PYTHON_MIN_MINOR up to, not including, 3.PYTHON_BELOW_MINOR. The same range
 # as requires-python (pyproject.toml) and the import-time check (edgecloud/__init__.py); a test checks that the
@@ -68,6 +72,14 @@ $(NEWEST_STAMP): pyproject.toml
 check-python:
 	@$(call check_python,$(PYTHON))
 	@echo "$(PYTHON) is supported ($(SUPPORTED_PYTHON))"
+# Its own venv: Python 3.12 (the project is 3.11), and pytriton's pins stay out of the project's.
+$(TRITON_STAMP):
+	@test -x $(TRITON_PYTHON) || { echo "$(TRITON_PYTHON) not found: set TRITON_PYTHON to a Python 3.12 (pyenv install 3.12)"; exit 1; }
+	test -x $(TRITON_VENV)/bin/python || $(TRITON_PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
+	# pydantic: bench/_triton_server.py imports the project's shared/ and cloud_server/backend.py from the tree.
+	$(TRITON_VENV)/bin/python -m pip install --quiet 'nvidia-pytriton==0.7.0' onnxruntime numpy 'pydantic>=2'
+	touch $(TRITON_STAMP)
 
 system-deps:
 	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
@@ -82,7 +94,7 @@ system-deps:
 demo: $(STAMP)
 	$(VENV)/bin/edgecloud demo --out artifacts/demo
 
-test: $(STAMP) $(MLS_STAMP) $(NEWEST_STAMP) system-deps
+test: $(STAMP) $(MLS_STAMP) $(NEWEST_STAMP) $(TRITON_STAMP) system-deps
 	$(PY) -m pytest -ra
 
 lint: $(STAMP)

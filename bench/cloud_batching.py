@@ -23,11 +23,10 @@ import argparse
 import asyncio
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from _keepalive import HttpError, KeepAliveConnection  # bench/ is on sys.path when run as a script
+from _closed_loop import closed_loop  # bench/ is on sys.path when run as a script
 
 from edgecloud.evaluation.testbed.netns import TestbedError, parse_cpus
 from edgecloud.services import free_port, start_service, stop_service, wait_ready
@@ -37,45 +36,28 @@ from shared.bundle import load_manifest
 from shared.oip import encode_request
 
 
-async def _client(url: str, body: bytes, headers: dict[str, str], *, warm_until: float, stop_at: float,
-                  counts: list[int]) -> None:
-    base, _, path = url.partition("/v2/")
-    connection = KeepAliveConnection(base, timeout_s=30.0)
-    try:
-        while (now := time.perf_counter()) < stop_at:
-            try:
-                status, _, _ = await connection.post(f"/v2/{path}", body, headers)
-            except HttpError:
-                status = 0
-            if now >= warm_until:
-                counts[0 if status == 200 else 1] += 1
-    finally:
-        connection.close()
-
-
-def _split(args: argparse.Namespace) -> tuple[set[int], set[int]]:
-    """(server cores, client cores)."""
+def split_cores(*, server_cpus: str | None, client_cpus: str | None, no_pin: bool = False,
+                what: str = "cloud_batching") -> tuple[set[int], set[int]]:
+    """(server cores, load-generator cores): by default the first usable core for the generator, the rest for
+    the server; with fewer than two usable cores, or `no_pin`, both get every usable core."""
     usable = os.sched_getaffinity(0)
-    if args.no_pin or len(usable) < 2:
+    if no_pin or len(usable) < 2:
         return set(usable), set(usable)
     first = min(usable)
     try:
-        server = set(parse_cpus(args.server_cpus, what="--server-cpus")) if args.server_cpus else usable - {first}
-        client = set(parse_cpus(args.client_cpus, what="--client-cpus")) if args.client_cpus else {first}
+        server = set(parse_cpus(server_cpus, what="--server-cpus")) if server_cpus else usable - {first}
+        client = set(parse_cpus(client_cpus, what="--client-cpus")) if client_cpus else {first}
     except TestbedError as err:
-        raise SystemExit(f"cloud_batching: {err}") from None
+        raise SystemExit(f"{what}: {err}") from None
     return server, client
 
 
 async def served_rate(url: str, x: np.ndarray, *, concurrency: int, seconds: float) -> tuple[float, int]:
     """(samples/s answered 200, number of non-200 answers) over `seconds` after a 1 s warm-up."""
     body, headers = encode_request({"input": x}, outputs=("logits", "label"))
-    counts = [0, 0]  # ok, failed
-    start = time.perf_counter()
-    warm_until, stop_at = start + 1.0, start + 1.0 + seconds
-    await asyncio.gather(*(_client(url, body, headers, warm_until=warm_until, stop_at=stop_at, counts=counts)
-                           for _ in range(concurrency)))
-    return counts[0] * len(x) / seconds, counts[1]
+    result = await closed_loop(url, body, headers, concurrency=concurrency, seconds=seconds, warmup_s=1.0,
+                               samples_per_request=len(x))
+    return result.samples_per_s, result.failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     manifest = load_manifest(args.bundle, verify=True)
-    server_cpus, client_cpus = _split(args)
+    server_cpus, client_cpus = split_cores(server_cpus=args.server_cpus, client_cpus=args.client_cpus,
+                                           no_pin=args.no_pin)
     # Raw runs, and the server starts, on the server's cores: the child inherits the mask.
     os.sched_setaffinity(0, server_cpus)
     threads = args.threads or default_threads()

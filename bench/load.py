@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from _keepalive import HttpError, KeepAliveConnection  # bench/ is on sys.path when run as a script
+from _proctree import cpu_seconds
 
 from edgecloud.services import running
 from shared.bundle import load_manifest
@@ -44,12 +44,6 @@ from shared.oip import decode_response, encode_request
 MIB = 1 << 20
 INFER_PATH = "/v2/models/edge/infer"
 PERCENTILES: tuple[float, ...] = (50.0, 99.0, 99.9)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a live process has used so far, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after "(comm)", which may hold spaces
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (proc(5) fields 14, 15)
 
 
 def rss_bytes(pid: int) -> int:
