@@ -77,7 +77,7 @@ $(TRITON_STAMP):
 	@test -x $(TRITON_PYTHON) || { echo "$(TRITON_PYTHON) not found: set TRITON_PYTHON to a Python 3.12 (pyenv install 3.12)"; exit 1; }
 	test -x $(TRITON_VENV)/bin/python || $(TRITON_PYTHON) -m venv $(TRITON_VENV)
 	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
-	# pydantic: bench/_triton_server.py imports the project's shared/ and cloud_server/backend.py from the tree.
+	# pydantic: bench/_triton_server.py imports the project's shared/ and serving/backends.py from the tree.
 	$(TRITON_VENV)/bin/python -m pip install --quiet 'nvidia-pytriton==0.7.0' onnxruntime numpy 'pydantic>=2'
 	touch $(TRITON_STAMP)
 
