@@ -19,13 +19,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from serving.api import health, infer, models, repository
 from serving.api import metrics as metrics_api
 from serving.errors import install_error_handlers
-from serving.fastpath import InferFastPath
+from serving.fastpath import InferFastPath, fast_target
 from serving.metrics import ServerMetrics
 from serving.registry import ModelRegistry
 from serving.repository import ModelLoader, ModelRepository, reload_on_sighup
@@ -51,6 +53,21 @@ class Hosting:
 
 Resources = Callable[[Runtime], AbstractAsyncContextManager[object]]
 """Held open for the server's lifetime, entered before the models are loaded (e.g. a client to the next tier)."""
+
+
+class ServingApp(FastAPI):
+    """The FastAPI app of one server, with infer requests answered by `fast_path` before any of its layers."""
+
+    def __init__(self, fast_path: InferFastPath, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.fast_path = fast_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = fast_target(scope)
+        if target is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await self.fast_path(scope, receive, send, target)
 
 
 def create_server(settings: ServerSettings, *, hosting: Hosting, server_name: str, token: str | None = None,
@@ -84,7 +101,7 @@ def create_server(settings: ServerSettings, *, hosting: Hosting, server_name: st
             finally:
                 await registry.close()
 
-    app = FastAPI(title=title, summary=summary, lifespan=lifespan)
+    app = ServingApp(InferFastPath(runtime), title=title, summary=summary, lifespan=lifespan)
     app.state.runtime = runtime
     app.state.settings = settings
     app.include_router(health.router)
@@ -93,5 +110,4 @@ def create_server(settings: ServerSettings, *, hosting: Hosting, server_name: st
     app.include_router(metrics_api.router)
     app.include_router(repository.router)
     install_error_handlers(app)
-    app.add_middleware(InferFastPath, runtime=runtime)  # infer requests skip the framework's layers
     return app

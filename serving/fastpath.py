@@ -1,11 +1,13 @@
-"""POST /v2/models/{name}[/versions/{v}]/infer as plain ASGI, in front of the FastAPI app.
+"""POST /v2/models/{name}[/versions/{v}]/infer as plain ASGI, ahead of everything the FastAPI app does.
 
 Inference is the one route whose per-request cost matters: with 1-sample offloads, every
 microsecond of framework work per request is taken from the model's compute. A py-spy profile of a
 1-sample load (tiny teacher, so the framework dominates) put about a quarter of the server's time in
 the FastAPI/Starlette layers around the endpoint (error, telemetry, body-limit, exception and exit-
 stack middlewares, routing). This path skips them: it reads the body from `receive`, decodes,
-computes, encodes and answers itself, and counts and times the request on the way out. Every other
+computes, encodes and answers itself, and counts and times the request on the way out. The app
+(`serving.app.ServingApp`) dispatches here before FastAPI's own `__call__`, whose per-request
+telemetry check reads the environment several times. Every other
 request (health, metadata, repository, metrics, the docs) goes to the FastAPI app unchanged, and
 the FastAPI infer routes stay there too, for the OpenAPI schema clients and fuzzers read.
 
@@ -20,7 +22,7 @@ import logging
 import time
 
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from serving.auth import check_token
 from serving.batcher import ComputeError
@@ -50,18 +52,27 @@ def infer_target(path: str) -> tuple[str, str | None] | None:
     return None
 
 
-class InferFastPath:
-    """ASGI app: infer requests handled here, everything else passed to `app`."""
+def route_path(scope: Scope) -> str:
+    """The path below the app's mount point: ASGI servers that mount an app under a prefix (Ray Serve's
+    route_prefix, a path-routing proxy) keep the prefix in `path` and name it in `root_path`."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
-    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
-        self.app = app
+
+def fast_target(scope: Scope) -> tuple[str, str | None] | None:
+    """(model, version) when this ASGI request is an infer request the fast path answers, else None."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    return infer_target(route_path(scope))
+
+
+class InferFastPath:
+    """Answers infer requests (`fast_target` not None) without the framework's layers."""
+
+    def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        target = infer_target(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if target is None:
-            await self.app(scope, receive, send)
-            return
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, target: tuple[str, str | None]) -> None:
         started = time.perf_counter()
         name, version = target
         try:
@@ -78,11 +89,9 @@ class InferFastPath:
         raw_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw_headers})
         await send({"type": "http.response.body", "body": body})
-        metrics = self.runtime.metrics
-        label = name if name in self.runtime.registry else UNKNOWN_MODEL
-        metrics.requests.labels(model=label, code=str(status)).inc()
-        if label != UNKNOWN_MODEL:
-            metrics.request_seconds.labels(model=label).observe(time.perf_counter() - started)
+        hosted = name in self.runtime.registry
+        self.runtime.metrics.answered(name if hosted else UNKNOWN_MODEL, status,
+                                      time.perf_counter() - started if hosted else None)
 
 
 async def infer_answer(runtime: Runtime, scope: Scope, receive: Receive, name: str, version: str | None

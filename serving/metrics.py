@@ -8,6 +8,7 @@ fallbacks) to the same registry. Each app has its own CollectorRegistry, so test
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -69,15 +70,32 @@ class ServerMetrics:
                                     buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("edgecloud_model_queue_depth", "samples waiting for compute", ["model"],
                                  registry=r)
+        # Labelled children of the two per-request series, looked up once: `labels()` takes a lock and
+        # builds a key on every call, a visible cost at thousands of 1-sample requests a second.
+        self._answered: dict[tuple[str, int], Any] = {}
+        self._timed: dict[str, Any] = {}
         self.service_seconds = Gauge("edgecloud_model_service_seconds_per_sample",
                                      "recent compute time per sample (moving average), by model", ["model"],
                                      registry=r)
+
+    def answered(self, model: str, status: int, seconds: float | None) -> None:
+        """Count one infer answer by model and status; time it unless `seconds` is None (no such model)."""
+        counter = self._answered.get((model, status))
+        if counter is None:
+            counter = self._answered[(model, status)] = self.requests.labels(model=model, code=str(status))
+        counter.inc()
+        if seconds is not None:
+            histogram = self._timed.get(model)
+            if histogram is None:
+                histogram = self._timed[model] = self.request_seconds.labels(model=model)
+            histogram.observe(seconds)
 
     def for_model(self, model: str) -> ModelMetrics:
         return ModelMetrics(self, model)
 
     def forget(self, model: str) -> None:
         """Drop an unloaded model's series, so a scrape does not show a model that is gone."""
+        self._timed.pop(model, None)  # a cached child of a removed series would count into nothing
         for family in (self.request_seconds, self.queue_wait, self.compute, self.batch_size, self.queue_depth,
                        self.service_seconds):
             with contextlib.suppress(KeyError):  # a model unloaded before it served has no series
