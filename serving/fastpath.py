@@ -21,7 +21,6 @@ import json
 import logging
 import time
 
-from starlette.datastructures import Headers
 from starlette.types import Receive, Scope, Send
 
 from serving.auth import check_token
@@ -98,7 +97,10 @@ async def infer_answer(runtime: Runtime, scope: Scope, receive: Receive, name: s
                        ) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of one infer request; raises what `answer_for` maps to an error answer."""
     settings = runtime.settings
-    headers = Headers(scope=scope)
+    # A dict, not Starlette's Headers: that one decodes and scans the raw list on every lookup, and a
+    # request is looked up five times. ASGI names are lower-case already; reversed, so the first of a
+    # repeated header wins, as in Headers.
+    headers = {key.decode("latin-1"): value.decode("latin-1") for key, value in reversed(scope["headers"])}
     check_token(headers, runtime.token)
     runtime.lookup(name, version)  # an unknown model is a 404 before any body is read
     body = await receive_body(receive, headers, max_bytes=settings.max_body_bytes,

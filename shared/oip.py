@@ -176,6 +176,9 @@ def header_value(headers: Mapping[str, str], name: str) -> str | None:
     if value is not None:
         return value
     lowered = name.lower()
+    value = headers.get(lowered)  # a server's headers are keyed lower-case: no scan for them
+    if value is not None:
+        return value
     for key, val in headers.items():
         if key.lower() == lowered:
             return val
