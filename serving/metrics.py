@@ -28,10 +28,12 @@ class ModelMetrics:
         self._queue_wait = server.queue_wait.labels(model=model)
         self._compute = server.compute.labels(model=model)
         self._batch = server.batch_size.labels(model=model)
-        self._depth = server.queue_depth.labels(model=model)
-        self._service = server.service_seconds.labels(model=model)
         self.depth = 0
         self.service_s_per_sample = 0.0  # EWMA of compute seconds per sample, 0 until the first pass
+        # The two gauges read these attributes when scraped, not set on every request: a set takes the
+        # child's lock, and the depth changes twice per request.
+        server.queue_depth.labels(model=model).set_function(lambda: self.depth)
+        server.service_seconds.labels(model=model).set_function(lambda: self.service_s_per_sample)
 
     def queue_wait(self, seconds: float) -> None:
         self._queue_wait.observe(seconds)
@@ -43,11 +45,9 @@ class ModelMetrics:
         previous = self.service_s_per_sample
         self.service_s_per_sample = per_sample if previous == 0.0 else (
             EWMA_ALPHA * per_sample + (1.0 - EWMA_ALPHA) * previous)
-        self._service.set(self.service_s_per_sample)
 
     def queue_depth(self, samples: int) -> None:
         self.depth = samples
-        self._depth.set(samples)
 
 
 class ServerMetrics:
