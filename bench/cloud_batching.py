@@ -9,7 +9,9 @@
    keep-alive connection each) send OIP binary-tensor requests of --samples-per-request raw uint8
    samples (default 1: the edge offloads samples one by one) back to back for --seconds, after a
    one-second warm-up that is not counted.
-Prints served samples/s / raw samples/s (target >= 0.8).
+The two alternate for --rounds rounds (raw, served, raw, served, ...; the server stays up, idle while
+raw runs), so a slow drift of a shared machine hits both alike. Prints every round, then the median
+served samples/s over the median raw samples/s, with the rounds' range (issue 10's target: >= 0.85).
 
 The clients stand for edges on other machines, so by default they get cores of their own: with two
 or more cores the load generator runs on the first (--client-cpus) and the server, and the raw
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -34,6 +37,9 @@ from serving.backends import OnnxBackend, measure_throughput
 from serving.settings import default_threads
 from shared.bundle import load_manifest
 from shared.oip import encode_request
+
+TARGET = 0.85
+"""Issue 10: served samples/s at 1 sample per request over raw batched onnxruntime, same model and threads."""
 
 
 def split_cores(*, server_cpus: str | None, client_cpus: str | None, no_pin: bool = False,
@@ -64,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="counted seconds per phase (5.0)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of raw then served (3)")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--samples-per-request", type=int, default=1)
     parser.add_argument("--max-batch-size", type=int, default=64)
@@ -91,12 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     teacher = manifest.models[manifest.teacher]
     if teacher.file is None:
         raise SystemExit("cloud_batching: the bundle's teacher has no ONNX graph to measure")
+    if args.rounds < 1:
+        raise SystemExit(f"cloud_batching: --rounds must be >= 1, got {args.rounds}")
     onnx = OnnxBackend(args.bundle / teacher.file, threads=threads)
-    raw = measure_throughput(onnx, batch, seconds=args.seconds)
-    print(f"raw     : {raw:10.0f} samples/s  (onnxruntime in process, batch {args.max_batch_size}, "
-          f"{threads} threads)")
-
     x = rng.integers(0, 256, size=(args.samples_per_request, *shape), dtype=np.uint8)
+    raws: list[float] = []
+    serveds: list[float] = []
+    failed = 0
     with tempfile.TemporaryDirectory() as logs:
         service = start_service(
             "cloud",
@@ -105,17 +113,29 @@ def main(argv: list[str] | None = None) -> int:
              "--max-queue-delay-ms", str(args.max_queue_delay_ms)],
             port=free_port(), log_dir=Path(logs),
         )
-        os.sched_setaffinity(0, client_cpus)
         try:
             wait_ready(service, timeout_s=120)
-            served, failed = asyncio.run(served_rate(f"{service.url}/v2/models/teacher/infer", x,
-                                                     concurrency=args.concurrency, seconds=args.seconds))
+            url = f"{service.url}/v2/models/{manifest.teacher}/infer"
+            for round_ in range(1, args.rounds + 1):
+                os.sched_setaffinity(0, server_cpus)  # raw on the server's cores, the server idle meanwhile
+                raws.append(measure_throughput(onnx, batch, seconds=args.seconds))
+                os.sched_setaffinity(0, client_cpus)
+                served, bad = asyncio.run(served_rate(url, x, concurrency=args.concurrency, seconds=args.seconds))
+                serveds.append(served)
+                failed += bad
+                print(f"round {round_}: raw {raws[-1]:8.0f}  served {served:8.0f} samples/s  "
+                      f"ratio {served / raws[-1]:.2f}", flush=True)
         finally:
             stop_service(service)
+    raw, served = statistics.median(raws), statistics.median(serveds)
+    print(f"raw     : {raw:10.0f} samples/s  (onnxruntime in process, batch {args.max_batch_size}, "
+          f"{threads} threads; median of {args.rounds}, range {min(raws):.0f}-{max(raws):.0f})")
     print(f"served  : {served:10.0f} samples/s  ({args.concurrency} clients x {args.samples_per_request} "
-          f"sample(s) per request, {failed} non-200 answers)")
+          f"sample(s) per request, {failed} non-200 answers; range {min(serveds):.0f}-{max(serveds):.0f})")
     ratio = served / raw
-    print(f"ratio   : {ratio:.2f}  (target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
+    ratios = [s / r for s, r in zip(serveds, raws, strict=True)]
+    print(f"ratio   : {ratio:.2f}  (rounds {min(ratios):.2f}-{max(ratios):.2f}; target >= {TARGET}: "
+          f"{'met' if ratio >= TARGET else 'NOT met'})")
     return 0
 
 

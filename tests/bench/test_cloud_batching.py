@@ -26,7 +26,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the default split needs two cores")
 def test_the_default_splits_cores_and_prints_a_consistent_ratio(tiny_bundle: Path) -> None:
-    result = _run("--bundle", str(tiny_bundle), "--seconds", "1", "--samples-per-request", "2")
+    result = _run("--bundle", str(tiny_bundle), "--seconds", "1", "--rounds", "2", "--samples-per-request", "2")
     assert result.returncode == 0, explain(result)
     out = result.stdout
     first = min(os.sched_getaffinity(0))
@@ -36,7 +36,8 @@ def test_the_default_splits_cores_and_prints_a_consistent_ratio(tiny_bundle: Pat
     assert raw > 0 and served > 0, out
     assert "x 2 sample(s) per request, 0 non-200 answers" in out, out
     ratio = float(re.search(r"ratio\s*:\s*([\d.]+)", out)[1])
-    assert ratio == pytest.approx(served / raw, abs=0.006), out  # printed with two decimals
+    assert ratio == pytest.approx(served / raw, abs=0.006), out  # medians, printed with two decimals
+    assert len(re.findall(r"^round \d+: raw", out, re.M)) == 2, out  # --rounds 2: raw and served alternate
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="with one core nothing is pinned")
