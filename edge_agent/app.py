@@ -23,9 +23,12 @@ from edge_agent.cooperative import EDGE_MODEL, CooperativeModel
 from edge_agent.engine import EdgeEngine
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.settings import EdgeSettings, get_settings
+from orchestration.agent import ORCHESTRATOR_MODEL, build_orchestrator
+from orchestration.metrics import OrchestratorMetrics
 from serving.app import Hosting, create_server
 from serving.errors import ModelNotFoundError
 from serving.metrics import ServerMetrics
+from serving.model import ServedModel
 from serving.state import Runtime
 from shared.bundle import load_manifest
 
@@ -61,9 +64,20 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             finally:
                 link.cloud = None
 
-    def loader(name: str, bundle: Path) -> CooperativeModel:
+    hosted = [EDGE_MODEL, *([ORCHESTRATOR_MODEL] if settings.edge_server_url is not None else [])]
+    orchestrator_metrics = OrchestratorMetrics(metrics.registry) if settings.edge_server_url is not None else None
+
+    def loader(name: str, bundle: Path) -> ServedModel:
+        if name == ORCHESTRATOR_MODEL and orchestrator_metrics is not None:
+            # The device-side orchestrator (orchestration/agent.py): its own clients to the edge server
+            # and the cloud, opened here and closed when the model stops.
+            model = build_orchestrator(settings.model_copy(update={"bundle": bundle}), metrics=orchestrator_metrics)
+            logger.info("model %r: policy %r, edge server %s, cloud %s, warmed up in %.0f ms", name,
+                        settings.policy, settings.base_edge_server_url, settings.base_cloud_url or "none",
+                        model.warm_up())
+            return model
         if name != EDGE_MODEL:
-            raise ModelNotFoundError(f"unknown model {name!r}; this server serves {[EDGE_MODEL]}")
+            raise ModelNotFoundError(f"unknown model {name!r}; this server serves {hosted}")
         engine = EdgeEngine.load(bundle, threads=settings.threads, threshold=settings.threshold)
         agent = EdgeAgent(engine, metrics=edge_metrics, cloud=link.cloud, max_inflight=settings.max_inflight,
                           max_queue_size=settings.max_queue_size, model_metrics=metrics.for_model(EDGE_MODEL))
@@ -73,7 +87,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                     settings.base_cloud_url or "none (edge-only)", engine.filter, warm_ms)
         return model
 
-    hosting = Hosting(source=settings.bundle, models=lambda _: [EDGE_MODEL], loader=loader,
+    hosting = Hosting(source=settings.bundle, models=lambda _: hosted, loader=loader,
                       dataset=lambda bundle: load_manifest(bundle, verify=False).dataset)
     return create_server(settings, hosting=hosting, server_name=SERVER_NAME, metrics=metrics, resources=resources,
                          title="edgecloud edge",

@@ -48,6 +48,19 @@ class EdgeSettings(ServerSettings):
     max_inflight: int = Field(default=8, ge=1, le=1024, description="most offload requests in flight at once")
     ratio_window: int = Field(
         default=1000, ge=1, le=10_000_000, description="samples in the sliding window of the offload-ratio gauge")
+    edge_server_url: AnyHttpUrl | None = Field(
+        default=None,
+        description="base URL of a shared edge server (a server of the runtime hosting variants); with it the "
+                    "agent also hosts model `orchestrator`, which picks end, edge server or cloud per request")
+    policy: str = Field(default="qlearning", min_length=1,
+                        description="the orchestrator's policy: qlearning, linucb, greedy, all-end, all-edge, "
+                                    "all-cloud or static:TIER:VARIANT")
+    accuracy_req: float = Field(default=0.0, ge=0.0, le=1.0,
+                                description="accuracy every orchestrated request requires, in [0, 1]")
+    orchestrator_timeout_ms: float = Field(
+        default=1000.0, gt=0.0, le=600_000.0,
+        description="budget of one orchestrated request to a server; past it the device's own variant answers")
+    orchestrator_seed: int = Field(default=0, ge=0, description="seeds the orchestrator's exploration")
 
     @field_validator("bundle")
     @classmethod
@@ -68,6 +81,11 @@ class EdgeSettings(ServerSettings):
         if self.ca_bundle is not None and (self.cloud_url is None or self.cloud_url.scheme != "https"):
             raise ValueError(f"ca_bundle {self.ca_bundle} is set but cloud_url {self.cloud_url} is not https://")
         return self
+
+    @property
+    def base_edge_server_url(self) -> str | None:
+        """`edge_server_url` without a trailing slash."""
+        return None if self.edge_server_url is None else str(self.edge_server_url).rstrip("/")
 
     @property
     def base_cloud_url(self) -> str | None:

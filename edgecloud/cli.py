@@ -13,10 +13,12 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "train_teacher",
     "compress",
     "train_offloader",
+    "variants",
     "cloud",
     "edge",
     "eval",
     "demo",
+    "orchestrate",
 )
 
 

@@ -123,6 +123,11 @@ class Batcher:
         """Samples waiting for compute (not counting the batch being computed)."""
         return self._depth
 
+    @property
+    def service_s_per_sample(self) -> float:
+        """The metrics' moving average of compute seconds per sample (0 without ModelMetrics)."""
+        return float(getattr(self._metrics, "service_s_per_sample", 0.0))
+
     def _ensure_started(self) -> asyncio.Event:
         if self._stopped:
             raise BatcherStoppedError(f"model {self.name!r} is unloading or the server is shutting down")

@@ -28,7 +28,14 @@ from serving.batcher import ComputeError
 from serving.errors import answer_for
 from serving.http import receive_body
 from serving.state import Runtime
-from shared.oip import decode_request, encode_response, parse_deadline_ms, resolve_outputs
+from shared.oip import (
+    LOAD_HEADER,
+    decode_request,
+    encode_response,
+    format_load,
+    parse_deadline_ms,
+    resolve_outputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +103,7 @@ class InferFastPath:
 async def infer_answer(runtime: Runtime, scope: Scope, receive: Receive, name: str, version: str | None
                        ) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of one infer request; raises what `answer_for` maps to an error answer."""
+    arrived = time.perf_counter()
     settings = runtime.settings
     # A dict, not Starlette's Headers: that one decodes and scans the raw list on every lookup, and a
     # request is looked up five times. ASGI names are lower-case already; reversed, so the first of a
@@ -119,4 +127,9 @@ async def infer_answer(runtime: Runtime, scope: Scope, receive: Receive, name: s
     outputs = await model.infer(tensors, timeout_s=timeout_s, parameters=infer_request.parameters)
     content, out_headers = encode_response(model.name, {n: outputs[n] for n in names}, binary=binary,
                                            request_id=infer_request.id)
+    # The model's load rides on every answer, so clients that orchestrate (orchestration/) learn it
+    # without polling /metrics.
+    depth, service_s = model.load()
+    out_headers[LOAD_HEADER] = format_load(depth=depth, service_ms=service_s * 1000.0,
+                                           server_ms=(time.perf_counter() - arrived) * 1000.0)
     return 200, out_headers, content

@@ -51,6 +51,12 @@ class ServedModel(ABC):
         self._idle = asyncio.Event()
         self._idle.set()
 
+    def load(self) -> tuple[int, float]:
+        """(samples waiting, recent compute seconds per sample): what the infer route reports to clients."""
+        if self.batcher is None:
+            return 0, 0.0
+        return self.batcher.depth, self.batcher.service_s_per_sample
+
     @property
     def output_names(self) -> tuple[str, ...]:
         return tuple(tensor.name for tensor in self.outputs)

@@ -34,6 +34,7 @@ class AnswerSource(StrEnum):
     EDGE = "edge"
     CLOUD = "cloud"
     FALLBACK = "edge-fallback"  # flagged for the cloud, answered by the student; a FallbackReason says why
+    EDGE_SERVER = "edge-server"  # a shared edge server of the runtime (multi-tier orchestration)
 
 
 class FallbackReason(StrEnum):
@@ -45,3 +46,16 @@ class FallbackReason(StrEnum):
     CIRCUIT_OPEN = "circuit_open"
     BAD_RESPONSE = "bad_response"
     UNAUTHORIZED = "unauthorized"
+
+
+class Tier(StrEnum):
+    """Where an orchestrated request runs (Shahhosseini et al.'s end-edge-cloud tiers).
+
+    `end` is the device the request starts on (our edge agent, AnswerSource.EDGE); `edge` is a
+    server of the runtime shared by the devices near it (AnswerSource.EDGE_SERVER); `cloud` is
+    the far server (AnswerSource.CLOUD).
+    """
+
+    END = "end"
+    EDGE = "edge"
+    CLOUD = "cloud"

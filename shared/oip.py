@@ -32,6 +32,9 @@ HEADER_LENGTH = "Inference-Header-Content-Length"
 DEADLINE_HEADER = "X-Deadline-Ms"
 """Remaining time budget in milliseconds when the request was sent; the server drops expired work."""
 
+LOAD_HEADER = "X-Edgecloud-Load"
+"""On every infer answer: the model's load, `depth=<samples>;service_ms=<ms>;server_ms=<ms>` (format_load)."""
+
 BINARY_CONTENT_TYPE = "application/octet-stream"
 JSON_CONTENT_TYPE = "application/json"
 MAX_RANK = 16
@@ -200,6 +203,32 @@ def parse_deadline_ms(headers: Mapping[str, str]) -> float | None:
 
 
 _BY_KIND_SIZE: dict[tuple[str, int], str] = {(dtype.kind, dtype.itemsize): name for name, dtype in _DTYPES.items()}
+
+
+def format_load(*, depth: int, service_ms: float, server_ms: float) -> str:
+    """The `X-Edgecloud-Load` value: samples waiting for the model, its recent compute time per
+    sample, and the time this request spent in the server (clients subtract it from their round trip
+    to learn the wire time)."""
+    return f"depth={int(depth)};service_ms={service_ms:.3f};server_ms={server_ms:.3f}"
+
+
+def parse_load(headers: Mapping[str, str]) -> tuple[int, float, float] | None:
+    """(depth, service_ms, server_ms) from `X-Edgecloud-Load`; None when absent or malformed.
+
+    A client treats a server that sends no (or a garbled) load report like one that reports
+    nothing, rather than failing the answer it came with.
+    """
+    raw = header_value(headers, LOAD_HEADER)
+    if raw is None:
+        return None
+    try:
+        fields = dict(part.split("=", 1) for part in raw.split(";"))
+        depth, service, server = int(fields["depth"]), float(fields["service_ms"]), float(fields["server_ms"])
+    except (KeyError, ValueError):
+        return None
+    if depth < 0 or not (math.isfinite(service) and math.isfinite(server)) or service < 0 or server < 0:
+        return None
+    return depth, service, server
 
 
 def datatype_of(array: np.ndarray) -> str:

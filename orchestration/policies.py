@@ -1,0 +1,158 @@
+"""Every way of picking (tier, variant) we compare, behind one interface (numpy only).
+
+A policy sees the device's `Observation` and the feasible actions (every tier with every variant
+that meets the request's accuracy requirement) and returns a `Decision`; `update` hands it the
+reward when the answer arrives. Learners learn there; baselines ignore it.
+
+- `static:TIER:VARIANT`: always the same pair (one per pair; the best one meeting the requirement
+  is the reference the paper beats).
+- `all-end`, `all-edge`, `all-cloud`: one tier, the variant its profile says is fastest there
+  among those meeting the requirement.
+- `greedy`: the usual model-based rule: the lowest predicted latency from the latest measurements
+  (wire time per tier, the load the server last reported, the variant's profiled compute time).
+- `oracle`: hindsight: the action whose response would be lowest given the true state of every
+  queue and link at that instant (the simulator supplies it; a strong clairvoyant reference, not a
+  proven optimum, since it ignores the requests that arrive after).
+- `qlearning`, `linucb`: the online learners (orchestration.learners).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from orchestration.learners import Action, Decision, LinUCB, QConfig, QLearning
+from orchestration.profiles import Profiles
+from orchestration.state import Observation, StateSpace
+from shared.names import Tier
+
+LEARNERS: tuple[str, ...] = ("qlearning", "linucb")
+BASELINES: tuple[str, ...] = ("greedy", "all-end", "all-edge", "all-cloud", "oracle")
+
+
+class PolicyError(ValueError):
+    """An unknown policy name or an action the profile does not have; the message names it."""
+
+
+class Policy:
+    """Base: `choose` per request, `update` when its answer arrives (a no-op for fixed rules)."""
+
+    name = "policy"
+
+    def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def update(self, decision: Decision, r: float, next_obs: Observation | None = None) -> None:
+        return None
+
+
+def feasible_actions(profiles: Profiles, accuracy_req: float) -> list[Action]:
+    """Every tier with every variant meeting the requirement (the most accurate one if none does)."""
+    return [(tier, name) for tier in Tier for name in profiles.meeting(accuracy_req)]
+
+
+def predicted_ms(profiles: Profiles, obs: Observation, action: Action) -> float:
+    """The greedy rule's latency model: wire + reported queue wait + profiled compute, per action."""
+    tier, variant = action
+    compute = profiles.variants[variant].compute_ms(tier)
+    if tier is Tier.END:
+        return obs.local_busy_ms + compute
+    return obs.net_ms[tier] + obs.load[tier].expected_wait_ms + compute
+
+
+class StaticPolicy(Policy):
+    def __init__(self, action: Action) -> None:
+        self.action = action
+        self.name = f"static:{action[0].value}:{action[1]}"
+
+    def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:
+        return Decision(action=self.action)
+
+
+class TierPolicy(Policy):
+    """All requests to one tier, on the fastest variant there that meets the requirement."""
+
+    def __init__(self, tier: Tier, profiles: Profiles) -> None:
+        self.tier = tier
+        self.profiles = profiles
+        self.name = f"all-{tier.value}"
+
+    def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:
+        mine = [a for a in actions if a[0] is self.tier]
+        if not mine:
+            raise PolicyError(f"no feasible action on tier {self.tier}")
+        return Decision(action=min(mine, key=lambda a: self.profiles.variants[a[1]].compute_ms(self.tier)))
+
+
+class GreedyPolicy(Policy):
+    name = "greedy"
+
+    def __init__(self, profiles: Profiles) -> None:
+        self.profiles = profiles
+
+    def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:
+        return Decision(action=min(actions, key=lambda a: predicted_ms(self.profiles, obs, a)))
+
+
+class OraclePolicy(Policy):
+    """Picks with `truth(action) -> response ms`, which the simulator sets before each choice."""
+
+    name = "oracle"
+
+    def __init__(self) -> None:
+        self.truth: Callable[[Action], float] | None = None
+
+    def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:
+        if self.truth is None:
+            raise PolicyError("the oracle needs the simulator's true state; it cannot run live")
+        return Decision(action=min(actions, key=self.truth))
+
+
+class LearnerPolicy(Policy):
+    """An online learner as a policy."""
+
+    def __init__(self, learner: QLearning | LinUCB) -> None:
+        self.learner = learner
+        self.name = learner.name
+
+    def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:
+        return self.learner.choose(obs, actions)
+
+    def update(self, decision: Decision, r: float, next_obs: Observation | None = None) -> None:
+        self.learner.update(decision, r, next_obs)
+
+
+def state_space(profiles: Profiles) -> StateSpace:
+    """The tabular learner's state space for this variant family (accuracy levels from the profile)."""
+    levels = sorted({round(v.accuracy, 6) for v in profiles.variants.values()})
+    return StateSpace(accuracy_levels=tuple(levels))
+
+
+def static_names(profiles: Profiles, accuracy_req: float) -> list[str]:
+    """`static:TIER:VARIANT` for every pair meeting the requirement."""
+    return [f"static:{t.value}:{v}" for t, v in feasible_actions(profiles, accuracy_req)]
+
+
+def make_policy(name: str, profiles: Profiles, *, seed: int = 0) -> Policy:
+    """A fresh policy by name (each user gets its own: its own learner, its own exploration)."""
+    if name == "qlearning":
+        return LearnerPolicy(QLearning(state_space(profiles), QConfig(seed=seed)))
+    if name == "linucb":
+        return LearnerPolicy(LinUCB(state_space(profiles)))
+    if name == "greedy":
+        return GreedyPolicy(profiles)
+    if name == "oracle":
+        return OraclePolicy()
+    if name.startswith("all-"):
+        try:
+            return TierPolicy(Tier(name.removeprefix("all-")), profiles)
+        except ValueError:
+            raise PolicyError(f"unknown tier in policy {name!r}; tiers: {[t.value for t in Tier]}") from None
+    if name.startswith("static:"):
+        parts = name.split(":")
+        if len(parts) != 3 or parts[2] not in profiles.variants:
+            raise PolicyError(f"policy {name!r} is not static:TIER:VARIANT with a variant in {profiles.names}")
+        try:
+            return StaticPolicy((Tier(parts[1]), parts[2]))
+        except ValueError:
+            raise PolicyError(f"unknown tier in policy {name!r}; tiers: {[t.value for t in Tier]}") from None
+    raise PolicyError(f"unknown policy {name!r}; choose from {[*LEARNERS, *BASELINES]} or static:TIER:VARIANT")

@@ -1,0 +1,199 @@
+"""Summaries of orchestrated runs: report.json (the issue's interface), convergence, a table and plots.
+
+`report.json` holds, per policy: `mean_response_ms`, `p95_response_ms`, `accuracy`, `requests`,
+`answered`, `tier_share` ({end, edge, cloud}: share of answered requests), plus what we add: the
+variant share, the mean response time per scenario phase, and for learners the convergence point.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.names import Tier
+
+CONVERGENCE_WINDOW = 200
+"""Requests in the moving average whose settling defines convergence."""
+CONVERGENCE_TOLERANCE = 0.05
+"""Converged: the moving-average reward stays within 5% of its final value (the issue's definition)."""
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One answered request, as the report needs it (from the simulator or the live run)."""
+
+    arrival_s: float
+    response_ms: float
+    tier: Tier
+    variant: str
+    correct: bool
+    reward: float
+    user: int = 0
+    fallback: bool = False
+
+
+def converged_after(rewards: Sequence[float], *, window: int = CONVERGENCE_WINDOW,
+                    tolerance: float = CONVERGENCE_TOLERANCE) -> int | None:
+    """Requests after which the moving-average reward stays within `tolerance` of its final value.
+
+    None when the stream is shorter than two windows (nothing to judge).
+    """
+    r = np.asarray(rewards, dtype=float)
+    if len(r) < 2 * window:
+        return None
+    avg = np.convolve(r, np.ones(window) / window, mode="valid")  # avg[i] = mean of r[i : i + window]
+    final = avg[-1]
+    outside = np.abs(avg - final) > tolerance * abs(final)
+    if not outside.any():
+        return window
+    return int(np.nonzero(outside)[0][-1]) + 1 + window
+
+
+def summarize(answered: Sequence[Answered], *, sent: int | None = None, change_times: Sequence[float] = ()
+              ) -> dict[str, Any]:
+    """One policy's line of report.json."""
+    if not answered:
+        return {"mean_response_ms": None, "p95_response_ms": None, "accuracy": None, "requests": sent or 0,
+                "answered": 0, "tier_share": {t.value: 0.0 for t in Tier}}
+    ordered = sorted(answered, key=lambda a: a.arrival_s)
+    ms = np.array([a.response_ms for a in ordered])
+    tiers = [a.tier for a in ordered]
+    variants: dict[str, int] = {}
+    for a in ordered:
+        variants[a.variant] = variants.get(a.variant, 0) + 1
+    edges = [0.0, *change_times, float("inf")]
+    phases = []
+    for start, end in itertools.pairwise(edges):
+        part = [a.response_ms for a in ordered if start <= a.arrival_s < end]
+        phases.append({"start_s": start, "requests": len(part),
+                       "mean_response_ms": float(np.mean(part)) if part else None})
+    rewards = [a.reward for a in ordered]
+    reconverge = []
+    for change in change_times:
+        after = [a.reward for a in ordered if a.arrival_s >= change]
+        reconverge.append({"change_s": change, "converged_after_requests": converged_after(after)})
+    return {
+        "mean_response_ms": float(ms.mean()),
+        "p95_response_ms": float(np.percentile(ms, 95)),
+        "accuracy": float(np.mean([a.correct for a in ordered])),
+        "requests": int(sent if sent is not None else len(ordered)),
+        "answered": len(ordered),
+        "tier_share": {t.value: tiers.count(t) / len(tiers) for t in Tier},
+        "variant_share": {k: v / len(ordered) for k, v in sorted(variants.items())},
+        "fallbacks": int(sum(a.fallback for a in ordered)),
+        "phases": phases,
+        "mean_reward": float(np.mean(rewards)),
+        "converged_after_requests": converged_after(rewards),
+        "reconverged": reconverge,
+    }
+
+
+def best_static(policies: dict[str, dict[str, Any]]) -> str | None:
+    """The static (tier, variant) policy with the lowest mean response time (all run ones meet the requirement)."""
+    static = {k: v for k, v in policies.items() if k.startswith("static:") and v["mean_response_ms"] is not None}
+    return min(static, key=lambda k: static[k]["mean_response_ms"]) if static else None
+
+
+def comparisons(policies: dict[str, dict[str, Any]], *, teacher_accuracy: float) -> dict[str, Any]:
+    """The done-when ratios: each learner against the best static policy and the greedy rule."""
+    out: dict[str, Any] = {"best_static": best_static(policies), "teacher_accuracy": teacher_accuracy}
+    ref = policies.get(out["best_static"]) if out["best_static"] else None
+    greedy = policies.get("greedy")
+    for name in ("qlearning", "linucb"):
+        mine = policies.get(name)
+        if mine is None or mine["mean_response_ms"] is None:
+            continue
+        row: dict[str, Any] = {"accuracy_points_below_teacher": 100 * (teacher_accuracy - mine["accuracy"])}
+        if ref is not None:
+            row["below_best_static"] = 1 - mine["mean_response_ms"] / ref["mean_response_ms"]
+        if greedy is not None and greedy["mean_response_ms"]:
+            row["below_greedy"] = 1 - mine["mean_response_ms"] / greedy["mean_response_ms"]
+        out[name] = row
+    return out
+
+
+def write_report(out: Path, report: dict[str, Any]) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "report.json"
+    path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def markdown_table(policies: dict[str, dict[str, Any]], *, keep: Sequence[str] | None = None) -> str:
+    """| policy | mean | p95 | accuracy | answered | end/edge/cloud | (static ones: only `keep`)."""
+    lines = ["| policy | mean (ms) | p95 (ms) | accuracy | answered | end / edge / cloud |",
+             "|---|---:|---:|---:|---:|---|"]
+    for name, row in policies.items():
+        if name.startswith("static:") and keep is not None and name not in keep:
+            continue
+        if row["mean_response_ms"] is None:
+            continue
+        share = row["tier_share"]
+        lines.append(f"| {name} | {row['mean_response_ms']:.1f} | {row['p95_response_ms']:.1f} | "
+                     f"{100 * row['accuracy']:.2f}% | {row['answered']}/{row['requests']} | "
+                     f"{share['end']:.0%} / {share['edge']:.0%} / {share['cloud']:.0%} |")
+    return "\n".join(lines)
+
+
+def plot_cdf(runs: dict[str, Sequence[Answered]], path: Path, *, title: str) -> None:
+    """Response-time CDF per policy."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, answered in runs.items():
+        ms = np.sort([a.response_ms for a in answered])
+        if len(ms):
+            ax.plot(ms, np.arange(1, len(ms) + 1) / len(ms), label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("response time (ms, log scale)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_choices(answered: Sequence[Answered], path: Path, *, title: str, change_times: Sequence[float] = (),
+                 bin_s: float = 2.0) -> None:
+    """Share of requests per tier over time (stacked), and the mean response time, for one policy."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5), dpi=120)
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    if answered:
+        end = max(a.arrival_s for a in answered)
+        bins = np.arange(0.0, end + bin_s, bin_s)
+        t = np.array([a.arrival_s for a in answered])
+        idx = np.digitize(t, bins) - 1
+        shares = []
+        for tier in Tier:
+            mask = np.array([a.tier is tier for a in answered])
+            shares.append([mask[idx == i].mean() if (idx == i).any() else 0.0 for i in range(len(bins))])
+        top.stackplot(bins, shares, labels=[tier.value for tier in Tier], step="post")
+        variants = sorted({a.variant for a in answered})
+        v_index = np.array([variants.index(a.variant) for a in answered])
+        ms = np.array([a.response_ms for a in answered])
+        bottom.scatter(t, ms, c=v_index, s=3, cmap="viridis")
+        bottom.set_yscale("log")
+        for change in change_times:
+            for ax in (top, bottom):
+                ax.axvline(change, color="black", linestyle="--", linewidth=1)
+    top.set_ylabel("share by tier")
+    top.legend(loc="upper right", fontsize=7)
+    bottom.set_ylabel("response (ms; colour = variant)")
+    bottom.set_xlabel("time (s)")
+    top.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)

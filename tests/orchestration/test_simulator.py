@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orchestration.policies import PolicyError, make_policy, predicted_ms
+from orchestration.report import converged_after, summarize
+from orchestration.simulator import NetworkConfig, Phase, Scenario, Simulator, changing
+from orchestration.experiment import to_answered
+from orchestration.state import Observation, ServerLoad
+from shared.names import Tier
+
+
+def run(profiles, trace, name: str, **scenario):
+    sc = Scenario(**{"users": 4, "duration_s": 20.0, "rate_per_user": 5.0, "service_cv": 0.0, **scenario})
+    sim = Simulator(profiles, sc, [trace], network=NetworkConfig(access_rtt_ms=20.0, wan_rtt_ms=60.0))
+    return sim.run(lambda u: make_policy(name, profiles, seed=u))
+
+
+def test_every_request_is_answered_once(profiles, flat_trace) -> None:
+    records = run(profiles, flat_trace, "qlearning")
+    assert len(records) > 300
+    assert len({(r.user, r.arrival_s) for r in records}) == len(records)
+    assert all(r.response_ms > 0 for r in records)
+
+
+def test_device_only_response_is_the_profiled_compute_time_when_idle(profiles, flat_trace) -> None:
+    records = run(profiles, flat_trace, "static:end:small", rate_per_user=1.0)
+    ms = np.array([r.response_ms for r in records])
+    # 4 ms per request on the device; a Poisson arrival seldom finds the device busy at 1 req/s
+    assert np.median(ms) == pytest.approx(4.0, rel=1e-6)
+    assert {r.tier for r in records} == {Tier.END}
+
+
+def test_remote_response_adds_the_links(profiles, flat_trace) -> None:
+    edge = np.median([r.response_ms for r in run(profiles, flat_trace, "static:edge:small", rate_per_user=1.0)])
+    cloud = np.median([r.response_ms for r in run(profiles, flat_trace, "static:cloud:small", rate_per_user=1.0)])
+    # edge: RTT 20 ms + 264 B up and 300 B down at 10 Mbit/s (~0.45 ms) + 1 ms compute
+    assert edge == pytest.approx(20.0 + 1.0 + (264 + 300) * 8 / 10e6 * 1000, rel=0.02)
+    assert cloud - edge == pytest.approx(60.0, rel=0.02)
+
+
+def test_the_edge_server_queues_when_many_users_share_it(profiles, flat_trace) -> None:
+    few = run(profiles, flat_trace, "static:edge:teacher", users=2, rate_per_user=30.0)
+    many = run(profiles, flat_trace, "static:edge:teacher", users=16, rate_per_user=30.0)
+    # 16 users x 30 req/s = 480 req/s; even in full batches of 8 (30 ms each) that is 1.8 s of work
+    # per second: the edge server saturates
+    assert np.mean([r.response_ms for r in many]) > 3 * np.mean([r.response_ms for r in few])
+
+
+def test_the_oracle_is_no_slower_than_any_static_policy(profiles, flat_trace) -> None:
+    oracle = np.mean([r.response_ms for r in run(profiles, flat_trace, "oracle", users=8, accuracy_req=0.95)])
+    for name in ("static:end:mid", "static:edge:mid", "static:cloud:mid", "static:edge:teacher"):
+        assert oracle <= np.mean([r.response_ms for r in run(profiles, flat_trace, name, users=8,
+                                                             accuracy_req=0.95)]) + 1e-9
+
+
+def test_learners_beat_the_worst_static_choice_and_meet_the_requirement(profiles, flat_trace) -> None:
+    records = run(profiles, flat_trace, "qlearning", users=8, accuracy_req=0.95, duration_s=40.0)
+    assert {r.variant for r in records} <= {"mid", "teacher"}  # "small" misses the requirement
+    worst = np.mean([r.response_ms for r in run(profiles, flat_trace, "static:end:teacher", users=8,
+                                                accuracy_req=0.95, duration_s=40.0)])
+    assert np.mean([r.response_ms for r in records]) < 0.5 * worst
+
+
+def test_users_join_and_leave_with_the_phases(profiles, flat_trace) -> None:
+    sc = Scenario(users=4, duration_s=30.0, rate_per_user=5.0,
+                  phases=[Phase(0.0, 1), Phase(10.0, 4), Phase(20.0, 2, bandwidth_scale=0.5)])
+    records = Simulator(profiles, sc, [flat_trace]).run(lambda u: make_policy("all-end", profiles))
+    users = lambda lo, hi: {r.user for r in records if lo <= r.arrival_s < hi}  # noqa: E731
+    assert users(0, 10) == {0}
+    assert users(10, 20) == {0, 1, 2, 3}
+    assert users(20, 30) == {0, 1}
+
+
+def test_bursty_arrivals_keep_the_mean_rate(profiles, flat_trace) -> None:
+    records = run(profiles, flat_trace, "all-end", arrivals="bursty", users=8, duration_s=60.0, rate_per_user=4.0)
+    assert len(records) / (8 * 60.0) == pytest.approx(4.0, rel=0.25)
+
+
+def test_changing_scenario_drops_the_bandwidth_last() -> None:
+    sc = changing(8, duration_s=90.0)
+    assert sc.phase_at(10).users == 4 and sc.phase_at(40).users == 8
+    assert sc.phase_at(70).bandwidth_scale < 1.0
+    assert sc.change_times == [30.0, 60.0]
+
+
+def test_greedy_predicts_from_the_latest_measurements(profiles) -> None:
+    obs = Observation(net_ms={Tier.EDGE: 20.0, Tier.CLOUD: 80.0},
+                      load={Tier.EDGE: ServerLoad(queue_depth=10, service_ms=3.0), Tier.CLOUD: ServerLoad()})
+    assert predicted_ms(profiles, obs, (Tier.EDGE, "mid")) == 20.0 + 30.0 + 3.0
+    assert predicted_ms(profiles, obs, (Tier.END, "mid")) == 12.0
+    policy = make_policy("greedy", profiles)
+    actions = [(t, "mid") for t in Tier]
+    assert policy.choose(obs, actions).action == (Tier.END, "mid")
+
+
+def test_unknown_policies_are_refused(profiles) -> None:
+    with pytest.raises(PolicyError, match="unknown policy 'fastest'"):
+        make_policy("fastest", profiles)
+    with pytest.raises(PolicyError, match="static:TIER:VARIANT"):
+        make_policy("static:edge:huge", profiles)
+    with pytest.raises(PolicyError, match="unknown tier"):
+        make_policy("all-moon", profiles)
+
+
+def test_scenario_refuses_bad_values() -> None:
+    with pytest.raises(ValueError, match="arrivals"):
+        Scenario(arrivals="weekly")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="accuracy_req"):
+        Scenario(accuracy_req=97.5)
+
+
+def test_summary_has_the_report_fields(profiles, flat_trace) -> None:
+    row = summarize(to_answered(run(profiles, flat_trace, "greedy")))
+    for key in ("mean_response_ms", "p95_response_ms", "accuracy", "requests", "answered", "tier_share"):
+        assert key in row
+    assert sum(row["tier_share"].values()) == pytest.approx(1.0)
+    assert row["answered"] == row["requests"]
+
+
+def test_convergence_point_of_a_settling_stream() -> None:
+    rewards = np.concatenate([np.linspace(-3.0, -1.0, 500), np.full(1500, -1.0)])
+    point = converged_after(rewards, window=100)
+    assert point is not None and 400 <= point <= 600
+    assert converged_after(rewards[:150], window=100) is None
