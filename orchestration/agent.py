@@ -157,6 +157,7 @@ class Orchestrator:
         self.accuracy_req = accuracy_req
         self.metrics = metrics
         self.obs = Observation(accuracy_req=accuracy_req)
+        self._changes_seen = 0
         reachable = {Tier.END, *clients}
         self.actions = [a for a in feasible_actions(profiles, accuracy_req)
                         if a[0] in reachable and (a[0] is not Tier.END or a[1] in local.sessions)]
@@ -203,6 +204,9 @@ class Orchestrator:
             learner = getattr(self.policy, "learner", None)
             if isinstance(learner, QLearning):
                 self.metrics.epsilon.set(learner.epsilon)
+                if learner.changes > self._changes_seen:
+                    self.metrics.changes.inc(learner.changes - self._changes_seen)
+                    self._changes_seen = learner.changes
         return Answer(labels=labels, tier=tier, variant=answered_by, source=source, reason=reason,
                       response_ms=response_ms)
 

@@ -120,6 +120,16 @@ def test_dashboard_covers_what_operators_ask_first(dashboard: dict[str, Any]) ->
         assert rates, f"no request rate of {counter}"
 
 
+def test_dashboard_shows_the_orchestrators_choices_and_rewards_by_tier_and_variant(dashboard: dict[str, Any]) -> None:
+    for series in ("edgecloud_orchestrator_choices_total", "edgecloud_orchestrator_cost_total"):
+        panels = _queries_reading(dashboard, series)
+        assert panels, f"no panel reads {series}"
+        assert all({"tier", "variant"} <= names_in(e).grouping_labels for e in panels), f"{series} by tier, variant"
+    assert _queries_reading(dashboard, "edgecloud_orchestrator_reward"), "no reward panel"
+    response = _queries_reading(dashboard, "edgecloud_orchestrator_response_seconds_bucket")
+    assert response and all("tier" in names_in(e).grouping_labels for e in response)
+
+
 def test_panels_fit_the_grid_without_overlapping(dashboard: dict[str, Any]) -> None:
     cells: dict[tuple[int, int], str] = {}
     for panel in dashboard["panels"]:

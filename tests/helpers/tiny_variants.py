@@ -21,9 +21,14 @@ from shared.preprocess import normalize
 from tests.helpers.tiny_bundle import SHAPE, add_student, make_tiny_bundle
 
 
-def make_variant_bundle(out_dir: Path) -> Path:
-    """Tiny bundle + variants `variant-a` (a weak logistic regression), `variant-b` (the student), teacher."""
-    bundle = make_tiny_bundle(out_dir)
+def make_variant_bundle(out_dir: Path, *, source: Path | None = None) -> Path:
+    """Tiny bundle (a copy of `source`, else a new one) + variants `variant-a` (a weak logistic
+    regression), `variant-b` (the student) and the teacher."""
+    if source is None:
+        bundle = make_tiny_bundle(out_dir)
+    else:
+        bundle = Path(shutil.copytree(source, out_dir))
+        shutil.copy(source.parent / f"{source.name}-test.npz", bundle.parent / f"{bundle.name}-test.npz")
     add_student(bundle, "weak", c=0.001, max_iter=5)
     manifest = load_manifest(bundle)
     test = np.load(bundle.parent / f"{bundle.name}-test.npz")

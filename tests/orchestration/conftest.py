@@ -35,7 +35,7 @@ def flat_trace() -> Trace:
 
 
 @pytest.fixture(scope="session")
-def variant_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def variant_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path) -> Path:
     from tests.helpers.tiny_variants import make_variant_bundle
 
-    return make_variant_bundle(tmp_path_factory.mktemp("variants") / "bundle")
+    return make_variant_bundle(tmp_path_factory.mktemp("variants") / "bundle", source=tiny_bundle)

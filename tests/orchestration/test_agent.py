@@ -1,0 +1,132 @@
+"""The live orchestrator: decisions through real OIP answers, load headers learnt, failures answered locally."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import CollectorRegistry
+
+from edge_agent.app import create_app
+from edge_agent.settings import EdgeSettings
+from orchestration.agent import LocalVariants, Orchestrator, TierClient
+from orchestration.metrics import OrchestratorMetrics
+from orchestration.policies import make_policy
+from orchestration.profiles import profiles_from_manifest
+from shared.names import AnswerSource, FallbackReason, Tier
+from shared.oip import LOAD_HEADER, decode_request, decode_response, encode_request, encode_response, format_load
+from tests.cloud_server.helpers import metric
+
+
+def fake_server(label: int, *, depth: int = 4, service_ms: float = 2.0) -> httpx.MockTransport:
+    """An OIP server answering every sample with `label` and reporting a load."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        _, tensors = decode_request(request.content, request.headers, max_bytes=1 << 20)
+        n = len(tensors["input"])
+        body, headers = encode_response("m", {"label": np.full(n, label, np.int64)}, binary=set())
+        headers[LOAD_HEADER] = format_load(depth=depth, service_ms=service_ms, server_ms=9.0)
+        return httpx.Response(200, content=body, headers=headers)
+
+    return httpx.MockTransport(handle)
+
+
+def refusing() -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    return httpx.MockTransport(handle)
+
+
+def orchestrator(bundle: Path, policy: str, clients: dict, registry: CollectorRegistry | None = None) -> Orchestrator:
+    profiles = profiles_from_manifest(bundle)
+    metrics = OrchestratorMetrics(registry) if registry is not None else None
+    return Orchestrator(profiles=profiles, policy=make_policy(policy, profiles), clients=clients,
+                        local=LocalVariants(bundle, profiles.names), accuracy_req=0.0, metrics=metrics)
+
+
+def test_an_edge_server_answer_teaches_the_device_its_load(variant_bundle: Path,
+                                                           tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    x = tiny_test_split[0][:1]
+
+    async def go() -> None:
+        orch = orchestrator(variant_bundle, "static:edge:variant-b",
+                            {Tier.EDGE: TierClient("http://edge", timeout_s=1.0, transport=fake_server(7))})
+        answer = await orch.answer(x)
+        await orch.aclose()
+        assert answer.source is AnswerSource.EDGE_SERVER and answer.tier is Tier.EDGE
+        assert answer.labels.tolist() == [7]
+        assert orch.obs.load[Tier.EDGE].expected_wait_ms == pytest.approx(8.0)
+        # the wire estimate is the round trip less the 9 ms the server said it held the request (>= 0)
+        assert 0.0 <= orch.obs.net_ms[Tier.EDGE] <= answer.response_ms
+
+    asyncio.run(go())
+
+
+def test_a_failed_server_is_answered_by_the_device_and_counted(variant_bundle: Path,
+                                                              tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = tiny_test_split
+    registry = CollectorRegistry()
+
+    async def go() -> list:
+        orch = orchestrator(variant_bundle, "all-edge",
+                            {Tier.EDGE: TierClient("http://edge", timeout_s=1.0, transport=refusing())}, registry)
+        answers = [await orch.answer(x[i:i + 1]) for i in range(20)]
+        await orch.aclose()
+        return answers
+
+    answers = asyncio.run(go())
+    assert all(a.source is AnswerSource.FALLBACK and a.reason == FallbackReason.UNREACHABLE for a in answers)
+    labels = np.array([a.labels[0] for a in answers])
+    assert (labels == y[:20]).mean() > 0.5  # real answers from the device's own variant
+    text = __import__("prometheus_client").generate_latest(registry).decode()
+    assert metric(text, "edgecloud_orchestrator_fallbacks_total", {"reason": "unreachable"}) == 20
+    assert metric(text, "edgecloud_orchestrator_choices_total", {"tier": "edge"}) == 20
+
+
+def test_the_learner_moves_away_from_a_failing_edge_server(variant_bundle: Path,
+                                                          tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    x = tiny_test_split[0][:1]
+
+    def slow_refusal(request: httpx.Request) -> httpx.Response:
+        import time
+
+        time.sleep(0.02)  # a failure costs time before the device answers
+        raise httpx.ConnectError("refused", request=request)
+
+    async def go() -> list:
+        orch = orchestrator(variant_bundle, "qlearning",
+                            {Tier.EDGE: TierClient("http://edge", timeout_s=1.0,
+                                                   transport=httpx.MockTransport(slow_refusal))})
+        answers = [await orch.answer(x) for _ in range(200)]
+        await orch.aclose()
+        return answers
+
+    answers = asyncio.run(go())
+    assert sum(a.tier is Tier.EDGE for a in answers[-80:]) < 20
+
+
+def test_the_edge_agent_hosts_the_orchestrator_and_loses_no_request_when_the_edge_server_is_gone(
+        variant_bundle: Path, tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    x, _ = tiny_test_split
+    settings = EdgeSettings(bundle=variant_bundle, edge_server_url="http://127.0.0.1:9",  # nothing listens
+                            policy="all-edge", orchestrator_timeout_ms=500)
+    with TestClient(create_app(settings)) as client:
+        models = {m["name"] for m in client.post("/v2/repository/index").json()}
+        assert {"edge", "orchestrator"} <= models
+        for i in range(5):
+            body, headers = encode_request({"input": x[i:i + 1]})
+            response = client.post("/v2/models/orchestrator/infer", content=body, headers=headers)
+            assert response.status_code == 200
+            _, outputs = decode_response(response.content, response.headers)
+            assert [str(v, "utf-8") if isinstance(v, bytes) else v for v in outputs["source"]] == ["edge-fallback"]
+        body, headers = encode_request({"input": np.zeros((1, 1, 5, 5), np.uint8)})
+        bad = client.post("/v2/models/orchestrator/infer", content=body, headers=headers)
+        assert bad.status_code in (400, 422)
+        assert "expected shape [-1, 1, 8, 8]" in bad.json()["error"]
+        text = client.get("/metrics").text
+    assert metric(text, "edgecloud_orchestrator_fallbacks_total", {"reason": "unreachable"}) == 5

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgecloud.cli import main
+from orchestration.profiles import DEFAULT_TIERS, ProfileError, Profiles, TierSpec, profiles_from_manifest
+from shared.names import Tier
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_profiles_read_back_from_the_manifest(variant_bundle: Path) -> None:
+    profiles = profiles_from_manifest(variant_bundle)
+    assert set(profiles.variants) == {"variant-a", "variant-b", "teacher"}
+    a, teacher = profiles.variants["variant-a"], profiles.variants["teacher"]
+    assert teacher.accuracy > a.accuracy
+    assert a.correct is not None and a.correct.mean() == pytest.approx(a.accuracy)
+    # the device has a quarter of a core: 4x the edge server's time
+    assert a.latency_ms[Tier.END] == pytest.approx(4 * a.latency_ms[Tier.EDGE])
+    assert profiles.meeting(teacher.accuracy) == ["teacher"]
+
+
+def test_a_bundle_without_variants_says_how_to_make_them(tiny_bundle: Path) -> None:
+    with pytest.raises(ProfileError, match="edgecloud variants"):
+        profiles_from_manifest(tiny_bundle)
+
+
+def test_profiles_refuse_a_missing_teacher(profiles: Profiles) -> None:
+    with pytest.raises(ProfileError, match="teacher"):
+        Profiles(variants={"small": profiles.variants["small"]}, tiers=dict(DEFAULT_TIERS), teacher="teacher")
+    with pytest.raises(ValueError, match="cpu_share"):
+        TierSpec(cpu_share=0.0)
+
+
+def flat_traces(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        (folder / f"trace_{i}").write_text("".join(f"{t}\t{5.0 + i}\n" for t in range(60)))
+    return folder
+
+
+def test_orchestrate_sim_writes_the_report_the_issue_specifies(variant_bundle: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sim"
+    code = main(["orchestrate", "sim", "--bundle", str(variant_bundle), "--users", "3",
+                 "--traces", str(flat_traces(tmp_path / "traces")), "--accuracy-req", "0.9", "--out", str(out),
+                 "--duration", "15", "--seeds", "1", "--rate", "3"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["users"] == 3 and report["accuracy_req"] == 0.9
+    policies = report["policies"]
+    for name in ("qlearning", "linucb", "greedy", "all-end", "all-edge", "all-cloud", "oracle"):
+        row = policies[name]
+        assert row["answered"] == row["requests"] > 0
+        assert set(row["tier_share"]) == {"end", "edge", "cloud"}
+        assert row["p95_response_ms"] >= row["mean_response_ms"] * 0.5
+    statics = [k for k in policies if k.startswith("static:")]
+    assert statics and all(k.split(":")[2] != "variant-a" for k in statics)  # variant-a misses 90%
+    assert report["comparison"]["best_static"] in statics
+    assert (out / "response_cdf.png").stat().st_size > 0 and (out / "choices_qlearning.png").is_file()
+    assert "best static" in capsys.readouterr().out
+
+
+def test_orchestrate_sim_names_a_bad_flag(variant_bundle: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["orchestrate", "sim", "--bundle", str(variant_bundle), "--users", "2",
+                 "--traces", str(tmp_path / "nowhere"), "--accuracy-req", "0.9", "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "nowhere" in capsys.readouterr().err
+    code = main(["orchestrate", "sim", "--bundle", str(variant_bundle), "--users", "2",
+                 "--traces", str(flat_traces(tmp_path / "t")), "--accuracy-req", "0.9", "--out", str(tmp_path / "o"),
+                 "--policies", "qlearning,fastest"])
+    assert code == 2
+    assert "fastest" in capsys.readouterr().err
+
+
+def test_orchestration_never_imports_torch() -> None:
+    code = ("import sys, orchestration.profiles, orchestration.state, orchestration.learners, "
+            "orchestration.policies, orchestration.simulator, orchestration.experiment, orchestration.report, "
+            "orchestration.agent, orchestration.metrics, orchestration.change\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision'})\n"
+            "assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+
+
+def test_accuracy_req_accepts_a_fraction_or_a_percentage() -> None:
+    from edgecloud.commands.orchestrate import accuracy_fraction
+
+    assert accuracy_fraction(0.975) == accuracy_fraction(97.5) == pytest.approx(0.975)
+    with pytest.raises(ValueError, match="accuracy-req"):
+        accuracy_fraction(120.0)
+    assert np.isfinite(accuracy_fraction(0.0))
