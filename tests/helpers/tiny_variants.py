@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from orchestration.profiles import BATCH, CORRECT_ARTIFACT, DEFAULT_TIERS, PROFILE_ARTIFACT, measure_latency_ms, per_tier
+from orchestration.profiles import (
+    BATCH,
+    CORRECT_ARTIFACT,
+    DEFAULT_TIERS,
+    PROFILE_ARTIFACT,
+    measure_latency_ms,
+    per_tier,
+)
 from shared.bundle import ModelEntry, load_manifest, write_manifest
 from shared.names import ModelRole
 from shared.preprocess import normalize

@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from orchestration.experiment import to_answered
 from orchestration.policies import PolicyError, make_policy, predicted_ms
 from orchestration.report import converged_after, summarize
 from orchestration.simulator import NetworkConfig, Phase, Scenario, Simulator, changing
-from orchestration.experiment import to_answered
 from orchestration.state import Observation, ServerLoad
 from shared.names import Tier
 
