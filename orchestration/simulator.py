@@ -233,7 +233,7 @@ class Simulator:
             sigma = math.sqrt(math.log1p(sc.service_cv ** 2))
             return ms * float(rng.lognormal(-sigma * sigma / 2, sigma))
 
-        for u, t in enumerate(self._arrival_times(rng)):
+        for u, t in enumerate(arrival_times(sc, rng)):
             for arrival in t:
                 push(arrival, "arrive", u)
 
@@ -328,26 +328,29 @@ class Simulator:
         records.sort(key=lambda r: r.arrival_s)
         return records
 
-    def _arrival_times(self, rng: np.random.Generator) -> list[np.ndarray]:
-        """Per device, its request times over the whole run (inactive ones are dropped as they come)."""
-        sc = self.scenario
-        out = []
-        for _ in range(sc.users):
-            if sc.arrivals == "poisson":
-                n = rng.poisson(sc.rate_per_user * sc.duration_s * 1.2) + 10
-                times = np.cumsum(rng.exponential(1.0 / sc.rate_per_user, n))
-            else:
-                times_list: list[float] = []
-                t, on = 0.0, bool(rng.random() < sc.burst_duty)
-                on_rate = sc.rate_per_user / sc.burst_duty
-                off_mean = sc.burst_s * (1 - sc.burst_duty) / sc.burst_duty if sc.burst_duty < 1 else 0.0
-                while t < sc.duration_s:
-                    span = rng.exponential(sc.burst_s if on else max(off_mean, 1e-9))
-                    if on:
-                        k = rng.poisson(on_rate * span)
-                        times_list.extend(sorted(t + rng.uniform(0, span, k)))
-                    t += span
-                    on = not on
-                times = np.asarray(times_list)
-            out.append(times[times < sc.duration_s])
-        return out
+
+def arrival_times(sc: Scenario, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per device, its request times over the whole run (inactive ones are dropped as they come).
+
+    The live run draws its users' times here too, so simulated and live users send alike.
+    """
+    out = []
+    for _ in range(sc.users):
+        if sc.arrivals == "poisson":
+            n = rng.poisson(sc.rate_per_user * sc.duration_s * 1.2) + 10
+            times = np.cumsum(rng.exponential(1.0 / sc.rate_per_user, n))
+        else:
+            times_list: list[float] = []
+            t, on = 0.0, bool(rng.random() < sc.burst_duty)
+            on_rate = sc.rate_per_user / sc.burst_duty
+            off_mean = sc.burst_s * (1 - sc.burst_duty) / sc.burst_duty if sc.burst_duty < 1 else 0.0
+            while t < sc.duration_s:
+                span = rng.exponential(sc.burst_s if on else max(off_mean, 1e-9))
+                if on:
+                    k = rng.poisson(on_rate * span)
+                    times_list.extend(sorted(t + rng.uniform(0, span, k)))
+                t += span
+                on = not on
+            times = np.asarray(times_list)
+        out.append(times[times < sc.duration_s])
+    return out

@@ -97,3 +97,17 @@ def test_accuracy_req_accepts_a_fraction_or_a_percentage() -> None:
     with pytest.raises(ValueError, match="accuracy-req"):
         accuracy_fraction(120.0)
     assert np.isfinite(accuracy_fraction(0.0))
+
+
+@pytest.mark.slow
+def test_orchestrate_live_answers_every_request_when_the_edge_server_is_killed(
+        variant_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "live"
+    code = main(["orchestrate", "live", "--bundle", str(variant_bundle), "--users", "2",
+                 "--traces", str(flat_traces(tmp_path / "traces")), "--accuracy-req", "0.9", "--out", str(out),
+                 "--duration", "6", "--rate", "3", "--policies", "all-edge", "--kill-edge-at", "3", "--no-quota"])
+    assert code == 0, capsys.readouterr().err
+    row = json.loads((out / "report.json").read_text())["policies"]["all-edge"]
+    assert row["requests"] == row["answered"] > 10
+    assert row["fallbacks"] > 0  # the requests after the kill were answered by the devices
+    assert row["tier_share"]["edge"] == 1.0  # every one was sent to the edge server first

@@ -1,0 +1,307 @@
+"""The live multi-user run: real processes for every tier, a load generator per user, report.json.
+
+    sudo .venv/bin/edgecloud orchestrate live --bundle B --users 4 --traces DIR --accuracy-req A --out D
+
+Per policy (one round each, repeated `rounds` times, interleaved):
+
+- **cloud**: `edgecloud cloud serve --models <every variant>` pinned to the last core, behind a
+  delay proxy holding each direction (access RTT + WAN RTT) / 2 (edgecloud/evaluation/testbed).
+- **edge server**: the same server pinned to the first core, behind a proxy holding access RTT / 2.
+- **N end devices**: `edgecloud edge serve --edge-server-url ... --cloud-url ... --policy P`, each
+  an edge agent hosting model `orchestrator`, in a cgroup with a CPU quota of the profile's end-tier
+  share (a quarter of a core), as the profile assumed.
+- **users**: one asyncio task per device sending test samples at Poisson (or bursty) times to its
+  own device; users join and leave by the scenario's phases, exactly as in the simulator.
+
+What it cannot do yet: replay the bandwidth traces (the shaped rate over time) or drop the rate,
+since that needs the testbed's trace replay, which has not landed; the links here have the
+network's RTTs and the loopback's rate. `--traces` is recorded in the report for that reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
+from orchestration.policies import LEARNERS
+from orchestration.profiles import Profiles, profiles_from_manifest
+from orchestration.report import Answered, comparisons, plot_cdf, plot_choices, summarize, write_report
+from orchestration.simulator import SCENARIOS, NetworkConfig, Scenario, arrival_times
+from shared.names import AnswerSource, Tier
+from shared.oip import decode_response, encode_request
+
+log = logging.getLogger(__name__)
+
+CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
+"""cgroup v1 cpu controller; v2 is /sys/fs/cgroup with cpu.max."""
+CFS_PERIOD_US = 100_000
+
+
+class LiveError(RuntimeError):
+    """The live run cannot start or a service died; the message names it and its log."""
+
+
+@dataclass
+class LiveSpec:
+    """What `edgecloud orchestrate live` runs."""
+
+    bundle: Path
+    users: int
+    traces: Path
+    accuracy_req: float
+    out: Path
+    scenario: str = "steady"
+    """steady, or change (users join at 1/3; the bandwidth drop is not emulated live)."""
+    duration_s: float = 60.0
+    rate_per_user: float = 4.0
+    arrivals: str = "poisson"
+    rounds: int = 1
+    """rounds per policy, interleaved (policy A, B, ..., A, B, ...)."""
+    policies: list[str] = field(default_factory=lambda: [*LEARNERS, "greedy", "all-edge"])
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    data_dir: Path | None = None
+    """dataset folder for the test samples (not needed for digits)."""
+    kill_edge_at_s: float | None = None
+    """kill the edge server this many seconds into each round (fault test)."""
+    quota: bool = True
+    """put each device in a cgroup with the end tier's CPU share (needs root)."""
+
+
+class DeviceQuota:
+    """A cgroup v1 cpu group capping its processes at `share` of one core (CFS quota)."""
+
+    def __init__(self, name: str, share: float) -> None:
+        self.path = CGROUP_CPU / name
+        self.path.mkdir(exist_ok=True)
+        (self.path / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        (self.path / "cpu.cfs_quota_us").write_text(str(int(share * CFS_PERIOD_US)))
+
+    def add(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            for pid in (self.path / "cgroup.procs").read_text().split():
+                (CGROUP_CPU / "cgroup.procs").write_text(pid)
+            self.path.rmdir()
+
+
+def quota_available() -> bool:
+    return os.geteuid() == 0 and CGROUP_CPU.is_dir() and os.access(CGROUP_CPU, os.W_OK)
+
+
+def _pin(service: Service, cores: set[int]) -> None:
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(service.process.pid, cores)
+
+
+def _proxy(name: str, *, target_port: int, delay_ms: float, log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edgecloud.evaluation.testbed.delay_proxy", "--listen", f"127.0.0.1:{port}",
+             "--target", f"127.0.0.1:{target_port}", "--delay-ms", f"{delay_ms}"],
+            stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LiveError(f"{name} exited: {log_path.read_text()[-500:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return process, port
+        time.sleep(0.1)
+    raise LiveError(f"{name} did not listen on {port} within 30 s")
+
+
+
+@contextlib.contextmanager
+def servers(spec: LiveSpec, profiles: Profiles, log_dir: Path) -> Iterator[dict[str, Any]]:
+    """Cloud and edge server (each pinned, each behind its delay proxy); stopped on exit."""
+    cores = sorted(os.sched_getaffinity(0))
+    models = ",".join(profiles.names)
+    common = ["--bundle", str(spec.bundle), "--models", models, "--threads", "1", "--max-queue-delay-ms", "0",
+              "--max-batch-size", "8"]
+    started: list[Service] = []
+    proxies: list[Any] = []
+    try:
+        cloud = start_service("cloud", ["cloud", "serve", *common], port=free_port(), log_dir=log_dir)
+        started.append(cloud)
+        edge = start_service("edge-server", ["cloud", "serve", *common], port=free_port(), log_dir=log_dir)
+        started.append(edge)
+        for service in started:
+            wait_ready(service)
+        _pin(edge, {cores[0]})
+        _pin(cloud, {cores[-1]})
+        net = spec.network
+        cloud_proxy, cloud_port = _proxy("cloud-proxy", target_port=int(cloud.url.rsplit(":", 1)[1]),
+                                         delay_ms=(net.access_rtt_ms + net.wan_rtt_ms) / 2, log_dir=log_dir)
+        proxies.append(cloud_proxy)
+        edge_proxy, edge_port = _proxy("edge-proxy", target_port=int(edge.url.rsplit(":", 1)[1]),
+                                       delay_ms=net.access_rtt_ms / 2, log_dir=log_dir)
+        proxies.append(edge_proxy)
+        yield {"cloud": cloud, "edge": edge, "cloud_url": f"http://127.0.0.1:{cloud_port}",
+               "edge_url": f"http://127.0.0.1:{edge_port}"}
+    finally:
+        for process in proxies:
+            process.terminate()
+            with contextlib.suppress(Exception):
+                process.wait(timeout=5)
+        for service in reversed(started):
+            stop_service(service)
+
+
+@contextlib.contextmanager
+def devices(spec: LiveSpec, policy: str, urls: dict[str, Any], share: float, log_dir: Path, *,
+            seed: int) -> Iterator[list[Service]]:
+    """N edge agents hosting `orchestrator`, each in its own CPU quota; stopped on exit."""
+    agents: list[Service] = []
+    quotas: list[DeviceQuota] = []
+    try:
+        for user in range(spec.users):
+            args = ["edge", "serve", "--bundle", str(spec.bundle), "--edge-server-url", urls["edge_url"],
+                    "--cloud-url", urls["cloud_url"], "--policy", policy, "--accuracy-req", str(spec.accuracy_req),
+                    "--threads", "1", "--orchestrator-seed", str(seed * 1000 + user),
+                    "--orchestrator-timeout-ms", "1000"]
+            agent = start_service(f"device-{user}", args, port=free_port(), log_dir=log_dir / policy.replace(":", "_"))
+            agents.append(agent)
+            if spec.quota:
+                quota = DeviceQuota(f"edgecloud-device-{os.getpid()}-{user}", share)
+                quota.add(agent.process.pid)
+                quotas.append(quota)
+        for agent in agents:
+            wait_ready(agent, timeout_s=300)
+        yield agents
+    finally:
+        for agent in agents:
+            stop_service(agent)
+        for quota in quotas:
+            quota.remove()
+
+
+async def drive(spec: LiveSpec, scenario: Scenario, agents: Sequence[Service], x: np.ndarray, y: np.ndarray,
+                *, seed: int, kill: Any = None) -> tuple[list[Answered], int]:
+    """Every user's requests at their arrival times; (answered, sent)."""
+    rng = np.random.default_rng(seed)
+    times = arrival_times(scenario, rng)
+    answered: list[Answered] = []
+    sent = 0
+    start = time.perf_counter()
+    limits = httpx.Limits(max_connections=64)
+
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0), limits=limits) as client:
+        async def one(user: int, at: float) -> None:
+            nonlocal sent
+            delay = at - (time.perf_counter() - start)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if user >= scenario.phase_at(at).users:
+                return
+            sent += 1
+            i = int(rng.integers(len(x)))
+            body, headers = encode_request({"input": x[i:i + 1]})
+            t0 = time.perf_counter()
+            try:
+                response = await client.post(f"{agents[user].url}/v2/models/orchestrator/infer", content=body,
+                                             headers=headers)
+            except httpx.HTTPError as err:
+                log.warning("user %d: request failed: %s", user, err)
+                return
+            ms = (time.perf_counter() - t0) * 1000.0
+            if response.status_code != 200:
+                log.warning("user %d: %d %s", user, response.status_code, response.text[:200])
+                return
+            _, out = decode_response(response.content, response.headers)
+
+            def text(name: str) -> str:
+                value = out[name].reshape(-1)[0]
+                return value.decode() if isinstance(value, bytes) else str(value)
+
+            source = text("source")
+            answered.append(Answered(arrival_s=at, response_ms=ms, tier=Tier(text("tier")), variant=text("variant"),
+                                     correct=bool(out["label"].reshape(-1)[0] == y[i]), reward=-ms / 100.0,
+                                     user=user, fallback=source == AnswerSource.FALLBACK.value))
+
+        tasks = [asyncio.create_task(one(u, float(t))) for u, ts in enumerate(times) for t in ts]
+        if kill is not None:
+            tasks.append(asyncio.create_task(kill(start)))
+        await asyncio.gather(*tasks)
+    return answered, sent
+
+
+def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
+    """Every policy, `rounds` times, interleaved; report.json and plots under `spec.out`."""
+    from shared.bundle import load_manifest
+    from shared.datasets import load_dataset
+
+    if spec.quota and not quota_available():
+        raise LiveError("the device CPU quota needs root and cgroup v1's cpu controller at /sys/fs/cgroup/cpu; "
+                        "run with sudo, or pass --no-quota (devices then run at full speed, unlike the profile)")
+    profiles = profiles_from_manifest(spec.bundle)
+    manifest = load_manifest(spec.bundle, verify=False)
+    data = load_dataset(manifest.dataset, data_dir=spec.data_dir)
+    x, y = data.test.x, data.test.y
+    log_dir = spec.out / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    share = profiles.tiers[Tier.END].cpu_share
+    runs: dict[str, list[Answered]] = {p: [] for p in spec.policies}
+    sent: dict[str, int] = dict.fromkeys(spec.policies, 0)
+    first_round: dict[str, list[Answered]] = {}
+    scenario = SCENARIOS[spec.scenario](spec.users, duration_s=spec.duration_s, rate_per_user=spec.rate_per_user,
+                                        arrivals=spec.arrivals, accuracy_req=spec.accuracy_req)
+    for round_ in range(spec.rounds):
+        for policy in spec.policies:
+            with servers(spec, profiles, log_dir / f"round{round_}" / policy.replace(":", "_")) as urls, \
+                    devices(spec, policy, urls, share, log_dir / f"round{round_}", seed=round_) as agents:
+                kill = None
+                if spec.kill_edge_at_s is not None:
+                    async def kill(start: float, edge: Service = urls["edge"]) -> None:
+                        await asyncio.sleep(max(0.0, spec.kill_edge_at_s - (time.perf_counter() - start)))
+                        edge.process.kill()
+                answered, n = asyncio.run(drive(spec, scenario, agents, x, y, seed=round_, kill=kill))
+            if round_ == 0:
+                first_round[policy] = sorted(answered, key=lambda a: a.arrival_s)
+            runs[policy].extend(answered)
+            sent[policy] += n
+            if progress is not None:
+                progress(f"round {round_} {policy}: {len(answered)}/{n} answered")
+    policies = {}
+    for name in spec.policies:
+        policies[name] = summarize(runs[name], sent=sent[name], change_times=scenario.change_times)
+        first = summarize(first_round[name], change_times=scenario.change_times)
+        policies[name].update({k: first[k] for k in ("converged_after_requests", "reconverged")})
+    report: dict[str, Any] = {
+        "mode": "live", "bundle": str(spec.bundle), "users": spec.users, "traces": str(spec.traces),
+        "traces_replayed": False, "accuracy_req": spec.accuracy_req, "scenario": spec.scenario,
+        "duration_s": spec.duration_s, "rate_per_user": spec.rate_per_user, "arrivals": spec.arrivals,
+        "rounds": spec.rounds, "device_cpu_share": share if spec.quota else None,
+        "kill_edge_at_s": spec.kill_edge_at_s, "change_times_s": scenario.change_times,
+        "network": asdict(spec.network), "cores": sorted(os.sched_getaffinity(0)),
+        "policies": policies,
+        "comparison": comparisons(policies, teacher_accuracy=profiles.variants[profiles.teacher].accuracy),
+    }
+    write_report(spec.out, report)
+    plot_cdf(runs, spec.out / "response_cdf.png", title=f"live: response time, {spec.users} users")
+    for name, answered in first_round.items():
+        if name in LEARNERS or name == "greedy":
+            plot_choices(answered, spec.out / f"choices_{name}.png", title=f"live {name}: tier over time",
+                         change_times=scenario.change_times)
+    (spec.out / "answers.jsonl").write_text("".join(
+        json.dumps({"policy": p, **{k: (v.value if isinstance(v, Tier) else v) for k, v in asdict(a).items()}}) + "\n"
+        for p, answered in runs.items() for a in answered))
+    return report
+
