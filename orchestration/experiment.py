@@ -24,6 +24,7 @@ from orchestration.report import (
     write_report,
 )
 from orchestration.simulator import SCENARIOS, NetworkConfig, RequestRecord, Simulator
+from shared.names import Tier
 from shared.traces import load_traces
 
 
@@ -53,6 +54,8 @@ class SimSpec:
     """policy names; `static` expands to every (tier, variant) pair meeting the requirement."""
     network: NetworkConfig = field(default_factory=NetworkConfig)
     """the links between the tiers."""
+    end_cpu_share: float | None = None
+    """emulate end devices with this share of a host core instead of the profile's (a device-speed sweep)."""
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -77,6 +80,8 @@ def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | Non
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every policy over `spec.seeds` seeds; write report.json (+ table and plots) under `out`."""
     profiles = profiles if profiles is not None else profiles_from_manifest(spec.bundle)
+    if spec.end_cpu_share is not None:
+        profiles = profiles.with_tier_share(Tier.END, spec.end_cpu_share)
     traces = load_traces(spec.traces)
     names = expand(spec.policies, profiles, spec.accuracy_req)
     policies: dict[str, dict[str, Any]] = {}
@@ -108,6 +113,7 @@ def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | Non
         "accuracy_req": spec.accuracy_req, "scenario": spec.scenario, "duration_s": spec.duration_s,
         "rate_per_user": spec.rate_per_user, "arrivals": spec.arrivals, "seeds": spec.seeds,
         "change_times_s": change_times, "network": dataclasses.asdict(spec.network),
+        "end_cpu_share": profiles.tiers[Tier.END].cpu_share,
         "variants": {n: {"accuracy": v.accuracy, "latency_ms": {t.value: ms for t, ms in v.latency_ms.items()}}
                      for n, v in profiles.variants.items()},
         "policies": policies,

@@ -80,6 +80,8 @@ class LiveSpec:
     """kill the edge server this many seconds into each round (fault test)."""
     quota: bool = True
     """put each device in a cgroup with the end tier's CPU share (needs root)."""
+    end_cpu_share: float | None = None
+    """the devices' share of a core instead of the profile's (the simulator's --end-cpu-share)."""
 
 
 class DeviceQuota:
@@ -252,6 +254,8 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
         raise LiveError("the device CPU quota needs root and cgroup v1's cpu controller at /sys/fs/cgroup/cpu; "
                         "run with sudo, or pass --no-quota (devices then run at full speed, unlike the profile)")
     profiles = profiles_from_manifest(spec.bundle)
+    if spec.end_cpu_share is not None:
+        profiles = profiles.with_tier_share(Tier.END, spec.end_cpu_share)
     manifest = load_manifest(spec.bundle, verify=False)
     data = load_dataset(manifest.dataset, data_dir=spec.data_dir)
     x, y = data.test.x, data.test.y

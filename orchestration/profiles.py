@@ -15,6 +15,7 @@ live run describe the same machines.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -101,6 +102,21 @@ class Profiles:
             raise ProfileError("a profile needs at least one variant")
         if self.teacher not in self.variants:
             raise ProfileError(f"teacher {self.teacher!r} is not among the variants {sorted(self.variants)}")
+
+    def with_tier_share(self, tier: Tier, cpu_share: float) -> Profiles:
+        """The same family on a tier with another share of a core (compute scales as 1 / share).
+
+        For sweeps over device speed: the profile was measured once on the host, and the live run
+        enforces whatever share the profile says (a CPU quota per device).
+        """
+        spec = TierSpec(cpu_share=cpu_share, description=f"{tier.value}: {cpu_share:g} of one host core")
+        factor = self.tiers[tier].cpu_share / cpu_share
+        variants = {
+            name: dataclasses.replace(
+                v, latency_ms={**v.latency_ms, tier: v.latency_ms[tier] * factor},
+                batch_ms={**v.batch_ms, tier: v.batch_ms[tier] * factor})
+            for name, v in self.variants.items()}
+        return dataclasses.replace(self, variants=variants, tiers={**self.tiers, tier: spec})
 
     @property
     def names(self) -> list[str]:

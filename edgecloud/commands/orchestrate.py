@@ -26,6 +26,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=90.0, help="seconds of arrivals per run")
     parser.add_argument("--rate", type=float, default=4.0, help="requests per second per active user")
     parser.add_argument("--arrivals", choices=("poisson", "bursty"), default="poisson", help="arrival process")
+    parser.add_argument("--end-cpu-share", type=float, default=None, metavar="SHARE",
+                        help="emulate end devices with this share of one host core instead of the profile's "
+                             "(0.25); compute on the device scales as 1/SHARE")
     parser.add_argument("--policies", default="qlearning,linucb,greedy,all-end,all-edge,all-cloud,oracle,static",
                         help="comma-separated: qlearning, linucb, greedy, all-end, all-edge, all-cloud, oracle, "
                              "static (every pair meeting the requirement) or static:TIER:VARIANT")
@@ -89,7 +92,8 @@ def run_sim(args: argparse.Namespace) -> int:
                        accuracy_req=accuracy_fraction(args.accuracy_req), scenario=args.scenario,
                        duration_s=args.duration, rate_per_user=args.rate, arrivals=args.arrivals, seeds=args.seeds,
                        policies=[p.strip() for p in args.policies.split(",") if p.strip()],
-                       network=NetworkConfig(access_rtt_ms=args.access_rtt_ms, wan_rtt_ms=args.wan_rtt_ms))
+                       network=NetworkConfig(access_rtt_ms=args.access_rtt_ms, wan_rtt_ms=args.wan_rtt_ms),
+                       end_cpu_share=args.end_cpu_share)
         with tqdm(desc="policy runs", unit="run") as bar:
             report = simulate(spec, out=args.out, progress=lambda line: (bar.update(), bar.set_postfix_str(line)))
     except (BundleError, ProfileError, PolicyError, TraceError, ValueError) as err:
@@ -126,7 +130,8 @@ def run_live(args: argparse.Namespace) -> int:
                         duration_s=args.duration, rate_per_user=args.rate, arrivals=args.arrivals,
                         rounds=args.rounds, policies=[p.strip() for p in args.policies.split(",") if p.strip()],
                         network=NetworkConfig(access_rtt_ms=args.access_rtt_ms, wan_rtt_ms=args.wan_rtt_ms),
-                        data_dir=args.data_dir, kill_edge_at_s=args.kill_edge_at, quota=not args.no_quota)
+                        data_dir=args.data_dir, kill_edge_at_s=args.kill_edge_at, quota=not args.no_quota,
+                        end_cpu_share=args.end_cpu_share)
         report = live(spec, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except (LiveError, BundleError, ProfileError, DatasetError, ValueError) as err:
         print(f"edgecloud orchestrate live: {err}", file=sys.stderr)

@@ -124,3 +124,11 @@ def test_convergence_point_of_a_settling_stream() -> None:
     point = converged_after(rewards, window=100)
     assert point is not None and 400 <= point <= 600
     assert converged_after(rewards[:150], window=100) is None
+
+
+def test_a_slower_device_scales_only_the_end_tier(profiles) -> None:
+    slow = profiles.with_tier_share(Tier.END, 0.05)
+    for name, v in profiles.variants.items():
+        assert slow.variants[name].latency_ms[Tier.END] == pytest.approx(5 * v.latency_ms[Tier.END])
+        assert slow.variants[name].latency_ms[Tier.EDGE] == v.latency_ms[Tier.EDGE]
+    assert slow.tiers[Tier.END].cpu_share == 0.05
