@@ -51,18 +51,24 @@ class Trace:
         if n_bytes <= 0:
             return 0.0
         bits = 8.0 * n_bytes
-        t = start_s
         duration = self.duration_s
+        # Walk the segments by index from where the transfer starts. Recomputing the segment from
+        # `t % duration` each step can land a hair before a boundary it has already reached (floating
+        # point), and then the walk makes no progress.
+        local = start_s % duration
+        base = start_s - local  # start of the current pass
+        index = max(int(np.searchsorted(self.times_s, local, side="right")) - 1, 0)
+        position = local
         for _ in range(1_000_000):  # bounded: a trace pass moves at least MIN_MBIT_S * duration bits
-            local = t % duration
-            index = max(int(np.searchsorted(self.times_s, local, side="right")) - 1, 0)
             segment_end = self.times_s[index + 1] if index + 1 < len(self.times_s) else duration
             rate = self.mbit_s[index] * 1e6  # bits/s
-            span = segment_end - local
+            span = max(0.0, segment_end - position)
             if rate * span >= bits:
-                return t + bits / rate - start_s
+                return base + position + bits / rate - start_s
             bits -= rate * span
-            t += span
+            index, position = index + 1, segment_end
+            if index >= len(self.times_s):
+                index, position, base = 0, 0.0, base + duration
         raise TraceError(f"{self.name}: transfer of {n_bytes} bytes did not finish")  # pragma: no cover
 
     def mean_mbit_s(self) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from shared.traces import Trace, TraceError, load_traces, read_trace
@@ -56,3 +57,18 @@ def test_real_traces_load_and_the_test_set_is_refused_for_fitting() -> None:
     assert len(load_traces(TRACES / "norway-hsdpa-test", purpose="test")) == 71
     with pytest.raises(TraceError, match="is for reporting only"):
         load_traces(TRACES / "norway-hsdpa-test", purpose="train")
+
+
+def test_transfer_starting_a_hair_before_a_boundary_late_in_a_replay_finishes() -> None:
+    # Found by the orchestration simulator: far into a replay, `t % duration` could land just below a
+    # segment boundary the walk had already reached, and the walk stalled until its bound.
+    from shared.traces import Trace
+
+    trace = Trace(name="t", times_s=np.array([0.0, 0.1, 0.2]), mbit_s=np.array([0.001, 0.001, 5.0]))
+    duration = trace.duration_s
+    for k in (1, 7, 1234, 98765):
+        start = k * duration + 0.1 - 1e-12
+        took = trace.transfer_s(300.0, start)
+        assert 0.0 < took < 2 * duration
+    # exact: 2400 bits; the first two segments move 100 bits each at 1 kbit/s, the rest at 5 Mbit/s
+    assert trace.transfer_s(300.0, 0.0) == pytest.approx(0.2 + 2200 / 5e6)
