@@ -14,7 +14,7 @@ learning while they serve.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +62,9 @@ class QConfig:
     """exploration floor: a little exploration never stops, so a freed tier is noticed."""
     epsilon_decay_steps: float = 60.0
     """ε = max(ε_min, ε_start / (1 + n / steps)) after n decisions since the last (re)start."""
+    explore_within: float | None = 4.0
+    """explore only actions whose model-predicted latency is within this factor of the best predicted
+    one (ours; needs a `predict`), except right after a (re)start, when every action is explored."""
     detector: PageHinkley = field(default_factory=PageHinkley)
     """change test on the rewards; a change restarts exploration."""
     seed: int = 0
@@ -70,6 +73,8 @@ class QConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha <= 1.0 or not 0.0 <= self.gamma < 1.0:
             raise ValueError(f"need alpha in (0, 1], gamma in [0, 1); got {self.alpha}, {self.gamma}")
+        if self.explore_within is not None and self.explore_within < 1.0:
+            raise ValueError(f"explore_within must be None or >= 1, got {self.explore_within}")
         if not 0.0 <= self.epsilon_min <= self.epsilon_start <= 1.0 or self.epsilon_decay_steps <= 0:
             raise ValueError(f"need 0 <= epsilon_min <= epsilon_start <= 1 and decay_steps > 0; got "
                              f"{self.epsilon_min}, {self.epsilon_start}, {self.epsilon_decay_steps}")
@@ -80,9 +85,11 @@ class QLearning:
 
     name = "qlearning"
 
-    def __init__(self, space: StateSpace, cfg: QConfig | None = None) -> None:
+    def __init__(self, space: StateSpace, cfg: QConfig | None = None,
+                 predict: Callable[[Observation, Action], float] | None = None) -> None:
         self.space = space
         self.cfg = cfg if cfg is not None else QConfig()
+        self.predict = predict
         self.rng = np.random.default_rng(self.cfg.seed)
         self.q: dict[tuple[int, ...], dict[Action, float]] = {}
         # A state seen for the first time starts from the mean value each action earned anywhere
@@ -110,11 +117,23 @@ class QLearning:
         state = self.space.encode(obs)
         self.steps += 1
         if self.rng.random() < self.epsilon:
-            return Decision(action=actions[int(self.rng.integers(len(actions)))], state=state, explored=True)
+            pool = self._exploration_pool(obs, actions)
+            return Decision(action=pool[int(self.rng.integers(len(pool)))], state=state, explored=True)
         values = [self._value(state, a) for a in actions]
         best = max(values)
         ties = [a for a, v in zip(actions, values, strict=True) if v == best]
         return Decision(action=ties[int(self.rng.integers(len(ties)))], state=state)
+
+    def _exploration_pool(self, obs: Observation, actions: Sequence[Action]) -> Sequence[Action]:
+        # Guided exploration (ours): once the device has measurements, exploring an action its own
+        # latency model puts at 10x the best one only costs; right after a (re)start, explore everything.
+        c = self.cfg
+        if self.predict is None or c.explore_within is None or self.steps <= c.epsilon_decay_steps:
+            return actions
+        predicted = [self.predict(obs, a) for a in actions]
+        best = min(predicted)
+        pool = [a for a, p in zip(actions, predicted, strict=True) if p <= c.explore_within * max(best, 1e-6)]
+        return pool or actions
 
     def update(self, decision: Decision, r: float, next_obs: Observation | None = None) -> None:
         """Q(s,a) += α (r + γ max_a' Q(s',a') − Q(s,a)); restart exploration on a detected change."""
@@ -127,7 +146,9 @@ class QLearning:
         self.q[decision.state][decision.action] = old + c.alpha * (target - old)
         mean, count = self._global.get(decision.action, (0.0, 0))
         self._global[decision.action] = (mean + c.alpha * (r - mean) if count else r, count + 1)
-        if c.detector.update(r):
+        # Only the rewards of greedy choices feed the change test: an exploratory choice is expected to
+        # be worse, and counting it would make exploration itself look like a change (and feed itself).
+        if not decision.explored and c.detector.update(r):
             self.changes += 1
             self.steps = 0  # ε back to ε_start: the learned values may be stale
 

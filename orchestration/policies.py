@@ -135,7 +135,8 @@ def static_names(profiles: Profiles, accuracy_req: float) -> list[str]:
 def make_policy(name: str, profiles: Profiles, *, seed: int = 0) -> Policy:
     """A fresh policy by name (each user gets its own: its own learner, its own exploration)."""
     if name == "qlearning":
-        return LearnerPolicy(QLearning(state_space(profiles), QConfig(seed=seed)))
+        return LearnerPolicy(QLearning(state_space(profiles), QConfig(seed=seed),
+                                       predict=lambda obs, action: predicted_ms(profiles, obs, action)))
     if name == "linucb":
         return LearnerPolicy(LinUCB(state_space(profiles)))
     if name == "greedy":

@@ -98,3 +98,15 @@ def test_configs_refuse_bad_values() -> None:
         QConfig(epsilon_min=0.5, epsilon_start=0.1)
     with pytest.raises(ValueError, match="threshold"):
         PageHinkley(threshold=0.0)
+
+
+def test_guided_exploration_skips_actions_the_model_predicts_far_worse_after_the_start() -> None:
+    predicted = {ACTIONS[0]: 5.0, ACTIONS[1]: 12.0, ACTIONS[2]: 500.0}
+    learner = QLearning(StateSpace(), QConfig(seed=4, epsilon_min=0.2), predict=lambda obs, a: predicted[a])
+    early = run_bandit(learner, {ACTIONS[0]: 5.0, ACTIONS[1]: 12.0, ACTIONS[2]: 500.0}, 60)
+    late = run_bandit(learner, {ACTIONS[0]: 5.0, ACTIONS[1]: 12.0, ACTIONS[2]: 500.0}, 400)
+    assert ACTIONS[2] in early  # right after the start every action is explored (or tried once)
+    assert ACTIONS[2] not in late  # afterwards, only actions within 4x of the best prediction
+    assert late.count(ACTIONS[1]) > 0  # ... which are still explored
+    with pytest.raises(ValueError, match="explore_within"):
+        QConfig(explore_within=0.5)
