@@ -148,7 +148,8 @@ class QLearning:
         self._global[decision.action] = (mean + c.alpha * (r - mean) if count else r, count + 1)
         # Only the rewards of greedy choices feed the change test: an exploratory choice is expected to
         # be worse, and counting it would make exploration itself look like a change (and feed itself).
-        if not decision.explored and c.detector.update(r):
+        # Nor do the first decisions after a (re)start: they include each action's first, optimistic try.
+        if not decision.explored and self.steps > c.epsilon_decay_steps and c.detector.update(r):
             self.changes += 1
             self.steps = 0  # ε back to ε_start: the learned values may be stale
 
