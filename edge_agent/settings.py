@@ -60,6 +60,10 @@ class EdgeSettings(ServerSettings):
     orchestrator_timeout_ms: float = Field(
         default=1000.0, gt=0.0, le=600_000.0,
         description="budget of one orchestrated request to a server; past it the device's own variant answers")
+    device_slowdown: float = Field(
+        default=1.0, ge=1.0, le=1000.0,
+        description="emulate a slower end device for the orchestrator's own variants: the compute thread is "
+                    "held this many times as long as each pass took (1 = this machine's speed)")
     orchestrator_seed: int = Field(default=0, ge=0, description="seeds the orchestrator's exploration")
 
     @field_validator("bundle")

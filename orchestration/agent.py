@@ -110,9 +110,12 @@ class TierClient:
 class LocalVariants:
     """The variants the device runs itself: one onnxruntime session each, one compute thread."""
 
-    def __init__(self, bundle: Path, names: list[str], *, threads: int = 1) -> None:
+    def __init__(self, bundle: Path, names: list[str], *, threads: int = 1, slowdown: float = 1.0) -> None:
         import onnxruntime as ort
 
+        if slowdown < 1.0:
+            raise ValueError(f"slowdown must be >= 1, got {slowdown}")
+        self.slowdown = slowdown
         manifest = load_manifest(bundle, verify=True)
         self.preprocessor = ImagePreprocessor.from_spec(manifest.input)
         options = ort.SessionOptions()
@@ -130,7 +133,13 @@ class LocalVariants:
         self.pending = 0
 
     def run(self, name: str, x: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
         logits = self.sessions[name].run(["logits"], {"input": self.preprocessor.normalize(x)})[0]
+        if self.slowdown > 1.0:
+            # A device `slowdown` times slower holds its one core that much longer; holding this thread
+            # (not a CPU quota, which caps throughput but lets a short pass run at full speed) makes
+            # both the latency and the queueing behind it those of the slower device.
+            time.sleep((time.perf_counter() - started) * (self.slowdown - 1.0))
         return logits.argmax(axis=1).astype(np.int64)
 
     async def infer(self, name: str, x: np.ndarray) -> np.ndarray:
@@ -263,7 +272,8 @@ def build_orchestrator(settings: Any, *, metrics: OrchestratorMetrics | None = N
         clients[Tier.EDGE] = TierClient(settings.base_edge_server_url, timeout_s=timeout_s, headers=headers)
     if settings.base_cloud_url is not None:
         clients[Tier.CLOUD] = TierClient(settings.base_cloud_url, timeout_s=timeout_s, headers=headers)
-    local = LocalVariants(settings.bundle, profiles.names, threads=settings.threads)
+    local = LocalVariants(settings.bundle, profiles.names, threads=settings.threads,
+                          slowdown=settings.device_slowdown)
     policy = make_policy(settings.policy, profiles, seed=settings.orchestrator_seed)
     orchestrator = Orchestrator(profiles=profiles, policy=policy, local=local, clients=clients,
                                 accuracy_req=settings.accuracy_req, metrics=metrics)

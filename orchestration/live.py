@@ -8,8 +8,10 @@ Per policy (one round each, repeated `rounds` times, interleaved):
   delay proxy holding each direction (access RTT + WAN RTT) / 2 (edgecloud/evaluation/testbed).
 - **edge server**: the same server pinned to the first core, behind a proxy holding access RTT / 2.
 - **N end devices**: `edgecloud edge serve --edge-server-url ... --cloud-url ... --policy P`, each
-  an edge agent hosting model `orchestrator`, in a cgroup with a CPU quota of the profile's end-tier
-  share (a quarter of a core), as the profile assumed.
+  an edge agent hosting model `orchestrator`, computing its own variants `1 / share` times slower
+  than the host (`--device-slowdown`: the compute thread is held that long), as the profile assumed.
+  A cgroup CPU quota would not do: it caps throughput, and a sub-millisecond pass runs at full speed
+  inside one quota period.
 - **users**: one asyncio task per device sending test samples at Poisson (or bursty) times to its
   own device; users join and leave by the scenario's phases, exactly as in the simulator.
 
@@ -47,9 +49,6 @@ from shared.oip import decode_response, encode_request
 
 log = logging.getLogger(__name__)
 
-CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
-"""cgroup v1 cpu controller; v2 is /sys/fs/cgroup with cpu.max."""
-CFS_PERIOD_US = 100_000
 
 
 class LiveError(RuntimeError):
@@ -78,33 +77,8 @@ class LiveSpec:
     """dataset folder for the test samples (not needed for digits)."""
     kill_edge_at_s: float | None = None
     """kill the edge server this many seconds into each round (fault test)."""
-    quota: bool = True
-    """put each device in a cgroup with the end tier's CPU share (needs root)."""
     end_cpu_share: float | None = None
     """the devices' share of a core instead of the profile's (the simulator's --end-cpu-share)."""
-
-
-class DeviceQuota:
-    """A cgroup v1 cpu group capping its processes at `share` of one core (CFS quota)."""
-
-    def __init__(self, name: str, share: float) -> None:
-        self.path = CGROUP_CPU / name
-        self.path.mkdir(exist_ok=True)
-        (self.path / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-        (self.path / "cpu.cfs_quota_us").write_text(str(int(share * CFS_PERIOD_US)))
-
-    def add(self, pid: int) -> None:
-        (self.path / "cgroup.procs").write_text(str(pid))
-
-    def remove(self) -> None:
-        with contextlib.suppress(OSError):
-            for pid in (self.path / "cgroup.procs").read_text().split():
-                (CGROUP_CPU / "cgroup.procs").write_text(pid)
-            self.path.rmdir()
-
-
-def quota_available() -> bool:
-    return os.geteuid() == 0 and CGROUP_CPU.is_dir() and os.access(CGROUP_CPU, os.W_OK)
 
 
 def _pin(service: Service, cores: set[int]) -> None:
@@ -170,29 +144,22 @@ def servers(spec: LiveSpec, profiles: Profiles, log_dir: Path) -> Iterator[dict[
 @contextlib.contextmanager
 def devices(spec: LiveSpec, policy: str, urls: dict[str, Any], share: float, log_dir: Path, *,
             seed: int) -> Iterator[list[Service]]:
-    """N edge agents hosting `orchestrator`, each in its own CPU quota; stopped on exit."""
+    """N edge agents hosting `orchestrator`, each computing `1 / share` times slower; stopped on exit."""
     agents: list[Service] = []
-    quotas: list[DeviceQuota] = []
     try:
         for user in range(spec.users):
             args = ["edge", "serve", "--bundle", str(spec.bundle), "--edge-server-url", urls["edge_url"],
                     "--cloud-url", urls["cloud_url"], "--policy", policy, "--accuracy-req", str(spec.accuracy_req),
                     "--threads", "1", "--orchestrator-seed", str(seed * 1000 + user),
-                    "--orchestrator-timeout-ms", "1000"]
+                    "--orchestrator-timeout-ms", "1000", "--device-slowdown", f"{1.0 / share:g}"]
             agent = start_service(f"device-{user}", args, port=free_port(), log_dir=log_dir / policy.replace(":", "_"))
             agents.append(agent)
-            if spec.quota:
-                quota = DeviceQuota(f"edgecloud-device-{os.getpid()}-{user}", share)
-                quota.add(agent.process.pid)
-                quotas.append(quota)
         for agent in agents:
             wait_ready(agent, timeout_s=300)
         yield agents
     finally:
         for agent in agents:
             stop_service(agent)
-        for quota in quotas:
-            quota.remove()
 
 
 async def drive(spec: LiveSpec, scenario: Scenario, agents: Sequence[Service], x: np.ndarray, y: np.ndarray,
@@ -250,9 +217,6 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
     from shared.bundle import load_manifest
     from shared.datasets import load_dataset
 
-    if spec.quota and not quota_available():
-        raise LiveError("the device CPU quota needs root and cgroup v1's cpu controller at /sys/fs/cgroup/cpu; "
-                        "run with sudo, or pass --no-quota (devices then run at full speed, unlike the profile)")
     profiles = profiles_from_manifest(spec.bundle)
     if spec.end_cpu_share is not None:
         profiles = profiles.with_tier_share(Tier.END, spec.end_cpu_share)
@@ -292,7 +256,7 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
         "mode": "live", "bundle": str(spec.bundle), "users": spec.users, "traces": str(spec.traces),
         "traces_replayed": False, "accuracy_req": spec.accuracy_req, "scenario": spec.scenario,
         "duration_s": spec.duration_s, "rate_per_user": spec.rate_per_user, "arrivals": spec.arrivals,
-        "rounds": spec.rounds, "device_cpu_share": share if spec.quota else None,
+        "rounds": spec.rounds, "device_cpu_share": share, "device_slowdown": 1.0 / share,
         "kill_edge_at_s": spec.kill_edge_at_s, "change_times_s": scenario.change_times,
         "network": asdict(spec.network), "cores": sorted(os.sched_getaffinity(0)),
         "policies": policies,

@@ -48,13 +48,13 @@ def add_parser(sub: Any) -> None:
     sim.set_defaults(handler=run_sim)
 
     live = osub.add_parser(
-        "live", help="the same comparison with real processes: servers pinned, devices under a CPU quota",
+        "live", help="the same comparison with real processes: servers pinned, devices slowed to the profile's share",
         description="Starts the cloud and the edge server (each pinned to a core, each behind a delay proxy "
-                    "with the network's RTT) and one edge agent per user hosting model `orchestrator` (each in "
-                    "a cgroup at the profile's end-device CPU share; needs root), drives every user's requests "
+                    "with the network's RTT) and one edge agent per user hosting model `orchestrator` (computing "
+                    "1/share times slower than the host, the profile's end-device share), drives every user's requests "
                     "and writes OUT/report.json like `sim`. Bandwidth traces are not replayed live yet (the "
-                    "testbed's trace replay has not landed): --traces is recorded only. Example: sudo "
-                    ".venv/bin/edgecloud orchestrate live --bundle artifacts/bundle --users 4 "
+                    "testbed's trace replay has not landed): --traces is recorded only. Example: "
+                    "edgecloud orchestrate live --bundle artifacts/bundle --users 4 "
                     "--traces ../shared/data/traces/norway-hsdpa-test --accuracy-req 0.975 --out artifacts/orch/live4")
     _common(live)
     live.set_defaults(scenario="steady", duration=60.0, policies="qlearning,linucb,greedy,all-edge")
@@ -62,8 +62,6 @@ def add_parser(sub: Any) -> None:
     live.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
     live.add_argument("--kill-edge-at", type=float, default=None, metavar="SECONDS",
                       help="kill the edge server this many seconds into each round (no request may be lost)")
-    live.add_argument("--no-quota", action="store_true",
-                      help="run the devices without a CPU quota (no root needed; unlike the profile)")
     live.add_argument("--access-rtt-ms", type=float, default=20.0, help="device <-> edge server round trip")
     live.add_argument("--wan-rtt-ms", type=float, default=60.0, help="extra round trip to the cloud")
     live.set_defaults(handler=run_live)
@@ -130,8 +128,7 @@ def run_live(args: argparse.Namespace) -> int:
                         duration_s=args.duration, rate_per_user=args.rate, arrivals=args.arrivals,
                         rounds=args.rounds, policies=[p.strip() for p in args.policies.split(",") if p.strip()],
                         network=NetworkConfig(access_rtt_ms=args.access_rtt_ms, wan_rtt_ms=args.wan_rtt_ms),
-                        data_dir=args.data_dir, kill_edge_at_s=args.kill_edge_at, quota=not args.no_quota,
-                        end_cpu_share=args.end_cpu_share)
+                        data_dir=args.data_dir, kill_edge_at_s=args.kill_edge_at, end_cpu_share=args.end_cpu_share)
         report = live(spec, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except (LiveError, BundleError, ProfileError, DatasetError, ValueError) as err:
         print(f"edgecloud orchestrate live: {err}", file=sys.stderr)

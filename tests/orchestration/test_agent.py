@@ -130,3 +130,22 @@ def test_the_edge_agent_hosts_the_orchestrator_and_loses_no_request_when_the_edg
         assert "expected shape [-1, 1, 8, 8]" in bad.json()["error"]
         text = client.get("/metrics").text
     assert metric(text, "edgecloud_orchestrator_fallbacks_total", {"reason": "unreachable"}) == 5
+
+
+def test_a_slower_device_holds_its_compute_thread_longer(variant_bundle: Path,
+                                                        tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    import time
+
+    x = tiny_test_split[0][:1]
+    fast, slow = LocalVariants(variant_bundle, ["teacher"]), LocalVariants(variant_bundle, ["teacher"], slowdown=50.0)
+
+    def timed(local: LocalVariants) -> float:
+        local.run("teacher", x)
+        started = time.perf_counter()
+        for _ in range(20):
+            local.run("teacher", x)
+        return (time.perf_counter() - started) / 20
+
+    assert timed(slow) > 10 * timed(fast)
+    with pytest.raises(ValueError, match="slowdown"):
+        LocalVariants(variant_bundle, ["teacher"], slowdown=0.5)

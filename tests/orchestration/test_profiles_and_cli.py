@@ -105,7 +105,7 @@ def test_orchestrate_live_answers_every_request_when_the_edge_server_is_killed(
     out = tmp_path / "live"
     code = main(["orchestrate", "live", "--bundle", str(variant_bundle), "--users", "2",
                  "--traces", str(flat_traces(tmp_path / "traces")), "--accuracy-req", "0.9", "--out", str(out),
-                 "--duration", "6", "--rate", "3", "--policies", "all-edge", "--kill-edge-at", "3", "--no-quota"])
+                 "--duration", "6", "--rate", "3", "--policies", "all-edge", "--kill-edge-at", "3"])
     assert code == 0, capsys.readouterr().err
     row = json.loads((out / "report.json").read_text())["policies"]["all-edge"]
     assert row["requests"] == row["answered"] > 10
