@@ -10,7 +10,8 @@ took, and the device's own variant answers (AnswerSource.FALLBACK with a Fallbac
 request is lost.
 
 Outputs: `label` (INT64), `source` (BYTES: edge / edge-server / cloud / edge-fallback), `tier`,
-`variant` and `fallback_reason` (BYTES).
+`variant` and `fallback_reason` (BYTES), and `response_ms` (FP64: the device's own measure, from its
+decision to its answer, that the learner was rewarded with).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from shared.preprocess import ImagePreprocessor
 log = logging.getLogger(__name__)
 
 ORCHESTRATOR_MODEL = "orchestrator"
-OUTPUTS: tuple[str, ...] = ("label", "source", "tier", "variant", "fallback_reason")
+OUTPUTS: tuple[str, ...] = ("label", "source", "tier", "variant", "fallback_reason", "response_ms")
 SOURCE_OF: dict[Tier, AnswerSource] = {Tier.END: AnswerSource.EDGE, Tier.EDGE: AnswerSource.EDGE_SERVER,
                                        Tier.CLOUD: AnswerSource.CLOUD}
 
@@ -235,7 +236,8 @@ class OrchestratorModel(ServedModel):
             name=ORCHESTRATOR_MODEL,
             inputs=[TensorSpec(name=INPUT, datatype="UINT8", shape=[-1, *sample_shape])],
             outputs=[TensorSpec(name="label", datatype="INT64", shape=[-1]),
-                     *[TensorSpec(name=n, datatype="BYTES", shape=[-1]) for n in OUTPUTS[1:]]])
+                     *[TensorSpec(name=n, datatype="BYTES", shape=[-1]) for n in OUTPUTS[1:-1]],
+                     TensorSpec(name="response_ms", datatype="FP64", shape=[-1])])
         self.orchestrator = orchestrator
 
     def warm_up(self) -> float:
@@ -256,7 +258,8 @@ class OrchestratorModel(ServedModel):
         n = len(x)
         return {"label": a.labels, "source": np.full(n, a.source.value, dtype=object),
                 "tier": np.full(n, a.tier.value, dtype=object), "variant": np.full(n, a.variant, dtype=object),
-                "fallback_reason": np.full(n, a.reason, dtype=object)}
+                "fallback_reason": np.full(n, a.reason, dtype=object),
+                "response_ms": np.full(n, a.response_ms, dtype=np.float64)}
 
 
 def build_orchestrator(settings: Any, *, metrics: OrchestratorMetrics | None = None) -> OrchestratorModel:

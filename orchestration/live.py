@@ -163,8 +163,10 @@ def devices(spec: LiveSpec, policy: str, urls: dict[str, Any], share: float, log
 
 
 async def drive(spec: LiveSpec, scenario: Scenario, agents: Sequence[Service], x: np.ndarray, y: np.ndarray,
-                *, seed: int, kill: Any = None) -> tuple[list[Answered], int]:
-    """Every user's requests at their arrival times; (answered, sent)."""
+                *, seed: int, kill: Any = None, client_ms: list[float] | None = None) -> tuple[list[Answered], int]:
+    """Every user's requests at their arrival times; (answered, sent). `client_ms` collects the
+    load generator's own round trips (the device's time plus the loopback hop to it)."""
+    client_ms = client_ms if client_ms is not None else []
     rng = np.random.default_rng(seed)
     times = arrival_times(scenario, rng)
     answered: list[Answered] = []
@@ -201,8 +203,13 @@ async def drive(spec: LiveSpec, scenario: Scenario, agents: Sequence[Service], x
                 return value.decode() if isinstance(value, bytes) else str(value)
 
             source = text("source")
-            answered.append(Answered(arrival_s=at, response_ms=ms, tier=Tier(text("tier")), variant=text("variant"),
-                                     correct=bool(out["label"].reshape(-1)[0] == y[i]), reward=-ms / 100.0,
+            # The device's own measure (decision to answer), as the simulator's: the loopback hop from
+            # this load generator to the emulated device is not part of the system under test.
+            device_ms = float(out["response_ms"].reshape(-1)[0])
+            client_ms.append(ms)
+            answered.append(Answered(arrival_s=at, response_ms=device_ms, tier=Tier(text("tier")),
+                                     variant=text("variant"),
+                                     correct=bool(out["label"].reshape(-1)[0] == y[i]), reward=-device_ms / 100.0,
                                      user=user, fallback=source == AnswerSource.FALLBACK.value))
 
         tasks = [asyncio.create_task(one(u, float(t))) for u, ts in enumerate(times) for t in ts]
@@ -229,6 +236,7 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
     runs: dict[str, list[Answered]] = {p: [] for p in spec.policies}
     sent: dict[str, int] = dict.fromkeys(spec.policies, 0)
     first_round: dict[str, list[Answered]] = {}
+    client: dict[str, list[float]] = {p: [] for p in spec.policies}
     scenario = SCENARIOS[spec.scenario](spec.users, duration_s=spec.duration_s, rate_per_user=spec.rate_per_user,
                                         arrivals=spec.arrivals, accuracy_req=spec.accuracy_req)
     for round_ in range(spec.rounds):
@@ -240,7 +248,8 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
                     async def kill(start: float, edge: Service = urls["edge"]) -> None:
                         await asyncio.sleep(max(0.0, spec.kill_edge_at_s - (time.perf_counter() - start)))
                         edge.process.kill()
-                answered, n = asyncio.run(drive(spec, scenario, agents, x, y, seed=round_, kill=kill))
+                answered, n = asyncio.run(drive(spec, scenario, agents, x, y, seed=round_, kill=kill,
+                                                client_ms=client[policy]))
             if round_ == 0:
                 first_round[policy] = sorted(answered, key=lambda a: a.arrival_s)
             runs[policy].extend(answered)
@@ -252,6 +261,8 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
         policies[name] = summarize(runs[name], sent=sent[name], change_times=scenario.change_times)
         first = summarize(first_round[name], change_times=scenario.change_times)
         policies[name].update({k: first[k] for k in ("converged_after_requests", "reconverged")})
+        if client[name]:
+            policies[name]["client_mean_response_ms"] = float(np.mean(client[name]))
     report: dict[str, Any] = {
         "mode": "live", "bundle": str(spec.bundle), "users": spec.users, "traces": str(spec.traces),
         "traces_replayed": False, "accuracy_req": spec.accuracy_req, "scenario": spec.scenario,

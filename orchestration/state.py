@@ -18,6 +18,7 @@ load and the request's accuracy requirement; their exact discretisation is not p
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -74,7 +75,7 @@ def log_bin(value_ms: float, edges_ms: tuple[float, ...]) -> int:
     """Index of the first edge above `value_ms` (len(edges) if none): bins on a log-like scale."""
     if not math.isfinite(value_ms):
         raise ValueError(f"cannot bin a non-finite time {value_ms}")
-    return int(np.searchsorted(np.asarray(edges_ms), value_ms, side="right"))
+    return bisect.bisect_right(edges_ms, value_ms)
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class StateSpace:
                 log_bin(obs.net_ms[Tier.CLOUD], self.net_edges_ms),
                 log_bin(obs.load[Tier.EDGE].expected_wait_ms, self.wait_edges_ms),
                 log_bin(obs.local_busy_ms, self.busy_edges_ms),
-                int(np.searchsorted(np.asarray(self.accuracy_levels), obs.accuracy_req, side="left")))
+                bisect.bisect_left(self.accuracy_levels, obs.accuracy_req))
 
     def features(self, obs: Observation) -> np.ndarray:
         """Continuous context for the bandit: a bias, then times in units of 100 ms (so weights are O(1))."""
