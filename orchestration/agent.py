@@ -134,13 +134,16 @@ class LocalVariants:
         self.pending = 0
 
     def run(self, name: str, x: np.ndarray) -> np.ndarray:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         logits = self.sessions[name].run(["logits"], {"input": self.preprocessor.normalize(x)})[0]
         if self.slowdown > 1.0:
-            # A device `slowdown` times slower holds its one core that much longer; holding this thread
-            # (not a CPU quota, which caps throughput but lets a short pass run at full speed) makes
-            # both the latency and the queueing behind it those of the slower device.
-            time.sleep((time.perf_counter() - started) * (self.slowdown - 1.0))
+            # A device `slowdown` times slower needs that many times this pass's CPU work; holding this
+            # thread until then (not a CPU quota, which caps throughput but lets a short pass run at
+            # full speed) makes both the latency and the queueing behind it those of the slower device.
+            # CPU time, not wall time: time spent waiting for a busy host's CPU is not the device's work.
+            # (onnxruntime with one intra-op thread computes in this calling thread.)
+            target = (time.thread_time() - cpu_started) * self.slowdown
+            time.sleep(max(0.0, target - (time.perf_counter() - started)))
         return logits.argmax(axis=1).astype(np.int64)
 
     async def infer(self, name: str, x: np.ndarray) -> np.ndarray:

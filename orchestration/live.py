@@ -163,10 +163,12 @@ def devices(spec: LiveSpec, policy: str, urls: dict[str, Any], share: float, log
 
 
 async def drive(spec: LiveSpec, scenario: Scenario, agents: Sequence[Service], x: np.ndarray, y: np.ndarray,
-                *, seed: int, kill: Any = None, client_ms: list[float] | None = None) -> tuple[list[Answered], int]:
+                *, seed: int, kill: Any = None, client_ms: list[float] | None = None,
+                retries: list[int] | None = None) -> tuple[list[Answered], int]:
     """Every user's requests at their arrival times; (answered, sent). `client_ms` collects the
     load generator's own round trips (the device's time plus the loopback hop to it)."""
     client_ms = client_ms if client_ms is not None else []
+    retries = retries if retries is not None else []
     rng = np.random.default_rng(seed)
     times = arrival_times(scenario, rng)
     answered: list[Answered] = []
@@ -186,11 +188,22 @@ async def drive(spec: LiveSpec, scenario: Scenario, agents: Sequence[Service], x
             i = int(rng.integers(len(x)))
             body, headers = encode_request({"input": x[i:i + 1]})
             t0 = time.perf_counter()
-            try:
-                response = await client.post(f"{agents[user].url}/v2/models/orchestrator/infer", content=body,
-                                             headers=headers)
-            except httpx.HTTPError as err:
-                log.warning("user %d: request failed: %s", user, err)
+            response = None
+            for attempt in range(2):
+                try:
+                    response = await client.post(f"{agents[user].url}/v2/models/orchestrator/infer", content=body,
+                                                 headers=headers)
+                    break
+                except (httpx.RemoteProtocolError, httpx.ReadError) as err:
+                    # The device closed an idle keep-alive connection just as we reused it (uvicorn's
+                    # keep-alive timeout): a race of this load generator's, not of the system under
+                    # test. One retry on a fresh connection, counted in the report.
+                    log.warning("user %d: %s %s on try %d", user, type(err).__name__, err, attempt + 1)
+                    retries.append(user)
+                except httpx.HTTPError as err:
+                    log.warning("user %d: request failed: %s %s", user, type(err).__name__, err)
+                    return
+            if response is None:
                 return
             ms = (time.perf_counter() - t0) * 1000.0
             if response.status_code != 200:
@@ -237,6 +250,7 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
     sent: dict[str, int] = dict.fromkeys(spec.policies, 0)
     first_round: dict[str, list[Answered]] = {}
     client: dict[str, list[float]] = {p: [] for p in spec.policies}
+    retried: dict[str, list[int]] = {p: [] for p in spec.policies}
     scenario = SCENARIOS[spec.scenario](spec.users, duration_s=spec.duration_s, rate_per_user=spec.rate_per_user,
                                         arrivals=spec.arrivals, accuracy_req=spec.accuracy_req)
     for round_ in range(spec.rounds):
@@ -249,7 +263,7 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
                         await asyncio.sleep(max(0.0, spec.kill_edge_at_s - (time.perf_counter() - start)))
                         edge.process.kill()
                 answered, n = asyncio.run(drive(spec, scenario, agents, x, y, seed=round_, kill=kill,
-                                                client_ms=client[policy]))
+                                                client_ms=client[policy], retries=retried[policy]))
             if round_ == 0:
                 first_round[policy] = sorted(answered, key=lambda a: a.arrival_s)
             runs[policy].extend(answered)
@@ -263,6 +277,7 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
         policies[name].update({k: first[k] for k in ("converged_after_requests", "reconverged")})
         if client[name]:
             policies[name]["client_mean_response_ms"] = float(np.mean(client[name]))
+        policies[name]["load_generator_retries"] = len(retried[name])
     report: dict[str, Any] = {
         "mode": "live", "bundle": str(spec.bundle), "users": spec.users, "traces": str(spec.traces),
         "traces_replayed": False, "accuracy_req": spec.accuracy_req, "scenario": spec.scenario,

@@ -33,6 +33,8 @@ CORRECT_ARTIFACT = "variant_correct"
 """Name in Manifest.artifacts of the npz of per-sample correctness, one bool array per variant."""
 BATCH = 8
 """Batch size of the second latency point; the servers' batch cost is interpolated between 1 and BATCH."""
+GAP_S = 0.005
+"""Idle time before each timed pass (a request arriving on its own finds cold caches)."""
 
 
 class ProfileError(ValueError):
@@ -130,11 +132,13 @@ class Profiles:
 
 
 def measure_latency_ms(onnx_path: Path, sample_shape: Sequence[int], *, batch_sizes: Sequence[int] = (1, BATCH),
-                       rounds: int = 30, threads: int = 1) -> dict[int, float]:
+                       rounds: int = 30, threads: int = 1, gap_s: float = GAP_S) -> dict[int, float]:
     """Median wall time (ms) of one onnxruntime pass per batch size, on `threads` threads.
 
-    The median of `rounds` passes after two warm-up passes: the host is shared, and the median
-    ignores the passes a neighbour's burst slowed down.
+    Each pass follows `gap_s` of idling, as a request that arrives on its own does: back to back, a
+    small model's pass ran about 3x faster on our host than after a few milliseconds idle (warm
+    caches), and requests to an orchestrated tier arrive one by one. The median of `rounds` passes
+    after two warm-up passes: the host is shared, and the median ignores a neighbour's bursts.
     """
     import onnxruntime as ort
 
@@ -151,11 +155,32 @@ def measure_latency_ms(onnx_path: Path, sample_shape: Sequence[int], *, batch_si
             session.run(None, {name: x})
         times = []
         for _ in range(rounds):
+            if gap_s > 0:
+                time.sleep(gap_s)
             started = time.perf_counter()
             session.run(None, {name: x})
             times.append((time.perf_counter() - started) * 1000.0)
         out[batch] = float(np.median(times))
     return out
+
+
+def reprofile(bundle_dir: Path, *, rounds: int = 30, tiers: dict[Tier, TierSpec] | None = None) -> Manifest:
+    """Measure every variant's (and the teacher's) latency again and rewrite their manifest metrics."""
+    from shared.bundle import write_manifest
+
+    bundle_dir = Path(bundle_dir)
+    manifest = load_manifest(bundle_dir, verify=True)
+    tiers = tiers if tiers is not None else DEFAULT_TIERS
+    models = dict(manifest.models)
+    for name in profiles_from_manifest(bundle_dir, manifest).variants:
+        entry = models[name]
+        assert entry.file is not None  # profiles_from_manifest lists only measured ONNX models
+        host = measure_latency_ms(bundle_dir / entry.file, manifest.input.shape, rounds=rounds)
+        metrics = {**entry.metrics, "host_ms": {str(k): v for k, v in host.items()},
+                   "latency_ms": per_tier(host[1], tiers), "batch_ms": per_tier(host[BATCH], tiers)}
+        models[name] = entry.model_copy(update={"metrics": metrics})
+    write_manifest(bundle_dir, manifest.model_copy(update={"models": models}))
+    return load_manifest(bundle_dir)
 
 
 def per_tier(host_ms: float, tiers: dict[Tier, TierSpec]) -> dict[str, float]:

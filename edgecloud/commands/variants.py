@@ -29,15 +29,27 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="distillation epochs per variant (default: the build's distill.epochs)")
     parser.add_argument("--no-quantize", action="store_true", help="skip the int8 copies")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="only measure the existing variants' latency again (torch-free; on the host they "
+                             "will be profiled for)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     setup_logging()
+    if args.profile_only:
+        from orchestration.profiles import ProfileError, reprofile
+        from shared.bundle import BundleError
+
+        try:
+            manifest = reprofile(args.bundle)
+        except (BundleError, ProfileError, ValueError) as err:
+            print(f"edgecloud variants: {err}", file=sys.stderr)
+            return 2
+        return _table(args.bundle, manifest)
     from compression.variants import VariantConfig, build_variants
     from edgecloud.pipeline import StageError, load_config, load_data
-    from orchestration.profiles import profiles_from_manifest
     from shared.bundle import BundleError
     from shared.datasets import DatasetError
 
@@ -48,10 +60,16 @@ def run(args: argparse.Namespace) -> int:
         dataset = load_data(build, args.data_dir)
         manifest = build_variants(args.bundle, dataset, cfg, progress=not args.no_progress,
                                   distill_epochs=args.epochs or build.distill.epochs)
-        profiles = profiles_from_manifest(args.bundle, manifest)
     except (StageError, DatasetError, BundleError, FileNotFoundError, ValueError) as err:
         print(f"edgecloud variants: {err}", file=sys.stderr)
         return 2
+    return _table(args.bundle, manifest)
+
+
+def _table(bundle: Path, manifest: Any) -> int:
+    from orchestration.profiles import profiles_from_manifest
+
+    profiles = profiles_from_manifest(bundle, manifest)
     print("| variant | accuracy | ONNX bytes | end (ms) | edge (ms) | cloud (ms) |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in profiles.names:
