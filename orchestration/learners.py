@@ -65,6 +65,9 @@ class QConfig:
     explore_within: float | None = 4.0
     """explore only actions whose model-predicted latency is within this factor of the best predicted
     one (ours; needs a `predict`), except right after a (re)start, when every action is explored."""
+    model_prior: bool = True
+    """start an action never tried from the reward its latency model predicts (ours; needs a `predict`),
+    instead of an optimistic 0 that sends the first requests on a tour of every action."""
     detector: PageHinkley = field(default_factory=PageHinkley)
     """change test on the rewards; a change restarts exploration."""
     seed: int = 0
@@ -103,12 +106,18 @@ class QLearning:
         c = self.cfg
         return max(c.epsilon_min, c.epsilon_start / (1.0 + self.steps / c.epsilon_decay_steps))
 
-    def _value(self, state: tuple[int, ...], action: Action) -> float:
+    def _value(self, state: tuple[int, ...], action: Action, obs: Observation | None = None) -> float:
         row = self.q.setdefault(state, {})
         if action not in row:
             mean, count = self._global.get(action, (0.0, 0))
-            # 0 is optimistic (every reward is negative): an action never tried anywhere gets tried.
-            row[action] = mean if count else 0.0
+            if count:
+                row[action] = mean
+            elif self.predict is not None and obs is not None and self.cfg.model_prior:
+                # Never tried anywhere: start from the device's latency model (ours), so the first
+                # requests go where the profile says rather than on a tour of every action.
+                row[action] = reward(self.predict(obs, action), accuracy=1.0, accuracy_req=0.0)
+            else:
+                row[action] = 0.0  # optimistic (every reward is negative): it gets tried
         return row[action]
 
     def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:
@@ -119,7 +128,7 @@ class QLearning:
         if self.rng.random() < self.epsilon:
             pool = self._exploration_pool(obs, actions)
             return Decision(action=pool[int(self.rng.integers(len(pool)))], state=state, explored=True)
-        values = [self._value(state, a) for a in actions]
+        values = [self._value(state, a, obs) for a in actions]
         best = max(values)
         ties = [a for a, v in zip(actions, values, strict=True) if v == best]
         return Decision(action=ties[int(self.rng.integers(len(ties)))], state=state)

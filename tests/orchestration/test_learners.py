@@ -102,7 +102,8 @@ def test_configs_refuse_bad_values() -> None:
 
 def test_guided_exploration_skips_actions_the_model_predicts_far_worse_after_the_start() -> None:
     predicted = {ACTIONS[0]: 5.0, ACTIONS[1]: 12.0, ACTIONS[2]: 500.0}
-    learner = QLearning(StateSpace(), QConfig(seed=4, epsilon_min=0.2), predict=lambda obs, a: predicted[a])
+    learner = QLearning(StateSpace(), QConfig(seed=4, epsilon_min=0.2, model_prior=False),
+                        predict=lambda obs, a: predicted[a])
     early = run_bandit(learner, {ACTIONS[0]: 5.0, ACTIONS[1]: 12.0, ACTIONS[2]: 500.0}, 60)
     late = run_bandit(learner, {ACTIONS[0]: 5.0, ACTIONS[1]: 12.0, ACTIONS[2]: 500.0}, 400)
     assert ACTIONS[2] in early  # right after the start every action is explored (or tried once)
@@ -110,3 +111,13 @@ def test_guided_exploration_skips_actions_the_model_predicts_far_worse_after_the
     assert late.count(ACTIONS[1]) > 0  # ... which are still explored
     with pytest.raises(ValueError, match="explore_within"):
         QConfig(explore_within=0.5)
+
+
+def test_model_prior_starts_where_the_latency_model_points_and_learns_past_it() -> None:
+    predicted = {ACTIONS[0]: 5.0, ACTIONS[1]: 12.0, ACTIONS[2]: 500.0}
+    learner = QLearning(StateSpace(), QConfig(seed=5, epsilon_start=0.0, epsilon_min=0.0),
+                        predict=lambda obs, a: predicted[a])
+    assert learner.choose(Observation(), ACTIONS).action == ACTIONS[0]
+    # the model is wrong: the device is slow in truth; the learner moves to the edge server
+    chosen = run_bandit(learner, {ACTIONS[0]: 50.0, ACTIONS[1]: 12.0, ACTIONS[2]: 500.0}, 100)
+    assert chosen[-20:] == [ACTIONS[1]] * 20
