@@ -51,10 +51,21 @@ class NetworkConfig:
     """WAN rate to the cloud (each way)."""
     response_bytes: int = 300
     """bytes of one answer on the wire (label + OIP JSON header)."""
+    end_overhead_ms: float = 0.0
+    """software time per request answered on the device beyond the model's compute (calibrated live)."""
+    edge_overhead_ms: float = 0.0
+    """software time per request through the edge server's path (HTTP stacks, proxy; calibrated live)."""
+    cloud_overhead_ms: float = 0.0
+    """software time per request through the cloud's path (calibrated live)."""
 
     def __post_init__(self) -> None:
-        if min(self.access_rtt_ms, self.wan_rtt_ms) < 0 or self.wan_mbit_s <= 0 or self.response_bytes < 0:
+        if min(self.access_rtt_ms, self.wan_rtt_ms, self.end_overhead_ms, self.edge_overhead_ms,
+               self.cloud_overhead_ms) < 0 or self.wan_mbit_s <= 0 or self.response_bytes < 0:
             raise ValueError(f"bad network config {self}")
+
+    def overhead_ms(self, tier: Tier) -> float:
+        return {Tier.END: self.end_overhead_ms, Tier.EDGE: self.edge_overhead_ms,
+                Tier.CLOUD: self.cloud_overhead_ms}[tier]
 
 
 @dataclass(frozen=True)
@@ -251,11 +262,12 @@ class Simulator:
             def response_ms(action: Action) -> float:
                 tier, variant = action
                 cost = profiles.variants[variant].compute_ms(tier)
+                extra = self.network.overhead_ms(tier)
                 if tier is Tier.END:
-                    return max(0.0, device_free[u] - t) * 1000.0 + cost
+                    return max(0.0, device_free[u] - t) * 1000.0 + cost + extra
                 up = up_ms(u, tier, t)
                 wait = servers[tier].backlog_ms(t + up / 1000.0, profiles, sc.max_batch)
-                return up + wait + cost + down_ms(u, tier, t)
+                return up + wait + cost + down_ms(u, tier, t) + extra
             return response_ms
 
         def start_batch(server: _Server, now: float) -> None:
@@ -287,7 +299,7 @@ class Simulator:
                 if tier is Tier.END:
                     start = max(now, device_free[u])
                     device_free[u] = start + noisy(profiles.variants[variant].compute_ms(Tier.END)) / 1000.0
-                    push(device_free[u], "answer", (request, None))
+                    push(device_free[u] + self.network.end_overhead_ms / 1000.0, "answer", (request, None))
                 else:
                     push(now + up_ms(u, tier, now) / 1000.0, "server", request)
             elif kind == "server":
@@ -306,7 +318,8 @@ class Simulator:
                     load = ServerLoad(queue_depth=len(server.queue),
                                       service_ms=server.service_ms.get(request.action[1], 0.0),
                                       server_ms=(now - request.server_arrival_s) * 1000.0)
-                    push(now + down_ms(request.user, tier, now) / 1000.0, "answer", (request, load))
+                    back = down_ms(request.user, tier, now) + self.network.overhead_ms(tier)
+                    push(now + back / 1000.0, "answer", (request, load))
                 if server.queue:
                     start_batch(server, now)
             elif kind == "answer":

@@ -45,6 +45,10 @@ def add_parser(sub: Any) -> None:
     sim.add_argument("--seeds", type=int, default=3, help="independent runs per policy, pooled")
     sim.add_argument("--access-rtt-ms", type=float, default=20.0, help="device <-> edge server round trip")
     sim.add_argument("--wan-rtt-ms", type=float, default=60.0, help="extra round trip to the cloud")
+    for tier in ("end", "edge", "cloud"):
+        sim.add_argument(f"--{tier}-overhead-ms", type=float, default=0.0,
+                         help=f"software time per request on the {tier} path beyond compute and links "
+                              "(calibrate from a live run's static policies)")
     sim.set_defaults(handler=run_sim)
 
     live = osub.add_parser(
@@ -90,7 +94,10 @@ def run_sim(args: argparse.Namespace) -> int:
                        accuracy_req=accuracy_fraction(args.accuracy_req), scenario=args.scenario,
                        duration_s=args.duration, rate_per_user=args.rate, arrivals=args.arrivals, seeds=args.seeds,
                        policies=[p.strip() for p in args.policies.split(",") if p.strip()],
-                       network=NetworkConfig(access_rtt_ms=args.access_rtt_ms, wan_rtt_ms=args.wan_rtt_ms),
+                       network=NetworkConfig(access_rtt_ms=args.access_rtt_ms, wan_rtt_ms=args.wan_rtt_ms,
+                                             end_overhead_ms=args.end_overhead_ms,
+                                             edge_overhead_ms=args.edge_overhead_ms,
+                                             cloud_overhead_ms=args.cloud_overhead_ms),
                        end_cpu_share=args.end_cpu_share)
         with tqdm(desc="policy runs", unit="run") as bar:
             report = simulate(spec, out=args.out, progress=lambda line: (bar.update(), bar.set_postfix_str(line)))

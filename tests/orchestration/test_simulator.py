@@ -132,3 +132,14 @@ def test_a_slower_device_scales_only_the_end_tier(profiles) -> None:
         assert slow.variants[name].latency_ms[Tier.END] == pytest.approx(5 * v.latency_ms[Tier.END])
         assert slow.variants[name].latency_ms[Tier.EDGE] == v.latency_ms[Tier.EDGE]
     assert slow.tiers[Tier.END].cpu_share == 0.05
+
+
+def test_calibrated_overheads_add_to_their_tier_only(profiles, flat_trace) -> None:
+    sc = Scenario(users=2, duration_s=20.0, rate_per_user=1.0, service_cv=0.0)
+    plain = NetworkConfig()
+    slow = NetworkConfig(end_overhead_ms=3.0, edge_overhead_ms=30.0, cloud_overhead_ms=40.0)
+    for name, extra in (("static:end:small", 3.0), ("static:edge:small", 30.0), ("static:cloud:small", 40.0)):
+        base = Simulator(profiles, sc, [flat_trace], network=plain).run(lambda u, n=name: make_policy(n, profiles))
+        more = Simulator(profiles, sc, [flat_trace], network=slow).run(lambda u, n=name: make_policy(n, profiles))
+        assert np.median([r.response_ms for r in more]) - np.median([r.response_ms for r in base]) == \
+            pytest.approx(extra, abs=0.5)
