@@ -95,8 +95,13 @@ def summarize(answered: Sequence[Answered], *, sent: int | None = None, change_t
 
 
 def best_static(policies: dict[str, dict[str, Any]]) -> str | None:
-    """The static (tier, variant) policy with the lowest mean response time (all run ones meet the requirement)."""
-    static = {k: v for k, v in policies.items() if k.startswith("static:") and v["mean_response_ms"] is not None}
+    """The static (tier, variant) policy with the lowest mean response time (all run ones meet the requirement).
+
+    `all-TIER` counts too: it always sends to one tier with one variant (that tier's fastest meeting
+    the requirement), which is a static pair.
+    """
+    static = {k: v for k, v in policies.items()
+              if k.startswith(("static:", "all-")) and v["mean_response_ms"] is not None}
     return min(static, key=lambda k: static[k]["mean_response_ms"]) if static else None
 
 
