@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 ORCHESTRATOR_MODEL = "orchestrator"
 OUTPUTS: tuple[str, ...] = ("label", "source", "tier", "variant", "fallback_reason", "response_ms")
+FAILURE_PENALTY = 1.0
+"""Extra cost of a request a server failed, in reward units (100 ms): the learner should leave a dead tier."""
 SOURCE_OF: dict[Tier, AnswerSource] = {Tier.END: AnswerSource.EDGE, Tier.EDGE: AnswerSource.EDGE_SERVER,
                                        Tier.CLOUD: AnswerSource.CLOUD}
 
@@ -208,6 +210,10 @@ class Orchestrator:
         response_ms = (time.perf_counter() - started) * 1000.0
         answered_by = variant if source is not AnswerSource.FALLBACK else self.fallback_variant
         r = reward(response_ms, accuracy=self.profiles.variants[answered_by].accuracy, accuracy_req=self.accuracy_req)
+        if source is AnswerSource.FALLBACK:
+            # A refused connection fails in a millisecond and the device then answers at its usual
+            # cost, so the latency alone barely tells a dead server from the device: penalise it (ours).
+            r -= FAILURE_PENALTY
         if source is not AnswerSource.FALLBACK:
             self.obs.record(tier, response_ms=response_ms, load=load)
         self.obs.local_busy_ms = self._local_busy_ms()
