@@ -132,6 +132,13 @@ def static_names(profiles: Profiles, accuracy_req: float) -> list[str]:
     return [f"static:{t.value}:{v}" for t, v in feasible_actions(profiles, accuracy_req)]
 
 
+def _tier_of(policy: str, value: str) -> Tier:
+    try:
+        return Tier(value)
+    except ValueError:
+        raise PolicyError(f"unknown tier {value!r} in policy {policy!r}; tiers: {[t.value for t in Tier]}") from None
+
+
 def make_policy(name: str, profiles: Profiles, *, seed: int = 0) -> Policy:
     """A fresh policy by name (each user gets its own: its own learner, its own exploration)."""
     if name == "qlearning":
@@ -144,16 +151,10 @@ def make_policy(name: str, profiles: Profiles, *, seed: int = 0) -> Policy:
     if name == "oracle":
         return OraclePolicy()
     if name.startswith("all-"):
-        try:
-            return TierPolicy(Tier(name.removeprefix("all-")), profiles)
-        except ValueError:
-            raise PolicyError(f"unknown tier in policy {name!r}; tiers: {[t.value for t in Tier]}") from None
+        return TierPolicy(_tier_of(name, name.removeprefix("all-")), profiles)
     if name.startswith("static:"):
         parts = name.split(":")
         if len(parts) != 3 or parts[2] not in profiles.variants:
             raise PolicyError(f"policy {name!r} is not static:TIER:VARIANT with a variant in {profiles.names}")
-        try:
-            return StaticPolicy((Tier(parts[1]), parts[2]))
-        except ValueError:
-            raise PolicyError(f"unknown tier in policy {name!r}; tiers: {[t.value for t in Tier]}") from None
+        return StaticPolicy((_tier_of(name, parts[1]), parts[2]))
     raise PolicyError(f"unknown policy {name!r}; choose from {[*LEARNERS, *BASELINES]} or static:TIER:VARIANT")
