@@ -69,15 +69,18 @@ def summarize(answered: Sequence[Answered], *, sent: int | None = None, change_t
         variants[a.variant] = variants.get(a.variant, 0) + 1
     edges = [0.0, *change_times, float("inf")]
     phases = []
+    phase_rewards = []
     for start, end in itertools.pairwise(edges):
-        part = [a.response_ms for a in ordered if start <= a.arrival_s < end]
+        part = [a for a in ordered if start <= a.arrival_s < end]
         phases.append({"start_s": start, "requests": len(part),
-                       "mean_response_ms": float(np.mean(part)) if part else None})
+                       "mean_response_ms": float(np.mean([a.response_ms for a in part])) if part else None})
+        phase_rewards.append([a.reward for a in part])
     rewards = [a.reward for a in ordered]
-    reconverge = []
-    for change in change_times:
-        after = [a.reward for a in ordered if a.arrival_s >= change]
-        reconverge.append({"change_s": change, "converged_after_requests": converged_after(after)})
+    # Convergence is judged within one phase (start to the first change, each change to the next):
+    # across a change the "final value" is another system's, and every policy, learning or not,
+    # would look unsettled until the last phase.
+    reconverge = [{"change_s": change, "converged_after_requests": converged_after(after)}
+                  for change, after in zip(change_times, phase_rewards[1:], strict=True)]
     return {
         "mean_response_ms": float(ms.mean()),
         "p95_response_ms": float(np.percentile(ms, 95)),
@@ -89,7 +92,7 @@ def summarize(answered: Sequence[Answered], *, sent: int | None = None, change_t
         "fallbacks": int(sum(a.fallback for a in ordered)),
         "phases": phases,
         "mean_reward": float(np.mean(rewards)),
-        "converged_after_requests": converged_after(rewards),
+        "converged_after_requests": converged_after(phase_rewards[0]),
         "reconverged": reconverge,
     }
 

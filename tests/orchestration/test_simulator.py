@@ -5,7 +5,7 @@ import pytest
 
 from orchestration.experiment import to_answered
 from orchestration.policies import PolicyError, make_policy, predicted_ms
-from orchestration.report import converged_after, summarize
+from orchestration.report import Answered, converged_after, summarize
 from orchestration.simulator import NetworkConfig, Phase, Scenario, Simulator, changing
 from orchestration.state import Observation, ServerLoad
 from shared.names import Tier
@@ -143,3 +143,16 @@ def test_calibrated_overheads_add_to_their_tier_only(profiles, flat_trace) -> No
         more = Simulator(profiles, sc, [flat_trace], network=slow).run(lambda u, n=name: make_policy(n, profiles))
         assert np.median([r.response_ms for r in more]) - np.median([r.response_ms for r in base]) == \
             pytest.approx(extra, abs=0.5)
+
+
+def test_convergence_is_judged_within_each_phase() -> None:
+    # Settles by request ~500 at -1, then a change at t=100 s: a new level (-2) it settles to at once.
+    # Judged against the whole run's final value, the first phase would never look settled.
+    rewards = np.concatenate([np.linspace(-3.0, -1.0, 500), np.full(500, -1.0), np.full(1000, -2.0)])
+    answered = [Answered(arrival_s=i / 10.0, response_ms=-100.0 * r, tier=Tier.EDGE, variant="teacher",
+                         correct=True, reward=float(r)) for i, r in enumerate(rewards)]
+    row = summarize(answered, change_times=[100.0])
+    assert 500 <= row["converged_after_requests"] <= 700  # the ramp ends at 500; the window reaches past it
+    assert converged_after(rewards) > 1000  # what judging across the change would have said
+    assert row["reconverged"] == [{"change_s": 100.0, "converged_after_requests": 200}]  # settled in one window
+    assert [p["requests"] for p in row["phases"]] == [1000, 1000]
