@@ -1,6 +1,6 @@
 """The live multi-user run: real processes for every tier, a load generator per user, report.json.
 
-    sudo .venv/bin/edgecloud orchestrate live --bundle B --users 4 --traces DIR --accuracy-req A --out D
+    .venv/bin/edgecloud orchestrate live --bundle B --users 4 --traces DIR --accuracy-req A --out D
 
 Per policy (one round each, repeated `rounds` times, interleaved):
 

@@ -8,9 +8,9 @@ artifact `variant_correct` (npz) holds each variant's per-sample correctness on 
 that the simulator draws real right-or-wrong answers rather than coin flips at the mean accuracy.
 
 Per-tier latency is measured once on the host with one onnxruntime thread and divided by the tier's
-share of a core (`TierSpec.cpu_share`): the live run gives each tier exactly that share (a CPU
-quota for an end device, a whole pinned core for the edge server and the cloud), so profile and
-live run describe the same machines.
+share of a core (`TierSpec.cpu_share`): the live run gives each tier exactly that share (an end
+device holds its compute thread 1 / share as long as a pass took, `--device-slowdown`; the edge
+server and the cloud each get a whole pinned core), so profile and live run describe the same machines.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class TierSpec:
 DEFAULT_TIERS: dict[Tier, TierSpec] = {
     # A Raspberry Pi 4 core ran our digits student about 4x slower than a laptop core (README); a
     # quarter of a host core is the same order. The edge server and the cloud get a whole core each.
-    Tier.END: TierSpec(cpu_share=0.25, description="end device: a quarter of one host core (CPU quota)"),
+    Tier.END: TierSpec(cpu_share=0.25, description="end device: a quarter of one host core"),
     Tier.EDGE: TierSpec(cpu_share=1.0, description="edge server: one pinned host core, shared by all users"),
     Tier.CLOUD: TierSpec(cpu_share=1.0, description="cloud: one pinned host core behind a WAN-like link"),
 }
@@ -109,7 +109,7 @@ class Profiles:
         """The same family on a tier with another share of a core (compute scales as 1 / share).
 
         For sweeps over device speed: the profile was measured once on the host, and the live run
-        enforces whatever share the profile says (a CPU quota per device).
+        enforces whatever share the profile says (`--device-slowdown` per device).
         """
         spec = TierSpec(cpu_share=cpu_share, description=f"{tier.value}: {cpu_share:g} of one host core")
         factor = self.tiers[tier].cpu_share / cpu_share
