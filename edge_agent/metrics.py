@@ -18,7 +18,9 @@ from prometheus_client.utils import floatToGoString
 
 from shared.names import AnswerSource, FallbackReason
 
-SOURCES: tuple[str, ...] = tuple(AnswerSource)
+SOURCES: tuple[str, ...] = tuple(s for s in AnswerSource if s is not AnswerSource.EDGE_SERVER)
+"""The sources of the cooperative agent's answers (its series are pre-created at zero). `edge-server`
+answers come only from the orchestrator, which counts them in its own series (orchestration/metrics.py)."""
 REASONS: tuple[str, ...] = tuple(FallbackReason)
 # Latencies from ~1 ms (a student batch) to the longest deadline worth waiting for.
 LATENCY_BUCKETS: tuple[float, ...] = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
