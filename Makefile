@@ -49,7 +49,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first: with 2.13.0 (the CPU wheel) in place, the extras' torch range installs nothing more.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[train,cloud,edge,dev]'
+	# ray: the cloud on Ray Serve, tested on a local two-node cluster (tests/cloud_server/test_ray_serve.py).
+	$(PY) -m pip install --quiet -e '.[train,cloud,edge,dev,export,ray]'
 	touch $(STAMP)
 
 # MLServer pins an older FastAPI, so it lives in its own venv; the compatibility test starts it from there.

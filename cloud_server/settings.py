@@ -6,9 +6,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from serving.settings import ServerSettings, bundle_dir, default_threads
+
+
+def model_names(value: object) -> object:
+    """A `models` setting as a list: EDGECLOUD_MODELS=teacher,student or --models teacher,student."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list) and not value:
+        raise ValueError("models is empty; leave it out for the bundle's teacher")
+    return value
 
 
 class CloudSettings(ServerSettings):
@@ -44,11 +53,7 @@ class CloudSettings(ServerSettings):
     @field_validator("models", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
-        if isinstance(value, str):  # EDGECLOUD_MODELS=teacher,student or --models teacher,student
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, list) and not value:
-            raise ValueError("models is empty; leave it out to host the bundle's teacher")
-        return value
+        return model_names(value)
 
     @field_validator("token_file")
     @classmethod
@@ -62,3 +67,49 @@ class CloudSettings(ServerSettings):
 def get_settings() -> CloudSettings:
     """Settings from the environment, read once; tests and the CLI pass their own to create_app."""
     return CloudSettings()  # type: ignore[call-arg]  # bundle comes from EDGECLOUD_BUNDLE
+
+
+class RayServeSettings(CloudSettings):
+    """The cloud on a Ray cluster (`edgecloud cloud ray-serve`): every CloudSettings field applies to each replica;
+    `host` and `port` are those of Ray Serve's HTTP proxy. A bad value stops start-up with a message naming it."""
+
+    address: str | None = Field(
+        default=None,
+        description="Ray cluster to deploy on: HOST:PORT of its head (GCS), 'auto', or ray://HOST:10001; unset "
+                    "starts a local one for the life of the command")
+    app_name: str = Field(default="edgecloud", min_length=1, pattern=r"^[A-Za-z0-9_-]+$",
+                          description="Ray Serve application name (`serve status` lists it)")
+    proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
+        default="HeadOnly",
+        description="where Ray Serve runs its HTTP proxy (on host:port): the head node only, or every node (put a "
+                    "load balancer in front); applies when Serve is not yet running on the cluster")
+    replicas: int = Field(default=1, ge=1, le=1000,
+                          description="replicas (each a full cloud server with its own batcher per model); with "
+                                      "max_replicas, the fewest")
+    max_replicas: int | None = Field(
+        default=None, ge=1, le=1000,
+        description="autoscale between replicas and this many on queue length (target_queue); unset: fixed replicas")
+    target_queue: float = Field(
+        default=16.0, gt=0.0, le=100_000.0,
+        description="requests per replica (computing or queued in its batcher or at the proxy) above which Ray "
+                    "Serve adds replicas, below which it removes them (its target_ongoing_requests)")
+    replica_cpus: float | None = Field(
+        default=None, gt=0.0, le=1024.0,
+        description="Ray CPUs each replica reserves (default: threads), so Ray places replicas where cores are free")
+    max_ongoing_requests: int = Field(
+        default=256, ge=1, le=100_000,
+        description="requests a replica takes at once; our batcher merges them (above it they wait at the proxy)")
+    max_queued_requests: int = Field(
+        default=1024, ge=1, le=1_000_000,
+        description="requests that may wait at the proxy for a replica; beyond it Ray answers 503 at once, as our "
+                    "own full queue does, and the edge retries or falls back")
+
+    @model_validator(mode="after")
+    def _replica_range(self) -> RayServeSettings:
+        if self.max_replicas is not None and self.max_replicas < self.replicas:
+            raise ValueError(f"max_replicas {self.max_replicas} is below replicas {self.replicas}")
+        return self
+
+    @property
+    def cpus_per_replica(self) -> float:
+        return self.replica_cpus if self.replica_cpus is not None else float(self.threads)

@@ -16,6 +16,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "variants",
     "cloud",
     "edge",
+    "export",
     "eval",
     "demo",
     "orchestrate",
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Edge-cloud cooperative DNN inference. The offline half (build, train-teacher, compress, "
             "train-offloader) writes an artifact bundle; the online half (cloud, edge) serves it over "
-            "the Open Inference Protocol; eval and demo measure the pair."
+            "the Open Inference Protocol (export writes it for Triton and KServe); eval and demo measure the pair."
         ),
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
