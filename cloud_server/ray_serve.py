@@ -101,6 +101,11 @@ def build_app(args: dict[str, Any]) -> Application:
     Replicas, autoscaling and resources come from the config's `deployments` section, Ray's own
     mechanism; the defaults here are one replica with `threads` CPUs.
     """
+    # CloudSettings ignores unknown keys (it also reads the environment); a config file's typo must not be ignored.
+    unknown = sorted(set(args) - set(CloudSettings.model_fields))
+    if unknown:
+        raise ValueError(f"unknown args {unknown} in the Serve config; CloudSettings fields are "
+                         f"{sorted(CloudSettings.model_fields)}")
     settings = CloudSettings(**args)  # a bad field fails the deploy, and `serve status` shows this message
     return CloudDeployment.options(ray_actor_options={"num_cpus": float(settings.threads)}).bind(
         replica_fields(settings))
@@ -119,9 +124,9 @@ def run(settings: RayServeSettings, *, stop: threading.Event, on_ready: Callable
     try:
         serve.start(proxy_location=settings.proxy_location,
                     http_options={"host": settings.host, "port": settings.port})
-        serve.run(cloud_application(settings), name=settings.app_name, route_prefix="/")
+        serve.run(cloud_application(settings), name=settings.app_name, route_prefix=settings.route_prefix)
         host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-        on_ready(f"http://{host}:{settings.port}")
+        on_ready(f"http://{host}:{settings.port}{settings.route_prefix.rstrip('/')}")
         stop.wait()
     finally:
         try:

@@ -79,6 +79,10 @@ class RayServeSettings(CloudSettings):
                     "starts a local one for the life of the command")
     app_name: str = Field(default="edgecloud", min_length=1, pattern=r"^[A-Za-z0-9_-]+$",
                           description="Ray Serve application name (`serve status` lists it)")
+    route_prefix: str = Field(
+        default="/", pattern=r"^/[A-Za-z0-9_/-]*$",
+        description="path the application is served under: '/' keeps the OIP paths as `cloud serve` has them "
+                    "(/v2/models/teacher/infer); '/a' serves them under /a/v2/... (two applications on one cluster)")
     proxy_location: Literal["HeadOnly", "EveryNode"] = Field(
         default="HeadOnly",
         description="where Ray Serve runs its HTTP proxy (on host:port): the head node only, or every node (put a "

@@ -4,7 +4,7 @@
         ...  # edgecloud cloud ray-serve --address {cluster.address} ...
 
 Each node is a `ray start --block` process of its own (the first with --head), as on real machines,
-on 127.0.0.1 with ports of its own, so that two nodes share a host without sharing a port. Stopping
+on this host with ports of its own, so that two nodes share a host without sharing a port. Stopping
 never uses `ray stop`, which ends every Ray process of the user on the machine, other people's
 clusters included: each `ray start --block` gets SIGTERM (it stops the node it started), and whatever
 is left of the process trees recorded while the cluster ran (raylet, GCS, workers, replicas) is
@@ -90,7 +90,7 @@ class RayNode:
 
 @dataclass
 class LocalRayCluster:
-    """`nodes` Ray nodes on 127.0.0.1 (a head, then workers joining it); a context manager."""
+    """`nodes` Ray nodes on this host (a head, then workers joining it); a context manager."""
 
     nodes: int = 2
     """Node processes, the head included."""
@@ -133,7 +133,7 @@ class LocalRayCluster:
         # Every port a node opens, chosen here: Ray's fixed defaults (e.g. the agent's 52365) collide when
         # two nodes share a host. free_port() is racy in principle; a collision fails the start loudly.
         low = 20000 + (os.getpid() * 53) % 30000
-        return ["--node-ip-address", "127.0.0.1", "--num-cpus", f"{self.cpus_per_node:g}", "--num-gpus", "0",
+        return ["--num-cpus", f"{self.cpus_per_node:g}", "--num-gpus", "0",
                 "--object-store-memory", str(self.object_store_bytes), "--disable-usage-stats",
                 "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
                 "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
@@ -164,6 +164,10 @@ class LocalRayCluster:
         port = free_port()
         # A short temp dir: Ray puts Unix sockets under it, and their paths must stay under 108 bytes.
         self._temp_dir = Path(tempfile.mkdtemp(prefix="ecray-", dir="/tmp"))
+        # Ray binds each node to this host's routable address, whatever --node-ip-address says: it rewrites
+        # 127.0.0.1 (there and in --address) to that address, and its switch that keeps a node on the loopback
+        # address (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0) refuses to start a worker node. So the nodes use the
+        # routable address, as on real machines, and 127.0.0.1:PORT below reaches the head through the same rewrite.
         self._start_node("head", ["--head", "--port", str(port), "--include-dashboard=false",
                                   "--ray-client-server-port", str(free_port()), "--temp-dir", str(self._temp_dir)])
         self.address = f"127.0.0.1:{port}"

@@ -21,7 +21,7 @@ import pytest
 from edgecloud.ray_cluster import LocalRayCluster, descendants
 from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
 from shared.names import AnswerSource, FallbackReason
-from tests.helpers.edge_stream import EdgeAnswers, EdgeCounters, stream
+from tests.helpers.edge_stream import EdgeAnswers, EdgeCounters, edge_serving, stream, through_cloud_serve
 
 pytestmark = [pytest.mark.slow]
 
@@ -42,43 +42,27 @@ def ray_cloud(cluster: LocalRayCluster, tiny_bundle: Path, tmp_path_factory: pyt
                             port=free_port(), log_dir=tmp_path_factory.mktemp("ray-serve"))
     try:
         wait_ready(service, timeout_s=400)
+        # The proxy answers once one replica is up; the command says ready once the application is (both).
+        deadline = time.monotonic() + 300
+        while "ready: application 'edgecloud'" not in service.log_tail(1_000_000):
+            assert service.process.poll() is None and time.monotonic() < deadline, service.log_tail()
+            time.sleep(0.5)
         yield service
     finally:
         stop_service(service, grace_s=60)
-
-
-def _edge(bundle: Path, cloud: Service, log_dir: Path) -> Service:
-    edge = start_service("edge", ["edge", "serve", "--bundle", str(bundle), "--cloud-url", cloud.url,
-                                  "--cloud-model", "teacher", "--threads", "1"], port=free_port(), log_dir=log_dir)
-    wait_ready(edge, timeout_s=120)
-    return edge
 
 
 @pytest.fixture(scope="module")
 def reference(tiny_bundle: Path, tiny_test_split: tuple[np.ndarray, np.ndarray],
               tmp_path_factory: pytest.TempPathFactory) -> EdgeAnswers:
     """The test split through an edge backed by `edgecloud cloud serve`."""
-    log_dir = tmp_path_factory.mktemp("reference")
-    cloud = start_service("cloud", ["cloud", "serve", "--bundle", str(tiny_bundle), "--threads", "1"],
-                          port=free_port(), log_dir=log_dir)
-    try:
-        wait_ready(cloud, timeout_s=120)
-        edge = _edge(tiny_bundle, cloud, log_dir)
-        try:
-            return stream(edge.url, tiny_test_split[0])
-        finally:
-            stop_service(edge)
-    finally:
-        stop_service(cloud)
+    return through_cloud_serve(tiny_bundle, tiny_test_split[0], tmp_path_factory.mktemp("reference"))
 
 
 @pytest.fixture(scope="module")
 def ray_edge(ray_cloud: Service, tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    edge = _edge(tiny_bundle, ray_cloud, tmp_path_factory.mktemp("ray-edge"))
-    try:
+    with edge_serving(tiny_bundle, ray_cloud.url, tmp_path_factory.mktemp("ray-edge")) as edge:
         yield edge
-    finally:
-        stop_service(edge)
 
 
 def _replicas(cluster: LocalRayCluster) -> list[int]:

@@ -7,12 +7,15 @@ samples through the same edge, so the answers can be compared sample by sample.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
 
+from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
 from shared.names import AnswerSource, FallbackReason
 from shared.oip import decode_response, encode_request
 from tests.edge_agent.helpers import metric
@@ -98,3 +101,27 @@ class EdgeCounters:
         return EdgeCounters(by_source={k: v - before.by_source[k] for k, v in self.by_source.items()},
                             fallbacks={k: v - before.fallbacks[k] for k, v in self.fallbacks.items()},
                             offload_success=self.offload_success - before.offload_success)
+
+
+@contextlib.contextmanager
+def edge_serving(bundle: Path, cloud_url: str, log_dir: Path, *, name: str = "edge") -> Iterator[Service]:
+    """`edgecloud edge serve` on `bundle`, offloading to the OIP server at `cloud_url` (model `teacher`)."""
+    edge = start_service(name, ["edge", "serve", "--bundle", str(bundle), "--cloud-url", cloud_url,
+                                "--cloud-model", "teacher", "--threads", "1"], port=free_port(), log_dir=log_dir)
+    try:
+        wait_ready(edge, timeout_s=120)
+        yield edge
+    finally:
+        stop_service(edge)
+
+
+def through_cloud_serve(bundle: Path, x: np.ndarray, log_dir: Path) -> EdgeAnswers:
+    """`x` through an edge backed by `edgecloud cloud serve`: the reference other clouds are compared with."""
+    cloud = start_service("cloud", ["cloud", "serve", "--bundle", str(bundle), "--threads", "1"],
+                          port=free_port(), log_dir=log_dir)
+    try:
+        wait_ready(cloud, timeout_s=120)
+        with edge_serving(bundle, cloud.url, log_dir) as edge:
+            return stream(edge.url, x)
+    finally:
+        stop_service(cloud)
