@@ -230,13 +230,16 @@ def probe_triton_python(python: Path) -> dict[str, str]:
 
 
 def start_triton(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir: str, token: str,
-                 log_dir: Path) -> Service:
+                 log_dir: Path, exported: Path | None = None) -> Service:
     """bench/_triton_server.py under .venv-triton, in a session of its own, on a free loopback port;
-    `token` opens its statistics endpoint."""
+    `token` opens its statistics endpoint. `exported`: serve this graph from `edgecloud export triton`
+    (raw pixels in, normalisation inside) instead of the bundle's teacher."""
     port = free_port()
     spec = manifest.input
-    cmd = [str(cfg.triton_python), str(TRITON_SERVER), "--onnx", str(teacher_onnx(bundle, manifest)),
-           "--mean", ",".join(map(repr, spec.mean)), "--std", ",".join(map(repr, spec.std)),
+    graph = ["--onnx", str(exported), "--raw-input"] if exported is not None else [
+        "--onnx", str(teacher_onnx(bundle, manifest)), "--mean", ",".join(map(repr, spec.mean)),
+        "--std", ",".join(map(repr, spec.std))]
+    cmd = [str(cfg.triton_python), str(TRITON_SERVER), *graph,
            "--shape", ",".join(map(str, spec.shape)), "--threads", str(cfg.threads),
            "--max-batch-size", str(cfg.max_batch_size), "--max-queue-delay-ms", str(cfg.max_queue_delay_ms),
            "--model", manifest.teacher, "--http-port", str(port), "--grpc-port", str(free_port()),

@@ -4,6 +4,8 @@ Runs in .venv-triton (Python 3.12, `make .venv-triton/.installed`), never in the
 
     LD_LIBRARY_PATH=/root/.pyenv/versions/3.12.1/lib .venv-triton/bin/python bench/_triton_server.py \
         --onnx B/teacher.onnx --mean 33.3 --std 78.6 --shape 1,28,28 --threads 1 --http-port 8100
+    # a graph from `edgecloud export triton`, which normalises raw pixels itself:
+    ... bench/_triton_server.py --onnx REPO/teacher/1/model.onnx --raw-input --shape 1,28,28 --http-port 8100
 
 pytriton starts the `tritonserver` binary its wheel ships, with Triton's python backend: Triton's own
 HTTP front end and dynamic batcher take the requests, and each batch reaches `_infer` in this process.
@@ -52,18 +54,27 @@ def serve(args: argparse.Namespace) -> None:
     from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
     shape = tuple(args.shape)  # (C, H, W)
-    try:
-        preprocess = ImagePreprocessor(shape=shape, dtype="uint8", mean=args.mean, std=args.std)
-    except ValueError as err:
-        raise SystemExit(f"_triton_server: --shape/--mean/--std: {err}") from None
+    if args.raw_input:
+        normalise = None  # the graph normalises (`edgecloud export triton` folded it in)
+    else:
+        if args.mean is None or args.std is None:
+            raise SystemExit("_triton_server: --mean and --std are required without --raw-input")
+        try:
+            normalise = ImagePreprocessor(shape=shape, dtype="uint8", mean=args.mean, std=args.std).normalize
+        except ValueError as err:
+            raise SystemExit(f"_triton_server: --shape/--mean/--std: {err}") from None
     backend = OnnxBackend(args.onnx, threads=args.threads)
+
+    def logits_of(x: np.ndarray) -> np.ndarray:
+        return backend.infer(x if normalise is None else normalise(x))  # (N, K): the graph's first output
+
     # One pass before serving: it warms the session and tells the number of classes for the config.
-    classes = backend.infer(preprocess.normalize(np.zeros((1, *shape), np.uint8))).shape[1]
+    classes = logits_of(np.zeros((1, *shape), np.uint8)).shape[1]
 
     @batch
     def _infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         # Triton has checked dtype and shape against the config; the normalisation is the project's one.
-        logits = backend.infer(preprocess.normalize(inputs["input"]))  # (N, K)
+        logits = logits_of(inputs["input"])  # (N, K)
         return {"logits": logits, "label": logits.argmax(axis=1).astype(np.int64)[:, None]}
 
     config = TritonConfig(http_address="127.0.0.1", http_port=args.http_port, grpc_address="127.0.0.1",
@@ -97,8 +108,11 @@ def serve(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", type=Path, required=True, help="the teacher's ONNX graph (float32 NCHW in)")
-    parser.add_argument("--mean", type=_floats, required=True, help="per-channel mean of raw pixels, e.g. 33.3")
-    parser.add_argument("--std", type=_floats, required=True, help="per-channel std of raw pixels, e.g. 78.6")
+    parser.add_argument("--mean", type=_floats, help="per-channel mean of raw pixels, e.g. 33.3")
+    parser.add_argument("--std", type=_floats, help="per-channel std of raw pixels, e.g. 78.6")
+    parser.add_argument("--raw-input", action="store_true",
+                        help="the graph takes raw UINT8 pixels and normalises them itself (a graph from `edgecloud "
+                             "export triton`); --mean and --std are then not used")
     parser.add_argument("--shape", type=_ints, required=True, help="one sample's C,H,W, e.g. 1,28,28")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     parser.add_argument("--max-batch-size", type=int, default=64, help="Triton's max_batch_size (samples)")
