@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import numpy as np
 from _keepalive import HttpError, KeepAliveConnection
@@ -67,7 +68,10 @@ async def closed_loop(url: str, body: bytes, headers: dict[str, str], *, concurr
         raise ValueError(f"closed_loop: bad load (concurrency={concurrency}, seconds={seconds}, "
                          f"warmup_s={warmup_s}, samples_per_request={samples_per_request})")
     base, _, rest = url.partition("/v2/")
-    path = f"/v2/{rest}"
+    # The connection takes scheme://host:port; a path prefix before /v2/ (Ray Serve's route_prefix) stays in `path`.
+    parts = urlsplit(base)
+    path = f"{parts.path.rstrip('/')}/v2/{rest}"
+    base = f"{parts.scheme}://{parts.netloc}"
     logs: list[list[tuple[float, float, int]]] = [[] for _ in range(concurrency)]
     start = time.perf_counter()
     window_from, window_to = start + warmup_s, start + warmup_s + seconds
