@@ -102,6 +102,8 @@ class LocalRayCluster:
     """Each node's shared-memory object store; Ray's default (30% of RAM) is far more than serving needs."""
     start_timeout_s: float = 180.0
     """Longest a node may take to come up (a loaded machine is slow to start Ray's processes)."""
+    start_attempts: int = 3
+    """Tries at starting each worker node (Ray's own startup deadline can pass on a loaded machine)."""
     ray: Path = field(default_factory=lambda: Path(sys.executable).with_name("ray"))
     """The `ray` command of this environment: its Python runs the workers, so they import this project."""
     address: str = ""
@@ -172,7 +174,19 @@ class LocalRayCluster:
                                   "--ray-client-server-port", str(free_port()), "--temp-dir", str(self._temp_dir)])
         self.address = f"127.0.0.1:{port}"
         for index in range(1, self.nodes):
-            self._start_node(f"worker{index}", ["--address", self.address])
+            for attempt in range(1, self.start_attempts + 1):
+                try:
+                    self._start_node(f"worker{index}", ["--address", self.address])
+                    break
+                except RayClusterError:
+                    # Ray gives a joining node's raylet a fixed 30 s to register with the GCS (ray/_private/node.py);
+                    # on a loaded machine that can pass. The failed node is cleared away and started again.
+                    failed = self.started.pop()
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(failed.process.pid, signal.SIGKILL)  # the node's session: its raylet and agents
+                    failed.process.wait()
+                    if attempt == self.start_attempts:
+                        raise
 
     def remember(self) -> set[int]:
         """Record (and return) every process now under the nodes, so that stop() can reach them after

@@ -17,6 +17,7 @@ from cloud_server.settings import CloudSettings
 from shared.bundle import Manifest
 from shared.preprocess import normalize
 from tests.cloud_server.helpers import FakeBackend
+from tests.helpers.edge_stream import EdgeAnswers, through_cloud_serve
 
 
 @pytest.fixture
@@ -67,3 +68,11 @@ def teacher_reference(tiny_bundle: Path) -> Callable[[np.ndarray], np.ndarray]:
         return session.run(["logits"], {"input": x})[0]
 
     return reference
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_bundle: Path, tiny_test_split: tuple[np.ndarray, np.ndarray],
+              tmp_path_factory: pytest.TempPathFactory) -> EdgeAnswers:
+    """The tiny test split through an edge backed by `edgecloud cloud serve`: what the edge must answer through
+    Ray Serve and through Triton too. Computed once for both (each run starts a cloud and an edge)."""
+    return through_cloud_serve(tiny_bundle, tiny_test_split[0], tmp_path_factory.mktemp("reference"))

@@ -21,7 +21,7 @@ import pytest
 from edgecloud.ray_cluster import LocalRayCluster, descendants
 from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
 from shared.names import AnswerSource, FallbackReason
-from tests.helpers.edge_stream import EdgeAnswers, EdgeCounters, edge_serving, stream, through_cloud_serve
+from tests.helpers.edge_stream import EdgeAnswers, EdgeCounters, edge_serving, stream
 
 pytestmark = [pytest.mark.slow]
 
@@ -50,13 +50,6 @@ def ray_cloud(cluster: LocalRayCluster, tiny_bundle: Path, tmp_path_factory: pyt
         yield service
     finally:
         stop_service(service, grace_s=60)
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_bundle: Path, tiny_test_split: tuple[np.ndarray, np.ndarray],
-              tmp_path_factory: pytest.TempPathFactory) -> EdgeAnswers:
-    """The test split through an edge backed by `edgecloud cloud serve`."""
-    return through_cloud_serve(tiny_bundle, tiny_test_split[0], tmp_path_factory.mktemp("reference"))
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from edgecloud.services import Service
 from shared.bundle import load_manifest
 from shared.names import AnswerSource, FallbackReason
 from tests.deploy.tools import REPO_ROOT, explain
-from tests.helpers.edge_stream import EdgeAnswers, EdgeCounters, edge_serving, stream, through_cloud_serve
+from tests.helpers.edge_stream import EdgeAnswers, EdgeCounters, edge_serving, stream
 
 if str(REPO_ROOT / "bench") not in sys.path:
     sys.path.insert(0, str(REPO_ROOT / "bench"))  # bench/ holds scripts whose helpers import each other by name
@@ -65,12 +65,6 @@ def _start(tiny_bundle: Path, graph: Path, log_dir: Path) -> Service:
         stop_triton(triton)
         raise
     return triton
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_bundle: Path, tiny_test_split: tuple[np.ndarray, np.ndarray],
-              tmp_path_factory: pytest.TempPathFactory) -> EdgeAnswers:
-    return through_cloud_serve(tiny_bundle, tiny_test_split[0], tmp_path_factory.mktemp("reference"))
 
 
 @pytest.fixture
