@@ -11,13 +11,17 @@ from _closed_loop import closed_loop
 
 
 @contextlib.asynccontextmanager
-async def http_server(*, status: int, delay_s: float) -> AsyncIterator[str]:
-    """A keep-alive HTTP/1.1 server that answers every POST with `status` after `delay_s`."""
+async def http_server(*, status: int, delay_s: float, paths: list[str] | None = None,
+                      prefix: str = "") -> AsyncIterator[str]:
+    """A keep-alive HTTP/1.1 server that answers every POST with `status` after `delay_s`, noting each request's
+    path in `paths`; its URL is under `prefix` (e.g. Ray Serve's route prefix)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
+                if paths is not None:
+                    paths.append(head.split(b" ", 2)[1].decode())
                 length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
                               if line.lower().startswith(b"content-length"))
                 await reader.readexactly(length)
@@ -30,7 +34,7 @@ async def http_server(*, status: int, delay_s: float) -> AsyncIterator[str]:
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
-        yield f"http://127.0.0.1:{port}/v2/models/m/infer"
+        yield f"http://127.0.0.1:{port}{prefix}/v2/models/m/infer"
 
 
 def test_a_slow_server_bounds_throughput_and_sets_latency() -> None:
@@ -75,3 +79,14 @@ def test_a_bad_load_is_refused_by_value() -> None:
     with pytest.raises(ValueError, match="concurrency=0"):
         asyncio.run(closed_loop("http://127.0.0.1:1/v2/x", b"", {}, concurrency=0, seconds=1.0, warmup_s=0.0,
                                 samples_per_request=1))
+
+
+def test_a_path_prefix_before_v2_is_kept() -> None:
+    paths: list[str] = []
+
+    async def run() -> object:
+        async with http_server(status=200, delay_s=0.0, paths=paths, prefix="/two") as url:
+            return await closed_loop(url, b"x", {}, concurrency=1, seconds=0.2, warmup_s=0.0, samples_per_request=1)
+
+    result = asyncio.run(run())
+    assert result.answered > 0 and set(paths) == {"/two/v2/models/m/infer"}
