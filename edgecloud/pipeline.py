@@ -49,6 +49,22 @@ def load_config(out: Path) -> BuildConfig:
     return BuildConfig.from_dict(json.loads(path.read_text()))
 
 
+def update_config(out: Path, overrides: dict[str, Any], *, sections: tuple[str, ...]) -> BuildConfig:
+    """Merge `overrides` (a partial build.json) into the bundle's saved settings and save them.
+
+    Only `sections` may change: a later stage must not rewrite the settings an earlier one already used.
+    """
+    from edgecloud.presets import apply_overrides
+
+    frozen = sorted(set(overrides) - set(sections))
+    if frozen:
+        raise ValueError(f"settings {', '.join(frozen)} belong to an earlier stage; this stage may change "
+                         f"only {', '.join(sections)}")
+    cfg = apply_overrides(load_config(out), overrides)
+    save_config(out, cfg)
+    return cfg
+
+
 def _update_metrics(out: Path, **values: Any) -> dict[str, Any]:
     path = _reports(out) / METRICS_JSON
     metrics = json.loads(path.read_text()) if path.is_file() else {}
@@ -112,8 +128,26 @@ def train_teacher(cfg: BuildConfig, out: Path, dataset: Dataset, *, progress: bo
                            teacher_onnx=onnx_ok, teacher_arch=arch)
 
 
-def compress(out: Path, dataset: Dataset, *, progress: bool = True) -> dict[str, Any]:
-    """RL search (Algorithm 1), full SP-KD of the best student, ONNX export with a parity check."""
+SEARCH_BEST_PT = "search_best.pt"
+CROSSFIT_NPZ = "crossfit_logits.npz"
+
+
+def fit_dataset(cfg: BuildConfig, dataset: Dataset) -> Dataset:
+    """The data the student is distilled on: all of train, or train minus the offloader's held-out slice."""
+    if cfg.offload.fit_source != "holdout":
+        return dataset
+    from compression.crossfit import holdout_indices, with_train_subset
+
+    kept, _ = holdout_indices(len(dataset.train.y), cfg.offload.holdout_fraction, seed=cfg.seed)
+    return with_train_subset(dataset, kept)
+
+
+def compress(out: Path, dataset: Dataset, *, progress: bool = True, reuse_search: bool = False) -> dict[str, Any]:
+    """RL search (Algorithm 1), full SP-KD of the best student, ONNX export with a parity check.
+
+    The search's best student is kept in reports/search_best.pt: cross-fitting starts its fold students
+    from it, and `reuse_search` distils it again without searching (same settings, new distillation).
+    """
     import torch
 
     from compression.distill import DistillConfig, distill
@@ -126,26 +160,31 @@ def compress(out: Path, dataset: Dataset, *, progress: bool = True) -> dict[str,
     cfg = load_config(out)
     torch.manual_seed(cfg.seed)
     teacher = load_checkpoint(_require(out / B.TEACHER_PT, "train-teacher")).eval()
+    data = fit_dataset(cfg, dataset)
     s = cfg.search
-    search_cfg = SearchConfig(
-        episodes=s.episodes, rollouts=s.rollouts, lr=s.lr, alpha=s.alpha, beta=s.beta, c0=s.c0, a0=s.a0,
-        inherit=s.inherit, size_budget=s.size_budget, seed=cfg.seed, device=cfg.device,
-        episode_distill=DistillConfig(epochs=1, max_steps=s.episode_steps, batch_size=64, lr=0.02,
-                                      train_subset=s.episode_subset, seed=cfg.seed),
-    )
+    search_metrics: dict[str, Any] = {}
+    if reuse_search:
+        student = load_checkpoint(_require(_reports(out) / SEARCH_BEST_PT, "compress")).train()
+        log.info("reusing the search's best student from %s", _reports(out) / SEARCH_BEST_PT)
+    else:
+        search_cfg = SearchConfig(
+            episodes=s.episodes, rollouts=s.rollouts, lr=s.lr, alpha=s.alpha, beta=s.beta, c0=s.c0, a0=s.a0,
+            inherit=s.inherit, size_budget=s.size_budget, seed=cfg.seed, device=cfg.device,
+            episode_distill=DistillConfig(epochs=1, max_steps=s.episode_steps, batch_size=64, lr=0.02,
+                                          train_subset=s.episode_subset, seed=cfg.seed),
+        )
+        started = time.perf_counter()
+        result = search(teacher, data, search_cfg, progress=progress)
+        search_seconds = time.perf_counter() - started
+        write_search_report(result, _reports(out))
+        # Algorithm 1 keeps the best student seen; it now gets the full distillation budget.
+        student = result.best_model()
+        save_checkpoint(student, _reports(out) / SEARCH_BEST_PT)
+        search_metrics = {"student_actions": result.best_actions, "search_best_reward": result.best_reward,
+                          "search_best_compression": result.best_compression,
+                          "search_best_accuracy": result.best_accuracy, "search_seconds": search_seconds}
     started = time.perf_counter()
-    result = search(teacher, dataset, search_cfg, progress=progress)
-    search_seconds = time.perf_counter() - started
-    write_search_report(result, _reports(out))
-
-    # Algorithm 1 keeps the best student seen; it now gets the full distillation budget.
-    student = result.best_model()
-    d = cfg.distill
-    started = time.perf_counter()
-    history = distill(student, teacher, dataset,
-                      DistillConfig(method=d.method, epochs=d.epochs, lr=d.lr, gamma=d.gamma,
-                                    augment=d.augment, device=cfg.device, seed=cfg.seed),
-                      progress=progress)
+    history = distill(student, teacher, data, _final_distill(cfg), progress=progress)
     distill_seconds = time.perf_counter() - started
     student = student.cpu().eval()
     accuracy = evaluate(student, dataset.test, dataset.mean, dataset.std)
@@ -158,14 +197,21 @@ def compress(out: Path, dataset: Dataset, *, progress: bool = True) -> dict[str,
     return _update_metrics(
         out, student_accuracy=accuracy, student_bytes=model_bytes(student.arch),
         student_params=model_bytes(student.arch) // 4, student_onnx_bytes=(out / B.STUDENT_ONNX).stat().st_size,
-        student_arch=student.arch, student_actions=result.best_actions, search_best_reward=result.best_reward,
-        search_best_compression=result.best_compression, search_best_accuracy=result.best_accuracy,
-        search_seconds=search_seconds, distill_seconds=distill_seconds, onnx_max_abs_logit_delta=delta,
+        student_arch=student.arch, **search_metrics, distill_seconds=distill_seconds,
+        onnx_max_abs_logit_delta=delta, student_distilled_on=len(data.train.y), size_budget=s.size_budget,
     )
 
 
-def student_logits(onnx_path: Path, x_raw: np.ndarray, mean: Any, std: Any, *, batch_size: int = 1024) -> np.ndarray:
-    """The student's logits through onnxruntime: exactly what the edge will compute."""
+def _final_distill(cfg: BuildConfig) -> Any:
+    from compression.distill import DistillConfig
+
+    d = cfg.distill
+    return DistillConfig(method=d.method, epochs=d.epochs, lr=d.lr, gamma=d.gamma, augment=d.augment,
+                         device=cfg.device, seed=cfg.seed)
+
+
+def onnx_logits(onnx_path: Path, x_raw: np.ndarray, mean: Any, std: Any, *, batch_size: int = 1024) -> np.ndarray:
+    """A bundle network's logits through onnxruntime: exactly what the edge (student) or cloud (teacher) computes."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -174,8 +220,57 @@ def student_logits(onnx_path: Path, x_raw: np.ndarray, mean: Any, std: Any, *, b
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
+def crossfit_logits(out: Path, cfg: BuildConfig, dataset: Dataset, teacher: Any, *, progress: bool = True
+                    ) -> np.ndarray:
+    """Out-of-fold student logits on train (compression/crossfit.py), cached in reports/crossfit_logits.npz.
+
+    The cache is keyed by everything the logits depend on (folds, distillation settings, seed and the
+    search's best student's bytes), so a changed setting recomputes them and an unchanged one reuses them.
+    """
+    import dataclasses
+
+    from compression.crossfit import out_of_fold_logits
+    from networks.checkpoint import load_checkpoint
+
+    init_path = _require(_reports(out) / SEARCH_BEST_PT, "compress")
+    o = cfg.offload
+    distill_cfg = _final_distill(cfg)
+    if o.fold_epochs is not None:
+        distill_cfg = dataclasses.replace(distill_cfg, epochs=o.fold_epochs)
+    key = json.dumps({"folds": o.folds, "distill": dataclasses.asdict(distill_cfg), "seed": cfg.seed,
+                      "init_sha256": B.sha256_file(init_path), "n_train": len(dataset.train.y)}, sort_keys=True)
+    path = _reports(out) / CROSSFIT_NPZ
+    if path.is_file():
+        cached = np.load(path)
+        if str(cached["key"]) == key:
+            log.info("reusing cross-fitted logits from %s", path)
+            return cached["logits"]
+    started = time.perf_counter()
+    logits = out_of_fold_logits(load_checkpoint(init_path), teacher, dataset, distill_cfg, folds=o.folds,
+                                seed=cfg.seed, progress=progress)
+    np.savez(path, logits=logits, key=np.array(key))
+    _update_metrics(out, crossfit_seconds=time.perf_counter() - started)
+    return logits
+
+
+def offloader_fit_set(out: Path, cfg: BuildConfig, dataset: Dataset, train_logits: np.ndarray, teacher: Any,
+                      *, progress: bool = True) -> Any:
+    """The population the offloader learns from (offloading.train.FitSet), per `offload.fit_source`."""
+    from offloading.train import FitSet
+
+    source = cfg.offload.fit_source
+    if source == "train":
+        return FitSet(train_logits, dataset.train.y, "train")
+    if source == "holdout":
+        from compression.crossfit import holdout_indices
+
+        _, held = holdout_indices(len(dataset.train.y), cfg.offload.holdout_fraction, seed=cfg.seed)
+        return FitSet(train_logits[held], dataset.train.y[held], "holdout")
+    return FitSet(crossfit_logits(out, cfg, dataset, teacher, progress=progress), dataset.train.y, "crossfit")
+
+
 def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.Manifest:
-    """SL offloader with QBC (Algorithm 2), operating point on validation, then the manifest."""
+    """SL offloader with QBC (Algorithm 2), operating point and fusion on validation, then the manifest."""
     from compression.teacher import predict_logits
     from networks.checkpoint import load_checkpoint
     from offloading.report import write_offloading_report
@@ -186,17 +281,22 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.
     student_onnx = _require(out / B.STUDENT_ONNX, "compress")
     teacher = load_checkpoint(_require(out / B.TEACHER_PT, "train-teacher")).eval()
     splits = {"train": dataset.train, "val": dataset.val, "test": dataset.test}
-    s_logits = {k: student_logits(student_onnx, v.x, dataset.mean, dataset.std) for k, v in splits.items()}
-    t_logits = {k: predict_logits(teacher, v.x, dataset.mean, dataset.std) for k, v in splits.items()}
+    s_logits = {k: onnx_logits(student_onnx, v.x, dataset.mean, dataset.std) for k, v in splits.items()}
+    # The cloud serves teacher.onnx when the bundle has it: fusion is tuned on the logits it will return.
+    # The offloader never reads the teacher on train, so only val and test go through it.
+    if (out / B.TEACHER_ONNX).is_file():
+        t_logits = {k: onnx_logits(out / B.TEACHER_ONNX, splits[k].x, dataset.mean, dataset.std)
+                    for k in ("val", "test")}
+    else:
+        t_logits = {k: predict_logits(teacher, splits[k].x, dataset.mean, dataset.std) for k in ("val", "test")}
     labels = {k: v.y for k, v in splits.items()}
+    fit = offloader_fit_set(out, cfg, dataset, s_logits["train"], teacher, progress=progress)
     o = cfg.offload
     result = fit_offloader(
-        student_logits=s_logits, teacher_logits=t_logits, labels=labels,
-        # A target accuracy replaces the budget: the operating point is chosen by exactly one of them.
+        student_logits=s_logits, teacher_logits=t_logits, labels=labels, fit=fit,
         cfg=OffloaderConfig(model=o.model, r=o.r, committee_size=o.committee_size, features=o.features,
-                            budget=None if o.target_accuracy is not None else o.budget,
-                            target_accuracy=o.target_accuracy,
-                            use_boundary=o.use_boundary, seed=cfg.seed),
+                            rule=o.rule, budget=o.budget, target_accuracy=o.target_accuracy,
+                            calibrate=o.calibrate, fusion=o.fusion, seed=cfg.seed),
     )
     with (out / B.OFFLOADER_PKL).open("wb") as handle:
         pickle.dump(result.model, handle, protocol=pickle.HIGHEST_PROTOCOL)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgecloud.pipeline import read_metrics
-from shared.bundle import REPORTS
+from edgecloud.pipeline import BUILD_JSON, read_metrics
+from shared.bundle import REPORTS, Manifest
 
 
 def _size(n_bytes: float) -> str:
@@ -24,7 +24,41 @@ def table_models(metrics: dict[str, Any]) -> str:
     if "teacher_bytes" in metrics and "student_bytes" in metrics:
         ratio = metrics["student_bytes"] / metrics["teacher_bytes"]
         rows.append(f"\nstudent / teacher size: {100 * ratio:.2f}% (C = {1 - ratio:.4f}, eq. 5)")
+        rows.append(size_line(metrics["student_bytes"], metrics["teacher_bytes"], metrics.get("size_budget")))
     return "\n".join(rows)
+
+
+def size_line(student_bytes: int, teacher_bytes: int, size_budget: float | None) -> str:
+    """The student's size against the teacher's and against the size target (the build's size budget)."""
+    ratio = student_bytes / teacher_bytes
+    if size_budget is None:
+        target = "no size target (the build set no size budget)"
+    else:
+        met = "met" if ratio <= size_budget else "NOT met"
+        target = f"target ≤ {100 * size_budget:g}% (the build's size budget): {met}"
+    return (f"student size: {100 * ratio:.2f}% of the teacher's parameter bytes ({student_bytes:,} of "
+            f"{teacher_bytes:,} B); {target}")
+
+
+def bundle_lines(bundle: Path, manifest: Manifest) -> list[str]:
+    """What the bundle's build measured offline: student size against its target, the operating point's
+    rule, and cooperation on test with the teacher's answers and with fusion."""
+    import json
+
+    build = bundle / REPORTS / BUILD_JSON
+    budget = json.loads(build.read_text())["search"].get("size_budget") if build.is_file() else None
+    m, op = manifest.metrics, manifest.operating_point
+    lines = [size_line(m.student_bytes, m.teacher_bytes, budget)]
+    extra = m.model_dump()
+    if "cooperative_accuracy" in extra and "offload_rate" in extra:
+        line = (f"offline, test split: cooperation {100 * extra['cooperative_accuracy']:.2f}% at "
+                f"{100 * extra['offload_rate']:.1f}% offloaded (rule {op.rule}")
+        line += f", target {100 * op.target_accuracy:.2f}%)" if op.target_accuracy is not None else ")"
+        if "cooperative_accuracy_fused" in extra:
+            fused = extra["cooperative_accuracy_fused"]
+            line += f"; with fusion of student and teacher probabilities {100 * fused:.2f}%"
+        lines.append(line)
+    return lines
 
 
 def table_architecture(metrics: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ def logit_features(logits: np.ndarray) -> np.ndarray:
     return check_logits(logits).copy()  # (N, K)
 
 
-FEATURE_KINDS: tuple[str, ...] = ("sorted", "raw")
+FEATURE_KINDS: tuple[str, ...] = ("confidence", "sorted", "raw")
 
 
 def sorted_logits(logits: np.ndarray) -> np.ndarray:
@@ -52,3 +52,43 @@ def sorted_logits(logits: np.ndarray) -> np.ndarray:
     """
     z = check_logits(logits)
     return -np.sort(-z, axis=1)
+
+
+def _confidence(z: np.ndarray) -> np.ndarray:
+    """(N, K) logits already divided by T -> (N, 3): max probability, top-1 − top-2 margin, entropy."""
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (N, K)
+    p = np.exp(log_p)
+    top2 = -np.sort(-p, axis=1)[:, :2]  # (N, 2) descending
+    entropy = -(p * log_p).sum(axis=1)
+    return np.stack([top2[:, 0], top2[:, 0] - top2[:, 1], entropy], axis=1)
+
+
+def confidence_features(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(N, K) logits -> (N, K + 6) float64: sorted logits, then what the confidence filters read.
+
+    Columns: the K sorted logits (§V-A's input, class-independent), then max probability, margin
+    and entropy of softmax(z) and of softmax(z / T). The filters (filters.py) threshold exactly one
+    of these numbers each; giving all of them to the offloader lets it do at least as well as the
+    best of them. T is the student's calibration temperature (calibration.fit_temperature): at
+    T = 1 a confident student's probabilities saturate near 1 and its hard samples differ only in
+    the far decimals, while at the calibrated T they spread out.
+    Module-level so that a pickled offloader refers to it by name, importable on the edge.
+    """
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    z = check_logits(logits)
+    if len(z) == 0:
+        return np.zeros((0, z.shape[1] + 6))
+    return np.concatenate([-np.sort(-z, axis=1), _confidence(z), _confidence(z / temperature)], axis=1)
+
+
+def feature_matrix(logits: np.ndarray, kind: str, *, temperature: float = 1.0) -> np.ndarray:
+    """The offloader's input for `kind` in FEATURE_KINDS: what its fitted pipeline computes first."""
+    if kind == "confidence":
+        return confidence_features(logits, temperature)
+    if kind == "sorted":
+        return sorted_logits(logits)
+    if kind == "raw":
+        return logit_features(logits)
+    raise ValueError(f"unknown offloader features {kind!r}; choose one of {FEATURE_KINDS}")

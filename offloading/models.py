@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from offloading.features import FEATURE_KINDS, check_logits, sorted_logits
+from offloading.features import FEATURE_KINDS, check_logits, confidence_features, sorted_logits
 
 Estimator = Any  # a scikit-learn-compatible classifier: fit / predict / decision_function or predict_proba
 
@@ -61,6 +61,16 @@ def _et(seed: int) -> Estimator:
     return ExtraTreesClassifier(n_estimators=100, random_state=seed, n_jobs=1)
 
 
+def _logreg(seed: int) -> Estimator:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    # Not one of the paper's six: the simplest model over the confidence features, as a baseline.
+    return Pipeline([("scale", StandardScaler()), ("clf", LogisticRegression(C=1.0, max_iter=2000,
+                                                                             random_state=seed))])
+
+
 CANDIDATES: dict[str, Callable[[int], Estimator]] = {
     "svm": _svm,
     "rf": _rf,
@@ -68,14 +78,16 @@ CANDIDATES: dict[str, Callable[[int], Estimator]] = {
     "gbdt": _gbdt,
     "xgb": _xgb,
     "et": _et,
+    "logreg": _logreg,
 }
 
 
-def make_model(name: str, *, seed: int = 0, features: str = "raw") -> Estimator:
+def make_model(name: str, *, seed: int = 0, features: str = "raw", temperature: float = 1.0) -> Estimator:
     """An unfitted candidate offloader by name; ValueError listing the names on an unknown one.
 
-    ``features="sorted"`` puts `sorted_logits` in front of the model, inside the estimator, so the
-    pickled offloader still takes raw logits and the edge needs no feature code of its own.
+    ``features="sorted"`` puts `sorted_logits` in front of the model, ``"confidence"`` puts
+    `confidence_features` (at `temperature`), inside the estimator, so the pickled offloader still
+    takes raw logits and the edge needs no feature code of its own.
     """
     try:
         factory = CANDIDATES[name]
@@ -89,7 +101,10 @@ def make_model(name: str, *, seed: int = 0, features: str = "raw") -> Estimator:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import FunctionTransformer
 
-    return Pipeline([("sort", FunctionTransformer(sorted_logits)), ("model", model)])
+    if features == "sorted":
+        return Pipeline([("sort", FunctionTransformer(sorted_logits)), ("model", model)])
+    transform = FunctionTransformer(confidence_features, kw_args={"temperature": float(temperature)})
+    return Pipeline([("features", transform), ("model", model)])
 
 
 def offloader_scores(model: Estimator, features: np.ndarray) -> np.ndarray:
@@ -115,8 +130,13 @@ def decision_boundary(model: Estimator) -> float:
     """The score at which the model's own predict() flips to "complex", on offloader_scores' scale.
 
     sklearn predicts the positive class where decision_function > 0, or where predict_proba[:, 1]
-    beats the other class, i.e. > 0.5 for a binary model.
+    beats the other class, i.e. > 0.5 for a binary model. A Platt-calibrated offloader reports its
+    base model's boundary mapped onto the calibrated scale.
     """
+    from offloading.calibration import PlattCalibrated
+
+    if isinstance(model, PlattCalibrated):
+        return model.boundary
     return 0.0 if hasattr(model, "decision_function") else 0.5
 
 

@@ -16,6 +16,7 @@ matches the teacher. The budget still caps the boundary.
 from __future__ import annotations
 
 import logging
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -83,73 +84,104 @@ def accuracy_offload_curve(
     return rates, accs
 
 
+class Rule(StrEnum):
+    """How a filter's threshold is chosen on validation (the manifest's `OperatingPoint.rule`)."""
+
+    TARGET = "target"
+    """the lowest offload rate at which cooperation reaches a target accuracy (default: the
+    teacher's own validation accuracy), capped by the budget"""
+    BOUNDARY = "boundary"
+    """the classifier's own decision boundary, the paper's rule (§V), capped by the budget"""
+    BUDGET = "budget"
+    """the best cooperative accuracy within the budget (ties: the lower rate)"""
+
+
 def choose_operating_point(
     scores_val: np.ndarray,
     student_correct_val: np.ndarray,
     teacher_correct_val: np.ndarray,
     *,
     filter_name: str,
+    rule: Rule | str,
     budget: float | None = None,
     target_accuracy: float | None = None,
     boundary: float | None = None,
 ) -> dict[str, Any]:
-    """Pick the threshold on validation scores; exactly one of `budget` / `target_accuracy`.
+    """Pick the threshold on validation scores by `rule`.
 
-    Returns the fields of shared.bundle.OperatingPoint (validated by it) plus `target_reached`, as a
-    plain dict, so `OperatingPoint(**op)` builds the manifest entry and `make_filter(op)` the filter.
+    Returns the fields of shared.bundle.OperatingPoint (validated by it) plus `target_reached`,
+    `target_source` and `reason` (a sentence on why this threshold), as a plain dict, so that
+    `OperatingPoint(**op)` builds the manifest entry and `make_filter(op)` the filter.
 
-    budget: the highest cooperative accuracy among offload rates <= budget (ties: the lower rate).
-    target_accuracy: the lowest offload rate reaching it; if none does, the best accuracy (lowest
-    rate among ties), with a warning logged and `target_reached=False` in the result.
-    boundary (with a budget only): the classifier's own cut, kept when its validation offload rate is
-    within the budget (rule "boundary"); otherwise the budget rule decides (rule "budget").
+    target: the lowest rate whose cooperative accuracy reaches `target_accuracy` (None: the teacher's
+    validation accuracy) within `budget` (None: no cap). If no rate within the budget does, the best
+    accuracy within it (lowest rate among ties), with a warning and `target_reached=False`.
+    boundary: the classifier's own cut `boundary`, kept when its validation rate is within `budget`;
+    otherwise the budget rule decides, and the result says rule "budget".
+    budget: the highest cooperative accuracy among rates <= `budget` (needs a budget).
     """
-    if (budget is None) == (target_accuracy is None):
-        raise ValueError(
-            f"give exactly one of budget / target_accuracy, got budget={budget}, target={target_accuracy}"
-        )
+    rule = Rule(rule)
     for label, value in (("budget", budget), ("target_accuracy", target_accuracy)):
         if value is not None and not 0.0 <= value <= 1.0:
             raise ValueError(f"{label} must be in [0, 1], got {value}")
-    if boundary is not None and budget is None:
-        raise ValueError("a decision boundary is capped by a budget; give budget with boundary")
+    if rule is Rule.BUDGET and budget is None:
+        raise ValueError("rule 'budget' needs a budget")
+    if rule is Rule.BOUNDARY and boundary is None:
+        raise ValueError("rule 'boundary' needs the classifier's decision boundary")
+    if rule is not Rule.TARGET and target_accuracy is not None:
+        raise ValueError(f"target_accuracy={target_accuracy} is only used by rule 'target', not {rule.value!r}")
     if boundary is not None and not np.isfinite(boundary):
         raise ValueError(f"boundary must be finite, got {boundary}")
-    if boundary is not None:
-        at_boundary = _boundary_point(scores_val, student_correct_val, teacher_correct_val, boundary, budget)
+    cap = 1.0 if budget is None else budget
+    thresholds, rates, accs = threshold_curve(scores_val, student_correct_val, teacher_correct_val)
+    # A tolerance so that budget = 0.2 admits exactly 20 of 100 despite float division.
+    allowed = np.flatnonzero(rates <= cap + 1e-12)  # never empty: rate 0 is always there
+    within = f"within the budget {budget:.3g}" if budget is not None else "with no budget"
+
+    def point(i: int, **extra: Any) -> dict[str, Any]:
+        return {"threshold": float(thresholds[i]), "val_offload_rate": float(rates[i]),
+                "val_accuracy": float(accs[i]), **extra}
+
+    def best_within_budget() -> int:
+        return int(allowed[np.argmax(accs[allowed])])  # argmax takes the first, i.e. lowest-rate, tie
+
+    if rule is Rule.TARGET:
+        source = "teacher" if target_accuracy is None else "user"
+        target = float(np.mean(teacher_correct_val)) if target_accuracy is None else float(target_accuracy)
+        whose = "the teacher's validation accuracy" if source == "teacher" else "the requested accuracy"
+        reaching = allowed[accs[allowed] >= target - 1e-12]
+        if len(reaching):
+            chosen = point(int(reaching[0]), target_reached=True,
+                           reason=f"the lowest validation offload rate at which cooperation reaches {whose} "
+                                  f"{target:.4f}, {within}")
+        else:
+            best = best_within_budget()
+            log.warning("target accuracy %.4f unreachable with filter %r on validation %s; best is %.4f at rate "
+                        "%.3f", target, filter_name, within, accs[best], rates[best])
+            chosen = point(best, target_reached=False,
+                           reason=f"{whose} {target:.4f} is not reached on validation {within}; the best "
+                                  "cooperative accuracy within it instead")
+        return OperatingPoint(filter=filter_name, rule=rule.value, budget=budget, target_accuracy=target,
+                              target_source=source, **chosen).model_dump()
+    if rule is Rule.BOUNDARY:
+        assert boundary is not None
+        at_boundary = _boundary_point(scores_val, student_correct_val, teacher_correct_val, boundary, cap)
         if at_boundary is not None:
             return OperatingPoint(filter=filter_name, rule="boundary", budget=budget, **at_boundary,
-                                  target_reached=True).model_dump()
+                                  target_reached=True,
+                                  reason=f"the offloader's own decision boundary (the paper's rule), {within}"
+                                  ).model_dump()
         log.info("filter %r: its decision boundary offloads more than the budget %.3f on validation; "
-                 "choosing by budget instead", filter_name, budget)
-    thresholds, rates, accs = threshold_curve(scores_val, student_correct_val, teacher_correct_val)
-    target_reached = True
-    if budget is not None:
-        # A tolerance so that budget = 0.2 admits exactly 20 of 100 despite float division.
-        allowed = np.flatnonzero(rates <= budget + 1e-12)  # never empty: rate 0 is always there
-        best = allowed[np.argmax(accs[allowed])]  # argmax takes the first, i.e. lowest-rate, tie
-    else:
-        reaching = np.flatnonzero(accs >= target_accuracy - 1e-12)
-        if len(reaching):
-            best = reaching[0]
-        else:
-            target_reached = False
-            best = int(np.argmax(accs))
-            log.warning(
-                "target accuracy %.4f unreachable with filter %r on validation; best is %.4f at rate %.3f",
-                target_accuracy, filter_name, accs[best], rates[best],
-            )
-    op = OperatingPoint(
-        filter=filter_name,
-        rule="budget" if budget is not None else "target",
-        threshold=float(thresholds[best]),
-        budget=budget,
-        target_accuracy=target_accuracy,
-        val_offload_rate=float(rates[best]),
-        val_accuracy=float(accs[best]),
-        target_reached=target_reached,
-    )
-    return op.model_dump()
+                 "choosing by budget instead", filter_name, cap)
+        return OperatingPoint(filter=filter_name, rule="budget", budget=budget,
+                              **point(best_within_budget(), target_reached=True,
+                                      reason="the offloader's decision boundary offloads more than the budget "
+                                             f"{cap:.3g} on validation; the best validation accuracy within "
+                                             "the budget instead")).model_dump()
+    return OperatingPoint(filter=filter_name, rule="budget", budget=budget,
+                          **point(best_within_budget(), target_reached=True,
+                                  reason=f"the best validation accuracy {within} (lowest rate among ties)")
+                          ).model_dump()
 
 
 def _boundary_point(

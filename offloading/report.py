@@ -52,37 +52,69 @@ def _markdown(rows: list[Any], headers: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+def _rate(value: float | None) -> str:
+    return "not reached" if value is None else f"{100 * value:.2f}%"
+
+
 def format_tables(result: OffloaderResult) -> str:
     """Markdown: candidate models (Tables III-IV), QBC vs random (Fig. 3), filters at the operating point."""
     op = result.operating_point
-    how = (f"budget {op['budget']:.2f}" if op["budget"] is not None
-           else f"target accuracy {op['target_accuracy']:.4f}")
+    cap = "no budget" if op["budget"] is None else f"budget {op['budget']:.2f}"
+    how = {"target": f"rule target: accuracy {op['target_accuracy']:.4f} ({op.get('target_source', 'user')}), {cap}",
+           "boundary": f"rule boundary, {cap}", "budget": f"rule budget, {cap}"}[op["rule"]]
+    teacher = f"{100 * result.teacher_test_accuracy:.2f}%"
+    candidates = [
+        {"name": row.name, "auc": f"{row.test_auc:.4f}", "acc": f"{row.test_accuracy:.4f}",
+         "bacc": f"{row.test_balanced_accuracy:.4f}", "kb": f"{row.size_kb:.1f}",
+         "us": f"{row.decision_us:.1f}", "rate": _rate(row.test_rate_to_teacher)}
+        for row in result.candidates
+    ]
+    cand_headers = {"name": "model", "auc": "AUC", "acc": "accuracy", "bacc": "balanced acc.", "kb": "size (KB)",
+                    "us": "decision (µs/sample)", "rate": f"offload to reach the teacher ({teacher})"}
+    filters = [
+        {"name": row.name, "thr": _fmt(row.threshold), "vr": f"{100 * row.val_offload_rate:.2f}%",
+         "va": f"{100 * row.val_accuracy:.2f}%", "tr": f"{100 * row.test_offload_rate:.2f}%",
+         "ta": f"{100 * row.test_accuracy:.2f}%", "reach": _rate(row.test_rate_to_teacher)}
+        for row in result.filters
+    ]
+    filter_headers = {"name": "filter", "thr": "threshold", "vr": "val offload", "va": "val acc.",
+                      "tr": "test offload", "ta": "test acc.", "reach": f"offload to reach {teacher} (test)"}
     parts = [
-        "### Offloader candidates (test: predicting \"student wrong\")",
-        _markdown(result.candidates, {"name": "model", "test_accuracy": "accuracy",
-                                      "test_balanced_accuracy": "balanced acc.", "size_kb": "size (KB)",
-                                      "fit_seconds": "fit (s)"}),
+        f"### Offloader candidates (test: predicting \"student wrong\"; trained on {result.fit_source} "
+        f"logits of {result.n_fit} samples)",
+        _dict_markdown(candidates, cand_headers),
         "",
         f"### QBC vs random normal samples ({result.n_complex} complex + {result.n_random} random + "
         f"{result.n_qbc} QBC)",
         _markdown(result.qbc_vs_random, {"name": "model", "qbc_accuracy": "QBC acc.",
-                                         "random_accuracy": "random acc.",
+                                         "random_accuracy": "random acc.", "qbc_auc": "QBC AUC",
+                                         "random_auc": "random AUC",
                                          "qbc_balanced_accuracy": "QBC bal. acc.",
                                          "random_balanced_accuracy": "random bal. acc."}),
         "",
-        f"### Filters at the operating point ({how}, chosen on val, measured on test)",
-        _markdown(result.filters, {"name": "filter", "threshold": "threshold",
-                                   "val_offload_rate": "val offload", "val_accuracy": "val acc.",
-                                   "test_offload_rate": "test offload", "test_accuracy": "test acc."}),
-        *(["", f"sl is cut at its own decision boundary ({op['threshold']:g}), which is within the budget; "
-           "the score filters at their best validation accuracy within it."]
-          if op.get("rule") == "boundary" else []),
+        f"### Filters at the operating point ({how}; chosen on val, measured on test)",
+        _dict_markdown(filters, filter_headers),
+        "",
+        f"sl ({result.model_name}): {op.get('reason', op['rule'])}.",
         "",
         f"student {result.student_test_accuracy:.4f}, teacher {result.teacher_test_accuracy:.4f}, "
         f"edge-cloud ({result.model_name}) {result.test_accuracy:.4f} at offload rate "
-        f"{result.test_offload_rate:.3f}",
+        f"{result.test_offload_rate:.4f}",
     ]
+    if result.fusion is not None:
+        f, p = result.fusion, result.fusion.tuning.params
+        parts.append(
+            f"with fusion (w = {p.student_weight:.2f}, T_s = {p.student_temperature:.3f}, "
+            f"T_t = {p.teacher_temperature:.3f}): {f.test_accuracy:.4f}; on the offloaded test samples the "
+            f"teacher is right on {f.test_offloaded_teacher_accuracy:.4f}, the fused answer on "
+            f"{f.test_offloaded_fused_accuracy:.4f}")
     return "\n".join(parts) + "\n"
+
+
+def _dict_markdown(rows: list[dict[str, str]], headers: dict[str, str]) -> str:
+    lines = ["| " + " | ".join(headers.values()) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(row[key] for key in headers) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def _plot(result: OffloaderResult, path: Path) -> Path:
@@ -97,12 +129,19 @@ def _plot(result: OffloaderResult, path: Path) -> Path:
         if len(curve.rates) == 1:
             ax.scatter(curve.rates, curve.accs, marker="s", zorder=3, label=name)
         else:
-            ax.plot(curve.rates, curve.accs, linewidth=2.0 if name == "sl" else 1.2,
-                    label=f"sl ({result.model_name})" if name == "sl" else name)
+            label = {"sl": f"sl ({result.model_name})", "sl_fusion": f"sl ({result.model_name}) + fusion"}
+            ax.plot(curve.rates, curve.accs, linewidth=2.0 if name.startswith("sl") else 1.2,
+                    linestyle="--" if name == "sl_fusion" else "-", label=label.get(name, name))
     ax.scatter([result.test_offload_rate], [result.test_accuracy], marker="*", s=200, color="black",
                zorder=4, label="operating point")
     if result.operating_point["budget"] is not None:
         ax.axvline(result.operating_point["budget"], color="grey", linestyle=":", label="budget")
+    ax.axhline(result.teacher_test_accuracy, color="black", linewidth=0.8, linestyle=":", label="teacher")
+    # Zoom on where the filters differ: from the student's accuracy up, and offload rates up to
+    # twice the operating point's or 20%, whichever is more.
+    top = max(result.curves[n].accs.max() for n in result.curves)
+    ax.set_ylim(result.student_test_accuracy - 0.1 * (top - result.student_test_accuracy + 1e-3), top + 0.002)
+    ax.set_xlim(-0.005, min(1.0, max(0.2, 2 * result.test_offload_rate)))
     ax.set_xlabel("offload rate (fraction sent to the cloud)")
     ax.set_ylabel("cooperative accuracy (test)")
     ax.set_title("Accuracy against offload rate")
@@ -120,7 +159,15 @@ def _thin(curve: Curve, max_points: int = MAX_CURVE_POINTS) -> dict[str, list[fl
 
 
 def _summary(result: OffloaderResult) -> dict[str, Any]:
+    fusion = None
+    if result.fusion is not None:
+        fusion = {**asdict(result.fusion), "params": asdict(result.fusion.tuning.params)}
+        fusion["tuning"] = {k: v for k, v in fusion["tuning"].items() if k != "params"}
     return {
+        "fit_source": result.fit_source,
+        "fit_samples": result.n_fit,
+        "temperature": result.temperature,
+        "fusion": fusion,
         "model": result.model_name,
         "operating_point": result.operating_point,
         "test_offload_rate": result.test_offload_rate,

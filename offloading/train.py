@@ -14,10 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from offloading.features import FEATURE_KINDS, check_logits, logit_features, sorted_logits
+from offloading.calibration import CalibrationError, PlattCalibrated, fit_temperature, platt_calibrate
+from offloading.features import FEATURE_KINDS, check_logits, feature_matrix
 from offloading.filters import FILTERS, CloudOnlyFilter, EdgeOnlyFilter, make_filter
-from offloading.models import CANDIDATES, Estimator, decision_boundary, make_model, pickled_kb
-from offloading.operating_point import accuracy_offload_curve, choose_operating_point
+from offloading.fusion import FusionTuning, fuse, tune_fusion
+from offloading.models import CANDIDATES, Estimator, decision_boundary, make_model, offloader_scores, pickled_kb
+from offloading.operating_point import Rule, accuracy_offload_curve, choose_operating_point
 from offloading.qbc import qbc_select, random_select
 
 log = logging.getLogger(__name__)
@@ -35,15 +37,23 @@ class OffloaderConfig:
     """Algorithm 2: QBC committee size L"""
     use_qbc: bool = True
     """train on the QBC selection (True) or on M random normal samples (False)"""
+    rule: str = Rule.TARGET.value
+    """how the threshold is chosen on val (operating_point.Rule): "target" (the lowest offload rate
+    reaching target_accuracy, by default the teacher's val accuracy), "boundary" (the model's own cut,
+    the paper's rule) or "budget" (the best val accuracy within the budget)"""
     budget: float | None = 0.2
-    """largest fraction of samples offloaded; set None to choose by target_accuracy instead"""
+    """largest fraction of samples offloaded; caps every rule (None: no cap, not with rule "budget")"""
     target_accuracy: float | None = None
-    """cooperative accuracy to reach at the lowest offload rate (requires budget=None)"""
-    use_boundary: bool = True
-    """cut the SL offloader at its own decision boundary (the paper's rule), capped by the budget;
-    False: the best validation accuracy within the budget. Ignored with a target_accuracy."""
-    features: str = "sorted"
-    """offloader input: "sorted" (each row of logits in descending order) or "raw" logits"""
+    """rule "target": the cooperative val accuracy to reach; None means the teacher's val accuracy"""
+    features: str = "confidence"
+    """offloader input: "confidence" (sorted logits + the filters' max probability, margin and
+    entropy, at T = 1 and at the student's calibrated T), "sorted" logits, or "raw" logits"""
+    calibrate: bool = True
+    """Platt-scale the shipped offloader's score on val into P(student wrong) (ranking unchanged)"""
+    fusion: bool = True
+    """tune edge-cloud fusion (fusion.py) on val and report it; the manifest records its parameters"""
+    fusion_min_samples: int = 100
+    """fusion's weight is tuned on the offloaded val samples, or on at least this many hardest ones"""
     seed: int = 0
     """seeds the sampling, the committee and every model"""
     candidates: tuple[str, ...] = tuple(CANDIDATES)
@@ -59,22 +69,36 @@ class OffloaderConfig:
             raise ValueError(f"r must be in (0, 1], got {self.r}")
         if self.committee_size < 1:
             raise ValueError(f"committee_size must be >= 1, got {self.committee_size}")
-        if (self.budget is None) == (self.target_accuracy is None):
-            raise ValueError(
-                f"set exactly one of budget / target_accuracy (got budget={self.budget}, "
-                f"target_accuracy={self.target_accuracy}); use budget=None with a target"
-            )
+        if self.rule not in {r.value for r in Rule}:
+            raise ValueError(f"unknown operating-point rule {self.rule!r}; choose one of {[r.value for r in Rule]}")
+        if self.rule == Rule.BUDGET and self.budget is None:
+            raise ValueError("rule 'budget' needs a budget (got budget=None)")
+        if self.target_accuracy is not None and self.rule != Rule.TARGET:
+            raise ValueError(f"target_accuracy={self.target_accuracy} needs rule 'target', not {self.rule!r}")
+        for name in ("budget", "target_accuracy"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be None or in [0, 1], got {value}")
+        if self.fusion_min_samples < 1:
+            raise ValueError(f"fusion_min_samples must be >= 1, got {self.fusion_min_samples}")
 
 
 @dataclass(frozen=True)
 class CandidateRow:
-    """One row of Tables III-IV: how well a model predicts "student wrong" on test, and its size."""
+    """One row of Tables III-IV: how well a model predicts "student wrong" on test, its size and cost."""
 
     name: str
     test_accuracy: float
+    """its own 0/1 decision (trained on the balanced QBC set, so it flags "wrong" generously)"""
     test_balanced_accuracy: float
+    test_auc: float
+    """ROC AUC of its score for "student wrong": how well it ranks, whatever the threshold"""
     size_kb: float
     fit_seconds: float
+    decision_us: float
+    """scoring time per sample on the test split (features included), best of 3 runs"""
+    test_rate_to_teacher: float | None
+    """the smallest test offload rate at which cooperation reaches the teacher's test accuracy"""
 
 
 @dataclass(frozen=True)
@@ -86,11 +110,13 @@ class SelectionRow:
     random_accuracy: float
     qbc_balanced_accuracy: float
     random_balanced_accuracy: float
+    qbc_auc: float
+    random_auc: float
 
 
 @dataclass(frozen=True)
 class FilterRow:
-    """A filter cut at its own validation operating point (same budget / target), measured on test."""
+    """A filter cut at its own validation operating point (same rule, budget / target), measured on test."""
 
     name: str
     threshold: float | None
@@ -98,6 +124,8 @@ class FilterRow:
     val_accuracy: float
     test_offload_rate: float
     test_accuracy: float
+    test_rate_to_teacher: float | None
+    """the smallest test offload rate at which this filter's cooperation reaches the teacher's test accuracy"""
 
 
 @dataclass(frozen=True)
@@ -108,21 +136,34 @@ class Curve:
     accs: np.ndarray
 
 
+@dataclass(frozen=True)
+class FusionResult:
+    """Edge-cloud fusion at the SL operating point (fusion.py), tuned on val, measured on test."""
+
+    tuning: FusionTuning
+    test_accuracy: float
+    """cooperation on test when offloaded samples take the fused answer"""
+    test_offloaded_teacher_accuracy: float
+    """the teacher's accuracy on the test samples offloaded at the operating point"""
+    test_offloaded_fused_accuracy: float
+    """the fused answers' accuracy on those samples"""
+
+
 @dataclass
 class OffloaderResult:
     model: Estimator
     """the fitted offloader that ships as offloader.pkl"""
     model_name: str
     model_test_accuracy: float
-    """accuracy of the shipped model at predicting "student wrong" on test (its own 0/1 decision)"""
+    """accuracy of the shipped model's base classifier at predicting "student wrong" on test"""
     operating_point: dict[str, Any]
-    """the SL filter's threshold, chosen on val: shared.bundle.OperatingPoint's fields + target_reached"""
+    """the SL filter's threshold, chosen on val: shared.bundle.OperatingPoint's fields + extras"""
     candidates: list[CandidateRow]
     qbc_vs_random: list[SelectionRow]
     filters: list[FilterRow]
-    """every filter at the same budget / target, including sl"""
+    """every filter at the same rule and budget / target, including sl"""
     curves: dict[str, Curve]
-    """per filter, on test; edge_only / cloud_only are single points"""
+    """per filter, on test; edge_only / cloud_only are single points; "sl_fusion" with fusion"""
     test_offload_rate: float
     test_accuracy: float
     student_test_accuracy: float
@@ -130,43 +171,69 @@ class OffloaderResult:
     n_complex: int
     n_random: int
     n_qbc: int
+    fit_source: str = "train"
+    """where the offloader's training logits came from (see FitSet)"""
+    n_fit: int = 0
+    """samples in the population the QBC set was drawn from"""
+    temperature: float = 1.0
+    """the student's calibration temperature, fitted on the fit set (features use it)"""
+    fusion: FusionResult | None = None
     config: OffloaderConfig = field(default_factory=OffloaderConfig)
 
     def test_summary(self) -> dict[str, Any]:
         """The build's headline offloading numbers on test, for the bundle's metrics."""
-        return {
+        summary = {
             "cooperative_accuracy": self.test_accuracy,
             "offload_rate": self.test_offload_rate,
             "offloader_model": self.model_name,
             "offloader_test_accuracy": self.model_test_accuracy,
+            "offloader_fit_source": self.fit_source,
+            "offloader_fit_complex": self.n_complex,
         }
+        if self.fusion is not None:
+            summary["cooperative_accuracy_fused"] = self.fusion.test_accuracy
+        return summary
+
+
+@dataclass(frozen=True)
+class FitSet:
+    """The population the offloader learns "student wrong" from (Algorithm 2 draws from it).
+
+    The paper's is the final student's logits on its own training split (source "train"). Realistic
+    mistakes come from logits the student did not fit: "crossfit" (out-of-fold students) or
+    "holdout" (a slice of train the final student never saw), see compression/crossfit.py.
+    """
+
+    logits: np.ndarray
+    """(N, K) student logits"""
+    labels: np.ndarray
+    """(N,) true classes"""
+    source: str = "train"
+    """a name for reports: train, crossfit or holdout"""
 
 
 def _check_inputs(
-    student_logits: dict[str, np.ndarray], teacher_logits: dict[str, np.ndarray], labels: dict[str, np.ndarray]
+    student_logits: dict[str, np.ndarray], teacher_logits: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+    *, with_train: bool,
 ) -> None:
+    need = {"student_logits": ("val", "test"), "teacher_logits": ("val", "test"), "labels": ("val", "test")}
+    if with_train:  # the paper's fit set: the student's own train logits
+        need = {**need, "student_logits": SPLITS, "labels": SPLITS}
     for what, d in (("student_logits", student_logits), ("teacher_logits", teacher_logits), ("labels", labels)):
-        missing = [s for s in SPLITS if s not in d]
+        missing = [s for s in need[what] if s not in d]
         if missing:
-            raise ValueError(f"{what} lacks split(s) {missing}; need {list(SPLITS)}")
-    for split in SPLITS:
+            raise ValueError(f"{what} lacks split(s) {missing}; need {list(need[what])}")
+    for split in SPLITS if with_train else ("val", "test"):
         s = check_logits(student_logits[split])
-        t = check_logits(teacher_logits[split])
         y = np.asarray(labels[split])
         if len(s) == 0:
             raise ValueError(f"split {split!r} is empty")
-        if t.shape != s.shape or y.shape != (len(s),):
+        t_shape = check_logits(teacher_logits[split]).shape if split in teacher_logits else s.shape
+        if t_shape != s.shape or y.shape != (len(s),):
             raise ValueError(
-                f"split {split!r}: student logits {s.shape}, teacher logits {t.shape} and labels {y.shape} "
+                f"split {split!r}: student logits {s.shape}, teacher logits {t_shape} and labels {y.shape} "
                 "must agree on N and K"
             )
-
-
-def _fit(name: str, x: np.ndarray, y: np.ndarray, seed: int, features: str) -> tuple[Estimator, float]:
-    model = make_model(name, seed=seed, features=features)
-    start = time.perf_counter()
-    model.fit(x, y)
-    return model, time.perf_counter() - start
 
 
 def _accuracies(model: Estimator, x: np.ndarray, wrong: np.ndarray) -> tuple[float, float]:
@@ -176,39 +243,101 @@ def _accuracies(model: Estimator, x: np.ndarray, wrong: np.ndarray) -> tuple[flo
     return float((pred == wrong).mean()), float(np.mean(recalls))
 
 
+def _auc(scores: np.ndarray, wrong: np.ndarray) -> float:
+    """ROC AUC of `scores` for the wrong class (ties count half); NaN when one class is absent."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(wrong, scores)) if 0 < wrong.sum() < len(wrong) else float("nan")
+
+
+def _decision_us(model: Estimator, logits: np.ndarray) -> float:
+    """Per-sample scoring time of `model` on `logits` in µs, the best of three runs (least disturbed)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        offloader_scores(model, logits)
+        best = min(best, time.perf_counter() - start)
+    return 1e6 * best / max(len(logits), 1)
+
+
+def rate_to_reach(curve: Curve, accuracy: float) -> float | None:
+    """The smallest offload rate on `curve` whose cooperative accuracy reaches `accuracy`, or None."""
+    reaching = np.flatnonzero(curve.accs >= accuracy - 1e-12)
+    return float(curve.rates[reaching[0]]) if len(reaching) else None
+
+
+def _calibrated(base: Estimator, logits_val: np.ndarray, wrong_val: np.ndarray, fit: FitSet) -> Estimator:
+    """Platt scaling on val (on the fit set when val lacks a wrong or a right sample).
+
+    When the score cannot be calibrated (it ranks right samples above wrong ones on val, which a
+    useless offloader on a tiny dataset can do), the base model ships uncalibrated, with a warning:
+    its ranking, and so every operating point, is the same either way.
+    """
+    boundary = decision_boundary(base)
+    try:
+        if 0 < wrong_val.sum() < len(wrong_val):
+            return platt_calibrate(base, logits_val, wrong_val, base_boundary=boundary)
+        log.warning("val has %d wrong of %d samples: Platt-scaling the offloader on its %s fit set instead",
+                    int(wrong_val.sum()), len(wrong_val), fit.source)
+        return platt_calibrate(base, fit.logits, fit.logits.argmax(1) != fit.labels, base_boundary=boundary)
+    except CalibrationError as err:
+        log.warning("offloader score left uncalibrated: %s", err)
+        return base
+
+
 def train_offloader(
     *,
     student_logits: dict[str, np.ndarray],
     teacher_logits: dict[str, np.ndarray],
     labels: dict[str, np.ndarray],
     cfg: OffloaderConfig,
+    fit: FitSet | None = None,
 ) -> OffloaderResult:
-    """Fit the offloader on QBC-balanced train samples, choose its threshold on val, report on test."""
-    _check_inputs(student_logits, teacher_logits, labels)
-    feats = {s: logit_features(student_logits[s]) for s in SPLITS}  # (N, K) each
-    s_ok = {s: np.argmax(student_logits[s], axis=1) == labels[s] for s in SPLITS}
-    t_ok = {s: np.argmax(teacher_logits[s], axis=1) == labels[s] for s in SPLITS}
-    wrong = {s: ~s_ok[s] for s in SPLITS}  # the "complex" label
-    n_complex = int(wrong["train"].sum())
-    if n_complex == 0 or n_complex == len(wrong["train"]):
+    """Fit the offloader on a QBC-balanced draw from `fit`, choose its threshold on val, report on test.
+
+    `fit` defaults to the student's own train logits (the paper's); teacher_logits["train"] is
+    not used. Val chooses the operating point, calibrates the score and tunes fusion; test only
+    measures.
+    """
+    _check_inputs(student_logits, teacher_logits, labels, with_train=fit is None)
+    if fit is None:
+        fit = FitSet(check_logits(student_logits["train"]), np.asarray(labels["train"]), "train")
+    fit_x = check_logits(fit.logits)
+    if fit_x.shape[1] != check_logits(student_logits["val"]).shape[1] or np.shape(fit.labels) != (len(fit_x),):
+        raise ValueError(f"fit logits {fit_x.shape} and labels {np.shape(fit.labels)} must match the student's "
+                         f"{check_logits(student_logits['val']).shape[1]} classes and each other")
+    s_ok = {s: np.argmax(student_logits[s], axis=1) == labels[s] for s in ("val", "test")}
+    t_ok = {s: np.argmax(teacher_logits[s], axis=1) == labels[s] for s in ("val", "test")}
+    wrong = {s: ~s_ok[s] for s in ("val", "test")}
+    fit_wrong = fit_x.argmax(1) != np.asarray(fit.labels)  # the "complex" label of §V
+    n_complex = int(fit_wrong.sum())
+    if n_complex == 0 or n_complex == len(fit_wrong):
         raise ValueError(
-            f"the student is wrong on {n_complex} of {len(wrong['train'])} train samples; "
+            f"the student is wrong on {n_complex} of {len(fit_wrong)} {fit.source} samples; "
             "an offloader needs both right and wrong samples"
         )
+    temperature = fit_temperature(fit_x, np.asarray(fit.labels).astype(np.int64))
+
+    def make(name: str) -> Estimator:
+        return make_model(name, seed=cfg.seed, features=cfg.features, temperature=temperature)
 
     # The committee sees what the offloader will see (its feature transform is inside the fitted model).
-    committee_x = sorted_logits(feats["train"]) if cfg.features == "sorted" else feats["train"]
-    selection = qbc_select(committee_x, wrong["train"], r=cfg.r, committee_size=cfg.committee_size,
-                           seed=cfg.seed)
-    random_idx = random_select(feats["train"], wrong["train"], seed=cfg.seed)
-    log.info("offloader training set: %d complex + %d random + %d QBC normal", n_complex,
-             len(selection.random_idx), len(selection.qbc_idx))
+    committee_x = feature_matrix(fit_x, cfg.features, temperature=temperature)
+    selection = qbc_select(committee_x, fit_wrong, r=cfg.r, committee_size=cfg.committee_size, seed=cfg.seed)
+    random_idx = random_select(fit_x, fit_wrong, seed=cfg.seed)
+    log.info("offloader training set from %d %s samples: %d complex + %d random + %d QBC normal", len(fit_x),
+             fit.source, n_complex, len(selection.random_idx), len(selection.qbc_idx))
     sets = {"qbc": selection.indices, "random": random_idx}
 
     def fit_on(kind: str, name: str) -> tuple[Estimator, float]:
         idx = sets[kind]
-        return _fit(name, feats["train"][idx], wrong["train"][idx].astype(np.int64), cfg.seed, cfg.features)
+        model = make(name)
+        start = time.perf_counter()
+        model.fit(fit_x[idx], fit_wrong[idx].astype(np.int64))
+        return model, time.perf_counter() - start
 
+    test_x, val_x = student_logits["test"], student_logits["val"]
+    teacher_test = float(t_ok["test"].mean())
     main_kind = "qbc" if cfg.use_qbc else "random"
     candidates: list[CandidateRow] = []
     selections: list[SelectionRow] = []
@@ -217,51 +346,90 @@ def train_offloader(
         by_kind = {kind: fit_on(kind, name) for kind in ("qbc", "random")}
         model, seconds = by_kind[main_kind]
         fitted[name] = model
-        acc, bacc = _accuracies(model, feats["test"], wrong["test"])
-        candidates.append(CandidateRow(name, acc, bacc, pickled_kb(model), seconds))
-        q_acc, q_bacc = _accuracies(by_kind["qbc"][0], feats["test"], wrong["test"])
-        r_acc, r_bacc = _accuracies(by_kind["random"][0], feats["test"], wrong["test"])
-        selections.append(SelectionRow(name, q_acc, r_acc, q_bacc, r_bacc))
-        log.info("candidate %s: test accuracy %.4f, %.1f KB, fit %.2f s", name, acc, candidates[-1].size_kb, seconds)
-    model = fitted[cfg.model] if cfg.model in fitted else fit_on(main_kind, cfg.model)[0]
+        shipped = _calibrated(model, val_x, wrong["val"], fit) if cfg.calibrate else model
+        scores = offloader_scores(model, test_x)
+        acc, bacc = _accuracies(model, test_x, wrong["test"])
+        curve = Curve(*accuracy_offload_curve(scores, s_ok["test"], t_ok["test"]))
+        candidates.append(CandidateRow(name, acc, bacc, _auc(scores, wrong["test"]), pickled_kb(shipped), seconds,
+                                       _decision_us(shipped, test_x), rate_to_reach(curve, teacher_test)))
+        q, r = by_kind["qbc"][0], by_kind["random"][0]
+        (q_acc, q_bacc), (r_acc, r_bacc) = _accuracies(q, test_x, wrong["test"]), _accuracies(r, test_x, wrong["test"])
+        selections.append(SelectionRow(name, q_acc, r_acc, q_bacc, r_bacc,
+                                       _auc(offloader_scores(q, test_x), wrong["test"]),
+                                       _auc(offloader_scores(r, test_x), wrong["test"])))
+        log.info("candidate %s: test AUC %.4f, rate to teacher %s, %.1f KB, %.1f µs/sample", name,
+                 candidates[-1].test_auc, candidates[-1].test_rate_to_teacher, candidates[-1].size_kb,
+                 candidates[-1].decision_us)
+    base = fitted[cfg.model] if cfg.model in fitted else fit_on(main_kind, cfg.model)[0]
+    model = _calibrated(base, val_x, wrong["val"], fit) if cfg.calibrate else base
 
-    choose = {"budget": cfg.budget, "target_accuracy": cfg.target_accuracy}
+    choose = {"rule": cfg.rule, "budget": cfg.budget, "target_accuracy": cfg.target_accuracy}
     filter_rows: list[FilterRow] = []
     curves: dict[str, Curve] = {}
     chosen_points: dict[str, dict[str, Any]] = {}
+    sl_val_scores = np.zeros(0)
     for name, cls in FILTERS.items():
         if cls in (EdgeOnlyFilter, CloudOnlyFilter):
             filt = make_filter(name)
-            off_val, off_test = filt.decide(student_logits["val"]), filt.decide(student_logits["test"])
+            off_val, off_test = filt.decide(val_x), filt.decide(test_x)
             val_rate, val_acc = float(off_val.mean()), float(np.where(off_val, t_ok["val"], s_ok["val"]).mean())
             rate = float(off_test.mean())
             acc = float(np.where(off_test, t_ok["test"], s_ok["test"]).mean())
-            filter_rows.append(FilterRow(name, None, val_rate, val_acc, rate, acc))
             curves[name] = Curve(np.array([rate]), np.array([acc]))
+            filter_rows.append(FilterRow(name, None, val_rate, val_acc, rate, acc,
+                                         rate_to_reach(curves[name], teacher_test)))
             continue
         # Separate streams for val and test, so that random's test draws are not its val draws.
         scorer = make_filter(name, offloader=model, seed=cfg.seed)
-        # Only the SL offloader has a boundary of its own; the score filters are cut by the budget.
-        use = name == "sl" and cfg.use_boundary and cfg.budget is not None
-        boundary = decision_boundary(model) if use else None
-        chosen = choose_operating_point(scorer.scores(student_logits["val"]), s_ok["val"], t_ok["val"],
-                                        filter_name=name, boundary=boundary, **choose)
+        val_scores = scorer.scores(val_x)
+        # Only the SL offloader has a boundary of its own; with that rule the score filters are cut by budget.
+        rule_here = cfg.rule
+        if cfg.rule == Rule.BOUNDARY and name != "sl":
+            rule_here = Rule.BUDGET if cfg.budget is not None else Rule.TARGET
+        chosen = choose_operating_point(
+            val_scores, s_ok["val"], t_ok["val"], filter_name=name,
+            **{**choose, "rule": rule_here,
+               "boundary": decision_boundary(model) if rule_here == Rule.BOUNDARY else None})
         tester = make_filter(chosen, offloader=model, seed=cfg.seed + 1)
-        test_scores = tester.scores(student_logits["test"])
+        test_scores = tester.scores(test_x)
         off_test = test_scores > chosen["threshold"]
         rate = float(off_test.mean())
         acc = float(np.where(off_test, t_ok["test"], s_ok["test"]).mean())
-        filter_rows.append(FilterRow(name, chosen["threshold"], chosen["val_offload_rate"],
-                                     chosen["val_accuracy"], rate, acc))
         curves[name] = Curve(*accuracy_offload_curve(test_scores, s_ok["test"], t_ok["test"]))
+        filter_rows.append(FilterRow(name, chosen["threshold"], chosen["val_offload_rate"], chosen["val_accuracy"],
+                                     rate, acc, rate_to_reach(curves[name], teacher_test)))
         chosen_points[name] = chosen
+        if name == "sl":
+            sl_val_scores, sl_test_scores = val_scores, test_scores
     sl_row = next(row for row in filter_rows if row.name == "sl")
+    op = chosen_points["sl"]
+
+    fusion_result = None
+    if cfg.fusion:
+        tuning = tune_fusion(val_x, teacher_logits["val"], labels["val"], hardness=sl_val_scores,
+                             threshold=op["threshold"], min_samples=cfg.fusion_min_samples)
+        fused_ok = fuse(test_x, teacher_logits["test"], tuning.params) == labels["test"]
+        off_test = sl_test_scores > op["threshold"]
+        fusion_result = FusionResult(
+            tuning=tuning,
+            test_accuracy=float(np.where(off_test, fused_ok, s_ok["test"]).mean()),
+            test_offloaded_teacher_accuracy=float(t_ok["test"][off_test].mean()) if off_test.any() else float("nan"),
+            test_offloaded_fused_accuracy=float(fused_ok[off_test].mean()) if off_test.any() else float("nan"),
+        )
+        curves["sl_fusion"] = Curve(*accuracy_offload_curve(sl_test_scores, s_ok["test"], fused_ok))
+        op = {**op, "fusion": tuning.to_manifest()}
+        log.info("fusion: w=%.2f, T_s=%.3f, T_t=%.3f; test cooperation %.4f (teacher answers: %.4f)",
+                 tuning.params.student_weight, tuning.params.student_temperature,
+                 tuning.params.teacher_temperature, fusion_result.test_accuracy, sl_row.test_accuracy)
+    calibrated = isinstance(model, PlattCalibrated)
+    op = {**op, "score": "P(student wrong), Platt-scaled on val" if calibrated else "the offloader's raw score",
+          "offloader_fit_source": fit.source}
 
     return OffloaderResult(
         model=model,
         model_name=cfg.model,
-        model_test_accuracy=_accuracies(model, feats["test"], wrong["test"])[0],
-        operating_point=chosen_points["sl"],
+        model_test_accuracy=_accuracies(base, test_x, wrong["test"])[0],
+        operating_point=op,
         candidates=candidates,
         qbc_vs_random=selections,
         filters=filter_rows,
@@ -269,10 +437,13 @@ def train_offloader(
         test_offload_rate=sl_row.test_offload_rate,
         test_accuracy=sl_row.test_accuracy,
         student_test_accuracy=float(s_ok["test"].mean()),
-        teacher_test_accuracy=float(t_ok["test"].mean()),
+        teacher_test_accuracy=teacher_test,
         n_complex=n_complex,
         n_random=len(selection.random_idx),
         n_qbc=len(selection.qbc_idx),
+        fit_source=fit.source,
+        n_fit=len(fit_x),
+        temperature=temperature,
+        fusion=fusion_result,
         config=cfg,
     )
-

@@ -35,21 +35,28 @@ def add_config_arg(parser: argparse.ArgumentParser) -> None:
                              'e.g. {"teacher": {"epochs": 5}, "search": {"episodes": 50}}')
 
 
-def resolve_config(args: argparse.Namespace, train_size: int) -> Any:
-    """The BuildConfig for these CLI arguments: preset, then --config, then --size-budget."""
+def read_overrides(path: Path | None) -> dict[str, Any]:
+    """The JSON object in a --config file ({} without one); ValueError naming the file otherwise."""
     import json
 
+    if path is None:
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--config {path}: {err}") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"--config {path}: expected a JSON object, got {type(raw).__name__}")
+    return raw
+
+
+def resolve_config(args: argparse.Namespace, train_size: int) -> Any:
+    """The BuildConfig for these CLI arguments: preset, then --config, then --size-budget."""
     from edgecloud.presets import apply_overrides, make_config
 
     cfg = make_config(args.preset, dataset=args.dataset, train_size=train_size, seed=args.seed, device=args.device)
     if args.config is not None:
-        try:
-            raw = json.loads(args.config.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"--config {args.config}: {err}") from err
-        if not isinstance(raw, dict):
-            raise ValueError(f"--config {args.config}: expected a JSON object, got {type(raw).__name__}")
-        cfg = apply_overrides(cfg, raw)
+        cfg = apply_overrides(cfg, read_overrides(args.config))
     if args.size_budget is not None:
         cfg.search.size_budget = args.size_budget
     return cfg

@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from edgecloud.demo import run_demo
     from edgecloud.evaluation.report import table
+    from edgecloud.tables import bundle_lines
+    from shared.bundle import load_manifest
 
     try:
         report = run_demo(args.out, seed=args.seed, progress=not args.no_progress, rebuild=args.rebuild)
@@ -38,5 +40,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print()
     print(table(report))
+    bundle = args.out / "bundle"
+    print("\n".join(["", *bundle_lines(bundle, load_manifest(bundle))]))
     print(f"\nreport: {args.out / 'eval' / 'report.md'}")
     return 0

@@ -7,27 +7,34 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgecloud.commands._offline import DEFAULT_OUT, setup_logging
+from edgecloud.commands._offline import DEFAULT_OUT, add_config_arg, read_overrides, setup_logging
 
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("train-offloader",
                             help="stage 3: train the SL offloader (QBC), pick the operating point, write the manifest",
-                            description="Reads student.onnx and teacher.pt from the bundle directory.")
+                            description="Reads student.onnx and teacher.pt from the bundle directory. With "
+                                        "fit_source crossfit (the default) it first distils K fold students "
+                                        "from reports/search_best.pt, or reuses their cached logits. --config "
+                                        'changes the offload settings, e.g. {"offload": {"rule": "boundary"}}.')
     parser.add_argument("--bundle", type=Path, default=DEFAULT_OUT, help="bundle directory from compress")
     parser.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
+    add_config_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     setup_logging()
-    from edgecloud.pipeline import StageError, load_config, load_data, train_offloader
+    from edgecloud.pipeline import StageError, load_config, load_data, train_offloader, update_config
     from edgecloud.tables import summary
     from shared.bundle import BundleError
     from shared.datasets import DatasetError
 
     try:
+        overrides = read_overrides(args.config)
+        if overrides:
+            update_config(args.bundle, overrides, sections=("offload",))
         dataset = load_data(load_config(args.bundle), args.data_dir)
         train_offloader(args.bundle, dataset, progress=not args.no_progress)
     except (StageError, DatasetError, BundleError, ValueError) as err:

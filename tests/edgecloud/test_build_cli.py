@@ -19,7 +19,7 @@ TINY = {
     "teacher": {"width": 4, "epochs": 1, "batch_size": 64},
     "search": {"episodes": 1, "rollouts": 2, "episode_steps": 2, "episode_subset": 256, "size_budget": 0.3},
     "distill": {"epochs": 1},
-    "offload": {"budget": 0.25},
+    "offload": {"budget": 0.25, "folds": 2, "fold_epochs": 1},
 }
 pytestmark = pytest.mark.slow
 
@@ -40,11 +40,20 @@ def _check_bundle(out: Path) -> B.Manifest:
     # The budget held: the student is at most 30% of the teacher's bytes.
     assert 0 < m.student_bytes <= 0.3 * m.teacher_bytes
     assert 0.0 <= m.student_accuracy <= 1.0 and 0.0 <= m.teacher_accuracy <= 1.0
-    assert np.isfinite(manifest.operating_point.threshold)
-    assert manifest.operating_point.budget == 0.25
-    assert manifest.operating_point.val_offload_rate <= 0.25 + 1e-9
+    op = manifest.operating_point
+    assert np.isfinite(op.threshold) and 0.0 <= op.threshold <= 1.0  # a calibrated P(student wrong)
+    assert op.budget == 0.25 and op.val_offload_rate <= 0.25 + 1e-9
+    # The default rule aims at the teacher's validation accuracy and says so.
+    extra = op.model_dump()
+    assert op.rule == "target" and extra["target_source"] == "teacher" and extra["reason"]
+    # The offloader learnt from cross-fitted logits: one out-of-fold row per training sample.
+    assert extra["offloader_fit_source"] == "crossfit"
+    oof = np.load(out / B.REPORTS / "crossfit_logits.npz")["logits"]
+    assert oof.shape == (manifest.metrics.model_dump()["student_distilled_on"], 10)
+    # Fusion's parameters are in the manifest, where the edge reads them.
+    assert {"student_weight", "student_temperature", "teacher_temperature"} <= set(extra["fusion"])
     reports = out / B.REPORTS
-    for name in ("episodes.csv", "reward_over_episodes.png", "offloader_candidates.md",
+    for name in ("episodes.csv", "reward_over_episodes.png", "offloader_candidates.md", "search_best.pt",
                  "accuracy_vs_offload.png", "build.json", "metrics.json"):
         assert (reports / name).is_file(), name
     return manifest
@@ -68,7 +77,26 @@ def test_the_three_stages_one_by_one_write_a_verified_bundle(
     printed = capsys.readouterr().out
     for title in ("Table I", "Table II", "Tables III–IV", "QBC vs random normal samples"):
         assert title in printed
+    assert "student size: " in printed and "target ≤ 30%" in printed
     _check_bundle(out)
+
+    # A stage can be rerun with other settings: the paper's boundary rule, reusing the cached fold logits.
+    oof = (out / B.REPORTS / "crossfit_logits.npz").stat().st_mtime_ns
+    boundary = tiny_config.parent / "boundary.json"
+    boundary.write_text(json.dumps({"offload": {"rule": "boundary"}}))
+    assert main(["train-offloader", "--bundle", str(out), "--config", str(boundary), "--no-progress"]) == 0
+    assert B.load_manifest(out).operating_point.rule in ("boundary", "budget")
+    assert (out / B.REPORTS / "crossfit_logits.npz").stat().st_mtime_ns == oof
+    # ... but not the settings of an earlier stage.
+    teacher = tiny_config.parent / "teacher.json"
+    teacher.write_text(json.dumps({"teacher": {"epochs": 2}}))
+    assert main(["train-offloader", "--bundle", str(out), "--config", str(teacher), "--no-progress"]) == 2
+    assert "settings teacher belong to an earlier stage" in capsys.readouterr().err
+
+    # compress --reuse-search distils the previous search's best student again, without searching.
+    episodes = (out / B.REPORTS / "episodes.csv").stat().st_mtime_ns
+    assert main(["compress", "--bundle", str(out), "--reuse-search", "--no-progress"]) == 0
+    assert (out / B.REPORTS / "episodes.csv").stat().st_mtime_ns == episodes
 
 
 def test_build_runs_every_stage_and_prints_the_tables(

@@ -12,13 +12,14 @@ def test_fast_digits_scales_epochs_for_a_small_dataset() -> None:
     assert cfg.teacher.width == 16
     # 10_000 / 1_300 rounds up to 8 epochs per preset epoch.
     assert cfg.teacher.epochs == 4 * 8
-    assert cfg.search.size_budget is None
+    # Issue 11's size target for digits: a student of at most 5% of the teacher's bytes.
+    assert cfg.search.size_budget == 0.05
 
 
-def test_fast_mnist_sized_has_the_two_percent_budget_and_a_wider_teacher() -> None:
+def test_fast_mnist_sized_has_the_one_percent_budget_and_a_wider_teacher() -> None:
     cfg = make_config("fast", dataset="mnist", train_size=54_000)
     assert (cfg.teacher.width, cfg.teacher.epochs) == (32, 3)
-    assert cfg.search.size_budget == 0.02
+    assert cfg.search.size_budget == 0.01  # the paper's MNIST student is 0.93% of its teacher
 
 
 def test_paper_preset_is_the_papers_scale() -> None:
@@ -48,3 +49,30 @@ def test_overrides_merge_into_sections_and_round_trip() -> None:
 def test_overrides_refuse_typos_by_name(overrides: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         apply_overrides(BuildConfig(), overrides)
+
+
+def test_offload_defaults_learn_from_cross_fitted_mistakes_and_aim_at_the_teacher() -> None:
+    o = make_config("fast", dataset="digits", train_size=1_300).offload
+    assert (o.fit_source, o.rule, o.target_accuracy, o.budget) == ("crossfit", "target", None, 0.2)
+    assert (o.features, o.calibrate, o.fusion) == ("confidence", True, True)
+
+
+def test_build_json_from_before_the_rule_setting_still_loads() -> None:
+    raw = BuildConfig().to_dict()
+    del raw["offload"]["rule"]
+    legacy = {**raw, "offload": {**raw["offload"], "use_boundary": True}}
+    assert BuildConfig.from_dict(legacy).offload.rule == "boundary"
+    legacy["offload"]["use_boundary"] = False
+    assert BuildConfig.from_dict(legacy).offload.rule == "budget"
+
+
+@pytest.mark.parametrize(("offload", "message"), [
+    ({"fit_source": "test"}, "unknown offload fit_source 'test'"),
+    ({"rule": "best"}, "unknown offload rule 'best'"),
+    ({"features": "pixels"}, "unknown offload features 'pixels'"),
+    ({"folds": 1}, "folds must be >= 2, got 1"),
+    ({"holdout_fraction": 0.0}, r"holdout_fraction must be in \(0, 1\), got 0.0"),
+])
+def test_offload_settings_are_checked(offload: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(BuildConfig(), {"offload": offload})

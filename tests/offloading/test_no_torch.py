@@ -8,7 +8,8 @@ def test_offloading_never_imports_torch() -> None:
     # The edge (a Raspberry Pi without torch) imports this package, filters and offloader included.
     code = (
         "import sys, offloading.features, offloading.filters, offloading.models, offloading.qbc, "
-        "offloading.operating_point, offloading.train, offloading.report\n"
+        "offloading.operating_point, offloading.train, offloading.report, offloading.calibration, "
+        "offloading.fusion\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision'})\n"
         "assert not bad, bad"
     )

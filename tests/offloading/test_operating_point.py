@@ -54,9 +54,9 @@ def _val(synthetic: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("budget", [0.0, 0.05, 0.2, 0.5, 1.0])
 def test_budget_is_respected_and_accuracy_maximised(synthetic: dict, budget: float) -> None:
     scores, student, teacher = _val(synthetic)
-    op = choose_operating_point(scores, student, teacher, filter_name="max_softmax", budget=budget)
-    # Exactly the manifest's OperatingPoint fields (+ target_reached), so the bundle can be built from it.
-    assert OperatingPoint(**op).model_dump() == op
+    op = choose_operating_point(scores, student, teacher, filter_name="max_softmax", rule="budget", budget=budget)
+    # The manifest's OperatingPoint fields (+ target_reached, reason), so the bundle can be built from it.
+    assert OperatingPoint(**op).model_dump() == op and op["rule"] == "budget"
     assert op["filter"] == "max_softmax" and op["budget"] == budget and op["target_accuracy"] is None
     assert op["val_offload_rate"] <= budget
     rates, accs = accuracy_offload_curve(scores, student, teacher)
@@ -70,8 +70,9 @@ def test_budget_is_respected_and_accuracy_maximised(synthetic: dict, budget: flo
 def test_target_accuracy_is_hit_at_the_lowest_rate(synthetic: dict) -> None:
     scores, student, teacher = _val(synthetic)
     target = 0.85
-    op = choose_operating_point(scores, student, teacher, filter_name="max_softmax", target_accuracy=target)
-    assert op["val_accuracy"] >= target and op["target_reached"]
+    op = choose_operating_point(scores, student, teacher, filter_name="max_softmax", rule="target",
+                                target_accuracy=target)
+    assert op["val_accuracy"] >= target and op["target_reached"] and op["target_source"] == "user"
     rates, accs = accuracy_offload_curve(scores, student, teacher)
     assert op["val_offload_rate"] == rates[accs >= target].min()
     assert student.mean() < target  # the target needed offloading at all
@@ -82,32 +83,51 @@ def test_unreachable_target_gives_the_best_accuracy_with_a_warning(
 ) -> None:
     scores, student, teacher = _val(synthetic)
     with caplog.at_level(logging.WARNING, logger="offloading.operating_point"):
-        op = choose_operating_point(scores, student, teacher, filter_name="max_softmax", target_accuracy=1.0)
+        op = choose_operating_point(scores, student, teacher, filter_name="max_softmax", rule="target",
+                                    target_accuracy=1.0)
     assert op["target_reached"] is False
     _, accs = accuracy_offload_curve(scores, student, teacher)
     assert op["val_accuracy"] == accs.max() < 1.0
     assert "unreachable" in caplog.text
 
 
-def test_exactly_one_of_budget_and_target() -> None:
+def test_the_default_target_is_the_teachers_accuracy_capped_by_the_budget(synthetic: dict) -> None:
+    scores, student, teacher = _val(synthetic)
+    rates, accs = accuracy_offload_curve(scores, student, teacher)
+    op = choose_operating_point(scores, student, teacher, filter_name="max_softmax", rule="target")
+    assert op["target_accuracy"] == teacher.mean() and op["target_source"] == "teacher"
+    assert op["target_reached"] and op["val_offload_rate"] == rates[accs >= teacher.mean()].min()
+    assert "reaches the teacher's validation accuracy" in op["reason"] and "no budget" in op["reason"]
+    # A budget below that rate caps it: the best accuracy within the budget, flagged as not reached.
+    capped = choose_operating_point(scores, student, teacher, filter_name="max_softmax", rule="target",
+                                    budget=op["val_offload_rate"] / 2)
+    assert capped["target_reached"] is False and capped["val_offload_rate"] <= op["val_offload_rate"] / 2
+    assert capped["val_accuracy"] == accs[rates <= op["val_offload_rate"] / 2].max()
+
+
+def test_rules_and_their_settings_are_checked() -> None:
     args = (np.array([0.1, 0.2]), np.array([True, False]), np.array([True, True]))
-    with pytest.raises(ValueError, match="exactly one"):
-        choose_operating_point(*args, filter_name="sl")
-    with pytest.raises(ValueError, match="exactly one"):
-        choose_operating_point(*args, filter_name="sl", budget=0.2, target_accuracy=0.9)
+    with pytest.raises(ValueError, match="rule 'budget' needs a budget"):
+        choose_operating_point(*args, filter_name="sl", rule="budget")
+    with pytest.raises(ValueError, match="'boundary' needs the classifier's decision boundary"):
+        choose_operating_point(*args, filter_name="sl", rule="boundary", budget=0.2)
+    with pytest.raises(ValueError, match="only used by rule 'target', not 'budget'"):
+        choose_operating_point(*args, filter_name="sl", rule="budget", budget=0.2, target_accuracy=0.9)
+    with pytest.raises(ValueError, match="'best' is not a valid Rule"):
+        choose_operating_point(*args, filter_name="sl", rule="best", budget=0.2)
     with pytest.raises(ValueError, match=r"budget must be in \[0, 1\], got 1.5"):
-        choose_operating_point(*args, filter_name="sl", budget=1.5)
+        choose_operating_point(*args, filter_name="sl", rule="budget", budget=1.5)
     with pytest.raises(ValueError, match="NaN or Inf"):
-        choose_operating_point(np.array([np.nan, 0.2]), *args[1:], filter_name="sl", budget=0.2)
+        choose_operating_point(np.array([np.nan, 0.2]), *args[1:], filter_name="sl", rule="budget", budget=0.2)
 
 
 def test_constant_scores_offload_all_or_nothing() -> None:
     scores = np.full(4, 0.3)
     student = np.array([True, False, False, True])
     teacher = np.ones(4, dtype=bool)
-    op = choose_operating_point(scores, student, teacher, filter_name="entropy", budget=0.9)
+    op = choose_operating_point(scores, student, teacher, filter_name="entropy", rule="budget", budget=0.9)
     assert op["val_offload_rate"] == 0.0 and op["threshold"] > 0.3
-    op = choose_operating_point(scores, student, teacher, filter_name="entropy", budget=1.0)
+    op = choose_operating_point(scores, student, teacher, filter_name="entropy", rule="budget", budget=1.0)
     assert op["val_offload_rate"] == 1.0 and op["threshold"] < 0.3 and op["val_accuracy"] == 1.0
 
 
@@ -115,7 +135,8 @@ def test_boundary_within_budget_is_kept() -> None:
     scores = np.array([2.0, 0.5, -0.1, -1.0, -2.0, -3.0, 0.0, 1.0, -0.5, -4.0])
     student = np.array([False, False, True, True, True, True, True, False, True, True])
     teacher = np.ones(10, dtype=bool)
-    op = choose_operating_point(scores, student, teacher, filter_name="sl", budget=0.5, boundary=0.0)
+    op = choose_operating_point(scores, student, teacher, filter_name="sl", rule="boundary", budget=0.5,
+                                boundary=0.0)
     assert OperatingPoint(**op).model_dump() == op
     # score > 0: 2.0, 0.5 and 1.0 (0.0 itself stays, as sklearn's predict keeps it negative)
     assert op["rule"] == "boundary" and op["threshold"] == 0.0 and op["val_offload_rate"] == 0.3
@@ -127,22 +148,19 @@ def test_boundary_over_budget_falls_back_to_the_budget_rule(caplog: pytest.LogCa
     student = np.array([False, True, False, True, True, True, True, True, True, True])
     teacher = np.ones(10, dtype=bool)
     with caplog.at_level(logging.INFO, logger="offloading.operating_point"):
-        op = choose_operating_point(scores, student, teacher, filter_name="sl", budget=0.3, boundary=0.0)
+        op = choose_operating_point(scores, student, teacher, filter_name="sl", rule="boundary", budget=0.3,
+                                    boundary=0.0)
     assert op["rule"] == "budget" and op["val_offload_rate"] <= 0.3
+    assert "decision boundary offloads more than the budget" in op["reason"]
     assert op["val_accuracy"] == 1.0 and op["val_offload_rate"] == 0.3  # the first three fix both errors
     assert "more than the budget" in caplog.text
-    by_budget = choose_operating_point(scores, student, teacher, filter_name="sl", budget=0.3)
+    by_budget = choose_operating_point(scores, student, teacher, filter_name="sl", rule="budget", budget=0.3)
     assert by_budget["rule"] == "budget" and by_budget["threshold"] == op["threshold"]
 
 
-def test_boundary_needs_a_budget_and_a_finite_value() -> None:
+def test_boundary_needs_a_finite_value_and_without_a_budget_is_uncapped() -> None:
     args = (np.array([0.1, -0.2]), np.array([True, False]), np.array([True, True]))
-    with pytest.raises(ValueError, match="capped by a budget"):
-        choose_operating_point(*args, filter_name="sl", target_accuracy=0.9, boundary=0.0)
     with pytest.raises(ValueError, match="boundary must be finite"):
-        choose_operating_point(*args, filter_name="sl", budget=0.5, boundary=float("nan"))
-
-
-def test_target_rule_is_named() -> None:
-    args = (np.array([0.1, -0.2]), np.array([True, False]), np.array([True, True]))
-    assert choose_operating_point(*args, filter_name="sl", target_accuracy=0.9)["rule"] == "target"
+        choose_operating_point(*args, filter_name="sl", rule="boundary", budget=0.5, boundary=float("nan"))
+    op = choose_operating_point(*args, filter_name="sl", rule="boundary", boundary=-1.0)
+    assert op["rule"] == "boundary" and op["val_offload_rate"] == 1.0 and op["budget"] is None

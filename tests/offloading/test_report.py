@@ -37,8 +37,10 @@ def test_report_writes_every_file(result: OffloaderResult, tmp_path: Path) -> No
     assert summary["operating_point"]["threshold"] == result.operating_point["threshold"]
     assert summary["selection"]["complex"] == result.n_complex
     assert summary["config"]["budget"] == 0.2
-    # The evaluation overlays these offline curves on its live results.
-    assert set(summary["curves"]) == set(FILTERS)
+    assert summary["fit_source"] == "train" and summary["temperature"] == result.temperature
+    assert summary["fusion"]["params"]["student_weight"] == result.operating_point["fusion"]["student_weight"]
+    # The evaluation overlays these offline curves on its live results (sl_fusion: with fusion).
+    assert set(summary["curves"]) == set(FILTERS) | {"sl_fusion"}
     sl = summary["curves"]["sl"]
     assert len(sl["offload_rate"]) == len(sl["accuracy"]) <= 500
     assert sl["offload_rate"][0] == 0.0 and sl["offload_rate"][-1] == 1.0
@@ -48,5 +50,7 @@ def test_format_tables_lists_models_and_filters(result: OffloaderResult) -> None
     text = format_tables(result)
     assert "| svm |" in text and "| knn |" in text
     assert all(f"| {name} |" in text for name in FILTERS)
-    assert "budget 0.20" in text
+    assert "budget 0.20" in text and "rule target" in text
+    assert "offload to reach the teacher" in text and "with fusion (w = " in text
+    assert result.operating_point["reason"] in text
     assert not any(f"| {name} |" in text for name in set(CANDIDATES) - {"svm", "knn"})
