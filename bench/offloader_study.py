@@ -19,9 +19,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from edgecloud.pipeline import load_config, load_data, offloader_fit_set, onnx_logits
 from offloading.features import FEATURE_KINDS
+from offloading.filters import make_filter
 from offloading.models import CANDIDATES
 from offloading.train import FitSet, OffloaderConfig, train_offloader
 from shared import bundle as B
@@ -104,9 +106,11 @@ def main() -> int:
                              f"{100 * sl.test_accuracy:.2f}% |")
                 filters = {r.name: r for r in res.filters if r.name in ("max_softmax", "entropy", "margin")}
                 print(lines[-1], flush=True)
+    test_wrong = s["test"].argmax(1) != labels["test"]
     for name, r in filters.items():
-        lines.append(f"| (filter) | | | {name} | | {_pct(r.test_rate_to_teacher)} | {_pct(r.val_offload_rate)} | "
-                     f"{_pct(r.test_offload_rate)} | {100 * r.test_accuracy:.2f}% |")
+        auc = roc_auc_score(test_wrong, make_filter(name).scores(s["test"]))
+        lines.append(f"| (filter) | | | {name} | {auc:.4f} | {_pct(r.test_rate_to_teacher)} | "
+                     f"{_pct(r.val_offload_rate)} | {_pct(r.test_offload_rate)} | {100 * r.test_accuracy:.2f}% |")
     text = "\n".join(lines)
     print(text)
     if args.out is not None:

@@ -55,24 +55,39 @@ def sorted_logits(logits: np.ndarray) -> np.ndarray:
 
 
 def _confidence(z: np.ndarray) -> np.ndarray:
-    """(N, K) logits already divided by T -> (N, 3): max probability, top-1 − top-2 margin, entropy."""
+    """(N, K) logits already divided by T -> (N, 3): the confidence filters' scores, on a log scale.
+
+    Columns: log(1 − p₁) (max softmax), log(1 − p₁ + p₂) (margin), log H (entropy), where p₁ ≥ p₂
+    are the top two probabilities. Each is a monotone function of one filter's score, so a threshold
+    on one column reproduces that filter; the log keeps a confident student's scores, which differ
+    only in the far decimals near p₁ = 1, apart for a scaled model (SVM, KNN, logistic regression).
+    Computed from log-probabilities so that nothing rounds to log 0 in float64.
+    """
     shifted = z - z.max(axis=1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (N, K)
+    order = np.argsort(-log_p, axis=1, kind="stable")
+    rows = np.arange(len(z))
+    log_p2 = log_p[rows, order[:, 1]]
+    others = log_p.copy()
+    others[rows, order[:, 0]] = -np.inf
+    log_rest = np.logaddexp.reduce(others, axis=1)  # log(1 − p₁) = log Σ_{j≠1} p_j
     p = np.exp(log_p)
-    top2 = -np.sort(-p, axis=1)[:, :2]  # (N, 2) descending
     entropy = -(p * log_p).sum(axis=1)
-    return np.stack([top2[:, 0], top2[:, 0] - top2[:, 1], entropy], axis=1)
+    return np.stack([log_rest, np.logaddexp(log_rest, log_p2), np.log(np.maximum(entropy, _TINY))], axis=1)
+
+
+_TINY = 1e-300  # the entropy of a one-hot float64 softmax can be exactly 0; log needs a floor
 
 
 def confidence_features(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """(N, K) logits -> (N, K + 6) float64: sorted logits, then what the confidence filters read.
 
-    Columns: the K sorted logits (§V-A's input, class-independent), then max probability, margin
-    and entropy of softmax(z) and of softmax(z / T). The filters (filters.py) threshold exactly one
-    of these numbers each; giving all of them to the offloader lets it do at least as well as the
-    best of them. T is the student's calibration temperature (calibration.fit_temperature): at
-    T = 1 a confident student's probabilities saturate near 1 and its hard samples differ only in
-    the far decimals, while at the calibrated T they spread out.
+    Columns: the K sorted logits (§V-A's input, class-independent), then the max-softmax, margin and
+    entropy scores (see `_confidence`) of softmax(z) and of softmax(z / T). The filters (filters.py)
+    threshold exactly one of these numbers each; giving all of them to the offloader lets it do at
+    least as well as the best of them. T is the student's calibration temperature
+    (calibration.fit_temperature): it changes how the K probabilities share the mass, so the scaled
+    scores rank samples differently from the unscaled ones.
     Module-level so that a pickled offloader refers to it by name, importable on the edge.
     """
     if not (np.isfinite(temperature) and temperature > 0):

@@ -64,13 +64,17 @@ def format_tables(result: OffloaderResult) -> str:
            "boundary": f"rule boundary, {cap}", "budget": f"rule budget, {cap}"}[op["rule"]]
     teacher = f"{100 * result.teacher_test_accuracy:.2f}%"
     candidates = [
-        {"name": row.name, "auc": f"{row.test_auc:.4f}", "acc": f"{row.test_accuracy:.4f}",
+        {"name": f"**{row.name}** (shipped)" if row.name == result.model_name else row.name,
+         "vop": f"{100 * row.val_offload_rate:.2f}% / {100 * row.val_accuracy:.2f}%"
+                + ("" if row.val_target_reached else " (target not reached)"),
+         "vauc": f"{row.val_auc:.4f}", "auc": f"{row.test_auc:.4f}", "acc": f"{row.test_accuracy:.4f}",
          "bacc": f"{row.test_balanced_accuracy:.4f}", "kb": f"{row.size_kb:.1f}",
          "us": f"{row.decision_us:.1f}", "rate": _rate(row.test_rate_to_teacher)}
         for row in result.candidates
     ]
-    cand_headers = {"name": "model", "auc": "AUC", "acc": "accuracy", "bacc": "balanced acc.", "kb": "size (KB)",
-                    "us": "decision (µs/sample)", "rate": f"offload to reach the teacher ({teacher})"}
+    cand_headers = {"name": "model", "vop": "val operating point (offload / acc.)", "vauc": "val AUC",
+                    "auc": "test AUC", "acc": "test accuracy", "bacc": "balanced acc.", "kb": "size (KB)",
+                    "us": "decision (µs/sample)", "rate": f"test offload to reach the teacher ({teacher})"}
     filters = [
         {"name": row.name, "thr": _fmt(row.threshold), "vr": f"{100 * row.val_offload_rate:.2f}%",
          "va": f"{100 * row.val_accuracy:.2f}%", "tr": f"{100 * row.test_offload_rate:.2f}%",
@@ -95,7 +99,8 @@ def format_tables(result: OffloaderResult) -> str:
         f"### Filters at the operating point ({how}; chosen on val, measured on test)",
         _dict_markdown(filters, filter_headers),
         "",
-        f"sl ({result.model_name}): {op.get('reason', op['rule'])}.",
+        f"shipped offloader: {result.model_name} ({op.get('offloader_choice', 'configured')}); "
+        f"its threshold: {op.get('reason', op['rule'])}.",
         "",
         f"student {result.student_test_accuracy:.4f}, teacher {result.teacher_test_accuracy:.4f}, "
         f"edge-cloud ({result.model_name}) {result.test_accuracy:.4f} at offload rate "

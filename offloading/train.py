@@ -25,12 +25,14 @@ from offloading.qbc import qbc_select, random_select
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+AUTO = "auto"  # OffloaderConfig.model: pick the candidate on validation
 
 
 @dataclass
 class OffloaderConfig:
-    model: str = "svm"
-    """the offloader that ships in the bundle (a name in models.CANDIDATES)"""
+    model: str = "auto"
+    """the offloader that ships in the bundle: a name in models.CANDIDATES, or "auto" for the candidate
+    whose validation operating point is best (see `choose_candidate`)"""
     r: float = 0.5
     """Algorithm 2: share of the M normal samples drawn at random; the rest are picked by QBC"""
     committee_size: int = 3
@@ -60,9 +62,12 @@ class OffloaderConfig:
     """models compared in the candidate and QBC-vs-random tables"""
 
     def __post_init__(self) -> None:
-        unknown = [name for name in (self.model, *self.candidates) if name not in CANDIDATES]
-        if unknown:
-            raise ValueError(f"unknown offloader model(s) {unknown}; choose from {sorted(CANDIDATES)}")
+        unknown = [name for name in (self.model, *self.candidates) if name not in (*CANDIDATES, AUTO)]
+        if unknown or AUTO in self.candidates:
+            raise ValueError(f"unknown offloader model(s) {unknown or [AUTO]}; choose from {sorted(CANDIDATES)}"
+                             f"{' (or model auto)' if not unknown else ''}")
+        if self.model == AUTO and not self.candidates:
+            raise ValueError("model 'auto' chooses among the candidates, but candidates is empty")
         if self.features not in FEATURE_KINDS:
             raise ValueError(f"unknown offloader features {self.features!r}; choose one of {FEATURE_KINDS}")
         if not 0.0 < self.r <= 1.0:
@@ -99,6 +104,32 @@ class CandidateRow:
     """scoring time per sample on the test split (features included), best of 3 runs"""
     test_rate_to_teacher: float | None
     """the smallest test offload rate at which cooperation reaches the teacher's test accuracy"""
+    val_auc: float
+    val_offload_rate: float
+    """at its own validation operating point (the configured rule)"""
+    val_accuracy: float
+    val_target_reached: bool
+
+
+def choose_candidate(rows: list[CandidateRow], rule: str) -> str:
+    """The candidate with the best validation operating point under `rule`.
+
+    Rule "target": the lowest validation offload rate that reaches the target (those that reach it
+    first), then the higher validation accuracy; the other rules: the higher validation accuracy,
+    then the lower rate. Validation AUC, then the candidates' order, break the remaining ties. This
+    is what the operating point itself optimises, measured on the same split, so test stays unseen.
+    """
+    if not rows:
+        raise ValueError("no candidate to choose from")
+
+    def key(item: tuple[int, CandidateRow]) -> tuple[float, ...]:
+        i, row = item
+        auc = 0.0 if np.isnan(row.val_auc) else row.val_auc
+        if rule == Rule.TARGET:
+            return (float(not row.val_target_reached), row.val_offload_rate, -row.val_accuracy, -auc, i)
+        return (-row.val_accuracy, row.val_offload_rate, -auc, i)
+
+    return min(enumerate(rows), key=key)[1].name
 
 
 @dataclass(frozen=True)
@@ -342,16 +373,23 @@ def train_offloader(
     candidates: list[CandidateRow] = []
     selections: list[SelectionRow] = []
     fitted: dict[str, Estimator] = {}
+    choose = {"rule": cfg.rule, "budget": cfg.budget, "target_accuracy": cfg.target_accuracy}
     for name in cfg.candidates:
         by_kind = {kind: fit_on(kind, name) for kind in ("qbc", "random")}
         model, seconds = by_kind[main_kind]
         fitted[name] = model
         shipped = _calibrated(model, val_x, wrong["val"], fit) if cfg.calibrate else model
         scores = offloader_scores(model, test_x)
+        val_scores = offloader_scores(model, val_x)
+        val_op = choose_operating_point(
+            val_scores, s_ok["val"], t_ok["val"], filter_name="sl", **choose,
+            boundary=decision_boundary(model) if cfg.rule == Rule.BOUNDARY else None)
         acc, bacc = _accuracies(model, test_x, wrong["test"])
         curve = Curve(*accuracy_offload_curve(scores, s_ok["test"], t_ok["test"]))
         candidates.append(CandidateRow(name, acc, bacc, _auc(scores, wrong["test"]), pickled_kb(shipped), seconds,
-                                       _decision_us(shipped, test_x), rate_to_reach(curve, teacher_test)))
+                                       _decision_us(shipped, test_x), rate_to_reach(curve, teacher_test),
+                                       _auc(val_scores, wrong["val"]), val_op["val_offload_rate"],
+                                       val_op["val_accuracy"], bool(val_op["target_reached"])))
         q, r = by_kind["qbc"][0], by_kind["random"][0]
         (q_acc, q_bacc), (r_acc, r_bacc) = _accuracies(q, test_x, wrong["test"]), _accuracies(r, test_x, wrong["test"])
         selections.append(SelectionRow(name, q_acc, r_acc, q_bacc, r_bacc,
@@ -360,10 +398,12 @@ def train_offloader(
         log.info("candidate %s: test AUC %.4f, rate to teacher %s, %.1f KB, %.1f µs/sample", name,
                  candidates[-1].test_auc, candidates[-1].test_rate_to_teacher, candidates[-1].size_kb,
                  candidates[-1].decision_us)
-    base = fitted[cfg.model] if cfg.model in fitted else fit_on(main_kind, cfg.model)[0]
+    model_name = choose_candidate(candidates, cfg.rule) if cfg.model == AUTO else cfg.model
+    if cfg.model == AUTO:
+        log.info("offloader model chosen on validation: %s", model_name)
+    base = fitted[model_name] if model_name in fitted else fit_on(main_kind, model_name)[0]
     model = _calibrated(base, val_x, wrong["val"], fit) if cfg.calibrate else base
 
-    choose = {"rule": cfg.rule, "budget": cfg.budget, "target_accuracy": cfg.target_accuracy}
     filter_rows: list[FilterRow] = []
     curves: dict[str, Curve] = {}
     chosen_points: dict[str, dict[str, Any]] = {}
@@ -423,11 +463,13 @@ def train_offloader(
                  tuning.params.teacher_temperature, fusion_result.test_accuracy, sl_row.test_accuracy)
     calibrated = isinstance(model, PlattCalibrated)
     op = {**op, "score": "P(student wrong), Platt-scaled on val" if calibrated else "the offloader's raw score",
-          "offloader_fit_source": fit.source}
+          "offloader_fit_source": fit.source, "offloader_model": model_name,
+          "offloader_choice": ("the candidate whose validation operating point is best (train.choose_candidate)"
+                               if cfg.model == AUTO else "configured")}
 
     return OffloaderResult(
         model=model,
-        model_name=cfg.model,
+        model_name=model_name,
         model_test_accuracy=_accuracies(base, test_x, wrong["test"])[0],
         operating_point=op,
         candidates=candidates,

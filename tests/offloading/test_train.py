@@ -7,7 +7,14 @@ from offloading.filters import FILTERS, make_filter
 from offloading.fusion import FusionParams, fuse
 from offloading.models import CANDIDATES, offloader_scores
 from offloading.operating_point import accuracy_offload_curve
-from offloading.train import FitSet, OffloaderConfig, OffloaderResult, train_offloader
+from offloading.train import (
+    CandidateRow,
+    FitSet,
+    OffloaderConfig,
+    OffloaderResult,
+    choose_candidate,
+    train_offloader,
+)
 from shared.bundle import OperatingPoint
 from tests.offloading.conftest import synthetic_split
 
@@ -23,7 +30,7 @@ def _random_accuracy(result: OffloaderResult, rate: float) -> float:
 
 
 def test_sl_offloader_beats_random_at_the_same_offload_rate(result: OffloaderResult) -> None:
-    assert result.model_name == "svm"
+    assert result.model_name in CANDIDATES
     assert 0.1 <= result.test_offload_rate <= 0.3
     assert result.test_accuracy > _random_accuracy(result, result.test_offload_rate) + 0.05
     # ... and along the whole curve, not just at the operating point.
@@ -54,7 +61,7 @@ def test_operating_point_is_chosen_on_val_within_budget(result: OffloaderResult,
 
 
 def test_the_teacher_target_is_reached_at_the_lowest_rate_without_a_budget(synthetic: dict) -> None:
-    res = train_offloader(**synthetic, cfg=OffloaderConfig(budget=None, candidates=(), fusion=False))
+    res = train_offloader(**synthetic, cfg=OffloaderConfig(model="svm", budget=None, candidates=(), fusion=False))
     op = res.operating_point
     labels_val = synthetic["labels"]["val"]
     teacher_val = (synthetic["teacher_logits"]["val"].argmax(1) == labels_val).mean()
@@ -94,6 +101,35 @@ def test_fusion_is_tuned_on_val_and_measured_on_test(result: OffloaderResult, sy
     assert set(result.curves) >= {"sl", "sl_fusion"}
 
 
+def test_auto_ships_the_candidate_with_the_best_validation_operating_point(
+    result: OffloaderResult, synthetic: dict
+) -> None:
+    best = min(result.candidates, key=lambda row: (not row.val_target_reached, row.val_offload_rate,
+                                                   -row.val_accuracy))
+    chosen = next(row for row in result.candidates if row.name == result.model_name)
+    assert (chosen.val_target_reached, chosen.val_offload_rate, chosen.val_accuracy) == (
+        best.val_target_reached, best.val_offload_rate, best.val_accuracy)
+    assert result.operating_point["offloader_model"] == result.model_name
+    assert result.operating_point["val_offload_rate"] == chosen.val_offload_rate
+    named = train_offloader(**synthetic, cfg=OffloaderConfig(model="knn", candidates=("svm",), fusion=False))
+    assert named.model_name == "knn" and named.operating_point["offloader_choice"] == "configured"
+
+
+def choose_rows(**rates: tuple[bool, float, float, float]) -> list[CandidateRow]:
+    return [CandidateRow(name, 0.9, 0.9, 0.9, 1.0, 0.1, 1.0, None, auc, rate, acc, reached)
+            for name, (reached, rate, acc, auc) in rates.items()]
+
+
+def test_choose_candidate_orders_by_the_rules_objective() -> None:
+    rows = choose_rows(svm=(True, 0.05, 0.990, 0.90), rf=(True, 0.03, 0.990, 0.80), knn=(False, 0.01, 0.995, 0.99))
+    assert choose_candidate(rows, "target") == "rf"  # the lowest rate among those reaching the target
+    assert choose_candidate(rows, "budget") == "knn"  # the highest accuracy
+    tie = choose_rows(svm=(True, 0.03, 0.99, 0.90), rf=(True, 0.03, 0.99, 0.95))
+    assert choose_candidate(tie, "target") == "rf"  # validation AUC breaks the tie
+    with pytest.raises(ValueError, match="no candidate"):
+        choose_candidate([], "target")
+
+
 def test_a_fit_set_other_than_train_is_what_qbc_draws_from(synthetic: dict) -> None:
     rng = np.random.default_rng(7)
     logits, _, labels = synthetic_split(1200, rng)
@@ -119,8 +155,8 @@ def test_every_candidate_is_compared(result: OffloaderResult, synthetic: dict) -
         assert row.test_rate_to_teacher is not None and 0.0 < row.test_rate_to_teacher <= 1.0
     assert [row.name for row in result.qbc_vs_random] == list(CANDIDATES)
     assert all(0.5 < row.random_balanced_accuracy <= 1.0 for row in result.qbc_vs_random)
-    # The default candidate's row describes the shipped model's base classifier (before Platt scaling).
-    svm = next(row for row in result.candidates if row.name == "svm")
+    # The shipped candidate's row describes the shipped model's base classifier (before Platt scaling).
+    svm = next(row for row in result.candidates if row.name == result.model_name)
     labels = synthetic["labels"]["test"]
     wrong = synthetic["student_logits"]["test"].argmax(1) != labels
     predicted = result.model.base.predict(synthetic["student_logits"]["test"]).astype(bool)
@@ -167,6 +203,8 @@ def test_model_outside_the_candidates_is_still_fitted(synthetic: dict) -> None:
     ("kwargs", "message"),
     [
         ({"model": "lr"}, r"unknown offloader model\(s\) \['lr'\]"),
+        ({"candidates": ("auto",)}, r"unknown offloader model\(s\) \['auto'\]"),
+        ({"candidates": ()}, "model 'auto' chooses among the candidates, but candidates is empty"),
         ({"candidates": ("svm", "mlp")}, r"\['mlp'\]"),
         ({"r": 1.5}, r"r must be in \(0, 1\], got 1.5"),
         ({"committee_size": 0}, "committee_size"),
@@ -183,7 +221,7 @@ def test_config_is_validated(kwargs: dict, message: str) -> None:
 
 
 def test_bad_inputs_raise(synthetic: dict) -> None:
-    cfg = OffloaderConfig(candidates=())
+    cfg = OffloaderConfig(model="svm", candidates=())
     labels = {k: v for k, v in synthetic["labels"].items() if k != "test"}
     with pytest.raises(ValueError, match=r"labels lacks split\(s\) \['test'\]"):
         train_offloader(**{**synthetic, "labels": labels}, cfg=cfg)
@@ -196,12 +234,12 @@ def test_bad_inputs_raise(synthetic: dict) -> None:
 
 
 def test_test_summary_feeds_the_bundle_metrics(result: OffloaderResult) -> None:
-    svm = next(row for row in result.candidates if row.name == "svm")
+    svm = next(row for row in result.candidates if row.name == result.model_name)
     assert result.fusion is not None
     assert result.test_summary() == {
         "cooperative_accuracy": result.test_accuracy,
         "offload_rate": result.test_offload_rate,
-        "offloader_model": "svm",
+        "offloader_model": result.model_name,
         "offloader_test_accuracy": svm.test_accuracy,
         "offloader_fit_source": "train",
         "offloader_fit_complex": result.n_complex,
