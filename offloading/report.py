@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from offloading.train import Curve, OffloaderResult
+from offloading.comparison import Curve
+from offloading.train import OffloaderResult
 
 CANDIDATES_CSV = "offloader_candidates.csv"
 CANDIDATES_MD = "offloader_candidates.md"

@@ -15,6 +15,17 @@ from typing import Any
 import numpy as np
 
 from offloading.calibration import CalibrationError, PlattCalibrated, fit_temperature, platt_calibrate
+from offloading.comparison import (
+    CandidateRow,
+    Curve,
+    FilterRow,
+    SelectionRow,
+    accuracies,
+    auc,
+    choose_candidate,
+    decision_us,
+    rate_to_reach,
+)
 from offloading.features import FEATURE_KINDS, check_logits, feature_matrix
 from offloading.filters import FILTERS, CloudOnlyFilter, EdgeOnlyFilter, make_filter
 from offloading.fusion import FusionTuning, fuse, tune_fusion
@@ -86,85 +97,6 @@ class OffloaderConfig:
                 raise ValueError(f"{name} must be None or in [0, 1], got {value}")
         if self.fusion_min_samples < 1:
             raise ValueError(f"fusion_min_samples must be >= 1, got {self.fusion_min_samples}")
-
-
-@dataclass(frozen=True)
-class CandidateRow:
-    """One row of Tables III-IV: how well a model predicts "student wrong" on test, its size and cost."""
-
-    name: str
-    test_accuracy: float
-    """its own 0/1 decision (trained on the balanced QBC set, so it flags "wrong" generously)"""
-    test_balanced_accuracy: float
-    test_auc: float
-    """ROC AUC of its score for "student wrong": how well it ranks, whatever the threshold"""
-    size_kb: float
-    fit_seconds: float
-    decision_us: float
-    """scoring time per sample on the test split (features included), best of 3 runs"""
-    test_rate_to_teacher: float | None
-    """the smallest test offload rate at which cooperation reaches the teacher's test accuracy"""
-    val_auc: float
-    val_offload_rate: float
-    """at its own validation operating point (the configured rule)"""
-    val_accuracy: float
-    val_target_reached: bool
-
-
-def choose_candidate(rows: list[CandidateRow], rule: str) -> str:
-    """The candidate with the best validation operating point under `rule`.
-
-    Rule "target": the lowest validation offload rate that reaches the target (those that reach it
-    first), then the higher validation accuracy; the other rules: the higher validation accuracy,
-    then the lower rate. Validation AUC, then the candidates' order, break the remaining ties. This
-    is what the operating point itself optimises, measured on the same split, so test stays unseen.
-    """
-    if not rows:
-        raise ValueError("no candidate to choose from")
-
-    def key(item: tuple[int, CandidateRow]) -> tuple[float, ...]:
-        i, row = item
-        auc = 0.0 if np.isnan(row.val_auc) else row.val_auc
-        if rule == Rule.TARGET:
-            return (float(not row.val_target_reached), row.val_offload_rate, -row.val_accuracy, -auc, i)
-        return (-row.val_accuracy, row.val_offload_rate, -auc, i)
-
-    return min(enumerate(rows), key=key)[1].name
-
-
-@dataclass(frozen=True)
-class SelectionRow:
-    """One row of Fig. 3: the same model trained on QBC vs random normal samples (same counts)."""
-
-    name: str
-    qbc_accuracy: float
-    random_accuracy: float
-    qbc_balanced_accuracy: float
-    random_balanced_accuracy: float
-    qbc_auc: float
-    random_auc: float
-
-
-@dataclass(frozen=True)
-class FilterRow:
-    """A filter cut at its own validation operating point (same rule, budget / target), measured on test."""
-
-    name: str
-    threshold: float | None
-    val_offload_rate: float
-    val_accuracy: float
-    test_offload_rate: float
-    test_accuracy: float
-    test_rate_to_teacher: float | None
-    """the smallest test offload rate at which this filter's cooperation reaches the teacher's test accuracy"""
-
-
-@dataclass(frozen=True)
-class Curve:
-    """Cooperative test accuracy against offload rate, rates ascending."""
-
-    rates: np.ndarray
-    accs: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -267,36 +199,6 @@ def _check_inputs(
             )
 
 
-def _accuracies(model: Estimator, x: np.ndarray, wrong: np.ndarray) -> tuple[float, float]:
-    """(accuracy, balanced accuracy) of predicting "student wrong"; balanced = mean per-class recall."""
-    pred = np.asarray(model.predict(x)).astype(bool)
-    recalls = [float((pred[wrong == c] == c).mean()) for c in (False, True) if (wrong == c).any()]
-    return float((pred == wrong).mean()), float(np.mean(recalls))
-
-
-def _auc(scores: np.ndarray, wrong: np.ndarray) -> float:
-    """ROC AUC of `scores` for the wrong class (ties count half); NaN when one class is absent."""
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(wrong, scores)) if 0 < wrong.sum() < len(wrong) else float("nan")
-
-
-def _decision_us(model: Estimator, logits: np.ndarray) -> float:
-    """Per-sample scoring time of `model` on `logits` in µs, the best of three runs (least disturbed)."""
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        offloader_scores(model, logits)
-        best = min(best, time.perf_counter() - start)
-    return 1e6 * best / max(len(logits), 1)
-
-
-def rate_to_reach(curve: Curve, accuracy: float) -> float | None:
-    """The smallest offload rate on `curve` whose cooperative accuracy reaches `accuracy`, or None."""
-    reaching = np.flatnonzero(curve.accs >= accuracy - 1e-12)
-    return float(curve.rates[reaching[0]]) if len(reaching) else None
-
-
 def _calibrated(base: Estimator, logits_val: np.ndarray, wrong_val: np.ndarray, fit: FitSet) -> Estimator:
     """Platt scaling on val (on the fit set when val lacks a wrong or a right sample).
 
@@ -316,6 +218,106 @@ def _calibrated(base: Estimator, logits_val: np.ndarray, wrong_val: np.ndarray, 
         return base
 
 
+@dataclass(frozen=True)
+class _Splits:
+    """What every step below reads: val and test logits, and who is right where."""
+
+    val_x: np.ndarray
+    test_x: np.ndarray
+    s_ok: dict[str, np.ndarray]
+    """per split, the student is right"""
+    t_ok: dict[str, np.ndarray]
+    """per split, the teacher is right"""
+
+    @property
+    def wrong(self) -> dict[str, np.ndarray]:
+        return {s: ~ok for s, ok in self.s_ok.items()}
+
+
+def _evaluate_candidate(name: str, by_kind: dict[str, tuple[Estimator, float]], main_kind: str, d: _Splits,
+                        cfg: OffloaderConfig, shipped: Estimator) -> tuple[CandidateRow, SelectionRow]:
+    """One candidate's Tables III-IV row (on test, plus its validation operating point) and its Fig. 3 row."""
+    model, seconds = by_kind[main_kind]
+    wrong = d.wrong
+    scores, val_scores = offloader_scores(model, d.test_x), offloader_scores(model, d.val_x)
+    val_op = choose_operating_point(
+        val_scores, d.s_ok["val"], d.t_ok["val"], filter_name="sl", rule=cfg.rule, budget=cfg.budget,
+        target_accuracy=cfg.target_accuracy, boundary=decision_boundary(model) if cfg.rule == Rule.BOUNDARY else None)
+    acc, bacc = accuracies(model, d.test_x, wrong["test"])
+    curve = Curve(*accuracy_offload_curve(scores, d.s_ok["test"], d.t_ok["test"]))
+    row = CandidateRow(name, acc, bacc, auc(scores, wrong["test"]), pickled_kb(shipped), seconds,
+                       decision_us(shipped, d.test_x), rate_to_reach(curve, float(d.t_ok["test"].mean())),
+                       auc(val_scores, wrong["val"]), val_op["val_offload_rate"], val_op["val_accuracy"],
+                       bool(val_op["target_reached"]))
+    q, r = by_kind["qbc"][0], by_kind["random"][0]
+    (q_acc, q_bacc), (r_acc, r_bacc) = accuracies(q, d.test_x, wrong["test"]), accuracies(r, d.test_x, wrong["test"])
+    selection = SelectionRow(name, q_acc, r_acc, q_bacc, r_bacc, auc(offloader_scores(q, d.test_x), wrong["test"]),
+                             auc(offloader_scores(r, d.test_x), wrong["test"]))
+    log.info("candidate %s: test AUC %.4f, rate to teacher %s, %.1f KB, %.1f µs/sample", name, row.test_auc,
+             row.test_rate_to_teacher, row.size_kb, row.decision_us)
+    return row, selection
+
+
+def _cut_filters(model: Estimator, d: _Splits, cfg: OffloaderConfig
+                 ) -> tuple[list[FilterRow], dict[str, Curve], dict[str, Any], np.ndarray, np.ndarray]:
+    """Every filter cut on val by the configured rule and measured on test (Fig. 5).
+
+    Returns the rows, the test curves, the SL operating point, and the SL scores on val and test.
+    """
+    teacher_test = float(d.t_ok["test"].mean())
+    rows: list[FilterRow] = []
+    curves: dict[str, Curve] = {}
+    sl: tuple[dict[str, Any], np.ndarray, np.ndarray] | None = None
+    for name, cls in FILTERS.items():
+        if cls in (EdgeOnlyFilter, CloudOnlyFilter):
+            filt = make_filter(name)
+            off_val, off_test = filt.decide(d.val_x), filt.decide(d.test_x)
+            val_acc = float(np.where(off_val, d.t_ok["val"], d.s_ok["val"]).mean())
+            rate, acc = float(off_test.mean()), float(np.where(off_test, d.t_ok["test"], d.s_ok["test"]).mean())
+            curves[name] = Curve(np.array([rate]), np.array([acc]))
+            rows.append(FilterRow(name, None, float(off_val.mean()), val_acc, rate, acc,
+                                  rate_to_reach(curves[name], teacher_test)))
+            continue
+        # Separate streams for val and test, so that random's test draws are not its val draws.
+        val_scores = make_filter(name, offloader=model, seed=cfg.seed).scores(d.val_x)
+        # Only the SL offloader has a boundary of its own; with that rule the score filters are cut by budget.
+        rule = cfg.rule
+        if cfg.rule == Rule.BOUNDARY and name != "sl":
+            rule = Rule.BUDGET if cfg.budget is not None else Rule.TARGET
+        chosen = choose_operating_point(
+            val_scores, d.s_ok["val"], d.t_ok["val"], filter_name=name, rule=rule, budget=cfg.budget,
+            target_accuracy=cfg.target_accuracy, boundary=decision_boundary(model) if rule == Rule.BOUNDARY else None)
+        test_scores = make_filter(chosen, offloader=model, seed=cfg.seed + 1).scores(d.test_x)
+        off_test = test_scores > chosen["threshold"]
+        acc = float(np.where(off_test, d.t_ok["test"], d.s_ok["test"]).mean())
+        curves[name] = Curve(*accuracy_offload_curve(test_scores, d.s_ok["test"], d.t_ok["test"]))
+        rows.append(FilterRow(name, chosen["threshold"], chosen["val_offload_rate"], chosen["val_accuracy"],
+                              float(off_test.mean()), acc, rate_to_reach(curves[name], teacher_test)))
+        if name == "sl":
+            sl = (chosen, val_scores, test_scores)
+    assert sl is not None  # "sl" is registered in FILTERS
+    return rows, curves, *sl
+
+
+def _fusion(op: dict[str, Any], sl_val: np.ndarray, sl_test: np.ndarray, teacher_logits: dict[str, np.ndarray],
+            labels: dict[str, np.ndarray], d: _Splits, cfg: OffloaderConfig) -> tuple[FusionResult, Curve]:
+    """Tune fusion on the val samples the SL operating point sends; measure it on test at that point."""
+    tuning = tune_fusion(d.val_x, teacher_logits["val"], labels["val"], hardness=sl_val, threshold=op["threshold"],
+                         min_samples=cfg.fusion_min_samples)
+    fused_ok = fuse(d.test_x, teacher_logits["test"], tuning.params) == labels["test"]
+    off = sl_test > op["threshold"]
+    result = FusionResult(
+        tuning=tuning,
+        test_accuracy=float(np.where(off, fused_ok, d.s_ok["test"]).mean()),
+        test_offloaded_teacher_accuracy=float(d.t_ok["test"][off].mean()) if off.any() else float("nan"),
+        test_offloaded_fused_accuracy=float(fused_ok[off].mean()) if off.any() else float("nan"),
+    )
+    p = tuning.params
+    log.info("fusion: w=%.2f, T_s=%.3f, T_t=%.3f; test cooperation %.4f", p.student_weight, p.student_temperature,
+             p.teacher_temperature, result.test_accuracy)
+    return result, Curve(*accuracy_offload_curve(sl_test, d.s_ok["test"], fused_ok))
+
+
 def train_offloader(
     *,
     student_logits: dict[str, np.ndarray],
@@ -327,19 +329,20 @@ def train_offloader(
     """Fit the offloader on a QBC-balanced draw from `fit`, choose its threshold on val, report on test.
 
     `fit` defaults to the student's own train logits (the paper's); teacher_logits["train"] is
-    not used. Val chooses the operating point, calibrates the score and tunes fusion; test only
-    measures.
+    not used. Val chooses the shipped model (model "auto") and the operating point, calibrates the
+    score and tunes fusion; test only measures.
     """
     _check_inputs(student_logits, teacher_logits, labels, with_train=fit is None)
     if fit is None:
         fit = FitSet(check_logits(student_logits["train"]), np.asarray(labels["train"]), "train")
     fit_x = check_logits(fit.logits)
-    if fit_x.shape[1] != check_logits(student_logits["val"]).shape[1] or np.shape(fit.labels) != (len(fit_x),):
+    k = check_logits(student_logits["val"]).shape[1]
+    if fit_x.shape[1] != k or np.shape(fit.labels) != (len(fit_x),):
         raise ValueError(f"fit logits {fit_x.shape} and labels {np.shape(fit.labels)} must match the student's "
-                         f"{check_logits(student_logits['val']).shape[1]} classes and each other")
-    s_ok = {s: np.argmax(student_logits[s], axis=1) == labels[s] for s in ("val", "test")}
-    t_ok = {s: np.argmax(teacher_logits[s], axis=1) == labels[s] for s in ("val", "test")}
-    wrong = {s: ~s_ok[s] for s in ("val", "test")}
+                         f"{k} classes and each other")
+    d = _Splits(val_x=student_logits["val"], test_x=student_logits["test"],
+                s_ok={s: np.argmax(student_logits[s], axis=1) == labels[s] for s in ("val", "test")},
+                t_ok={s: np.argmax(teacher_logits[s], axis=1) == labels[s] for s in ("val", "test")})
     fit_wrong = fit_x.argmax(1) != np.asarray(fit.labels)  # the "complex" label of §V
     n_complex = int(fit_wrong.sum())
     if n_complex == 0 or n_complex == len(fit_wrong):
@@ -349,128 +352,54 @@ def train_offloader(
         )
     temperature = fit_temperature(fit_x, np.asarray(fit.labels).astype(np.int64))
 
-    def make(name: str) -> Estimator:
-        return make_model(name, seed=cfg.seed, features=cfg.features, temperature=temperature)
-
     # The committee sees what the offloader will see (its feature transform is inside the fitted model).
     committee_x = feature_matrix(fit_x, cfg.features, temperature=temperature)
     selection = qbc_select(committee_x, fit_wrong, r=cfg.r, committee_size=cfg.committee_size, seed=cfg.seed)
-    random_idx = random_select(fit_x, fit_wrong, seed=cfg.seed)
     log.info("offloader training set from %d %s samples: %d complex + %d random + %d QBC normal", len(fit_x),
              fit.source, n_complex, len(selection.random_idx), len(selection.qbc_idx))
-    sets = {"qbc": selection.indices, "random": random_idx}
+    sets = {"qbc": selection.indices, "random": random_select(fit_x, fit_wrong, seed=cfg.seed)}
 
     def fit_on(kind: str, name: str) -> tuple[Estimator, float]:
-        idx = sets[kind]
-        model = make(name)
+        model = make_model(name, seed=cfg.seed, features=cfg.features, temperature=temperature)
         start = time.perf_counter()
-        model.fit(fit_x[idx], fit_wrong[idx].astype(np.int64))
+        model.fit(fit_x[sets[kind]], fit_wrong[sets[kind]].astype(np.int64))
         return model, time.perf_counter() - start
 
-    test_x, val_x = student_logits["test"], student_logits["val"]
-    teacher_test = float(t_ok["test"].mean())
+    def calibrated(model: Estimator) -> Estimator:
+        return _calibrated(model, d.val_x, d.wrong["val"], fit) if cfg.calibrate else model
+
     main_kind = "qbc" if cfg.use_qbc else "random"
     candidates: list[CandidateRow] = []
     selections: list[SelectionRow] = []
     fitted: dict[str, Estimator] = {}
-    choose = {"rule": cfg.rule, "budget": cfg.budget, "target_accuracy": cfg.target_accuracy}
     for name in cfg.candidates:
         by_kind = {kind: fit_on(kind, name) for kind in ("qbc", "random")}
-        model, seconds = by_kind[main_kind]
-        fitted[name] = model
-        shipped = _calibrated(model, val_x, wrong["val"], fit) if cfg.calibrate else model
-        scores = offloader_scores(model, test_x)
-        val_scores = offloader_scores(model, val_x)
-        val_op = choose_operating_point(
-            val_scores, s_ok["val"], t_ok["val"], filter_name="sl", **choose,
-            boundary=decision_boundary(model) if cfg.rule == Rule.BOUNDARY else None)
-        acc, bacc = _accuracies(model, test_x, wrong["test"])
-        curve = Curve(*accuracy_offload_curve(scores, s_ok["test"], t_ok["test"]))
-        candidates.append(CandidateRow(name, acc, bacc, _auc(scores, wrong["test"]), pickled_kb(shipped), seconds,
-                                       _decision_us(shipped, test_x), rate_to_reach(curve, teacher_test),
-                                       _auc(val_scores, wrong["val"]), val_op["val_offload_rate"],
-                                       val_op["val_accuracy"], bool(val_op["target_reached"])))
-        q, r = by_kind["qbc"][0], by_kind["random"][0]
-        (q_acc, q_bacc), (r_acc, r_bacc) = _accuracies(q, test_x, wrong["test"]), _accuracies(r, test_x, wrong["test"])
-        selections.append(SelectionRow(name, q_acc, r_acc, q_bacc, r_bacc,
-                                       _auc(offloader_scores(q, test_x), wrong["test"]),
-                                       _auc(offloader_scores(r, test_x), wrong["test"])))
-        log.info("candidate %s: test AUC %.4f, rate to teacher %s, %.1f KB, %.1f µs/sample", name,
-                 candidates[-1].test_auc, candidates[-1].test_rate_to_teacher, candidates[-1].size_kb,
-                 candidates[-1].decision_us)
+        fitted[name] = by_kind[main_kind][0]
+        row, selection_row = _evaluate_candidate(name, by_kind, main_kind, d, cfg, calibrated(fitted[name]))
+        candidates.append(row)
+        selections.append(selection_row)
     model_name = choose_candidate(candidates, cfg.rule) if cfg.model == AUTO else cfg.model
     if cfg.model == AUTO:
         log.info("offloader model chosen on validation: %s", model_name)
     base = fitted[model_name] if model_name in fitted else fit_on(main_kind, model_name)[0]
-    model = _calibrated(base, val_x, wrong["val"], fit) if cfg.calibrate else base
+    model = calibrated(base)
 
-    filter_rows: list[FilterRow] = []
-    curves: dict[str, Curve] = {}
-    chosen_points: dict[str, dict[str, Any]] = {}
-    sl_val_scores = np.zeros(0)
-    for name, cls in FILTERS.items():
-        if cls in (EdgeOnlyFilter, CloudOnlyFilter):
-            filt = make_filter(name)
-            off_val, off_test = filt.decide(val_x), filt.decide(test_x)
-            val_rate, val_acc = float(off_val.mean()), float(np.where(off_val, t_ok["val"], s_ok["val"]).mean())
-            rate = float(off_test.mean())
-            acc = float(np.where(off_test, t_ok["test"], s_ok["test"]).mean())
-            curves[name] = Curve(np.array([rate]), np.array([acc]))
-            filter_rows.append(FilterRow(name, None, val_rate, val_acc, rate, acc,
-                                         rate_to_reach(curves[name], teacher_test)))
-            continue
-        # Separate streams for val and test, so that random's test draws are not its val draws.
-        scorer = make_filter(name, offloader=model, seed=cfg.seed)
-        val_scores = scorer.scores(val_x)
-        # Only the SL offloader has a boundary of its own; with that rule the score filters are cut by budget.
-        rule_here = cfg.rule
-        if cfg.rule == Rule.BOUNDARY and name != "sl":
-            rule_here = Rule.BUDGET if cfg.budget is not None else Rule.TARGET
-        chosen = choose_operating_point(
-            val_scores, s_ok["val"], t_ok["val"], filter_name=name,
-            **{**choose, "rule": rule_here,
-               "boundary": decision_boundary(model) if rule_here == Rule.BOUNDARY else None})
-        tester = make_filter(chosen, offloader=model, seed=cfg.seed + 1)
-        test_scores = tester.scores(test_x)
-        off_test = test_scores > chosen["threshold"]
-        rate = float(off_test.mean())
-        acc = float(np.where(off_test, t_ok["test"], s_ok["test"]).mean())
-        curves[name] = Curve(*accuracy_offload_curve(test_scores, s_ok["test"], t_ok["test"]))
-        filter_rows.append(FilterRow(name, chosen["threshold"], chosen["val_offload_rate"], chosen["val_accuracy"],
-                                     rate, acc, rate_to_reach(curves[name], teacher_test)))
-        chosen_points[name] = chosen
-        if name == "sl":
-            sl_val_scores, sl_test_scores = val_scores, test_scores
+    filter_rows, curves, op, sl_val, sl_test = _cut_filters(model, d, cfg)
     sl_row = next(row for row in filter_rows if row.name == "sl")
-    op = chosen_points["sl"]
-
     fusion_result = None
     if cfg.fusion:
-        tuning = tune_fusion(val_x, teacher_logits["val"], labels["val"], hardness=sl_val_scores,
-                             threshold=op["threshold"], min_samples=cfg.fusion_min_samples)
-        fused_ok = fuse(test_x, teacher_logits["test"], tuning.params) == labels["test"]
-        off_test = sl_test_scores > op["threshold"]
-        fusion_result = FusionResult(
-            tuning=tuning,
-            test_accuracy=float(np.where(off_test, fused_ok, s_ok["test"]).mean()),
-            test_offloaded_teacher_accuracy=float(t_ok["test"][off_test].mean()) if off_test.any() else float("nan"),
-            test_offloaded_fused_accuracy=float(fused_ok[off_test].mean()) if off_test.any() else float("nan"),
-        )
-        curves["sl_fusion"] = Curve(*accuracy_offload_curve(sl_test_scores, s_ok["test"], fused_ok))
-        op = {**op, "fusion": tuning.to_manifest()}
-        log.info("fusion: w=%.2f, T_s=%.3f, T_t=%.3f; test cooperation %.4f (teacher answers: %.4f)",
-                 tuning.params.student_weight, tuning.params.student_temperature,
-                 tuning.params.teacher_temperature, fusion_result.test_accuracy, sl_row.test_accuracy)
-    calibrated = isinstance(model, PlattCalibrated)
-    op = {**op, "score": "P(student wrong), Platt-scaled on val" if calibrated else "the offloader's raw score",
+        fusion_result, curves["sl_fusion"] = _fusion(op, sl_val, sl_test, teacher_logits, labels, d, cfg)
+        op = {**op, "fusion": fusion_result.tuning.to_manifest()}
+    op = {**op, "score": ("P(student wrong), Platt-scaled on val" if isinstance(model, PlattCalibrated)
+                          else "the offloader's raw score"),
           "offloader_fit_source": fit.source, "offloader_model": model_name,
-          "offloader_choice": ("the candidate whose validation operating point is best (train.choose_candidate)"
+          "offloader_choice": ("the candidate whose validation operating point is best (comparison.choose_candidate)"
                                if cfg.model == AUTO else "configured")}
 
     return OffloaderResult(
         model=model,
         model_name=model_name,
-        model_test_accuracy=_accuracies(base, test_x, wrong["test"])[0],
+        model_test_accuracy=accuracies(base, d.test_x, d.wrong["test"])[0],
         operating_point=op,
         candidates=candidates,
         qbc_vs_random=selections,
@@ -478,8 +407,8 @@ def train_offloader(
         curves=curves,
         test_offload_rate=sl_row.test_offload_rate,
         test_accuracy=sl_row.test_accuracy,
-        student_test_accuracy=float(s_ok["test"].mean()),
-        teacher_test_accuracy=teacher_test,
+        student_test_accuracy=float(d.s_ok["test"].mean()),
+        teacher_test_accuracy=float(d.t_ok["test"].mean()),
         n_complex=n_complex,
         n_random=len(selection.random_idx),
         n_qbc=len(selection.qbc_idx),

@@ -9,7 +9,7 @@ def test_offloading_never_imports_torch() -> None:
     code = (
         "import sys, offloading.features, offloading.filters, offloading.models, offloading.qbc, "
         "offloading.operating_point, offloading.train, offloading.report, offloading.calibration, "
-        "offloading.fusion\n"
+        "offloading.fusion, offloading.comparison\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision'})\n"
         "assert not bad, bad"
     )

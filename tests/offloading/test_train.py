@@ -3,18 +3,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from offloading.comparison import CandidateRow, choose_candidate
 from offloading.filters import FILTERS, make_filter
 from offloading.fusion import FusionParams, fuse
 from offloading.models import CANDIDATES, offloader_scores
 from offloading.operating_point import accuracy_offload_curve
-from offloading.train import (
-    CandidateRow,
-    FitSet,
-    OffloaderConfig,
-    OffloaderResult,
-    choose_candidate,
-    train_offloader,
-)
+from offloading.train import FitSet, OffloaderConfig, OffloaderResult, train_offloader
 from shared.bundle import OperatingPoint
 from tests.offloading.conftest import synthetic_split
 
