@@ -142,6 +142,8 @@ def test_demo_serves_the_cached_bundle_and_prints_the_table(
     printed = capsys.readouterr().out
     for strategy in ("edge_only", "cloud_only", "cooperation"):
         assert f"| {strategy} |" in printed
+    # The student's size against the teacher's (the tiny bundle has no build settings, so no target).
+    assert "student size: " in printed and "of the teacher's parameter bytes" in printed
     report = json.loads((out / "eval" / "report.json").read_text())
     assert all(r["answered"] == r["samples"] for r in report["strategies"].values())
 
