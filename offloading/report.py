@@ -1,7 +1,8 @@
 """Write the offloader's reports: Tables III-IV, Fig. 3 (QBC vs random) and Fig. 5 (accuracy vs offload).
 
 Files (in reports_dir): offloader_candidates.csv / .md, qbc_vs_random.csv,
-filters_at_operating_point.csv, accuracy_vs_offload.png and offloading_summary.json.
+filters_at_operating_point.csv, accuracy_vs_offload.png, candidates_vs_filters.png and
+offloading_summary.json.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ CANDIDATES_MD = "offloader_candidates.md"
 QBC_CSV = "qbc_vs_random.csv"
 FILTERS_CSV = "filters_at_operating_point.csv"
 CURVE_PNG = "accuracy_vs_offload.png"
+CANDIDATES_PNG = "candidates_vs_filters.png"
 SUMMARY_JSON = "offloading_summary.json"
 # A 10k-sample test split gives ~10k points per filter; 500 draw the same line in a fraction of the bytes.
 MAX_CURVE_POINTS = 500
@@ -158,6 +160,36 @@ def _plot(result: OffloaderResult, path: Path) -> Path:
     return path
 
 
+def _plot_candidates(result: OffloaderResult, path: Path) -> Path:
+    """Every candidate's test curve against the three confidence filters', zoomed on low offload rates."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.8))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name in ("max_softmax", "entropy", "margin"):
+        curve = result.curves[name]
+        ax.plot(curve.rates, curve.accs, color="black", linewidth=1.0,
+                linestyle={"max_softmax": "-", "entropy": "--", "margin": ":"}[name], label=f"{name} (filter)")
+    for name, curve in result.candidate_curves.items():
+        ax.plot(curve.rates, curve.accs, linewidth=2.0 if name == result.model_name else 1.0,
+                label=f"{name} (shipped)" if name == result.model_name else name)
+    ax.axhline(result.teacher_test_accuracy, color="grey", linewidth=0.8, linestyle=":", label="teacher")
+    rates = [r.test_rate_to_teacher for r in result.candidates if r.test_rate_to_teacher is not None]
+    ax.set_xlim(-0.002, min(1.0, max([0.05, 1.5 * max(rates, default=0.0)])))
+    low = result.student_test_accuracy
+    ax.set_ylim(low - 0.1 * (result.teacher_test_accuracy - low + 1e-3), result.teacher_test_accuracy + 0.004)
+    ax.set_xlabel("offload rate (fraction sent to the cloud)")
+    ax.set_ylabel("cooperative accuracy (test)")
+    ax.set_title("Offloader candidates against the confidence filters")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def _thin(curve: Curve, max_points: int = MAX_CURVE_POINTS) -> dict[str, list[float]]:
     """A curve as JSON lists, thinned to at most max_points evenly spaced points (ends kept)."""
     keep = np.unique(np.linspace(0, len(curve.rates) - 1, min(len(curve.rates), max_points)).round().astype(int))
@@ -186,6 +218,7 @@ def _summary(result: OffloaderResult) -> dict[str, Any]:
         "qbc_vs_random": [asdict(row) for row in result.qbc_vs_random],
         "filters": [asdict(row) for row in result.filters],
         "curves": {name: _thin(curve) for name, curve in result.curves.items()},
+        "candidate_curves": {name: _thin(curve) for name, curve in result.candidate_curves.items()},
     }
 
 
@@ -203,5 +236,6 @@ def write_offloading_report(result: OffloaderResult, reports_dir: Path) -> list[
         _write_csv(out / QBC_CSV, result.qbc_vs_random),
         _write_csv(out / FILTERS_CSV, result.filters),
         _plot(result, out / CURVE_PNG),
+        _plot_candidates(result, out / CANDIDATES_PNG),
         summary,
     ]

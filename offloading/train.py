@@ -127,6 +127,8 @@ class OffloaderResult:
     """every filter at the same rule and budget / target, including sl"""
     curves: dict[str, Curve]
     """per filter, on test; edge_only / cloud_only are single points; "sl_fusion" with fusion"""
+    candidate_curves: dict[str, Curve]
+    """per candidate model, on test (the shipped one's is curves["sl"])"""
     test_offload_rate: float
     test_accuracy: float
     student_test_accuracy: float
@@ -235,8 +237,9 @@ class _Splits:
 
 
 def _evaluate_candidate(name: str, by_kind: dict[str, tuple[Estimator, float]], main_kind: str, d: _Splits,
-                        cfg: OffloaderConfig, shipped: Estimator) -> tuple[CandidateRow, SelectionRow]:
-    """One candidate's Tables III-IV row (on test, plus its validation operating point) and its Fig. 3 row."""
+                        cfg: OffloaderConfig, shipped: Estimator) -> tuple[CandidateRow, SelectionRow, Curve]:
+    """One candidate's Tables III-IV row (on test, plus its validation operating point), its Fig. 3 row
+    and its test curve."""
     model, seconds = by_kind[main_kind]
     wrong = d.wrong
     scores, val_scores = offloader_scores(model, d.test_x), offloader_scores(model, d.val_x)
@@ -255,7 +258,7 @@ def _evaluate_candidate(name: str, by_kind: dict[str, tuple[Estimator, float]], 
                              auc(offloader_scores(r, d.test_x), wrong["test"]))
     log.info("candidate %s: test AUC %.4f, rate to teacher %s, %.1f KB, %.1f µs/sample", name, row.test_auc,
              row.test_rate_to_teacher, row.size_kb, row.decision_us)
-    return row, selection
+    return row, selection, curve
 
 
 def _cut_filters(model: Estimator, d: _Splits, cfg: OffloaderConfig
@@ -371,11 +374,13 @@ def train_offloader(
     main_kind = "qbc" if cfg.use_qbc else "random"
     candidates: list[CandidateRow] = []
     selections: list[SelectionRow] = []
+    candidate_curves: dict[str, Curve] = {}
     fitted: dict[str, Estimator] = {}
     for name in cfg.candidates:
         by_kind = {kind: fit_on(kind, name) for kind in ("qbc", "random")}
         fitted[name] = by_kind[main_kind][0]
-        row, selection_row = _evaluate_candidate(name, by_kind, main_kind, d, cfg, calibrated(fitted[name]))
+        row, selection_row, candidate_curves[name] = _evaluate_candidate(name, by_kind, main_kind, d, cfg,
+                                                                         calibrated(fitted[name]))
         candidates.append(row)
         selections.append(selection_row)
     model_name = choose_candidate(candidates, cfg.rule) if cfg.model == AUTO else cfg.model
@@ -405,6 +410,7 @@ def train_offloader(
         qbc_vs_random=selections,
         filters=filter_rows,
         curves=curves,
+        candidate_curves=candidate_curves,
         test_offload_rate=sl_row.test_offload_rate,
         test_accuracy=sl_row.test_accuracy,
         student_test_accuracy=float(d.s_ok["test"].mean()),

@@ -21,7 +21,8 @@ def test_report_writes_every_file(result: OffloaderResult, tmp_path: Path) -> No
     paths = write_offloading_report(result, tmp_path / "reports")
     names = {p.name for p in paths}
     assert names == {"offloader_candidates.csv", "offloader_candidates.md", "qbc_vs_random.csv",
-                     "filters_at_operating_point.csv", "accuracy_vs_offload.png", "offloading_summary.json"}
+                     "filters_at_operating_point.csv", "accuracy_vs_offload.png", "candidates_vs_filters.png",
+                     "offloading_summary.json"}
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
 
     with (tmp_path / "reports" / "offloader_candidates.csv").open() as handle:
@@ -31,7 +32,8 @@ def test_report_writes_every_file(result: OffloaderResult, tmp_path: Path) -> No
     with (tmp_path / "reports" / "qbc_vs_random.csv").open() as handle:
         assert {"qbc_accuracy", "random_accuracy"} <= set(next(csv.DictReader(handle)))
 
-    assert (tmp_path / "reports" / "accuracy_vs_offload.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for png in ("accuracy_vs_offload.png", "candidates_vs_filters.png"):
+        assert (tmp_path / "reports" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((tmp_path / "reports" / "offloading_summary.json").read_text())
     assert summary["operating_point"]["filter"] == "sl"
     assert summary["operating_point"]["threshold"] == result.operating_point["threshold"]
@@ -44,6 +46,7 @@ def test_report_writes_every_file(result: OffloaderResult, tmp_path: Path) -> No
     sl = summary["curves"]["sl"]
     assert len(sl["offload_rate"]) == len(sl["accuracy"]) <= 500
     assert sl["offload_rate"][0] == 0.0 and sl["offload_rate"][-1] == 1.0
+    assert set(summary["candidate_curves"]) == {"svm", "knn"}
 
 
 def test_format_tables_lists_models_and_filters(result: OffloaderResult) -> None:
