@@ -4,8 +4,8 @@ Per batch: raw pixels -> student logits -> offloader decision; the samples it fl
 the cloud teacher, the rest are answered at once. Offloads are pipelined: `stream` keeps running the
 student on the next batches while earlier offloads are in flight (at most `max_inflight` batches
 outstanding), and still yields answers in input order. Every answer names its source (`edge`,
-`cloud`, or `edge-fallback` with a reason); no sample is ever dropped, because a failed offload is
-answered by the student's own prediction, which is already computed.
+`cloud`, `fused` when fusion is on, or `edge-fallback` with a reason); no sample is ever dropped,
+because a failed offload is answered by the student's own prediction, which is already computed.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_agent.cloud_client import CloudClient, OffloadError
+from edge_agent.cloud_client import CloudAnswer, CloudClient, OffloadError
 from edge_agent.engine import EdgeEngine, StudentOutput
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.settings import EdgeSettings
@@ -50,7 +50,7 @@ class Answers:
     """One batch's answers, in input order."""
 
     labels: np.ndarray   # (N,) int64
-    sources: np.ndarray  # (N,) object array of str: edge / cloud / edge-fallback
+    sources: np.ndarray  # (N,) object array of str: an AnswerSource
     reasons: np.ndarray  # (N,) object array of str: a FallbackReason, "" unless edge-fallback
 
     def __len__(self) -> int:
@@ -143,8 +143,16 @@ class EdgeAgent:
             self.metrics.record_offloaded(mask)
         return answers
 
-    async def _offload(self, x: np.ndarray, answers: Answers, mask: np.ndarray, started: float) -> Answers:
-        """Send the flagged samples to the cloud; fill in its labels, or mark them fallbacks."""
+    def _cloud_labels(self, student_logits: np.ndarray, reply: CloudAnswer) -> tuple[np.ndarray, AnswerSource]:
+        """The offloaded samples' labels and their source: fused when the engine fuses and the cloud
+        sent logits; else the teacher's label (a label-only cloud, e.g. a Triton model without logits)."""
+        if self.engine.fusion is None or reply.logits is None:
+            return reply.labels, AnswerSource.CLOUD
+        return self.engine.fuse(student_logits, reply.logits), AnswerSource.FUSED
+
+    async def _offload(self, x: np.ndarray, answers: Answers, mask: np.ndarray, started: float,
+                       student_logits: np.ndarray) -> Answers:
+        """Send the flagged samples to the cloud; fill in its (or the fused) labels, or mark them fallbacks."""
         cloud = self.cloud
         if cloud is None:  # _student never flags a sample without a cloud; guard the invariant anyway
             raise NoCloudError("a sample was flagged for the cloud, but this edge agent has no cloud_url")
@@ -162,11 +170,12 @@ class EdgeAgent:
             return answers
         finally:
             self._offloads_in_flight -= 1
-        answers.labels[mask] = reply.labels
-        answers.sources[mask] = AnswerSource.CLOUD.value
+        labels, source = self._cloud_labels(student_logits[mask], reply)
+        answers.labels[mask] = labels
+        answers.sources[mask] = source.value
         self.metrics.record_offload(count=count, sent=True, bytes_sent=reply.bytes_sent, reason=None,
                                     rtt_s=reply.rtt_s)
-        self.metrics.record_answers(AnswerSource.CLOUD, count=count, latency_s=time.perf_counter() - started)
+        self.metrics.record_answers(source, count=count, latency_s=time.perf_counter() - started)
         self.metrics.record_offloaded(mask)
         return answers
 
@@ -193,7 +202,7 @@ class EdgeAgent:
             mask = out.offload if decide else np.zeros(len(out.logits), dtype=bool)
         answers = self._edge_answers(out, mask, started)
         if mask.any():
-            answers = await self._offload(x, answers, mask, started)
+            answers = await self._offload(x, answers, mask, started, out.logits)
         return answers
 
     async def stream(self, batches: Iterable[np.ndarray], *, strategy: str = Strategy.COOPERATION
@@ -211,7 +220,7 @@ class EdgeAgent:
                 out, mask = await self._compute(x, chosen)
                 answers = self._edge_answers(out, mask, started)
                 if mask.any():
-                    pending.append(asyncio.create_task(self._offload(x, answers, mask, started)))
+                    pending.append(asyncio.create_task(self._offload(x, answers, mask, started, out.logits)))
                 else:
                     pending.append(answers)
                 # Hand back what is finished, in order; block only when too much is outstanding.
@@ -232,7 +241,8 @@ class EdgeAgent:
 @asynccontextmanager
 async def open_agent(settings: EdgeSettings, *, metrics: EdgeMetrics | None = None) -> AsyncIterator[EdgeAgent]:
     """Verify the bundle, open the student and (with a cloud_url) the cloud client; close it on exit."""
-    engine = EdgeEngine.load(settings.bundle, threads=settings.threads, threshold=settings.threshold)
+    engine = EdgeEngine.load(settings.bundle, threads=settings.threads, threshold=settings.threshold,
+                             fusion=settings.fusion)
     metrics = metrics if metrics is not None else EdgeMetrics(ratio_window=settings.ratio_window)
     async with AsyncExitStack() as stack:
         cloud = None

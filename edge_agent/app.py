@@ -78,13 +78,14 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             return model
         if name != EDGE_MODEL:
             raise ModelNotFoundError(f"unknown model {name!r}; this server serves {hosted}")
-        engine = EdgeEngine.load(bundle, threads=settings.threads, threshold=settings.threshold)
+        engine = EdgeEngine.load(bundle, threads=settings.threads, threshold=settings.threshold,
+                                 fusion=settings.fusion)
         agent = EdgeAgent(engine, metrics=edge_metrics, cloud=link.cloud, max_inflight=settings.max_inflight,
                           max_queue_size=settings.max_queue_size, model_metrics=metrics.for_model(EDGE_MODEL))
         model = CooperativeModel(agent)
         warm_ms = model.warm_up()
-        logger.info("model %r from %s: cloud %s, filter %r, warmed up in %.0f ms", EDGE_MODEL, bundle,
-                    settings.base_cloud_url or "none (edge-only)", engine.filter, warm_ms)
+        logger.info("model %r from %s: cloud %s, filter %r, fusion %s, warmed up in %.0f ms", EDGE_MODEL, bundle,
+                    settings.base_cloud_url or "none (edge-only)", engine.filter, engine.fusion or "off", warm_ms)
         return model
 
     hosting = Hosting(source=settings.bundle, models=lambda _: hosted, loader=loader,

@@ -49,6 +49,7 @@ class OffloadError(Exception):
 @dataclass(frozen=True)
 class CloudAnswer:
     labels: np.ndarray  # (N,) int64, one per offloaded sample, in order
+    logits: np.ndarray | None  # (N, K) float32 teacher logits when the reply has them (fusion needs them)
     rtt_s: float        # round trip of the request that succeeded
     tries: int          # requests sent, retries included
     bytes_sent: int     # request body bytes sent, retries included
@@ -159,8 +160,9 @@ class CloudClient:
         while True:
             tries += 1
             try:
-                labels, rtt = await self._send_once(body, headers, deadline, n=len(x))
-                return CloudAnswer(labels=labels, rtt_s=rtt, tries=tries, bytes_sent=bytes_sent + len(body))
+                (labels, logits), rtt = await self._send_once(body, headers, deadline, n=len(x))
+                return CloudAnswer(labels=labels, logits=logits, rtt_s=rtt, tries=tries,
+                                   bytes_sent=bytes_sent + len(body))
             except _Retryable as retry:
                 bytes_sent += retry.error.bytes_sent
                 delay = self.settings.backoff_s * 2 ** (tries - 1) * self._rng.random()  # full jitter
@@ -176,8 +178,8 @@ class CloudClient:
                 raise
 
     async def _send_once(self, body: bytes, headers: dict[str, str], deadline: float, *, n: int
-                         ) -> tuple[np.ndarray, float]:
-        """One POST within what is left of the deadline: (labels, round-trip seconds)."""
+                         ) -> tuple[tuple[np.ndarray, np.ndarray | None], float]:
+        """One POST within what is left of the deadline: ((labels, logits or None), round-trip seconds)."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise OffloadError(FallbackReason.TIMEOUT, "deadline passed before the request could be sent",
@@ -205,7 +207,7 @@ class CloudClient:
                                f"{type(err).__name__} {err}", tried=True, bytes_sent=len(body)) from None
         rtt = time.monotonic() - started
         self._check_status(response, len(body))
-        return self._labels(response, n, len(body)), rtt
+        return self._outputs(response, n, len(body)), rtt
 
     def _check_status(self, response: httpx.Response, body_len: int) -> None:
         code = response.status_code
@@ -220,8 +222,11 @@ class CloudClient:
                   504: FallbackReason.TIMEOUT}.get(code, FallbackReason.BAD_RESPONSE)
         raise OffloadError(reason, detail, tried=True, bytes_sent=body_len)
 
-    def _labels(self, response: httpx.Response, n: int, body_len: int) -> np.ndarray:
-        """(n,) int64 labels from `label`, else argmax of `logits`; anything else is a bad response."""
+    def _outputs(self, response: httpx.Response, n: int, body_len: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(n,) int64 labels from `label`, else argmax of `logits`; anything else is a bad response.
+
+        Also the (n, K) `logits` when the reply has them (our cloud and Triton send both), for fusion.
+        """
 
         def bad(problem: str) -> OffloadError:
             return OffloadError(FallbackReason.BAD_RESPONSE, f"{self.url}: {problem}", tried=True,
@@ -231,6 +236,13 @@ class CloudClient:
             _, outputs = decode_response(response.content, response.headers)
         except ProtocolError as err:
             raise bad(f"unreadable response ({err})") from None
+        logits: np.ndarray | None = None
+        if "logits" in outputs:
+            logits = outputs["logits"]
+            if logits.dtype.kind != "f" or logits.shape != (n, self.num_classes) or not np.isfinite(logits).all():
+                raise bad(f"output 'logits' has dtype {logits.dtype} shape {list(logits.shape)}, "
+                          f"expected finite floats of shape [{n}, {self.num_classes}]")
+            logits = logits.astype(np.float32, copy=False)
         if "label" in outputs:
             labels = outputs["label"]
             if labels.dtype.kind not in "iu" or labels.ndim not in (1, 2) or labels.size != n \
@@ -238,15 +250,11 @@ class CloudClient:
                 raise bad(f"output 'label' has dtype {labels.dtype} shape {list(labels.shape)}, "
                           f"expected integers of shape [{n}]")
             labels = labels.reshape(n).astype(np.int64)
-        elif "logits" in outputs:
-            logits = outputs["logits"]
-            if logits.dtype.kind != "f" or logits.shape != (n, self.num_classes):
-                raise bad(f"output 'logits' has dtype {logits.dtype} shape {list(logits.shape)}, "
-                          f"expected floats of shape [{n}, {self.num_classes}]")
+        elif logits is not None:
             labels = logits.argmax(axis=1).astype(np.int64)
         else:
             raise bad(f"response has outputs {sorted(outputs)}, neither 'label' nor 'logits'")
         outside = labels[(labels < 0) | (labels >= self.num_classes)]
         if outside.size:
             raise bad(f"label {int(outside[0])} is outside the {self.num_classes} classes [0, {self.num_classes})")
-        return labels
+        return labels, logits

@@ -3,7 +3,8 @@
 Synchronous and pure: no network, no metrics. The bundle's manifest is verified (every sha256)
 before the offloader is unpickled, and the decision is the filter the manifest's operating point
 names (the paper's SL offloader, §V) with an optional threshold override. Input checks and the
-normalisation are the ones every tier and the training loop use (shared/preprocess.py).
+normalisation are the ones every tier and the training loop use (shared/preprocess.py). With
+fusion on, the engine also holds the operating point's fusion parameters (offloading/fusion.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from offloading.filters import OffloadFilter, make_filter
+from offloading.fusion import FusionParams, fuse
 from shared.bundle import BundleError, Manifest, load_manifest, load_offloader, verify_file
 from shared.preprocess import ImagePreprocessor, InputError
 
@@ -36,11 +38,13 @@ class EdgeEngine:
     """The student session, the offloader filter and the input contract of one bundle."""
 
     def __init__(self, *, manifest: Manifest, session: ort.InferenceSession,
-                 offload_filter: OffloadFilter, bundle: Path | None = None) -> None:
+                 offload_filter: OffloadFilter, bundle: Path | None = None,
+                 fusion: FusionParams | None = None) -> None:
         self.manifest = manifest
         self.bundle = bundle  # the directory it was loaded from, when it was
         self.session = session
         self.filter = offload_filter
+        self.fusion = fusion  # None: offloaded samples take the teacher's label (the paper's rule)
         try:
             self.preprocessor = ImagePreprocessor.from_spec(manifest.input)
         except ValueError as err:
@@ -51,8 +55,12 @@ class EdgeEngine:
         self._output_name = session.get_outputs()[0].name
 
     @classmethod
-    def load(cls, bundle: Path, *, threads: int = 1, threshold: float | None = None) -> EdgeEngine:
-        """Verify the bundle, open student.onnx with `threads` intra-op threads, build the filter."""
+    def load(cls, bundle: Path, *, threads: int = 1, threshold: float | None = None,
+             fusion: bool = False) -> EdgeEngine:
+        """Verify the bundle, open student.onnx with `threads` intra-op threads, build the filter.
+
+        `fusion` reads the operating point's fusion parameters; a bundle without them is a BundleError.
+        """
         bundle = Path(bundle)
         manifest = load_manifest(bundle)  # checks every sha256 before anything is unpickled
         offloader = load_offloader(bundle, manifest)
@@ -68,7 +76,8 @@ class EdgeEngine:
         except Exception as err:  # onnxruntime raises its own untyped errors for a bad graph
             raise BundleError(f"{path}: onnxruntime cannot load it: {err}") from err
         offload_filter = make_filter(manifest.operating_point, threshold=threshold, offloader=offloader)
-        return cls(manifest=manifest, session=session, offload_filter=offload_filter, bundle=bundle)
+        return cls(manifest=manifest, session=session, offload_filter=offload_filter, bundle=bundle,
+                   fusion=fusion_params(bundle, manifest) if fusion else None)
 
     def warm_up(self, *, batch_sizes: tuple[int, ...] = (1, 64), rounds: int = 2) -> float:
         """Run zero-pixel batches through student and offloader; return the wall time in ms.
@@ -114,6 +123,12 @@ class EdgeEngine:
             return np.zeros(0, dtype=bool)
         return np.asarray(self.filter.decide(logits), dtype=bool)
 
+    def fuse(self, student_logits: np.ndarray, teacher_logits: np.ndarray) -> np.ndarray:
+        """(N,) int64 fused labels of offloaded samples (offloading/fusion.py); needs fusion on."""
+        if self.fusion is None:
+            raise RuntimeError("fusion is off for this engine; load it with fusion=True")
+        return fuse(student_logits, teacher_logits, self.fusion)
+
     def run(self, x_raw: np.ndarray, *, decide: bool = True) -> StudentOutput:
         """Student then (when `decide`) offloader, timed separately for the per-batch histograms."""
         t0 = time.perf_counter()
@@ -122,3 +137,15 @@ class EdgeEngine:
         offload = self.decide(logits) if decide else np.zeros(len(logits), dtype=bool)
         t2 = time.perf_counter()
         return StudentOutput(logits=logits, offload=offload, student_s=t1 - t0, decision_s=t2 - t1)
+
+
+def fusion_params(bundle: Path, manifest: Manifest) -> FusionParams:
+    """The default student's fusion parameters from its operating point, or BundleError saying why not."""
+    raw = (manifest.operating_point.model_extra or {}).get("fusion")
+    if not isinstance(raw, dict):
+        raise BundleError(f"{bundle}: fusion was asked for, but the operating point has no fusion parameters; "
+                          "rebuild with `edgecloud train-offloader`, or serve without --fusion")
+    try:
+        return FusionParams.from_mapping(raw)
+    except ValueError as err:
+        raise BundleError(f"{bundle}: operating_point.fusion: {err}") from None

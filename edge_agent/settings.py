@@ -37,6 +37,11 @@ class EdgeSettings(ServerSettings):
         default=5, ge=1, description="consecutive failed offloads that open the circuit breaker")
     breaker_reset_s: float = Field(
         default=5.0, gt=0.0, description="how long an open breaker refuses before it lets one probe through")
+    fusion: bool = Field(
+        default=False,
+        description="answer offloaded samples by fusing the teacher's and the student's calibrated probabilities "
+                    "(the bundle's operating_point.fusion, tuned on validation; beyond the paper), labelled "
+                    "`fused`; off answers them with the teacher's label, the paper's rule")
     threshold: float | None = Field(
         default=None, allow_inf_nan=False, description="override of the bundle's operating-point threshold")
     batch_size: int = Field(default=64, ge=1, le=65536, description="samples per student forward pass (`edge run`)")

@@ -8,6 +8,9 @@ never the argmax. The offloader's features (features.confidence_features) and th
 Platt scaling (Platt 1999) maps the offloader's raw score s to P(student wrong) = σ(a·s + b) with
 a > 0. It is monotone, so it never reorders samples: every accuracy-against-offload curve and every
 operating point is the same before and after it; only the threshold becomes a probability.
+
+Training code (fitting). What the edge runs with the fitted values lives in offloading.scoring
+(PlattCalibrated) and offloading.features (log_softmax).
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from offloading.features import check_logits
+from offloading.features import check_logits, log_softmax
+from offloading.scoring import PlattCalibrated, offloader_scores
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +44,6 @@ def _check_labels(labels: np.ndarray, n: int, k: int) -> np.ndarray:
     if n and (y.min() < 0 or y.max() >= k):
         raise ValueError(f"labels must lie in [0, {k}), got range [{y.min()}, {y.max()}]")
     return y.astype(np.int64)
-
-
-def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """(N, K) logits -> (N, K) log-probabilities of softmax(logits / temperature), computed stably."""
-    if not (np.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
-    z = check_logits(logits) / temperature
-    shifted = z - z.max(axis=1, keepdims=True)  # the row max shifts to 0: exp cannot overflow
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
@@ -85,55 +80,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray, *, iterations: int =
     return float(np.exp(0.5 * (lo + hi)))
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # Split by sign so that exp never overflows: σ(x) = 1/(1+e^-x) = e^x/(1+e^x).
-    out = np.empty_like(x, dtype=np.float64)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    e = np.exp(x[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
-
-
-class PlattCalibrated:
-    """A fitted offloader whose score is mapped to P(student wrong) = σ(a·score + b), a > 0.
-
-    Module-level and numpy-only, so the pickled offloader unpickles on the edge. It answers
-    predict_proba (and predict at 0.5) like a scikit-learn classifier; `boundary` is the base
-    model's own decision boundary on the calibrated scale, so the paper's rule stays exact.
-    """
-
-    def __init__(self, base: Any, *, a: float, b: float, base_boundary: float) -> None:
-        if not (np.isfinite(a) and a > 0 and np.isfinite(b)):
-            raise ValueError(f"Platt scaling needs a finite slope a > 0 and a finite b, got a={a}, b={b}")
-        self.base = base
-        self.a = float(a)
-        self.b = float(b)
-        self.base_boundary = float(base_boundary)
-        self.classes_ = np.array([0, 1])
-
-    def base_scores(self, x: np.ndarray) -> np.ndarray:
-        from offloading.models import offloader_scores  # models imports this module for PlattCalibrated
-
-        return offloader_scores(self.base, x)
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """(N, F) -> (N, 2): columns P(student right), P(student wrong)."""
-        p = _sigmoid(self.a * self.base_scores(x) + self.b)
-        return np.stack([1.0 - p, p], axis=1)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        return (self.predict_proba(x)[:, 1] > 0.5).astype(np.int64)
-
-    @property
-    def boundary(self) -> float:
-        """σ(a·boundary + b): where the base model's own predict() flips, on the calibrated scale."""
-        return float(_sigmoid(np.array([self.a * self.base_boundary + self.b]))[0])
-
-    def __repr__(self) -> str:
-        return f"PlattCalibrated({self.base!r}, a={self.a:.4g}, b={self.b:.4g})"
-
-
 def platt_calibrate(base: Any, features: np.ndarray, wrong: np.ndarray, *, base_boundary: float) -> PlattCalibrated:
     """Fit σ(a·s + b) to the 0/1 `wrong` labels of `features` scored by the fitted `base` model.
 
@@ -141,8 +87,6 @@ def platt_calibrate(base: Any, features: np.ndarray, wrong: np.ndarray, *, base_
     (the score would then rank right samples above wrong ones: no calibration can repair that).
     """
     from sklearn.linear_model import LogisticRegression
-
-    from offloading.models import offloader_scores
 
     w = np.asarray(wrong)
     if w.dtype != np.bool_ or w.ndim != 1:

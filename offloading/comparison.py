@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from offloading.models import Estimator, offloader_scores
 from offloading.operating_point import Rule
+from offloading.scoring import Estimator, offloader_scores
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,15 @@ def check_logits(logits: np.ndarray) -> np.ndarray:
     return z
 
 
+def log_softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(N, K) logits -> (N, K) log-probabilities of softmax(logits / temperature), computed stably."""
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    z = check_logits(logits) / temperature
+    shifted = z - z.max(axis=1, keepdims=True)  # the row max shifts to 0: exp cannot overflow
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
 def logit_features(logits: np.ndarray) -> np.ndarray:
     """(N, K) logits -> (N, K) float64 features.
 

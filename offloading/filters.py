@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from offloading.features import check_logits, logit_features
-from offloading.models import offloader_scores
+from offloading.scoring import offloader_scores
 from shared.names import Strategy
 
 

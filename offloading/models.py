@@ -2,21 +2,17 @@
 
 Each factory takes a seed and returns an unfitted scikit-learn-style estimator. The distance-based
 models (SVM, KNN) sit in a Pipeline behind a StandardScaler because logit scales differ per class;
-tree models need no scaling. The sklearn / xgboost imports live inside the factories so that the
-edge, which only unpickles a fitted model and scores it, never pays for importing all six.
+tree models need no scaling. Training code: the edge only unpickles a fitted model and scores it
+with offloading.scoring, and never imports this module (tests/serving/test_online_imports.py).
 """
 
 from __future__ import annotations
 
 import pickle
 from collections.abc import Callable
-from typing import Any
 
-import numpy as np
-
-from offloading.features import FEATURE_KINDS, check_logits, confidence_features, sorted_logits
-
-Estimator = Any  # a scikit-learn-compatible classifier: fit / predict / decision_function or predict_proba
+from offloading.features import FEATURE_KINDS, confidence_features, sorted_logits
+from offloading.scoring import Estimator, PlattCalibrated
 
 
 def _svm(seed: int) -> Estimator:
@@ -107,25 +103,6 @@ def make_model(name: str, *, seed: int = 0, features: str = "raw", temperature: 
     return Pipeline([("features", transform), ("model", model)])
 
 
-def offloader_scores(model: Estimator, features: np.ndarray) -> np.ndarray:
-    """(N, F) features -> (N,) float64, higher = more likely the student is wrong.
-
-    Uses decision_function where the model has one (SVM, GBDT), else predict_proba[:, 1]
-    (RF, KNN, XGB, ET). Both rank samples by the positive ("complex") class, classes_[1].
-    """
-    x = check_logits(features)  # same shape and finiteness rules as logits
-    classes = getattr(model, "classes_", None)
-    if classes is not None and len(classes) != 2:
-        raise ValueError(f"offloader must be a binary classifier, got classes {list(classes)}")
-    if len(x) == 0:
-        return np.zeros(0, dtype=np.float64)
-    if hasattr(model, "decision_function"):
-        return np.asarray(model.decision_function(x), dtype=np.float64).reshape(-1)
-    if hasattr(model, "predict_proba"):
-        return np.asarray(model.predict_proba(x), dtype=np.float64)[:, 1]
-    raise ValueError(f"offloader {type(model).__name__} has neither decision_function nor predict_proba")
-
-
 def decision_boundary(model: Estimator) -> float:
     """The score at which the model's own predict() flips to "complex", on offloader_scores' scale.
 
@@ -133,8 +110,6 @@ def decision_boundary(model: Estimator) -> float:
     beats the other class, i.e. > 0.5 for a binary model. A Platt-calibrated offloader reports its
     base model's boundary mapped onto the calibrated scale.
     """
-    from offloading.calibration import PlattCalibrated
-
     if isinstance(model, PlattCalibrated):
         return model.boundary
     return 0.0 if hasattr(model, "decision_function") else 0.5

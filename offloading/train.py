@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from offloading.calibration import CalibrationError, PlattCalibrated, fit_temperature, platt_calibrate
+from offloading.calibration import CalibrationError, fit_temperature, platt_calibrate
 from offloading.comparison import (
     CandidateRow,
     Curve,
@@ -28,10 +28,12 @@ from offloading.comparison import (
 )
 from offloading.features import FEATURE_KINDS, check_logits, feature_matrix
 from offloading.filters import FILTERS, CloudOnlyFilter, EdgeOnlyFilter, make_filter
-from offloading.fusion import FusionTuning, fuse, tune_fusion
-from offloading.models import CANDIDATES, Estimator, decision_boundary, make_model, offloader_scores, pickled_kb
+from offloading.fusion import fuse
+from offloading.fusion_tuning import FusionTuning, tune_fusion
+from offloading.models import CANDIDATES, decision_boundary, make_model, pickled_kb
 from offloading.operating_point import Rule, accuracy_offload_curve, choose_operating_point
 from offloading.qbc import qbc_select, random_select
+from offloading.scoring import Estimator, PlattCalibrated, offloader_scores
 
 log = logging.getLogger(__name__)
 

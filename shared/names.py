@@ -35,6 +35,7 @@ class AnswerSource(StrEnum):
     CLOUD = "cloud"
     FALLBACK = "edge-fallback"  # flagged for the cloud, answered by the student; a FallbackReason says why
     EDGE_SERVER = "edge-server"  # a shared edge server of the runtime (multi-tier orchestration)
+    FUSED = "fused"             # offloaded, answered from the student's and teacher's probabilities (fusion)
 
 
 class FallbackReason(StrEnum):

@@ -11,7 +11,7 @@ import numpy as np
 from edgecloud.evaluation.driver import StrategyRun
 from shared.names import AnswerSource, Strategy
 
-OFFLOADED_SOURCES = frozenset({AnswerSource.CLOUD, AnswerSource.FALLBACK})
+OFFLOADED_SOURCES = frozenset({AnswerSource.CLOUD, AnswerSource.FUSED, AnswerSource.FALLBACK})
 
 
 def summarise(run: StrategyRun, y: np.ndarray, *, bytes_sent: float | None) -> dict[str, Any]:

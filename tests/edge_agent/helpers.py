@@ -23,11 +23,22 @@ def stub_labels(x: np.ndarray) -> np.ndarray:
     return (x.reshape(len(x), -1).astype(np.int64).sum(axis=1) % 10).astype(np.int64)  # (N,)
 
 
+def stub_logits(x: np.ndarray) -> np.ndarray:
+    """(N, 10) float32 logits whose argmax is `stub_labels(x)` but that are only mildly sure of it (the
+    runner-up is one logit behind), so that a student sure of another class can win a fusion."""
+    labels = stub_labels(x)
+    logits = np.zeros((len(x), 10), dtype=np.float32)
+    logits[np.arange(len(x)), labels] = 2.0
+    logits[np.arange(len(x)), (labels + 1) % 10] = 1.0
+    return logits
+
+
 @dataclass
 class StubBehaviour:
     """What the stub cloud does with the next requests; tests flip `mode` between calls."""
 
-    mode: str = "ok"  # ok | logits_json | 503 | 429 | 401 | 500 | garbage | bad_gzip | wrong_shape | out_of_range
+    # ok | logits_json | with_logits | 503 | 429 | 401 | 500 | garbage | bad_gzip | wrong_shape | out_of_range
+    mode: str = "ok"
     delay_s: float = 0.0
     requests: int = 0
     deadlines_ms: list[float] = field(default_factory=list)
@@ -73,6 +84,10 @@ def stub_cloud_app(behaviour: StubBehaviour) -> FastAPI:
             labels = np.concatenate([labels, labels[:1]])
         if mode == "out_of_range":
             labels = labels + 99
+        if mode == "with_logits":  # what our cloud and Triton send: the teacher's logits and its label
+            body, headers = encode_response("teacher", {"logits": stub_logits(x), "label": labels},
+                                            binary={"logits", "label"})
+            return Response(body, headers=headers)
         if mode == "logits_json":
             logits = np.eye(10, dtype=np.float32)[labels]  # (N, 10) one-hot: argmax = the label
             body, headers = encode_response("teacher", {"logits": logits}, binary=set())

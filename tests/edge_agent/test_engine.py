@@ -10,7 +10,7 @@ import pytest
 
 from edge_agent.engine import EdgeEngine, InputError
 from offloading.features import logit_features
-from offloading.models import offloader_scores
+from offloading.scoring import offloader_scores
 from shared.bundle import BundleError, load_manifest, load_offloader
 from shared.datasets import normalize
 

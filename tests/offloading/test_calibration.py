@@ -5,8 +5,10 @@ import pickle
 import numpy as np
 import pytest
 
-from offloading.calibration import CalibrationError, PlattCalibrated, fit_temperature, log_softmax, nll, platt_calibrate
-from offloading.models import decision_boundary, make_model, offloader_scores
+from offloading.calibration import CalibrationError, fit_temperature, nll, platt_calibrate
+from offloading.features import log_softmax
+from offloading.models import decision_boundary, make_model
+from offloading.scoring import PlattCalibrated, offloader_scores
 
 
 def _overconfident(n: int, temperature: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

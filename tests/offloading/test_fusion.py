@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offloading.fusion import FusionParams, fuse, fused_log_probabilities, tune_fusion
+from offloading.fusion import FusionParams, fuse, fused_log_probabilities
+from offloading.fusion_tuning import tune_fusion
 
 
 def test_hand_example_student_confident_teacher_unsure() -> None:

@@ -5,7 +5,8 @@ import pickle
 import numpy as np
 import pytest
 
-from offloading.models import CANDIDATES, decision_boundary, make_model, offloader_scores, pickled_kb
+from offloading.models import CANDIDATES, decision_boundary, make_model, pickled_kb
+from offloading.scoring import offloader_scores
 
 
 @pytest.fixture(scope="module")

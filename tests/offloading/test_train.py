@@ -6,8 +6,9 @@ import pytest
 from offloading.comparison import CandidateRow, choose_candidate
 from offloading.filters import FILTERS, make_filter
 from offloading.fusion import FusionParams, fuse
-from offloading.models import CANDIDATES, offloader_scores
+from offloading.models import CANDIDATES
 from offloading.operating_point import accuracy_offload_curve
+from offloading.scoring import offloader_scores
 from offloading.train import FitSet, OffloaderConfig, OffloaderResult, train_offloader
 from shared.bundle import OperatingPoint
 from tests.offloading.conftest import synthetic_split

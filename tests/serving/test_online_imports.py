@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-OFFLINE = ("torch", "networks", "compression", "offloading.train", "offloading.qbc",
+OFFLINE = ("torch", "networks", "compression", "offloading.train", "offloading.qbc", "offloading.models",
+           "offloading.calibration", "offloading.fusion_tuning", "offloading.comparison",
            "offloading.report", "offloading.operating_point", "matplotlib")
 
 
