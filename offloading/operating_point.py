@@ -73,9 +73,9 @@ def threshold_curve(
     margin = 0.5 * (s_sorted[0] - s_sorted[-1]) or 0.5
     padded = np.concatenate([[s_sorted[0] + 2 * margin], s_sorted, [s_sorted[-1] - 2 * margin]])
     thresholds = 0.5 * (padded[k] + padded[k + 1])  # between the last offloaded and the first kept
-    # Offloading none: just above the top score, so that a probability score (a Platt-calibrated
-    # offloader's) keeps a threshold that is a probability too.
-    thresholds[0] = np.nextafter(s_sorted[0], np.inf)
+    # Offloading none: the top score itself (the cut is strict: score > threshold), so that a
+    # probability score (a calibrated offloader's, up to 1.0) keeps a threshold that is a probability.
+    thresholds[0] = s_sorted[0]
     return thresholds, k / n, correct[k] / n
 
 
