@@ -63,8 +63,10 @@ def format_tables(result: OffloaderResult) -> str:
     """Markdown: candidate models (Tables III-IV), QBC vs random (Fig. 3), filters at the operating point."""
     op = result.operating_point
     cap = "no budget" if op["budget"] is None else f"budget {op['budget']:.2f}"
-    how = {"target": f"rule target: accuracy {op['target_accuracy']:.4f} ({op.get('target_source', 'user')}), {cap}",
-           "boundary": f"rule boundary, {cap}", "budget": f"rule budget, {cap}"}[op["rule"]]
+    if op["rule"] == "target":  # only this rule has a target accuracy; the others store None
+        how = f"rule target: accuracy {op['target_accuracy']:.4f} ({op.get('target_source', 'user')}), {cap}"
+    else:
+        how = f"rule {op['rule']}, {cap}"
     teacher = f"{100 * result.teacher_test_accuracy:.2f}%"
     candidates = [
         {"name": f"**{row.name}** (shipped)" if row.name == result.model_name else row.name,

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from edgecloud.tables import bundle_lines, size_line
-from shared.bundle import REPORTS, InputSpec, Manifest, Metrics, OperatingPoint
+from shared.bundle import REPORTS, InputSpec, Manifest, Metrics, ModelEntry, OffloaderSpec, OperatingPoint
+from shared.names import ModelRole
 
 
 def test_size_line_says_whether_the_target_is_met() -> None:
@@ -25,8 +26,13 @@ def test_bundle_lines_read_the_manifest_and_the_build_settings(tmp_path: Path) -
         metrics=Metrics(teacher_accuracy=0.98, student_accuracy=0.97, teacher_bytes=100_000, student_bytes=4_500,
                         offloader_bytes=10, cooperative_accuracy=0.9861, offload_rate=0.0947,
                         cooperative_accuracy_fused=0.9889),
-        operating_point=OperatingPoint(rule="target", threshold=0.3, budget=0.2, target_accuracy=0.99,
-                                       val_offload_rate=0.1, val_accuracy=0.99),
+        models={
+            "teacher": ModelEntry(role=ModelRole.TEACHER, file="teacher.onnx"),
+            "student": ModelEntry(role=ModelRole.STUDENT, file="student.onnx", offloader=OffloaderSpec(
+                file="offloader.pkl",
+                operating_point=OperatingPoint(rule="target", threshold=0.3, budget=0.2, target_accuracy=0.99,
+                                               val_offload_rate=0.1, val_accuracy=0.99))),
+        },
     )
     size, offline = bundle_lines(tmp_path, manifest)
     assert size.startswith("student size: 4.50%") and "target ≤ 5%" in size and size.endswith("met")
