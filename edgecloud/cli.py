@@ -17,6 +17,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "edge",
     "eval",
     "demo",
+    "split",
+    "profile",
 )
 
 

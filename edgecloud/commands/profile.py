@@ -1,0 +1,62 @@
+"""`edgecloud profile`: time a bundle's split segments where this runs, optionally as an emulated slow device."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "profile", help="measure per-segment latency of a bundle's split and store it in the bundle",
+        description="Times every split segment one sample at a time and stores the result as artifact "
+                    "split_profile_ROLE. On a real device (a Pi) run it there with --role device. On this machine, "
+                    "--cpus and --cpu-fraction emulate a slower device: the measurement runs in a child process "
+                    "pinned to those cores inside a cgroup with a CFS quota (needs root). Example: "
+                    "edgecloud profile --bundle B --role device --cpus 0 --cpu-fraction 0.25")
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle with split segments")
+    parser.add_argument("--role", choices=("device", "server"), required=True,
+                        help="device: heads, local tails, quantisation; server: tails and the teacher")
+    parser.add_argument("--cpus", default=None, metavar="CORES", help="pin to these cores, e.g. 0 or 0,1")
+    parser.add_argument("--cpu-fraction", type=float, default=None,
+                        help="CPU quota as a fraction of one core, e.g. 0.25 (needs --cpus)")
+    parser.add_argument("--period-us", type=int, default=10_000, help="CFS period of the quota")
+    parser.add_argument("--runs", type=int, default=200, help="timed calls per segment")
+    parser.add_argument("--where", default=None, help="description stored with the numbers (default: generated)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgecloud.evaluation.device import DeviceEmulation, EmulationError
+    from shared.bundle import BundleError
+    from splitting import profile as P
+
+    if args.cpu_fraction is not None and args.cpus is None:
+        print("edgecloud profile: --cpu-fraction needs --cpus", file=sys.stderr)
+        return 2
+    if args.cpus is not None:
+        cpus = tuple(int(c) for c in args.cpus.split(","))
+        emulation = DeviceEmulation(cpus=cpus, cpu_fraction=args.cpu_fraction, period_us=args.period_us)
+        where = args.where or f"{P.host_description()}, emulated device: {emulation.describe()}"
+        child = [sys.executable, "-m", "edgecloud", "profile", "--bundle", str(args.bundle), "--role", args.role,
+                 "--runs", str(args.runs), "--where", where]
+        try:
+            with emulation.cgroup() as group:
+                return subprocess.run(child, preexec_fn=group.enter, check=False).returncode
+        except (EmulationError, OSError) as err:
+            print(f"edgecloud profile: cannot emulate the device: {err}", file=sys.stderr)
+            return 2
+    try:
+        profile = P.measure(args.bundle, args.role, where=args.where or P.host_description(), runs=args.runs)
+        path = P.store(args.bundle, profile)
+    except (BundleError, ValueError) as err:
+        print(f"edgecloud profile: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.role} profile ({profile.where}) -> {path}")
+    print("| segment | median ms | p90 ms |\n|---|---:|---:|")
+    for name, t in profile.segments.items():
+        print(f"| {name} | {t.median_ms:.3f} | {t.p90_ms:.3f} |")
+    return 0

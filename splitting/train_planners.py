@@ -1,0 +1,72 @@
+"""`edgecloud split train`: fit the SAC and DQN planners on the training traces and store them (torch).
+
+    edgecloud split train --bundle B --traces ../shared/data/traces/fcc ../shared/data/traces/norway-hsdpa
+
+Training traces only (shared.traces refuses a test folder here). The environment randomises what
+the deployed planner must cope with around the evaluation point: each episode's deadline in
+[0.5, 2] x the evaluation deadline, RTT in [0.5, 1.5] x the link's, and a device load switching
+between 1, 1.5 and 2.5 (2% chance a request). The actor (SAC) and the Q-network (DQN) go to the
+bundle as numpy weights (artifacts split_policy_sac / split_policy_dqn), the spec and learning
+curves as split_planner.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from shared.traces import Trace, load_traces
+from splitting.dqn import DqnConfig, train_dqn
+from splitting.env import EnvConfig, SplitEnv
+from splitting.policy import save_mlp
+from splitting.sac import SacConfig, mlp_layers, train_sac
+from splitting.setup import ARTIFACT_SPEC, SPEC_JSON, PlannerSpec, SplitSetup, policy_artifact, store_artifact
+
+
+def training_traces(folders: list[Path]) -> list[Trace]:
+    traces = []
+    for folder in folders:
+        traces += load_traces(folder, purpose="train")
+    return traces
+
+
+def mean_mbit_s(traces: list[Trace]) -> float:
+    """Time-weighted mean over all traces together."""
+    total = sum(t.duration_s for t in traces)
+    return float(sum(t.mean_mbit_s() * t.duration_s for t in traces) / total)
+
+
+def training_env_config(spec: PlannerSpec) -> EnvConfig:
+    return EnvConfig(period_s=spec.period_s, deadline_ms=spec.deadline_ms,
+                     deadline_range_ms=(0.5 * spec.deadline_ms, 2.0 * spec.deadline_ms), rtt_ms=spec.link.rtt_ms,
+                     rtt_range_ms=(0.5 * spec.link.rtt_ms, 1.5 * spec.link.rtt_ms), load_levels=(1.0, 1.5, 2.5),
+                     load_switch_prob=0.02, acc_weight=spec.acc_weight, miss_penalty=spec.miss_penalty,
+                     random_start=True, state=spec.state)
+
+
+def make_env(setup: SplitSetup, traces: list[Trace], cfg: EnvConfig, *, seed: int) -> SplitEnv:
+    return SplitEnv(setup.cost_model(), traces, setup.val_accuracy, cfg=cfg, correct=setup.test_correct, seed=seed)
+
+
+def train_planners(bundle: Path, folders: list[Path], spec: PlannerSpec, *, sac: SacConfig, dqn: DqnConfig | None,
+                   progress: bool = True) -> PlannerSpec:
+    """Train and store; returns the stored spec (with learning curves)."""
+    setup = SplitSetup.load(bundle, need_spec=False)
+    traces = training_traces(folders)
+    spec = replace(spec, train_mean_mbit_s=mean_mbit_s(traces), train_traces=[str(f) for f in folders])
+    cfg = training_env_config(spec)
+    agent, sac_history = train_sac(make_env(setup, traces, cfg, seed=sac.seed), sac, progress=progress)
+    meta = {"algorithm": "sac", "obs_dim": spec.state.dim, "n_actions": len(setup.space)}
+    path = save_mlp(Path(bundle) / "split/policy_sac.npz", mlp_layers(agent.actor), meta=meta)
+    store_artifact(bundle, policy_artifact("sac"), "split/policy_sac.npz", path.read_bytes())
+    training = {"sac": {"config": asdict(sac), "target_entropy": agent.target_entropy, "history": sac_history},
+                "env": {k: v for k, v in asdict(cfg).items() if k != "state"}}
+    if dqn is not None:
+        q, dqn_history = train_dqn(make_env(setup, traces, cfg, seed=dqn.seed), dqn, progress=progress)
+        path = save_mlp(Path(bundle) / "split/policy_dqn.npz", mlp_layers(q), meta={**meta, "algorithm": "dqn"})
+        store_artifact(bundle, policy_artifact("dqn"), "split/policy_dqn.npz", path.read_bytes())
+        training["dqn"] = {"config": asdict(dqn), "history": dqn_history}
+    spec = replace(spec, training=training)
+    store_artifact(bundle, ARTIFACT_SPEC, SPEC_JSON, (json.dumps(spec.to_json(), indent=2) + "\n").encode())
+    return spec
