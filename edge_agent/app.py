@@ -3,6 +3,9 @@
     uvicorn --factory edge_agent.app:create_app                          # settings from EDGECLOUD_*
     edgecloud edge serve --bundle artifacts/mnist --cloud-url http://cloud:8001   # CLI flags on top
 
+A bundle with a split and trained planners (`edgecloud split build/profile/train`) is also served
+as model `split` (edge_agent/split.py) beside `edge`; a bundle of split segments only serves `split`.
+
 The client to the cloud (one keep-alive pool, one circuit breaker) lives as long as the server and
 is shared by every `edge` model a hot swap brings in; the offload counters and the ratio gauge
 (EdgeMetrics) are the server's too, so they run on across swaps.
@@ -23,11 +26,13 @@ from edge_agent.cooperative import EDGE_MODEL, CooperativeModel
 from edge_agent.engine import EdgeEngine
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.settings import EdgeSettings, get_settings
+from edge_agent.split import SPLIT_MODEL, SplitAgent, SplitModel
 from serving.app import Hosting, create_server
 from serving.errors import ModelNotFoundError
 from serving.metrics import ServerMetrics
 from serving.state import Runtime
 from shared.bundle import load_manifest
+from shared.names import ModelRole
 
 logger = logging.getLogger(__name__)
 
@@ -61,9 +66,21 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             finally:
                 link.cloud = None
 
-    def loader(name: str, bundle: Path) -> CooperativeModel:
+    def hosted(bundle: Path) -> list[str]:
+        from splitting.setup import has_split_planner
+
+        manifest = load_manifest(bundle, verify=False)
+        names = [EDGE_MODEL] if manifest.models_with_role(ModelRole.STUDENT) else []
+        return names + ([SPLIT_MODEL] if has_split_planner(manifest) else [])
+
+    def loader(name: str, bundle: Path) -> CooperativeModel | SplitModel:
+        if name == SPLIT_MODEL:
+            split = SplitModel(SplitAgent(bundle, cloud=link.cloud, threads=settings.threads))
+            logger.info("model %r from %s: cloud %s, warmed up in %.0f ms", SPLIT_MODEL, bundle,
+                        settings.base_cloud_url or "none (device-only)", split.warm_up())
+            return split
         if name != EDGE_MODEL:
-            raise ModelNotFoundError(f"unknown model {name!r}; this server serves {[EDGE_MODEL]}")
+            raise ModelNotFoundError(f"unknown model {name!r}; this server serves {[EDGE_MODEL, SPLIT_MODEL]}")
         engine = EdgeEngine.load(bundle, threads=settings.threads, threshold=settings.threshold)
         agent = EdgeAgent(engine, metrics=edge_metrics, cloud=link.cloud, max_inflight=settings.max_inflight,
                           max_queue_size=settings.max_queue_size, model_metrics=metrics.for_model(EDGE_MODEL))
@@ -73,7 +90,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                     settings.base_cloud_url or "none (edge-only)", engine.filter, warm_ms)
         return model
 
-    hosting = Hosting(source=settings.bundle, models=lambda _: [EDGE_MODEL], loader=loader,
+    hosting = Hosting(source=settings.bundle, models=hosted, loader=loader,
                       dataset=lambda bundle: load_manifest(bundle, verify=False).dataset)
     return create_server(settings, hosting=hosting, server_name=SERVER_NAME, metrics=metrics, resources=resources,
                          title="edgecloud edge",

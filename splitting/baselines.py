@@ -108,7 +108,7 @@ class Oracle:
     def choose(self, obs: np.ndarray, mask: np.ndarray, view: Any) -> int:
         best, best_r = -1, -np.inf
         for i in np.flatnonzero(mask):
-            r = view.reward(int(i), view.cost(int(i)).latency_ms)
+            r = view.reward(int(i), view.cost(int(i)))
             if r > best_r:
                 best, best_r = int(i), r
         return best

@@ -31,16 +31,12 @@ from splitting.accuracy import accuracy_table, action_correctness
 from splitting.actions import ActionSpace
 from splitting.export import check_composition, export_head, export_tail, head_outputs, tail_outputs
 from splitting.segments import SegmentRunner, SplitPlan, head_name, segment_parameters, tail_name
+from splitting.setup import ACCURACY_JSON, ARTIFACT_ACCURACY, ARTIFACT_CORRECT, CORRECT_NPZ, SPLIT_DIR
 from splitting.train import SplitTrainConfig, train_branches
 
 log = logging.getLogger(__name__)
 
-SPLIT_DIR = "split"
-ACCURACY_JSON = f"{SPLIT_DIR}/accuracy.json"
-CORRECT_NPZ = f"{SPLIT_DIR}/correct_test.npz"
 CHECKPOINT = f"{SPLIT_DIR}/multibranch.pt"
-ARTIFACT_ACCURACY = "split_accuracy"
-ARTIFACT_CORRECT = "split_correct"
 
 
 def copy_bundle(src: Path, out: Path) -> None:
@@ -51,6 +47,37 @@ def copy_bundle(src: Path, out: Path) -> None:
     if out.exists() and any(out.iterdir()):
         raise B.BundleError(f"{out}: exists and is not empty; choose a new --out (or --out {src} to add in place)")
     shutil.copytree(src, out, dirs_exist_ok=True)
+
+
+def teacher_bundle(teacher_pt: Path, out: Path, dataset: Dataset) -> Path:
+    """A bundle holding only a teacher checkpoint (e.g. `edgecloud train-teacher`'s), for a split of its own.
+
+    Exports teacher.onnx (parity-checked), measures its test accuracy and writes a manifest with the
+    teacher alone; `build_split(out, out, ...)` then adds the segments.
+    """
+    from compression.export import check_parity, export_onnx
+    from compression.teacher import predict_logits
+    from networks.resnet import model_bytes
+    from shared.datasets import input_spec
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise B.BundleError(f"{out}: exists and is not empty; choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(teacher_pt, out / B.TEACHER_PT)
+    teacher = load_checkpoint(out / B.TEACHER_PT)
+    spec = B.InputSpec(**input_spec(dataset))
+    export_onnx(teacher, out / B.TEACHER_ONNX, input_shape=tuple(spec.shape))
+    check_parity(teacher, out / B.TEACHER_ONNX, normalize(dataset.val.x[:64], spec.mean, spec.std))
+    accuracy = float((predict_logits(teacher, dataset.test.x, spec.mean, spec.std).argmax(1) == dataset.test.y).mean())
+    inputs, outputs = B.image_tensors(spec.shape, len(dataset.classes))
+    entry = B.ModelEntry(role=ModelRole.TEACHER, file=B.TEACHER_ONNX, checkpoint=B.TEACHER_PT, inputs=inputs,
+                         outputs=outputs, arch=teacher.arch,
+                         metrics={"accuracy": accuracy, "bytes": model_bytes(teacher.arch)})
+    manifest = B.Manifest(dataset=dataset.name, input=spec, classes=list(dataset.classes), models={B.TEACHER: entry},
+                          metrics=B.Metrics(teacher_accuracy=accuracy, teacher_bytes=model_bytes(teacher.arch)))
+    B.write_manifest(out, manifest)
+    return out
 
 
 def _tensor(name: str, datatype: str, shape: list[int]) -> B.TensorSpec:
@@ -138,11 +165,3 @@ def build_split(src: Path, out: Path, dataset: Dataset, *, cfg: SplitTrainConfig
     final = staged.model_copy(update={"artifacts": artifacts})
     B.write_manifest(out, final)
     return B.load_manifest(out)
-
-
-def read_accuracy(bundle: Path, manifest: B.Manifest) -> dict[str, Any]:
-    """The split accuracy report of a bundle (verified against the manifest)."""
-    name = manifest.artifacts.get(ARTIFACT_ACCURACY)
-    if name is None:
-        raise B.BundleError(f"{bundle}: no split accuracy; run `edgecloud split build` first")
-    return json.loads(B.read_verified(bundle, manifest, name))

@@ -4,7 +4,8 @@ Requests of one sample arrive every `period_s`; the link's throughput is a real 
 (shared/traces.py) replayed in time, so a request's transfer sees the rate of the moment it is
 sent, changing mid-way if the trace does. Each step the planner picks one (exit, partition, bits);
 the step's cost comes from `latency.CostModel` (profiled segments, the trace, the link's RTT and
-overheads) and the device's load at that moment. The reward (ours; the paper's is not public):
+overheads, and the fallback to a device exit when an offload would overrun the deadline) and the
+device's load at that moment. The reward (ours; the paper's is not public):
 
     r = acc_weight * val_accuracy(a) - latency / deadline - miss_penalty * [latency > deadline]
 
@@ -119,13 +120,14 @@ class SplitEnv(gym.Env):
         if not 0 <= index < len(self.space) or not self.space.valid[index]:
             raise ValueError(f"action {index} is not a valid (exit, partition, bits) of this bundle")
         cost = self.cost(index)
-        reward = self.reward(index, cost.latency_ms)
+        reward = self.reward(index, cost)
+        answered = index if cost.fallback is None else cost.fallback
         info: dict[str, Any] = {"latency_ms": cost.latency_ms, "miss": cost.latency_ms > self.deadline_ms,
                                 "payload_bytes": cost.payload_bytes, "wire_bytes": cost.wire_bytes,
-                                "action": index, "t": self.t, "mbit_s": self.trace.at(self.t),
-                                "deadline_ms": self.deadline_ms}
+                                "action": index, "fallback": cost.fallback is not None, "t": self.t,
+                                "mbit_s": self.trace.at(self.t), "deadline_ms": self.deadline_ms}
         if self.correct is not None:
-            info["correct"] = bool(self.correct[index, self.sample_index % self.correct.shape[1]])
+            info["correct"] = bool(self.correct[answered, self.sample_index % self.correct.shape[1]])
         if cost.wire_bytes:
             self._measure(cost)
         self.sample_index += 1
@@ -148,16 +150,21 @@ class SplitEnv(gym.Env):
 
     def cost(self, index: int) -> Cost:
         """What action `index` costs if taken now, on the real trace (the oracle's hindsight view too)."""
-        return self.model.cost(index, load=self.load, start_s=self.t, trace=self.trace, rtt_ms=self.rtt_ms)
+        return self.model.cost(index, load=self.load, start_s=self.t, trace=self.trace, rtt_ms=self.rtt_ms,
+                               deadline_ms=self.deadline_ms)
 
-    def reward(self, index: int, latency_ms: float) -> float:
+    def reward(self, index: int, cost: Cost) -> float:
+        """The reward of the module docstring; a fallback earns the accuracy of the exit that answered."""
         c = self.cfg
-        miss = latency_ms > self.deadline_ms
-        return float(c.acc_weight * self.val_accuracy[index] - latency_ms / self.deadline_ms - c.miss_penalty * miss)
+        answered = index if cost.fallback is None else cost.fallback
+        miss = cost.latency_ms > self.deadline_ms
+        return float(c.acc_weight * self.val_accuracy[answered] - cost.latency_ms / self.deadline_ms
+                     - c.miss_penalty * miss)
 
     def _measure(self, cost: Cost) -> None:
         # What the live estimator measures: the round trip less the server's compute, and the bytes
-        # moved in it; here exact, then blurred by the estimator's noise.
+        # moved in it; here exact, then blurred by the estimator's noise. An abandoned offload moved
+        # at most its request in the time it waited: an upper bound, recorded as a sample too.
         self.tracker.network_ms.append(self.rtt_ms)
         on_link_ms = max(cost.network_ms - self.rtt_ms, 1e-3)
         mbit_s = 8.0 * cost.wire_bytes / (on_link_ms * 1000.0)

@@ -34,6 +34,7 @@ class Run:
     wire_bytes: list[int] = field(default_factory=list)
     action: list[int] = field(default_factory=list)
     mbit_s: list[float] = field(default_factory=list)
+    fallback: list[bool] = field(default_factory=list)
 
 
 def run_trace(env: SplitEnv, planner: Planner, trace_index: int, *, duration_s: float | None = None) -> Run:
@@ -56,16 +57,17 @@ def run_trace(env: SplitEnv, planner: Planner, trace_index: int, *, duration_s: 
         run.wire_bytes.append(int(info["wire_bytes"]))
         run.action.append(int(action))
         run.mbit_s.append(float(info["mbit_s"]))
+        run.fallback.append(bool(info["fallback"]))
     return run
 
 
 def metrics(latency_ms: list[float], miss: list[bool], correct: list[bool], payload: list[int],
-            wire: list[int]) -> dict[str, float]:
+            wire: list[int], fallback: list[bool]) -> dict[str, float]:
     lat = np.asarray(latency_ms, dtype=np.float64)
     return {"mean_latency_ms": float(lat.mean()), "p95_latency_ms": float(np.percentile(lat, 95)),
             "deadline_miss_rate": float(np.mean(miss)), "accuracy": float(np.mean(correct)),
             "bytes_per_request": float(np.mean(payload)), "wire_bytes_per_request": float(np.mean(wire)),
-            "requests": len(lat)}
+            "fallback_rate": float(np.mean(fallback)), "requests": len(lat)}
 
 
 def summarise(runs: list[Run], labels: list[str]) -> dict[str, Any]:
@@ -77,10 +79,12 @@ def summarise(runs: list[Run], labels: list[str]) -> dict[str, Any]:
         def cat(attr: str, runs: list[Run] = mine) -> list[Any]:
             return [v for r in runs for v in getattr(r, attr)]
 
-        summary = metrics(cat("latency_ms"), cat("miss"), cat("correct"), cat("payload_bytes"), cat("wire_bytes"))
+        summary = metrics(cat("latency_ms"), cat("miss"), cat("correct"), cat("payload_bytes"), cat("wire_bytes"),
+                          cat("fallback"))
         actions = np.bincount(cat("action"), minlength=len(labels)) / max(1, len(cat("action")))
         summary["actions"] = {labels[i]: float(v) for i, v in enumerate(actions) if v > 0}
-        summary["per_trace"] = {r.trace: metrics(r.latency_ms, r.miss, r.correct, r.payload_bytes, r.wire_bytes)
+        summary["per_trace"] = {r.trace: metrics(r.latency_ms, r.miss, r.correct, r.payload_bytes, r.wire_bytes,
+                                              r.fallback)
                                 for r in mine}
         out[name] = summary
     return out

@@ -7,6 +7,11 @@ One request of one sample, for action (exit e, partition p, bits b):
     up      = time for payload(p, b) + request overhead bytes to cross the link, starting after `device`
     server  = tail_p (split) or teacher (server-only);  down = the response's bytes back
 
+An offload that has not answered when only `reserve` is left of the deadline is abandoned and the
+device answers on its own (the live edge does exactly this, splitting/fallback.py): a split answers
+from exit p, which its head already computed (reserve 0); server-only from exit 1 (reserve: head_1).
+Such a request takes the deadline, and is answered by that device exit (`Cost.fallback`).
+
 The same formula serves the environment (with the trace's real throughput over the transfer), the
 planners that predict from an estimate (a constant Mbit/s: Neurosurgeon, Edgent) and the hindsight
 oracle. Overheads are HTTP and OIP headers, counted because on a slow link they are most of a
@@ -44,6 +49,7 @@ class Cost:
     server_ms: float
     payload_bytes: int
     wire_bytes: int  # request + response bytes on the link (0 for device-only)
+    fallback: int | None = None  # device-only action that answered instead, when the offload timed out
 
 
 class CostModel:
@@ -84,9 +90,29 @@ class CostModel:
     def request_bytes(self, index: int) -> int:
         return self._payload[index] + self.link.request_overhead_bytes if self.offloads(index) else 0
 
+    def fallback_action(self, index: int) -> int:
+        """The device-only action that answers when offloading `index` fails: exit p (split) or exit 1."""
+        a = self.space.actions[index]
+        s = self.plan.n_stages
+        return self.space.device_only(a.partition if a.placement(s) is Placement.SPLIT else 1)
+
+    def reserve_ms(self, index: int, *, load: float) -> float:
+        """Device time the fallback of `index` still needs after the offload is abandoned."""
+        a = self.space.actions[index]
+        if a.placement(self.plan.n_stages) is Placement.SERVER:
+            return load * self.device.ms(head_name(1))
+        return 0.0
+
+    def local_ms(self, segment: str, *, load: float) -> float:
+        """Profiled device time of one segment (head_p, tail_p) at `load`."""
+        return load * self.device.ms(segment)
+
     def cost(self, index: int, *, load: float, start_s: float = 0.0, trace: Trace | None = None,
-             mbit_s: float | None = None, rtt_ms: float | None = None) -> Cost:
-        """Cost of action `index` starting at `start_s`: over `trace` (real) or at a constant `mbit_s`."""
+             mbit_s: float | None = None, rtt_ms: float | None = None, deadline_ms: float | None = None) -> Cost:
+        """Cost of action `index` starting at `start_s`: over `trace` (real) or at a constant `mbit_s`.
+
+        With `deadline_ms`, an offload that would answer after the deadline less its reserve falls back.
+        """
         device_ms = load * self._device_ms[index]
         payload = self._payload[index]
         if not self.offloads(index):
@@ -107,5 +133,11 @@ class CostModel:
         else:
             raise ValueError("cost needs a trace or a positive mbit_s")
         network = up_ms + rtt + down_ms
+        total = device_ms + network + server_ms
+        if deadline_ms is not None and total > deadline_ms - self.reserve_ms(index, load=load):
+            give_up = max(deadline_ms - self.reserve_ms(index, load=load), device_ms)
+            return Cost(latency_ms=give_up + self.reserve_ms(index, load=load), device_ms=device_ms,
+                        network_ms=give_up - device_ms, server_ms=0.0, payload_bytes=payload,
+                        wire_bytes=up_bytes, fallback=self.fallback_action(index))
         return Cost(latency_ms=device_ms + network + server_ms, device_ms=device_ms, network_ms=network,
                     server_ms=server_ms, payload_bytes=payload, wire_bytes=up_bytes + down_bytes)

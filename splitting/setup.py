@@ -26,8 +26,13 @@ from splitting.policy import MlpPolicy
 from splitting.segments import SplitPlan
 from splitting.state import StateConfig
 
+SPLIT_DIR = "split"
+ACCURACY_JSON = f"{SPLIT_DIR}/accuracy.json"
+CORRECT_NPZ = f"{SPLIT_DIR}/correct_test.npz"
+ARTIFACT_ACCURACY = "split_accuracy"
+ARTIFACT_CORRECT = "split_correct"
 ARTIFACT_SPEC = "split_planner"
-SPEC_JSON = "split/planner.json"
+SPEC_JSON = f"{SPLIT_DIR}/planner.json"
 STRATEGIES: tuple[str, ...] = ("sac", "dqn", "device_only", "server_only", "neurosurgeon", "edgent", "oracle")
 LEARNED: tuple[str, ...] = ("sac", "dqn")
 
@@ -85,8 +90,6 @@ class SplitSetup:
 
     @classmethod
     def load(cls, bundle: Path, *, need_spec: bool = True) -> SplitSetup:
-        from splitting.build import ARTIFACT_CORRECT, read_accuracy
-
         bundle = Path(bundle)
         manifest = B.load_manifest(bundle)
         plan = SplitPlan.from_manifest(manifest)
@@ -134,6 +137,20 @@ class SplitSetup:
                 raise B.BundleError(f"{self.bundle}: no trained {name} policy; run `edgecloud split train`")
             return Learned(name, self.policies[name])
         raise ValueError(f"unknown strategy {name!r}; choose from {list(STRATEGIES)}")
+
+
+def read_accuracy(bundle: Path, manifest: B.Manifest) -> dict[str, Any]:
+    """The split accuracy report of a bundle (verified against the manifest)."""
+    name = manifest.artifacts.get(ARTIFACT_ACCURACY)
+    if name is None:
+        raise B.BundleError(f"{bundle}: no split accuracy; run `edgecloud split build` first")
+    return json.loads(B.read_verified(bundle, manifest, name))
+
+
+def has_split_planner(manifest: B.Manifest) -> bool:
+    """Whether a bundle holds what the live `split` model needs: segments, both profiles, a planner spec."""
+    needed = (ARTIFACT_ACCURACY, ARTIFACT_SPEC, P.artifact_name("device"), P.artifact_name("server"))
+    return all(name in manifest.artifacts for name in needed)
 
 
 def store_artifact(bundle: Path, name: str, rel: str, data: bytes) -> None:

@@ -23,7 +23,12 @@ def add_parser(sub: Any) -> None:
         "build", help="train exit heads and bottlenecks on a bundle's teacher, export segments into a bundle",
         description="Example: edgecloud split build --bundle artifacts/mnist --out artifacts/mnist-split "
                     "--data-dir ../shared/data/mnist")
-    build.add_argument("--bundle", type=Path, required=True, help="source bundle (its teacher.pt is the backbone)")
+    source = build.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", type=Path, help="source bundle (its teacher.pt is the backbone)")
+    source.add_argument("--teacher", type=Path,
+                        help="a teacher checkpoint alone (e.g. train-teacher's teacher.pt): the output bundle holds "
+                             "it and its split; needs --dataset")
+    build.add_argument("--dataset", default=None, help="with --teacher: the dataset it was trained on")
     build.add_argument("--out", type=Path, required=True, help="output bundle (a copy of --bundle plus the split)")
     build.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
     build.add_argument("--epochs", type=int, default=3, help="training epochs of heads and bottlenecks")
@@ -66,6 +71,15 @@ def add_parser(sub: Any) -> None:
     ev.add_argument("--strategies", nargs="+", default=None, help="subset of strategies (default: all)")
     ev.add_argument("--duration-s", type=float, default=None, help="replay only the first seconds of each trace")
     ev.add_argument("--max-traces", type=int, default=None, help="use only the first N traces (by name)")
+    ev.add_argument("--live", action="store_true",
+                    help="run through the real services over the link testbed (root; see deploy/testbed/README.md): "
+                         "the trace replayed by the delay emulation, the edge as an emulated device")
+    ev.add_argument("--device-cpus", default="0", help="with --live: cores of the emulated device (the edge)")
+    ev.add_argument("--cpu-fraction", type=float, default=0.25, help="with --live: the device's CPU quota")
+    ev.add_argument("--cloud-cpus", default="1", help="with --live: cores of the server")
+    ev.add_argument("--data-dir", type=Path, default=None, help="with --live: dataset folder (not for digits)")
+    ev.add_argument("--kill-at-s", type=float, default=None,
+                    help="with --live: SIGKILL the server this far into every run (no request may be lost)")
     ev.set_defaults(handler=run_eval)
 
 
@@ -75,18 +89,24 @@ def run_build(args: argparse.Namespace) -> int:
     setup_logging()
     from shared.bundle import BundleError, load_manifest
     from shared.datasets import DatasetError, load_dataset
-    from splitting.build import build_split
+    from splitting.build import build_split, teacher_bundle
     from splitting.train import SplitTrainConfig
 
     try:
-        dataset = load_dataset(load_manifest(args.bundle).dataset, data_dir=args.data_dir, seed=args.seed)
+        if args.teacher is not None:
+            if args.dataset is None:
+                raise ValueError("--teacher needs --dataset (the dataset the teacher was trained on)")
+            dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+            args.bundle = teacher_bundle(args.teacher, args.out, dataset)
+        else:
+            dataset = load_dataset(load_manifest(args.bundle).dataset, data_dir=args.data_dir, seed=args.seed)
         cfg = SplitTrainConfig(epochs=args.epochs, max_train_samples=args.max_train_samples, seed=args.seed)
         manifest = build_split(args.bundle, args.out, dataset, cfg=cfg,
                                bottleneck_channels=args.bottleneck_channels or None, progress=not args.no_progress)
     except (DatasetError, BundleError, ValueError) as err:
         print(f"edgecloud split build: {err}", file=sys.stderr)
         return 2
-    from splitting.build import read_accuracy
+    from splitting.setup import read_accuracy
 
     report = read_accuracy(args.out, manifest)
     print(f"split segments -> {args.out}; composition max |d logit| "
@@ -142,6 +162,8 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown strategy {unknown[0]!r}; choose from {list(STRATEGIES)}")
         if not setup.policies:
             names = [n for n in names if n not in ("sac", "dqn")]
+        if args.live:
+            return _run_live(args, setup, traces, names)
         report = write_report(setup, traces, names, deadline_ms=args.deadline_ms, out=args.out,
                               duration_s=args.duration_s, traces_dir=args.traces)
     except (BundleError, TraceError, ValueError) as err:
@@ -153,6 +175,33 @@ def run_eval(args: argparse.Namespace) -> int:
                     f"{100 * s['deadline_miss_rate']:.1f}% | {100 * s['accuracy']:.2f}% | "
                     f"{s['bytes_per_request']:.0f} |")
     print("\n".join(rows))
-    print(f"report: {args.out / 'report.json'}")
+    print(f"report: {args.out / 'report.json'}  plots: latency_over_time.png, latency_cdf.png")
     print(json.dumps({"traces": len(traces), "deadline_ms": args.deadline_ms}))
+    return 0
+
+
+def _run_live(args: argparse.Namespace, setup: Any, traces: list[Any], names: list[str]) -> int:
+    from edgecloud.evaluation.device import DeviceEmulation, EmulationError
+    from edgecloud.evaluation.testbed.netns import TestbedError, parse_cpus
+    from splitting.live import live_eval
+
+    device = DeviceEmulation(cpus=tuple(sorted(parse_cpus(args.device_cpus))), cpu_fraction=args.cpu_fraction)
+    try:
+        report = live_eval(setup, traces, names, trace_dir=args.traces, deadline_ms=args.deadline_ms,
+                           duration_s=args.duration_s or 60.0, out=args.out, device=device,
+                           cloud_cpus=parse_cpus(args.cloud_cpus) if args.cloud_cpus else None,
+                           data_dir=args.data_dir, kill_at_s=args.kill_at_s)
+    except (TestbedError, EmulationError) as err:
+        print(f"edgecloud split eval --live: {err}", file=sys.stderr)
+        return 2
+    print(f"device: {report['device']}; link: {report['link']['delay']}")
+    print("| strategy | trace | live mean ms | env mean ms | live/env | live acc | lost | fallbacks |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, per_trace in report["strategies"].items():
+        for trace, r in per_trace.items():
+            live, env = r["live"], r["environment"]
+            print(f"| {name} | {trace} | {live['mean_latency_ms']:.1f} | {env['mean_latency_ms']:.1f} | "
+                  f"{r['live_over_environment_mean_latency']:.3f} | {100 * live['accuracy']:.2f}% | {live['lost']} | "
+                  f"{100 * live['fallback_rate']:.0f}% |")
+    print(f"report: {args.out / 'report_live.json'}")
     return 0
