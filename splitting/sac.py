@@ -122,7 +122,7 @@ class DiscreteSAC:
 
     @property
     def alpha(self) -> float:
-        return float(self.log_alpha.exp())
+        return self.log_alpha.exp().item()
 
     def sample_action(self, obs: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> int:
         with torch.no_grad():

@@ -57,3 +57,18 @@ def test_quota_caps_the_share_of_a_core() -> None:
     assert not group.path.exists()  # removed on exit
     assert cpu / wall <= 0.2 * 1.25  # at most a fifth of a core (plus start-up outside the period accounting)
     assert throttled is None or throttled > 0
+
+
+def test_trace_replay_paces_chunks_one_after_another() -> None:
+    import numpy as np
+
+    from edgecloud.evaluation.testbed.delay_proxy import SerialLink
+    from shared.traces import Trace
+
+    # 1 Mbit/s for 10 s, then 0.1 Mbit/s: 1250 bytes take 10 ms, then 100 ms.
+    link = SerialLink(Trace(name="t", times_s=np.array([0.0, 10.0]), mbit_s=np.array([1.0, 0.1])), start_unix=0.0)
+    first = link.finish(1250, now=5.0, loop_to_unix=0.0)
+    second = link.finish(1250, now=5.0, loop_to_unix=0.0)  # arrives while the first is on the link
+    assert abs(first - 5.010) < 1e-9 and abs(second - 5.020) < 1e-9
+    late = link.finish(1250, now=12.0, loop_to_unix=0.0)
+    assert abs(late - 12.1) < 1e-9

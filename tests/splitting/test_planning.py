@@ -57,9 +57,10 @@ def test_tracker_estimates_bandwidth_from_its_transfers() -> None:
     assert obs[tracker.cfg.history] == pytest.approx(2.0 / tracker.cfg.max_age_s)
 
 
-def _env(setup: SplitSetup, rates: list[float], **kw: object) -> SplitEnv:
+def _env(setup: SplitSetup, rates: list[float], *, link: LinkModel | None = None, **kw: object) -> SplitEnv:
     cfg = EnvConfig(random_start=False, measure_noise=0.0, **kw)  # type: ignore[arg-type]
-    return SplitEnv(setup.cost_model(), [_trace(rates)], setup.val_accuracy, cfg=cfg, correct=setup.test_correct)
+    return SplitEnv(setup.cost_model(link), [_trace(rates)], setup.val_accuracy, cfg=cfg,
+                    correct=setup.test_correct)
 
 
 def test_env_rejects_invalid_actions_and_reports_costs(setup: SplitSetup) -> None:
@@ -88,7 +89,8 @@ def test_oracle_beats_every_fixed_strategy_in_reward(setup: SplitSetup) -> None:
 
 
 def test_edgent_offloads_only_when_the_estimate_allows(setup: SplitSetup) -> None:
-    env = _env(setup, [1.0] * 20, deadline_ms=45.0)
+    # RTT 10 ms, deadline 35 ms: the full net on the device (40 ms) is too slow, the server is not.
+    env = _env(setup, [1.0] * 20, deadline_ms=35.0, rtt_ms=10.0)
     edgent = Edgent(env.model, setup.val_accuracy, prior_mbit_s=1.0)
     obs, info = env.reset()
     env.tracker.record_throughput(100.0, now_s=0.0)
