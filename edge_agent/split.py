@@ -81,7 +81,7 @@ class SplitAgent:
     """The split pipeline of one bundle: segments, planners, the device's measurements, the link."""
 
     def __init__(self, bundle: Path, *, cloud: CloudClient | None, threads: int = 1) -> None:
-        self.setup = SplitSetup.load(bundle)
+        self.setup = SplitSetup.load(bundle, need_spec=False)
         self.plan, self.space = self.setup.plan, self.setup.space
         s = self.plan.n_stages
         self.runner = SegmentRunner(bundle, manifest=self.setup.manifest, heads=range(1, s + 1), tails=range(1, s),

@@ -3,7 +3,8 @@
 One request of one sample, for action (exit e, partition p, bits b):
 
     latency = device + up + RTT + server + down
-    device  = load * (head_p + quantise_{p,b})      split;  load * head_e  device-only (head_S: all stages)
+    device  = load * (request + head_p + quantise_{p,b})   split;  load * (request + head_e)  device-only
+              (request: the device's own serving overhead per request, HTTP + protocol + planner, profiled)
     up      = time for payload(p, b) + request overhead bytes to cross the link, starting after `device`
     server  = tail_p (split) or teacher (server-only);  down = the response's bytes back
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 from shared.traces import Trace
 from splitting.actions import Action, ActionSpace, Placement
-from splitting.profile import TEACHER_SEGMENT, Profile, quantize_segment
+from splitting.profile import REQUEST_SEGMENT, TEACHER_SEGMENT, Profile, quantize_segment
 from splitting.segments import SplitPlan, head_name, tail_name
 
 
@@ -68,12 +69,14 @@ class CostModel:
             self._payload.append(plan.payload_bytes(a.partition, a.bits) if space.valid[space.index(a)] else 0)
 
     def _device(self, a: Action, s: int) -> float:
+        # Every request also costs the device its serving overhead (HTTP, protocol, planner), when profiled.
+        overhead = self.device.segments[REQUEST_SEGMENT].median_ms if REQUEST_SEGMENT in self.device.segments else 0.0
         kind = a.placement(s)
         if kind is Placement.DEVICE:
-            return self.device.ms(head_name(a.exit))
+            return overhead + self.device.ms(head_name(a.exit))
         if kind is Placement.SERVER:
-            return 0.0
-        return self.device.ms(head_name(a.partition)) + self.device.ms(quantize_segment(a.partition, a.bits))
+            return overhead
+        return overhead + self.device.ms(head_name(a.partition)) + self.device.ms(quantize_segment(a.partition, a.bits))
 
     def _server(self, a: Action, s: int) -> float:
         kind = a.placement(s)

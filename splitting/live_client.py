@@ -28,23 +28,28 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _wait_ready(http: httpx.Client, url: str, until: float) -> None:
+    while True:
+        try:
+            if http.get(f"{url}/v2/health/ready", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.time() > until:
+            raise SystemExit(f"{url} was not ready by the start time")
+        time.sleep(0.2)
+
+
 def _prepare(edge_url: str, cloud_url: str | None, *, reload: bool, until: float) -> None:
-    """Reload the split model if asked, then wait until the edge (and the server) are ready."""
+    """Wait until the edge is up, reload its split model if asked, then wait until edge and server are ready."""
     with httpx.Client(timeout=60.0) as http:
+        _wait_ready(http, edge_url, until)
         if reload:
             response = http.post(f"{edge_url}/v2/repository/models/split/load")
             if response.status_code != 200:
                 raise SystemExit(f"reloading the split model failed: {response.status_code} {response.text[:200]}")
         for url in filter(None, (edge_url, cloud_url)):
-            while True:
-                try:
-                    if http.get(f"{url}/v2/health/ready", timeout=2.0).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.time() > until:
-                    raise SystemExit(f"{url} was not ready by the start time")
-                time.sleep(0.2)
+            _wait_ready(http, url, until)
 
 
 def main(argv: list[str] | None = None) -> int:

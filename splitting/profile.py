@@ -30,6 +30,8 @@ from splitting.segments import SegmentRunner, SplitPlan, head_name, open_session
 
 ROLES: tuple[str, ...] = ("device", "server")
 TEACHER_SEGMENT = "teacher"
+REQUEST_SEGMENT = "request"
+"""The device's serving overhead per request besides its segments (HTTP, protocol, planner, pre-processing)."""
 
 
 def artifact_name(role: str) -> str:
@@ -119,6 +121,44 @@ def measure(bundle: Path, role: str, *, where: str, runs: int = 200, warmup: int
             name = session.get_inputs()[0].name
             segments[TEACHER_SEGMENT] = _time(lambda: session.run(None, {name: x}), runs=runs, warmup=warmup)
     return Profile(role=role, where=where, segments=segments)
+
+
+def measure_request_overhead(edge_url: str, *, head_1_ms: float, requests: int = 60, period_s: float = 0.1
+                             ) -> SegmentTiming:
+    """Round trips of device-only exit-1 requests to a running edge `split` model, less head_1's profiled time.
+
+    What a request costs the device besides its segments; the client calls from outside the device.
+    """
+    import httpx
+
+    from shared.oip import encode_request
+
+    samples = []
+    with httpx.Client(timeout=30.0) as http:
+        meta = http.get(f"{edge_url}/v2/models/split").json()
+        x = np.zeros((1, *meta["inputs"][0]["shape"][1:]), np.uint8)
+        body, headers = encode_request({"input": x}, parameters={"action": "device:exit1", "deadline_ms": 10_000})
+        for i in range(requests + 5):
+            t0 = time.perf_counter()
+            response = http.post(f"{edge_url}/v2/models/split/infer", content=body, headers=headers)
+            elapsed = 1000.0 * (time.perf_counter() - t0)
+            if response.status_code != 200:
+                raise ValueError(f"edge answered {response.status_code}: {response.text[:200]}")
+            if i >= 5:  # the first few warm the connection and the server
+                samples.append(max(elapsed - head_1_ms, 0.0))
+            time.sleep(period_s)
+    a = np.asarray(samples)
+    return SegmentTiming(median_ms=float(np.median(a)), p90_ms=float(np.percentile(a, 90)), mean_ms=float(a.mean()),
+                         runs=len(a))
+
+
+def add_segment(bundle: Path, role: str, name: str, timing: SegmentTiming) -> Profile:
+    """Add (or replace) one segment of a stored profile."""
+    manifest = B.load_manifest(bundle)
+    profile = load(bundle, manifest, role)
+    updated = Profile(role=profile.role, where=profile.where, segments={**profile.segments, name: timing})
+    store(bundle, updated)
+    return updated
 
 
 def host_description() -> str:

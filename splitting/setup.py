@@ -148,8 +148,9 @@ def read_accuracy(bundle: Path, manifest: B.Manifest) -> dict[str, Any]:
 
 
 def has_split_planner(manifest: B.Manifest) -> bool:
-    """Whether a bundle holds what the live `split` model needs: segments, both profiles, a planner spec."""
-    needed = (ARTIFACT_ACCURACY, ARTIFACT_SPEC, P.artifact_name("device"), P.artifact_name("server"))
+    """Whether a bundle holds what the live `split` model needs: segments and both profiles (planners are
+    optional: without `edgecloud split train` the fixed strategies and forced actions still work)."""
+    needed = (ARTIFACT_ACCURACY, P.artifact_name("device"), P.artifact_name("server"))
     return all(name in manifest.artifacts for name in needed)
 
 

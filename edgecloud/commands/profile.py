@@ -26,6 +26,9 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--period-us", type=int, default=10_000, help="CFS period of the quota")
     parser.add_argument("--runs", type=int, default=200, help="timed calls per segment")
     parser.add_argument("--where", default=None, help="description stored with the numbers (default: generated)")
+    parser.add_argument("--request-overhead", action="store_true",
+                        help="device: also start the edge agent (inside the emulation) and time its serving overhead "
+                             "per request (needs the server profile in the bundle first)")
     parser.set_defaults(handler=run)
 
 
@@ -45,7 +48,10 @@ def run(args: argparse.Namespace) -> int:
                  "--runs", str(args.runs), "--where", where]
         try:
             with emulation.cgroup() as group:
-                return subprocess.run(child, preexec_fn=group.enter, check=False).returncode
+                code = subprocess.run(child, preexec_fn=group.enter, check=False).returncode
+                if code == 0 and args.role == "device" and args.request_overhead:
+                    code = _request_overhead(args.bundle, group)
+                return code
         except (EmulationError, OSError) as err:
             print(f"edgecloud profile: cannot emulate the device: {err}", file=sys.stderr)
             return 2
@@ -59,4 +65,33 @@ def run(args: argparse.Namespace) -> int:
     print("| segment | median ms | p90 ms |\n|---|---:|---:|")
     for name, t in profile.segments.items():
         print(f"| {name} | {t.median_ms:.3f} | {t.p90_ms:.3f} |")
+    return 0
+
+
+def _request_overhead(bundle: Path, group: Any) -> int:
+    """Serve the bundle's split model inside the emulation and time a request's overhead from outside."""
+    from edgecloud.services import Service, free_port, stop_service, wait_ready
+    from shared.bundle import BundleError, load_manifest
+    from splitting import profile as P
+
+    port = free_port()
+    log = Path(bundle) / "reports" / "profile-edge.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "edgecloud", "edge", "serve", "--bundle", str(bundle),
+                                    "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                   preexec_fn=group.enter, start_new_session=True)
+    service = Service("edge", f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_ready(service, timeout_s=180)
+        manifest = load_manifest(bundle)
+        head_1 = P.load(bundle, manifest, "device").ms("head_1")
+        timing = P.measure_request_overhead(service.url, head_1_ms=head_1)
+        P.add_segment(bundle, "device", P.REQUEST_SEGMENT, timing)
+    except (BundleError, ValueError, RuntimeError, TimeoutError) as err:
+        print(f"edgecloud profile: request overhead: {err}", file=sys.stderr)
+        return 2
+    finally:
+        stop_service(service)
+    print(f"| {P.REQUEST_SEGMENT} (edge serving overhead per request) | {timing.median_ms:.3f} | {timing.p90_ms:.3f} |")
     return 0
