@@ -6,7 +6,7 @@ One request of one sample, for action (exit e, partition p, bits b):
     device  = load * (request + head_p + quantise_{p,b})   split;  load * (request + head_e)  device-only
               (request: the device's own serving overhead per request, HTTP + protocol + planner, profiled)
     up      = time for payload(p, b) + request overhead bytes to cross the link, starting after `device`
-    server  = tail_p (split) or teacher (server-only);  down = the response's bytes back
+    server  = request + tail_p (split) or request + teacher (server-only);  down = the response's bytes back
 
 An offload that has not answered when only `reserve` is left of the deadline is abandoned and the
 device answers on its own (the live edge does exactly this, splitting/fallback.py): a split answers
@@ -82,7 +82,8 @@ class CostModel:
         kind = a.placement(s)
         if kind is Placement.DEVICE:
             return 0.0
-        return self.server.ms(TEACHER_SEGMENT if kind is Placement.SERVER else tail_name(a.partition))
+        overhead = self.server.segments[REQUEST_SEGMENT].median_ms if REQUEST_SEGMENT in self.server.segments else 0.0
+        return overhead + self.server.ms(TEACHER_SEGMENT if kind is Placement.SERVER else tail_name(a.partition))
 
     def offloads(self, index: int) -> bool:
         return self.space.actions[index].placement(self.plan.n_stages) is not Placement.DEVICE

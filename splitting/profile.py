@@ -123,11 +123,13 @@ def measure(bundle: Path, role: str, *, where: str, runs: int = 200, warmup: int
     return Profile(role=role, where=where, segments=segments)
 
 
-def measure_request_overhead(edge_url: str, *, head_1_ms: float, requests: int = 60, period_s: float = 0.1
-                             ) -> SegmentTiming:
-    """Round trips of device-only exit-1 requests to a running edge `split` model, less head_1's profiled time.
+def measure_request_overhead(url: str, model: str, *, compute_ms: float, parameters: dict[str, Any] | None = None,
+                             requests: int = 60, period_s: float = 0.1) -> SegmentTiming:
+    """Round trips of one-sample requests to `model` of a running server, less its profiled compute.
 
-    What a request costs the device besides its segments; the client calls from outside the device.
+    What a request costs a server of the runtime besides its graph (HTTP, protocol, batcher; on the
+    device also the planner). The edge's `split` is asked for device-only exit 1 (compute: head_1),
+    the server's teacher for a raw image (compute: the teacher). The client calls from outside.
     """
     import httpx
 
@@ -135,17 +137,17 @@ def measure_request_overhead(edge_url: str, *, head_1_ms: float, requests: int =
 
     samples = []
     with httpx.Client(timeout=30.0) as http:
-        meta = http.get(f"{edge_url}/v2/models/split").json()
+        meta = http.get(f"{url}/v2/models/{model}").json()
         x = np.zeros((1, *meta["inputs"][0]["shape"][1:]), np.uint8)
-        body, headers = encode_request({"input": x}, parameters={"action": "device:exit1", "deadline_ms": 10_000})
+        body, headers = encode_request({"input": x}, parameters=parameters)
         for i in range(requests + 5):
             t0 = time.perf_counter()
-            response = http.post(f"{edge_url}/v2/models/split/infer", content=body, headers=headers)
+            response = http.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers)
             elapsed = 1000.0 * (time.perf_counter() - t0)
             if response.status_code != 200:
                 raise ValueError(f"edge answered {response.status_code}: {response.text[:200]}")
             if i >= 5:  # the first few warm the connection and the server
-                samples.append(max(elapsed - head_1_ms, 0.0))
+                samples.append(max(elapsed - compute_ms, 0.0))
             time.sleep(period_s)
     a = np.asarray(samples)
     return SegmentTiming(median_ms=float(np.median(a)), p90_ms=float(np.percentile(a, 90)), mean_ms=float(a.mean()),

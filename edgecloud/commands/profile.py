@@ -27,14 +27,14 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--runs", type=int, default=200, help="timed calls per segment")
     parser.add_argument("--where", default=None, help="description stored with the numbers (default: generated)")
     parser.add_argument("--request-overhead", action="store_true",
-                        help="device: also start the edge agent (inside the emulation) and time its serving overhead "
-                             "per request (needs the server profile in the bundle first)")
+                        help="also serve the bundle and time the serving overhead per request: device: the edge agent "
+                             "inside the emulation (needs the server profile first); server: the cloud's teacher")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from edgecloud.evaluation.device import DeviceEmulation, EmulationError
-    from shared.bundle import BundleError
+    from shared.bundle import BundleError, load_manifest
     from splitting import profile as P
 
     if args.cpu_fraction is not None and args.cpus is None:
@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             with emulation.cgroup() as group:
                 code = subprocess.run(child, preexec_fn=group.enter, check=False).returncode
                 if code == 0 and args.role == "device" and args.request_overhead:
-                    code = _request_overhead(args.bundle, group)
+                    code = _request_overhead(args.bundle, group, role="device")
                 return code
         except (EmulationError, OSError) as err:
             print(f"edgecloud profile: cannot emulate the device: {err}", file=sys.stderr)
@@ -58,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         profile = P.measure(args.bundle, args.role, where=args.where or P.host_description(), runs=args.runs)
         path = P.store(args.bundle, profile)
+        if args.role == "server" and args.request_overhead:
+            code = _request_overhead(args.bundle, None, role="server")
+            if code:
+                return code
+            profile = P.load(args.bundle, load_manifest(args.bundle), "server")
     except (BundleError, ValueError) as err:
         print(f"edgecloud profile: {err}", file=sys.stderr)
         return 2
@@ -68,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _request_overhead(bundle: Path, group: Any) -> int:
-    """Serve the bundle's split model inside the emulation and time a request's overhead from outside."""
+def _request_overhead(bundle: Path, group: Any, *, role: str) -> int:
+    """Serve the bundle (the edge's split model inside the emulation, or the server's teacher) and time a
+    request's overhead from outside."""
     from edgecloud.services import Service, free_port, stop_service, wait_ready
     from shared.bundle import BundleError, load_manifest
     from splitting import profile as P
@@ -78,20 +84,27 @@ def _request_overhead(bundle: Path, group: Any) -> int:
     log = Path(bundle) / "reports" / "profile-edge.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "edgecloud", "edge", "serve", "--bundle", str(bundle),
+        serve = ["edge", "serve"] if role == "device" else ["cloud", "serve"]
+        process = subprocess.Popen([sys.executable, "-m", "edgecloud", *serve, "--bundle", str(bundle),
                                     "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                   preexec_fn=group.enter, start_new_session=True)
+                                   preexec_fn=group.enter if group is not None else None, start_new_session=True)
     service = Service("edge", f"http://127.0.0.1:{port}", process, log)
     try:
         wait_ready(service, timeout_s=180)
         manifest = load_manifest(bundle)
-        head_1 = P.load(bundle, manifest, "device").ms("head_1")
-        timing = P.measure_request_overhead(service.url, head_1_ms=head_1)
-        P.add_segment(bundle, "device", P.REQUEST_SEGMENT, timing)
+        if role == "device":
+            timing = P.measure_request_overhead(service.url, "split", parameters={"action": "device:exit1",
+                                                                                  "deadline_ms": 10_000},
+                                                compute_ms=P.load(bundle, manifest, "device").ms("head_1"))
+        else:
+            timing = P.measure_request_overhead(service.url, manifest.teacher,
+                                                compute_ms=P.load(bundle, manifest, "server").ms(P.TEACHER_SEGMENT))
+        P.add_segment(bundle, role, P.REQUEST_SEGMENT, timing)
     except (BundleError, ValueError, RuntimeError, TimeoutError) as err:
         print(f"edgecloud profile: request overhead: {err}", file=sys.stderr)
         return 2
     finally:
         stop_service(service)
-    print(f"| {P.REQUEST_SEGMENT} (edge serving overhead per request) | {timing.median_ms:.3f} | {timing.p90_ms:.3f} |")
+    print(f"| {P.REQUEST_SEGMENT} ({role} serving overhead per request) | {timing.median_ms:.3f} | "
+          f"{timing.p90_ms:.3f} |")
     return 0
