@@ -35,6 +35,7 @@ class Run:
     action: list[int] = field(default_factory=list)
     mbit_s: list[float] = field(default_factory=list)
     fallback: list[bool] = field(default_factory=list)
+    reward: list[float] = field(default_factory=list)
 
 
 def run_trace(env: SplitEnv, planner: Planner, trace_index: int, *, duration_s: float | None = None) -> Run:
@@ -48,7 +49,8 @@ def run_trace(env: SplitEnv, planner: Planner, trace_index: int, *, duration_s: 
     for _ in range(steps):
         action = planner.choose(obs, info["action_mask"], env)
         t = env.t
-        obs, _, _, _, info = env.step(action)
+        obs, reward, _, _, info = env.step(action)
+        run.reward.append(float(reward))
         run.t_s.append(t)
         run.latency_ms.append(info["latency_ms"])
         run.miss.append(bool(info["miss"]))

@@ -15,6 +15,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from shared.traces import Trace, load_traces
 from splitting.dqn import DqnConfig, train_dqn
@@ -70,3 +73,43 @@ def train_planners(bundle: Path, folders: list[Path], spec: PlannerSpec, *, sac:
     spec = replace(spec, training=training)
     store_artifact(bundle, ARTIFACT_SPEC, SPEC_JSON, (json.dumps(spec.to_json(), indent=2) + "\n").encode())
     return spec
+
+
+def tune_target_entropy(bundle: Path, folders: list[Path], spec: PlannerSpec, ratios: list[float], *,
+                        sac: SacConfig, tune_traces: list[Trace], duration_s: float,
+                        progress: bool = True) -> list[dict[str, Any]]:
+    """Train SAC once per target-entropy ratio and score each greedy actor on `tune_traces` (training traces).
+
+    Returns one record per ratio: the final temperature and entropy, and the mean reward, latency,
+    miss rate and accuracy of the greedy actor at the evaluation deadline. Nothing is stored.
+    """
+    from splitting.baselines import Learned
+    from splitting.evaluate import eval_env, run_trace, summarise
+    from splitting.policy import MlpPolicy
+
+    setup = SplitSetup.load(bundle, need_spec=False)
+    traces = training_traces(folders)
+    spec = replace(spec, train_mean_mbit_s=mean_mbit_s(traces))
+    setup.spec = spec
+    cfg = training_env_config(spec)
+    labels = [a.label(setup.space.n_stages) for a in setup.space.actions]
+    records = []
+    for ratio in ratios:
+        agent, history = train_sac(make_env(setup, traces, cfg, seed=sac.seed),
+                                   replace(sac, target_entropy_ratio=ratio), progress=progress)
+        planner = Learned("sac", MlpPolicy(mlp_layers(agent.actor), {}))
+        env = eval_env(setup, tune_traces, deadline_ms=spec.deadline_ms)
+        runs = []
+        for i in range(len(tune_traces)):
+            env.reset(seed=i)
+            runs.append(run_trace(env, planner, i, duration_s=duration_s))
+        summary = summarise(runs, labels)["sac"]
+        last = history[-1] if history else {}
+        records.append({"target_entropy_ratio": ratio, "target_entropy": agent.target_entropy,
+                        "final_alpha": agent.alpha, "final_entropy": last.get("entropy", float("nan")),
+                        "alpha_curve": [h.get("alpha") for h in history],
+                        "mean_reward": float(np.mean([r for run in runs for r in run.reward])),
+                        **{k: summary[k] for k in ("mean_latency_ms", "p95_latency_ms", "deadline_miss_rate",
+                                                   "accuracy", "fallback_rate")},
+                        "actions": summary["actions"]})
+    return records

@@ -60,6 +60,23 @@ def add_parser(sub: Any) -> None:
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.set_defaults(handler=run_train)
 
+    tune = commands.add_parser(
+        "tune", help="SAC's target entropy: train once per ratio, score each on training traces (nothing stored)",
+        description="Example: edgecloud split tune --bundle B --ratios 0.98 0.5 0.3 0.1 --out tune.json")
+    tune.add_argument("--bundle", type=Path, required=True, help="bundle with split segments and both profiles")
+    tune.add_argument("--traces", type=Path, nargs="+", default=[TRACES / "fcc", TRACES / "norway-hsdpa"],
+                      help="training trace folders")
+    tune.add_argument("--tune-traces", type=Path, default=TRACES / "norway-hsdpa",
+                      help="training folder whose every 4th trace scores the ratios (never a test folder)")
+    tune.add_argument("--ratios", type=float, nargs="+", default=[0.98, 0.5, 0.3, 0.1], help="ratios to try")
+    tune.add_argument("--deadline-ms", type=float, default=100.0, help="evaluation deadline")
+    tune.add_argument("--rtt-ms", type=float, default=40.0, help="base RTT of the modelled link")
+    tune.add_argument("--steps", type=int, default=20000, help="environment steps per ratio")
+    tune.add_argument("--duration-s", type=float, default=120.0, help="seconds of each scoring trace")
+    tune.add_argument("--out", type=Path, required=True, help="JSON file of the results")
+    tune.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    tune.set_defaults(handler=run_tune)
+
     ev = commands.add_parser(
         "eval", help="every strategy over every trace of a folder -> report.json + plots",
         description="Example: edgecloud split eval --bundle B --traces ../shared/data/traces/norway-hsdpa-test "
@@ -204,4 +221,35 @@ def _run_live(args: argparse.Namespace, setup: Any, traces: list[Any], names: li
                   f"{r['live_over_environment_mean_latency']:.3f} | {100 * live['accuracy']:.2f}% | {live['lost']} | "
                   f"{100 * live['fallback_rate']:.0f}% |")
     print(f"report: {args.out / 'report_live.json'}")
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from edgecloud.commands._offline import setup_logging
+
+    setup_logging()
+    from shared.bundle import BundleError
+    from shared.traces import TraceError, load_traces
+    from splitting.latency import LinkModel
+    from splitting.sac import SacConfig
+    from splitting.setup import PlannerSpec
+    from splitting.train_planners import tune_target_entropy
+
+    spec = PlannerSpec(link=LinkModel(rtt_ms=args.rtt_ms), deadline_ms=args.deadline_ms)
+    try:
+        scoring = load_traces(args.tune_traces, purpose="train")[::4]
+        records = tune_target_entropy(args.bundle, args.traces, spec, args.ratios,
+                                      sac=SacConfig(total_steps=args.steps), tune_traces=scoring,
+                                      duration_s=args.duration_s, progress=not args.no_progress)
+    except (BundleError, TraceError, ValueError) as err:
+        print(f"edgecloud split tune: {err}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(records, indent=2) + "\n")
+    print("| ratio | target H | final alpha | final H | mean reward | mean ms | miss | accuracy |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in records:
+        print(f"| {r['target_entropy_ratio']} | {r['target_entropy']:.2f} | {r['final_alpha']:.3g} | "
+              f"{r['final_entropy']:.2f} | {r['mean_reward']:.3f} | {r['mean_latency_ms']:.1f} | "
+              f"{100 * r['deadline_miss_rate']:.1f}% | {100 * r['accuracy']:.2f}% |")
     return 0
