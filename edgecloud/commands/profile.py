@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cpus is not None:
         cpus = tuple(int(c) for c in args.cpus.split(","))
         emulation = DeviceEmulation(cpus=cpus, cpu_fraction=args.cpu_fraction, period_us=args.period_us)
-        where = args.where or f"{P.host_description()}, emulated device: {emulation.describe()}"
+        what = "emulated device" if args.cpu_fraction is not None else "pinned"
+        where = args.where or f"{P.host_description()}, {what}: {emulation.describe()}"
         child = [sys.executable, "-m", "edgecloud", "profile", "--bundle", str(args.bundle), "--role", args.role,
                  "--runs", str(args.runs), "--where", where]
         try:

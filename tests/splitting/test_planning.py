@@ -129,3 +129,15 @@ def test_summary_has_the_fields_the_issue_names(setup: SplitSetup) -> None:
 def test_planner_spec_roundtrips() -> None:
     spec = PlannerSpec(link=LinkModel(rtt_ms=25.0), deadline_ms=80.0)
     assert PlannerSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_live_summary_counts_lost_and_fallback_requests() -> None:
+    from splitting.live import summarise_live
+
+    records = [{"latency_ms": 50.0, "correct": True, "payload_bytes": 49, "source": "cloud"},
+               {"latency_ms": 150.0, "correct": False, "payload_bytes": 49, "source": "edge-fallback"},
+               {"latency_ms": 3.0, "error": "ConnectError"}]
+    s = summarise_live(records, deadline_ms=100.0)
+    assert s["requests"] == 3 and s["answered"] == 2 and s["lost"] == 1
+    assert s["mean_latency_ms"] == 100.0 and s["deadline_miss_rate"] == 0.5
+    assert s["accuracy"] == 0.5 and s["fallback_rate"] == 0.5 and s["bytes_per_request"] == 49.0
