@@ -17,6 +17,7 @@ from shared.datasets import load_dataset
 from shared.feature_codec import FEATURE, quantize
 from shared.oip import decode_response, encode_request
 from splitting.setup import ARTIFACT_SPEC, SPEC_JSON, PlannerSpec, store_artifact
+from tests.cloud_server.helpers import metric
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +59,11 @@ def test_every_placement_answers_and_a_dead_server_loses_nothing(live_bundle: Pa
         body, headers = encode_request({FEATURE: code.packed}, parameters={"scale": 0.1, "zero_point": 99, "bits": 4})
         bad = httpx.post(f"{cloud.url}/v2/models/tail_2/infer", content=body, headers=headers, timeout=30)
         assert bad.status_code == 400 and "zero_point" in bad.json()["error"]
+        # The tails are ordinary models of the runtime: the infer fast path counts them by name.
+        text = httpx.get(f"{cloud.url}/metrics", timeout=10).text
+        assert metric(text, "edgecloud_model_requests_total", {"model": "tail_2", "code": "200"}) >= 2
+        assert metric(text, "edgecloud_model_requests_total", {"model": "tail_1", "code": "200"}) >= 1
+        assert metric(text, "edgecloud_model_requests_total", {"model": "tail_2", "code": "400"}) == 1
 
         os.killpg(cloud.process.pid, signal.SIGKILL)
         cloud.process.wait()

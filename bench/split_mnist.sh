@@ -1,0 +1,50 @@
+#!/bin/bash
+# The MNIST split-inference results of docs/results.md, every step with its command, in order.
+# Run from the worktree root as root (the device emulation and the testbed need cgroups and netns).
+# Every heavy step runs under nice: the development machine is shared.
+#   STEPS="eval live" bench/split_mnist.sh     # only some steps (default: all)
+set -euo pipefail
+E=.venv/bin/edgecloud
+T=../shared/data/traces
+TEACHER=artifacts/mnist-w8-teacher
+B=artifacts/mnist-split
+DEADLINE_MS=${DEADLINE_MS:-150}
+CPU_FRACTION=${CPU_FRACTION:-0.25}
+STEPS=${STEPS:-"teacher build profile train eval live"}
+log() { echo "== $(date -u +%T) $*"; }
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+
+if want teacher; then
+  log teacher  # width 8, one epoch: the smallest ResNet-18 that reaches ~98.6% here in ~12 CPU-minutes
+  mkdir -p artifacts
+  echo '{"teacher": {"width": 8, "epochs": 1}}' > artifacts/mnist-w8.json
+  nice -n 10 $E train-teacher --dataset mnist --data-dir ../shared/data/mnist --out $TEACHER \
+    --config artifacts/mnist-w8.json --no-progress
+fi
+if want build; then
+  log build
+  nice -n 10 $E split build --teacher $TEACHER/teacher.pt --dataset mnist --data-dir ../shared/data/mnist \
+    --out $B --epochs 2 --max-train-samples 10000 --no-progress
+fi
+if want profile; then
+  log profile-server
+  nice -n 10 $E profile --bundle $B --role server --cpus 1 --request-overhead
+  log profile-device
+  nice -n 10 $E profile --bundle $B --role device --cpus 0 --cpu-fraction "$CPU_FRACTION" --request-overhead
+fi
+if want train; then
+  log train
+  nice -n 10 $E split train --bundle $B --deadline-ms "$DEADLINE_MS" --traces $T/fcc $T/norway-hsdpa --no-progress
+fi
+if want eval; then
+  log eval
+  nice -n 10 $E split eval --bundle $B --traces $T/norway-hsdpa-test --deadline-ms "$DEADLINE_MS" \
+    --out artifacts/split-eval
+fi
+if want live; then
+  log live  # three test traces, the server SIGKILLed 20 s into every run
+  nice -n 10 $E split eval --bundle $B --traces $T/norway-hsdpa-test --deadline-ms "$DEADLINE_MS" --live \
+    --max-traces 3 --duration-s 40 --kill-at-s 20 --data-dir ../shared/data/mnist \
+    --strategies sac edgent neurosurgeon oracle --out artifacts/split-live
+fi
+log done
