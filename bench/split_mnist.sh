@@ -10,7 +10,7 @@ TEACHER=artifacts/mnist-w8-teacher
 B=artifacts/mnist-split
 DEADLINE_MS=${DEADLINE_MS:-150}
 CPU_FRACTION=${CPU_FRACTION:-0.25}
-STEPS=${STEPS:-"teacher build profile train eval live"}
+STEPS=${STEPS:-"teacher build profile train eval live kill"}
 log() { echo "== $(date -u +%T) $*"; }
 want() { [[ " $STEPS " == *" $1 "* ]]; }
 
@@ -24,7 +24,7 @@ fi
 if want build; then
   log build
   nice -n 10 $E split build --teacher $TEACHER/teacher.pt --dataset mnist --data-dir ../shared/data/mnist \
-    --out $B --epochs 2 --max-train-samples 10000 --no-progress
+    --out $B --epochs 1 --max-train-samples 5000 --no-progress
 fi
 if want profile; then
   log profile-server
@@ -42,9 +42,15 @@ if want eval; then
     --out artifacts/split-eval
 fi
 if want live; then
-  log live  # three test traces, the server SIGKILLed 20 s into every run
+  log live  # three test traces: the live mean per strategy against the environment's prediction
   nice -n 10 $E split eval --bundle $B --traces $T/norway-hsdpa-test --deadline-ms "$DEADLINE_MS" --live \
-    --max-traces 3 --duration-s 40 --kill-at-s 20 --data-dir ../shared/data/mnist \
-    --strategies sac edgent neurosurgeon oracle --out artifacts/split-live
+    --max-traces 3 --duration-s 40 --data-dir ../shared/data/mnist \
+    --strategies sac edgent neurosurgeon --out artifacts/split-live
+fi
+if want kill; then
+  log live-kill  # the server SIGKILLed 20 s into the run: every request must still be answered
+  nice -n 10 $E split eval --bundle $B --traces $T/norway-hsdpa-test --deadline-ms "$DEADLINE_MS" --live \
+    --max-traces 1 --duration-s 40 --kill-at-s 20 --data-dir ../shared/data/mnist \
+    --strategies sac --out artifacts/split-live-kill
 fi
 log done
