@@ -8,7 +8,7 @@ E=.venv/bin/edgecloud
 T=../shared/data/traces
 TEACHER=artifacts/mnist-w8-teacher
 B=artifacts/mnist-split
-DEADLINE_MS=${DEADLINE_MS:-150}
+DEADLINE_MS=${DEADLINE_MS:-100}
 CPU_FRACTION=${CPU_FRACTION:-0.25}
 STEPS=${STEPS:-"teacher build profile train eval live kill"}
 log() { echo "== $(date -u +%T) $*"; }
@@ -34,23 +34,23 @@ if want profile; then
 fi
 if want train; then
   log train
-  nice -n 10 $E split train --bundle $B --deadline-ms "$DEADLINE_MS" --traces $T/fcc $T/norway-hsdpa --no-progress
+  nice -n 10 $E split train --bundle $B --deadline-ms "$DEADLINE_MS" --steps 15000 --no-dqn --traces $T/fcc $T/norway-hsdpa --no-progress
 fi
 if want eval; then
   log eval
   nice -n 10 $E split eval --bundle $B --traces $T/norway-hsdpa-test --deadline-ms "$DEADLINE_MS" \
-    --out artifacts/split-eval
+    --strategies sac device_only server_only neurosurgeon edgent oracle --out artifacts/split-eval
 fi
 if want live; then
   log live  # three test traces: the live mean per strategy against the environment's prediction
   nice -n 10 $E split eval --bundle $B --traces $T/norway-hsdpa-test --deadline-ms "$DEADLINE_MS" --live \
-    --max-traces 3 --duration-s 40 --data-dir ../shared/data/mnist \
-    --strategies sac edgent neurosurgeon --out artifacts/split-live
+    --max-traces 3 --duration-s 30 --data-dir ../shared/data/mnist \
+    --strategies sac server_only --out artifacts/split-live
 fi
 if want kill; then
-  log live-kill  # the server SIGKILLed 20 s into the run: every request must still be answered
+  log live-kill  # the server SIGKILLed 15 s into each run: every request must still be answered
   nice -n 10 $E split eval --bundle $B --traces $T/norway-hsdpa-test --deadline-ms "$DEADLINE_MS" --live \
-    --max-traces 1 --duration-s 40 --kill-at-s 20 --data-dir ../shared/data/mnist \
-    --strategies sac --out artifacts/split-live-kill
+    --max-traces 1 --duration-s 30 --kill-at-s 15 --data-dir ../shared/data/mnist \
+    --strategies server_only sac --out artifacts/split-live-kill
 fi
 log done
