@@ -53,6 +53,7 @@ COPY offloading ./offloading
 COPY edge_agent ./edge_agent
 COPY cloud_server ./cloud_server
 COPY orchestration ./orchestration
+COPY splitting ./splitting
 # Not editable: the image runs from site-packages, and the source copy could be dropped. Only the
 # `cloud` extra: with WITH_TORCH=true torch is already in place, and nothing the server runs needs the
 # `train` extra (onnx export, xgboost, ...).

@@ -1,7 +1,9 @@
 """Which models the cloud hosts from a bundle, and how one is built: verify, open, warm up.
 
 By default the bundle's teacher; `models` names others (students, variants) to host beside it,
-each an ordinary classifier of the runtime with its own batcher and metrics.
+each an ordinary classifier of the runtime with its own batcher and metrics. A split tail
+(`tail_p`, role split_tail) is hosted the same way as a `SplitTailModel`: it dequantises the
+device's packed feature, then runs its graph.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from serving.app import Hosting
 from serving.backends import Backend, open_backend
 from serving.errors import ModelNotFoundError
 from serving.metrics import ServerMetrics
-from serving.model import ClassifierModel
-from shared.bundle import Manifest, load_manifest
+from serving.model import ClassifierModel, ServedModel
+from serving.split_tail import SplitTailModel
+from shared.bundle import Manifest, load_manifest, verify_file
+from shared.names import ModelRole
 from shared.preprocess import ImagePreprocessor
 
 logger = logging.getLogger(__name__)
@@ -40,12 +44,21 @@ def hosted_models(settings: CloudSettings, manifest: Manifest) -> list[str]:
 
 
 def build_model(settings: CloudSettings, name: str, *, metrics: ServerMetrics,
-                backend_loader: BackendLoader = default_backend_loader) -> ClassifierModel:
+                backend_loader: BackendLoader = default_backend_loader) -> ServedModel:
     """Model `name` of `settings.bundle`, warmed up (not started); BundleError / ValueError say what is wrong."""
     manifest = load_manifest(settings.bundle, verify=True)  # every sha256 before anything is loaded
     entry = manifest.models.get(name)
     if entry is None:
         raise ModelNotFoundError(f"no model {name!r} in bundle {settings.bundle}; it has {sorted(manifest.models)}")
+    if entry.role is ModelRole.SPLIT_TAIL:
+        if entry.file is None:
+            raise ValueError(f"split tail {name!r} has no ONNX file")
+        tail = SplitTailModel(
+            name=name, entry=entry, path=verify_file(settings.bundle, manifest, entry.file), classes=manifest.classes,
+            max_batch_size=settings.max_batch_size, max_queue_delay_s=settings.max_queue_delay_ms / 1000.0,
+            max_queue_size=settings.max_queue_size, threads=settings.threads, metrics=metrics.for_model(name))
+        logger.info("split tail %r from %s warmed up in %.1f ms", name, settings.bundle, tail.warm_up())
+        return tail
     if entry.takes != "raw_image":
         raise ValueError(f"model {name!r} takes {entry.takes} inputs; the cloud serves image classifiers")
     backend = backend_loader(settings, manifest, name)
@@ -65,7 +78,7 @@ def cloud_hosting(settings: CloudSettings, metrics: ServerMetrics, *,
     def models(bundle: Path) -> list[str]:
         return hosted_models(settings.model_copy(update={"bundle": bundle}), load_manifest(bundle, verify=False))
 
-    def loader(name: str, bundle: Path) -> ClassifierModel:
+    def loader(name: str, bundle: Path) -> ServedModel:
         return build_model(settings.model_copy(update={"bundle": bundle}), name, metrics=metrics,
                            backend_loader=backend_loader)
 

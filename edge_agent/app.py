@@ -3,6 +3,9 @@
     uvicorn --factory edge_agent.app:create_app                          # settings from EDGECLOUD_*
     edgecloud edge serve --bundle artifacts/mnist --cloud-url http://cloud:8001   # CLI flags on top
 
+A bundle with a split and trained planners (`edgecloud split build/profile/train`) is also served
+as model `split` (edge_agent/split.py) beside `edge`; a bundle of split segments only serves `split`.
+
 The client to the cloud (one keep-alive pool, one circuit breaker) lives as long as the server and
 is shared by every `edge` model a hot swap brings in; the offload counters and the ratio gauge
 (EdgeMetrics) are the server's too, so they run on across swaps.
@@ -23,6 +26,7 @@ from edge_agent.cooperative import EDGE_MODEL, CooperativeModel
 from edge_agent.engine import EdgeEngine
 from edge_agent.metrics import EdgeMetrics
 from edge_agent.settings import EdgeSettings, get_settings
+from edge_agent.split import SPLIT_MODEL, SplitAgent, SplitModel
 from orchestration.agent import ORCHESTRATOR_MODEL, build_orchestrator
 from orchestration.metrics import OrchestratorMetrics
 from serving.app import Hosting, create_server
@@ -31,6 +35,7 @@ from serving.metrics import ServerMetrics
 from serving.model import ServedModel
 from serving.state import Runtime
 from shared.bundle import load_manifest
+from shared.names import ModelRole
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +69,15 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
             finally:
                 link.cloud = None
 
-    hosted = [EDGE_MODEL, *([ORCHESTRATOR_MODEL] if settings.edge_server_url is not None else [])]
     orchestrator_metrics = OrchestratorMetrics(metrics.registry) if settings.edge_server_url is not None else None
+
+    def hosted(bundle: Path) -> list[str]:
+        from splitting.setup import has_split_planner
+
+        manifest = load_manifest(bundle, verify=False)
+        names = [EDGE_MODEL] if manifest.models_with_role(ModelRole.STUDENT) else []
+        names += [SPLIT_MODEL] if has_split_planner(manifest) else []
+        return names + ([ORCHESTRATOR_MODEL] if settings.edge_server_url is not None else [])
 
     def loader(name: str, bundle: Path) -> ServedModel:
         if name == ORCHESTRATOR_MODEL and orchestrator_metrics is not None:
@@ -76,8 +88,13 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                         settings.policy, settings.base_edge_server_url, settings.base_cloud_url or "none",
                         model.warm_up())
             return model
+        if name == SPLIT_MODEL:
+            split = SplitModel(SplitAgent(bundle, cloud=link.cloud, threads=settings.threads))
+            logger.info("model %r from %s: cloud %s, warmed up in %.0f ms", SPLIT_MODEL, bundle,
+                        settings.base_cloud_url or "none (device-only)", split.warm_up())
+            return split
         if name != EDGE_MODEL:
-            raise ModelNotFoundError(f"unknown model {name!r}; this server serves {hosted}")
+            raise ModelNotFoundError(f"unknown model {name!r}; this server serves {hosted(bundle)}")
         engine = EdgeEngine.load(bundle, threads=settings.threads, threshold=settings.threshold,
                                  fusion=settings.fusion)
         agent = EdgeAgent(engine, metrics=edge_metrics, cloud=link.cloud, max_inflight=settings.max_inflight,
@@ -88,7 +105,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                     settings.base_cloud_url or "none (edge-only)", engine.filter, engine.fusion or "off", warm_ms)
         return model
 
-    hosting = Hosting(source=settings.bundle, models=lambda _: hosted, loader=loader,
+    hosting = Hosting(source=settings.bundle, models=hosted, loader=loader,
                       dataset=lambda bundle: load_manifest(bundle, verify=False).dataset)
     return create_server(settings, hosting=hosting, server_name=SERVER_NAME, metrics=metrics, resources=resources,
                          title="edgecloud edge",

@@ -5,7 +5,9 @@ plus a small JSON header) to `{cloud_url}/v2/models/{model}/infer`. It works aga
 Inference Protocol server (ours, Triton, KServe, MLServer): the reply is parsed with
 `shared.oip.decode_response`, JSON or binary, and read by output name (`label`, else the argmax of
 `logits`). Every way an offload can fail ends in an `OffloadError` whose `reason` is one of
-`FallbackReason`; the agent then answers from the student. Unlike Sedna's client, the deadline we
+`FallbackReason`; the agent then answers from the student. `infer_model` sends any tensors (and
+request parameters) to any model of the next tier through the same deadline, retries and breaker:
+the split model sends packed features to a server's `tail_p` with it. Unlike Sedna's client, the deadline we
 compute is actually sent (`X-Deadline-Ms`) and enforced on our side too.
 """
 
@@ -18,6 +20,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import httpx
 import numpy as np
@@ -53,6 +56,17 @@ class CloudAnswer:
     rtt_s: float        # round trip of the request that succeeded
     tries: int          # requests sent, retries included
     bytes_sent: int     # request body bytes sent, retries included
+    bytes_received: int = 0  # response body bytes of the request that succeeded
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One infer call: where, what, and how many samples the answer must label."""
+
+    url: str
+    inputs: dict[str, np.ndarray]
+    parameters: dict[str, Any] | None
+    n: int
 
 
 class _Retryable(Exception):
@@ -97,6 +111,7 @@ class CloudClient:
             raise ValueError("CloudClient needs settings.cloud_url; without one the edge runs edge-only")
         self.settings = settings
         self.num_classes = num_classes
+        self.base_url = settings.base_cloud_url
         self.url = f"{settings.base_cloud_url}/v2/models/{settings.cloud_model}/infer"
         self.breaker = breaker or CircuitBreaker(failures=settings.breaker_failures,
                                                  reset_s=settings.breaker_reset_s)
@@ -122,12 +137,22 @@ class CloudClient:
 
     async def infer(self, x: np.ndarray) -> CloudAnswer:
         """Labels for a (N, C, H, W) raw-pixel batch from the teacher, or OffloadError with a reason."""
-        deadline = time.monotonic() + self.settings.deadline_ms / 1000.0
+        return await self.infer_model(self.settings.cloud_model, {"input": wire_pixels(x)}, n=len(x))
+
+    async def infer_model(self, model: str, inputs: dict[str, np.ndarray], *, n: int,
+                          parameters: dict[str, Any] | None = None, budget_s: float | None = None) -> CloudAnswer:
+        """Labels for `n` samples from `model` given its input tensors and request parameters.
+
+        `budget_s` replaces `deadline_ms` as this call's whole budget (retries included).
+        """
+        budget = self.settings.deadline_ms / 1000.0 if budget_s is None else max(0.0, budget_s)
+        deadline = time.monotonic() + budget
+        request = _Request(url=f"{self.base_url}/v2/models/{model}/infer", inputs=inputs, parameters=parameters, n=n)
         if not self.breaker.allow():
             raise OffloadError(FallbackReason.CIRCUIT_OPEN, f"breaker open after {self.breaker.failures_to_open} "
                                "consecutive failures; no request sent", tried=False)
         try:
-            answer = await self._infer_in_slot(x, deadline)
+            answer = await self._infer_in_slot(request, deadline)
         except OffloadError as err:
             if err.tried:
                 self.breaker.record_failure()
@@ -140,7 +165,7 @@ class CloudClient:
         self.breaker.record_success()
         return answer
 
-    async def _infer_in_slot(self, x: np.ndarray, deadline: float) -> CloudAnswer:
+    async def _infer_in_slot(self, request: _Request, deadline: float) -> CloudAnswer:
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 await self._slots.acquire()
@@ -148,21 +173,22 @@ class CloudClient:
             raise OffloadError(FallbackReason.TIMEOUT, f"deadline of {self.settings.deadline_ms:.0f} ms passed "
                                f"waiting for one of {self.settings.max_inflight} offload slots", tried=False) from None
         try:
-            return await self._send_with_retries(x, deadline)
+            return await self._send_with_retries(request, deadline)
         finally:
             self._slots.release()
 
-    async def _send_with_retries(self, x: np.ndarray, deadline: float) -> CloudAnswer:
-        body, headers = encode_request({"input": wire_pixels(x)}, binary=self.settings.cloud_binary,
-                                       binary_outputs=self.settings.cloud_binary)
+    async def _send_with_retries(self, request: _Request, deadline: float) -> CloudAnswer:
+        body, headers = encode_request(request.inputs, binary=self.settings.cloud_binary,
+                                       binary_outputs=self.settings.cloud_binary, parameters=request.parameters)
         headers.update(self._auth)
         tries, bytes_sent = 0, 0
         while True:
             tries += 1
             try:
-                (labels, logits), rtt = await self._send_once(body, headers, deadline, n=len(x))
+                (labels, logits), rtt, received = await self._send_once(request.url, body, headers, deadline,
+                                                                        n=request.n)
                 return CloudAnswer(labels=labels, logits=logits, rtt_s=rtt, tries=tries,
-                                   bytes_sent=bytes_sent + len(body))
+                                   bytes_sent=bytes_sent + len(body), bytes_received=received)
             except _Retryable as retry:
                 bytes_sent += retry.error.bytes_sent
                 delay = self.settings.backoff_s * 2 ** (tries - 1) * self._rng.random()  # full jitter
@@ -177,9 +203,10 @@ class CloudClient:
                 err.bytes_sent += bytes_sent
                 raise
 
-    async def _send_once(self, body: bytes, headers: dict[str, str], deadline: float, *, n: int
-                         ) -> tuple[tuple[np.ndarray, np.ndarray | None], float]:
-        """One POST within what is left of the deadline: ((labels, logits or None), round-trip seconds)."""
+    async def _send_once(self, url: str, body: bytes, headers: dict[str, str], deadline: float, *, n: int
+                         ) -> tuple[tuple[np.ndarray, np.ndarray | None], float, int]:
+        """One POST within what is left of the deadline: ((labels, logits or None), round-trip seconds,
+        response bytes)."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise OffloadError(FallbackReason.TIMEOUT, "deadline passed before the request could be sent",
@@ -192,28 +219,28 @@ class CloudClient:
         try:
             # asyncio.timeout is the hard stop: httpx's timeouts are per phase, the deadline is overall.
             async with asyncio.timeout(remaining):
-                response = await self._http.post(self.url, content=body, headers=sent_headers, timeout=timeout)
+                response = await self._http.post(url, content=body, headers=sent_headers, timeout=timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout) as err:
-            raise _Retryable(OffloadError(FallbackReason.UNREACHABLE, f"cannot connect to {self.url}: "
+            raise _Retryable(OffloadError(FallbackReason.UNREACHABLE, f"cannot connect to {url}: "
                                           f"{type(err).__name__} {err}", tried=True)) from None
         except (httpx.TimeoutException, TimeoutError):
-            raise OffloadError(FallbackReason.TIMEOUT, f"no answer from {self.url} within "
+            raise OffloadError(FallbackReason.TIMEOUT, f"no answer from {url} within "
                                f"{remaining * 1000.0:.0f} ms", tried=True, bytes_sent=len(body)) from None
         except httpx.DecodingError as err:  # e.g. a Content-Encoding the body does not match
-            raise OffloadError(FallbackReason.BAD_RESPONSE, f"{self.url}: undecodable body ({err})", tried=True,
+            raise OffloadError(FallbackReason.BAD_RESPONSE, f"{url}: undecodable body ({err})", tried=True,
                                bytes_sent=len(body)) from None
         except httpx.RequestError as err:  # connection reset or closed mid-request: the cloud went away
-            raise OffloadError(FallbackReason.UNREACHABLE, f"connection to {self.url} lost: "
+            raise OffloadError(FallbackReason.UNREACHABLE, f"connection to {url} lost: "
                                f"{type(err).__name__} {err}", tried=True, bytes_sent=len(body)) from None
         rtt = time.monotonic() - started
-        self._check_status(response, len(body))
-        return self._outputs(response, n, len(body)), rtt
+        self._check_status(response, len(body), url)
+        return self._outputs(response, n, len(body), url), rtt, len(response.content)
 
-    def _check_status(self, response: httpx.Response, body_len: int) -> None:
+    def _check_status(self, response: httpx.Response, body_len: int, url: str) -> None:
         code = response.status_code
         if code == 200:
             return
-        detail = f"{self.url} answered {code}: {response.text[:200]!r}"
+        detail = f"{url} answered {code}: {response.text[:200]!r}"
         if code == 503:
             raise _Retryable(OffloadError(FallbackReason.OVERLOADED, detail, tried=True, bytes_sent=body_len),
                              retry_after_s=_retry_after(response))
@@ -222,14 +249,15 @@ class CloudClient:
                   504: FallbackReason.TIMEOUT}.get(code, FallbackReason.BAD_RESPONSE)
         raise OffloadError(reason, detail, tried=True, bytes_sent=body_len)
 
-    def _outputs(self, response: httpx.Response, n: int, body_len: int) -> tuple[np.ndarray, np.ndarray | None]:
+    def _outputs(self, response: httpx.Response, n: int, body_len: int, url: str
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
         """(n,) int64 labels from `label`, else argmax of `logits`; anything else is a bad response.
 
         Also the (n, K) `logits` when the reply has them (our cloud and Triton send both), for fusion.
         """
 
         def bad(problem: str) -> OffloadError:
-            return OffloadError(FallbackReason.BAD_RESPONSE, f"{self.url}: {problem}", tried=True,
+            return OffloadError(FallbackReason.BAD_RESPONSE, f"{url}: {problem}", tried=True,
                                 bytes_sent=body_len)
 
         try:

@@ -20,6 +20,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "eval",
     "demo",
     "orchestrate",
+    "split",
+    "profile",
 )
 
 

@@ -87,10 +87,10 @@ class Metrics(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     teacher_accuracy: float
-    student_accuracy: float
+    student_accuracy: float | None = None  # None only in a bundle without students (split segments only)
     teacher_bytes: int
-    student_bytes: int
-    offloader_bytes: int
+    student_bytes: int | None = None
+    offloader_bytes: int | None = None
 
 
 class TensorSpec(BaseModel):
@@ -168,6 +168,8 @@ class Manifest(BaseModel):
         if teacher is None or teacher.role is not ModelRole.TEACHER:
             raise ValueError(f"teacher {self.teacher!r} is not a model with role 'teacher' in `models`")
         student = self.models.get(self.student)
+        if student is None and not self.models_with_role(ModelRole.STUDENT):
+            return self  # no students at all: e.g. a teacher and its split segments (`edgecloud split build`)
         if student is None or student.role is not ModelRole.STUDENT or student.offloader is None:
             raise ValueError(f"student {self.student!r} is not a model with role 'student' and an offloader")
         return self

@@ -13,7 +13,15 @@ Where it differs from a real (or netem) link, and so from a report made with net
 - Delays have the event loop's timer granularity (about 1 ms), so a very short delay is rounded up.
 - It relays TCP only (the services speak HTTP/1.1 over TCP).
 
-`python -m edgecloud.evaluation.testbed.delay_proxy --listen HOST:PORT --target HOST:PORT --delay-ms MS`
+With `--trace FILE` it also emulates a link whose rate changes over time (trace replay): each
+direction is one serial link whose rate at trace time t is the trace's (shared/traces.py), so a
+chunk of n bytes occupies it for exactly the time `Trace.transfer_s(n, t)` says, after the chunks
+before it, then waits the one-way delay. Trace time 0 is `--trace-start-unix` (wall clock), so a
+client that starts its requests then sees the same rates the trace-driven environment assumes; the
+trace wraps around past its end. The veth's tbf stays as the ceiling.
+
+`python -m edgecloud.evaluation.testbed.delay_proxy --listen HOST:PORT --target HOST:PORT --delay-ms MS
+ [--trace FILE --trace-start-unix T]`
 """
 
 from __future__ import annotations
@@ -23,8 +31,12 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.traces import Trace, read_trace
 
 CHUNK_BYTES = 64 * 1024
 QUEUE_CHUNKS = 256          # per direction: bounds memory when the far side reads slower than we do
@@ -43,23 +55,48 @@ class ProxyConfig:
     """port of the real server."""
     delay_ms: float
     """one-way delay added to every chunk, in each direction (half the emulated RTT)."""
+    trace: Trace | None = None
+    """rate over time of each direction (None: the veth's shaping only)."""
+    trace_start_unix: float = 0.0
+    """wall-clock time (time.time()) at which the trace starts."""
 
     def __post_init__(self) -> None:
         if self.delay_ms < 0:
             raise ValueError(f"delay_ms must be >= 0, got {self.delay_ms}")
 
 
+@dataclass
+class SerialLink:
+    """One direction of a trace-driven link: chunks cross it one after another at the trace's rate."""
+
+    trace: Trace
+    start_unix: float
+    busy_until: float = field(default=0.0)  # loop time the link is free again
+
+    def finish(self, n_bytes: int, now: float, loop_to_unix: float) -> float:
+        """Loop time at which a chunk of `n_bytes` arriving at loop time `now` has crossed the link."""
+        start = max(now, self.busy_until)
+        trace_t = start + loop_to_unix - self.start_unix
+        self.busy_until = start + self.trace.transfer_s(n_bytes, max(trace_t, 0.0))
+        return self.busy_until
+
+
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, delay_s: float,
-                not_before: float) -> None:
-    """Copy READER to WRITER, each chunk (and the final EOF) released DELAY_S after it was read."""
+                not_before: float, link: SerialLink | None = None) -> None:
+    """Copy READER to WRITER, each chunk (and the final EOF) released DELAY_S after it was read
+    (with a `link`: after it crossed the link, then DELAY_S)."""
     loop = asyncio.get_running_loop()
+    loop_to_unix = time.time() - loop.time()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
 
     async def take() -> None:
         while True:
             data = await reader.read(CHUNK_BYTES)
             # An empty read is the peer's FIN: it crosses the link too, so it is delayed like data.
-            await queue.put((max(loop.time(), not_before) + delay_s, data))
+            sent = max(loop.time(), not_before)
+            if link is not None and data:
+                sent = link.finish(len(data), sent, loop_to_unix)
+            await queue.put((sent + delay_s, data))
             if not data:
                 return
 
@@ -81,7 +118,8 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, d
         group.create_task(give())
 
 
-async def _relay(cfg: ProxyConfig, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+async def _relay(cfg: ProxyConfig, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
+                 links: tuple[SerialLink, SerialLink] | None = None) -> None:
     loop = asyncio.get_running_loop()
     delay_s = cfg.delay_ms / 1e3
     # On a real link the client's first bytes leave only after the handshake's round trip.
@@ -93,8 +131,10 @@ async def _relay(cfg: ProxyConfig, client_reader: asyncio.StreamReader, client_w
         return
     try:
         async with asyncio.TaskGroup() as group:
-            group.create_task(_pump(client_reader, upstream_writer, delay_s=delay_s, not_before=first_bytes_at))
-            group.create_task(_pump(upstream_reader, client_writer, delay_s=delay_s, not_before=0.0))
+            up, down = links if links is not None else (None, None)
+            group.create_task(_pump(client_reader, upstream_writer, delay_s=delay_s, not_before=first_bytes_at,
+                                    link=up))
+            group.create_task(_pump(upstream_reader, client_writer, delay_s=delay_s, not_before=0.0, link=down))
     except* (ConnectionError, OSError):
         pass  # one side reset the connection; closing both below is all a proxy can do
     finally:
@@ -106,7 +146,11 @@ async def _relay(cfg: ProxyConfig, client_reader: asyncio.StreamReader, client_w
 
 async def serve(cfg: ProxyConfig, *, ready: asyncio.Event | None = None) -> None:
     """Accept and relay until cancelled."""
-    server = await asyncio.start_server(lambda r, w: _relay(cfg, r, w), cfg.listen_host, cfg.listen_port)
+    # One serial link per direction, shared by every connection: they compete for it as on a real link.
+    links = None
+    if cfg.trace is not None:
+        links = (SerialLink(cfg.trace, cfg.trace_start_unix), SerialLink(cfg.trace, cfg.trace_start_unix))
+    server = await asyncio.start_server(lambda r, w: _relay(cfg, r, w, links), cfg.listen_host, cfg.listen_port)
     async with server:
         if ready is not None:
             ready.set()
@@ -139,16 +183,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--listen", type=_host_port, required=True, help="HOST:PORT to accept on")
     parser.add_argument("--target", type=_host_port, required=True, help="HOST:PORT of the real server")
     parser.add_argument("--delay-ms", type=float, required=True, help="one-way delay per direction (RTT/2)")
+    parser.add_argument("--trace", type=Path, default=None, help="bandwidth trace replayed in each direction")
+    parser.add_argument("--trace-start-unix", type=float, default=None,
+                        help="wall-clock time of trace time 0 (default: when the proxy starts)")
     args = parser.parse_args(argv)
-    cfg = ProxyConfig(*args.listen, *args.target, delay_ms=args.delay_ms)
+    trace = read_trace(args.trace) if args.trace is not None else None
+    start = args.trace_start_unix if args.trace_start_unix is not None else time.time()
+    cfg = ProxyConfig(*args.listen, *args.target, delay_ms=args.delay_ms, trace=trace, trace_start_unix=start)
     raise_priority()
 
     async def run() -> None:
         ready = asyncio.Event()
         task = asyncio.create_task(serve(cfg, ready=ready))
         await ready.wait()
+        replay = f", replaying trace {cfg.trace.name}" if cfg.trace is not None else ""
         print(f"{READY_LINE} on {cfg.listen_host}:{cfg.listen_port} -> {cfg.target_host}:{cfg.target_port}, "
-              f"{cfg.delay_ms:g} ms each way", flush=True)
+              f"{cfg.delay_ms:g} ms each way{replay}", flush=True)
         await task
 
     with contextlib.suppress(KeyboardInterrupt):

@@ -1,0 +1,111 @@
+"""`edgecloud profile`: time a bundle's split segments where this runs, optionally as an emulated slow device."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "profile", help="measure per-segment latency of a bundle's split and store it in the bundle",
+        description="Times every split segment one sample at a time and stores the result as artifact "
+                    "split_profile_ROLE. On a real device (a Pi) run it there with --role device. On this machine, "
+                    "--cpus and --cpu-fraction emulate a slower device: the measurement runs in a child process "
+                    "pinned to those cores inside a cgroup with a CFS quota (needs root). Example: "
+                    "edgecloud profile --bundle B --role device --cpus 0 --cpu-fraction 0.25")
+    parser.add_argument("--bundle", type=Path, required=True, help="bundle with split segments")
+    parser.add_argument("--role", choices=("device", "server"), required=True,
+                        help="device: heads, local tails, quantisation; server: tails and the teacher")
+    parser.add_argument("--cpus", default=None, metavar="CORES", help="pin to these cores, e.g. 0 or 0,1")
+    parser.add_argument("--cpu-fraction", type=float, default=None,
+                        help="CPU quota as a fraction of one core, e.g. 0.25 (needs --cpus)")
+    parser.add_argument("--period-us", type=int, default=10_000, help="CFS period of the quota")
+    parser.add_argument("--runs", type=int, default=200, help="timed calls per segment")
+    parser.add_argument("--where", default=None, help="description stored with the numbers (default: generated)")
+    parser.add_argument("--request-overhead", action="store_true",
+                        help="also serve the bundle and time the serving overhead per request: device: the edge agent "
+                             "inside the emulation (needs the server profile first); server: the cloud's teacher")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgecloud.evaluation.device import DeviceEmulation, EmulationError
+    from shared.bundle import BundleError, load_manifest
+    from splitting import profile as P
+
+    if args.cpu_fraction is not None and args.cpus is None:
+        print("edgecloud profile: --cpu-fraction needs --cpus", file=sys.stderr)
+        return 2
+    if args.cpus is not None:
+        cpus = tuple(int(c) for c in args.cpus.split(","))
+        emulation = DeviceEmulation(cpus=cpus, cpu_fraction=args.cpu_fraction, period_us=args.period_us)
+        what = "emulated device" if args.cpu_fraction is not None else "pinned"
+        where = args.where or f"{P.host_description()}, {what}: {emulation.describe()}"
+        child = [sys.executable, "-m", "edgecloud", "profile", "--bundle", str(args.bundle), "--role", args.role,
+                 "--runs", str(args.runs), "--where", where]
+        try:
+            with emulation.cgroup() as group:
+                code = subprocess.run(child, preexec_fn=group.enter, check=False).returncode
+                if code == 0 and args.role == "device" and args.request_overhead:
+                    code = _request_overhead(args.bundle, group, role="device")
+                return code
+        except (EmulationError, OSError) as err:
+            print(f"edgecloud profile: cannot emulate the device: {err}", file=sys.stderr)
+            return 2
+    try:
+        profile = P.measure(args.bundle, args.role, where=args.where or P.host_description(), runs=args.runs)
+        path = P.store(args.bundle, profile)
+        if args.role == "server" and args.request_overhead:
+            code = _request_overhead(args.bundle, None, role="server")
+            if code:
+                return code
+            profile = P.load(args.bundle, load_manifest(args.bundle), "server")
+    except (BundleError, ValueError) as err:
+        print(f"edgecloud profile: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.role} profile ({profile.where}) -> {path}")
+    print("| segment | median ms | p90 ms |\n|---|---:|---:|")
+    for name, t in profile.segments.items():
+        print(f"| {name} | {t.median_ms:.3f} | {t.p90_ms:.3f} |")
+    return 0
+
+
+def _request_overhead(bundle: Path, group: Any, *, role: str) -> int:
+    """Serve the bundle (the edge's split model inside the emulation, or the server's teacher) and time a
+    request's overhead from outside."""
+    from edgecloud.services import Service, free_port, stop_service, wait_ready
+    from shared.bundle import BundleError, load_manifest
+    from splitting import profile as P
+
+    port = free_port()
+    log = Path(bundle) / "reports" / "profile-edge.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        serve = ["edge", "serve"] if role == "device" else ["cloud", "serve"]
+        process = subprocess.Popen([sys.executable, "-m", "edgecloud", *serve, "--bundle", str(bundle),
+                                    "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                   preexec_fn=group.enter if group is not None else None, start_new_session=True)
+    service = Service("edge", f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_ready(service, timeout_s=180)
+        manifest = load_manifest(bundle)
+        if role == "device":
+            timing = P.measure_request_overhead(service.url, "split", parameters={"action": "device:exit1",
+                                                                                  "deadline_ms": 10_000},
+                                                compute_ms=P.load(bundle, manifest, "device").ms("head_1"))
+        else:
+            timing = P.measure_request_overhead(service.url, manifest.teacher,
+                                                compute_ms=P.load(bundle, manifest, "server").ms(P.TEACHER_SEGMENT))
+        P.add_segment(bundle, role, P.REQUEST_SEGMENT, timing)
+    except (BundleError, ValueError, RuntimeError, TimeoutError) as err:
+        print(f"edgecloud profile: request overhead: {err}", file=sys.stderr)
+        return 2
+    finally:
+        stop_service(service)
+    print(f"| {P.REQUEST_SEGMENT} ({role} serving overhead per request) | {timing.median_ms:.3f} | "
+          f"{timing.p90_ms:.3f} |")
+    return 0

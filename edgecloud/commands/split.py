@@ -1,0 +1,255 @@
+"""`edgecloud split build | train | eval`: adaptive split inference (after Niu et al.)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+TRACES = Path("../shared/data/traces")
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "split", help="early exits + partition + feature bits per request: build segments, train planners, evaluate",
+        description="Adaptive split inference. `build` adds a multi-branch net's head_p/tail_p segments to a bundle; "
+                    "`edgecloud profile` times them; `train` fits the SAC and DQN planners on training traces; "
+                    "`eval` runs every strategy over a folder of traces and writes report.json and plots.")
+    commands = parser.add_subparsers(dest="split_command", metavar="SUBCOMMAND", required=True)
+
+    build = commands.add_parser(
+        "build", help="train exit heads and bottlenecks on a bundle's teacher, export segments into a bundle",
+        description="Example: edgecloud split build --bundle artifacts/mnist --out artifacts/mnist-split "
+                    "--data-dir ../shared/data/mnist")
+    source = build.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", type=Path, help="source bundle (its teacher.pt is the backbone)")
+    source.add_argument("--teacher", type=Path,
+                        help="a teacher checkpoint alone (e.g. train-teacher's teacher.pt): the output bundle holds "
+                             "it and its split; needs --dataset")
+    build.add_argument("--dataset", default=None, help="with --teacher: the dataset it was trained on")
+    build.add_argument("--out", type=Path, required=True, help="output bundle (a copy of --bundle plus the split)")
+    build.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
+    build.add_argument("--epochs", type=int, default=3, help="training epochs of heads and bottlenecks")
+    build.add_argument("--max-train-samples", type=int, default=20000, help="subsample the training split")
+    build.add_argument("--bottleneck-channels", type=int, default=4,
+                       help="channels of each learned bottleneck (0: split without bottlenecks)")
+    build.add_argument("--seed", type=int, default=0, help="the bundle's dataset seed (splits) and training seed")
+    build.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    build.set_defaults(handler=run_build)
+
+    train = commands.add_parser(
+        "train", help="train the SAC and DQN planners on training traces and store them in the bundle",
+        description="Example: edgecloud split train --bundle B --deadline-ms 100 --traces "
+                    "../shared/data/traces/fcc ../shared/data/traces/norway-hsdpa")
+    train.add_argument("--bundle", type=Path, required=True, help="bundle with split segments and both profiles")
+    train.add_argument("--traces", type=Path, nargs="+", default=[TRACES / "fcc", TRACES / "norway-hsdpa"],
+                       help="training trace folders (a test folder is refused)")
+    train.add_argument("--deadline-ms", type=float, default=100.0, help="the deadline the planners are tuned for")
+    train.add_argument("--rtt-ms", type=float, default=40.0, help="base RTT of the modelled link")
+    train.add_argument("--period-s", type=float, default=0.25, help="time between requests")
+    train.add_argument("--acc-weight", type=float, default=20.0, help="reward per unit of accuracy")
+    train.add_argument("--miss-penalty", type=float, default=2.0, help="reward penalty of a missed deadline")
+    train.add_argument("--steps", type=int, default=30000, help="environment steps per planner")
+    train.add_argument("--target-entropy-ratio", type=float, default=0.3,
+                       help="SAC target entropy as a fraction of log(#valid actions)")
+    train.add_argument("--gamma", type=float, default=0.5, help="discount of both planners")
+    train.add_argument("--no-dqn", action="store_true", help="train SAC only")
+    train.add_argument("--seed", type=int, default=0, help="seed")
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    train.set_defaults(handler=run_train)
+
+    tune = commands.add_parser(
+        "tune", help="SAC's target entropy: train once per ratio, score each on training traces (nothing stored)",
+        description="Example: edgecloud split tune --bundle B --ratios 0.98 0.5 0.3 0.1 --out tune.json")
+    tune.add_argument("--bundle", type=Path, required=True, help="bundle with split segments and both profiles")
+    tune.add_argument("--traces", type=Path, nargs="+", default=[TRACES / "fcc", TRACES / "norway-hsdpa"],
+                      help="training trace folders")
+    tune.add_argument("--tune-traces", type=Path, default=TRACES / "norway-hsdpa",
+                      help="training folder whose every 4th trace scores the ratios (never a test folder)")
+    tune.add_argument("--ratios", type=float, nargs="+", default=[0.98, 0.5, 0.3, 0.1], help="ratios to try")
+    tune.add_argument("--deadline-ms", type=float, default=100.0, help="evaluation deadline")
+    tune.add_argument("--rtt-ms", type=float, default=40.0, help="base RTT of the modelled link")
+    tune.add_argument("--steps", type=int, default=20000, help="environment steps per ratio")
+    tune.add_argument("--duration-s", type=float, default=120.0, help="seconds of each scoring trace")
+    tune.add_argument("--out", type=Path, required=True, help="JSON file of the results")
+    tune.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    tune.set_defaults(handler=run_tune)
+
+    ev = commands.add_parser(
+        "eval", help="every strategy over every trace of a folder -> report.json + plots",
+        description="Example: edgecloud split eval --bundle B --traces ../shared/data/traces/norway-hsdpa-test "
+                    "--deadline-ms 100 --out artifacts/split-eval")
+    ev.add_argument("--bundle", type=Path, required=True, help="bundle with segments, profiles and planners")
+    ev.add_argument("--traces", type=Path, required=True, help="folder of trace files")
+    ev.add_argument("--deadline-ms", type=float, required=True, help="latency deadline of every request")
+    ev.add_argument("--out", type=Path, required=True, help="report directory")
+    ev.add_argument("--strategies", nargs="+", default=None, help="subset of strategies (default: all)")
+    ev.add_argument("--duration-s", type=float, default=None, help="replay only the first seconds of each trace")
+    ev.add_argument("--max-traces", type=int, default=None, help="use only the first N traces (by name)")
+    ev.add_argument("--live", action="store_true",
+                    help="run through the real services over the link testbed (root; see deploy/testbed/README.md): "
+                         "the trace replayed by the delay emulation, the edge as an emulated device")
+    ev.add_argument("--device-cpus", default="0", help="with --live: cores of the emulated device (the edge)")
+    ev.add_argument("--cpu-fraction", type=float, default=0.25, help="with --live: the device's CPU quota")
+    ev.add_argument("--cloud-cpus", default="1", help="with --live: cores of the server")
+    ev.add_argument("--data-dir", type=Path, default=None, help="with --live: dataset folder (not for digits)")
+    ev.add_argument("--kill-at-s", type=float, default=None,
+                    help="with --live: SIGKILL the server this far into every run (no request may be lost)")
+    ev.set_defaults(handler=run_eval)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from edgecloud.commands._offline import setup_logging
+
+    setup_logging()
+    from shared.bundle import BundleError, load_manifest
+    from shared.datasets import DatasetError, load_dataset
+    from splitting.build import build_split, teacher_bundle
+    from splitting.train import SplitTrainConfig
+
+    try:
+        if args.teacher is not None:
+            if args.dataset is None:
+                raise ValueError("--teacher needs --dataset (the dataset the teacher was trained on)")
+            dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+            args.bundle = teacher_bundle(args.teacher, args.out, dataset)
+        else:
+            dataset = load_dataset(load_manifest(args.bundle).dataset, data_dir=args.data_dir, seed=args.seed)
+        cfg = SplitTrainConfig(epochs=args.epochs, max_train_samples=args.max_train_samples, seed=args.seed)
+        manifest = build_split(args.bundle, args.out, dataset, cfg=cfg,
+                               bottleneck_channels=args.bottleneck_channels or None, progress=not args.no_progress)
+    except (DatasetError, BundleError, ValueError) as err:
+        print(f"edgecloud split build: {err}", file=sys.stderr)
+        return 2
+    from splitting.setup import read_accuracy
+
+    report = read_accuracy(args.out, manifest)
+    print(f"split segments -> {args.out}; composition max |d logit| "
+          f"{max(report['composition_max_abs_diff'].values()):.2e}")
+    print("| action | payload bytes | val acc | test acc |\n|---|---:|---:|---:|")
+    for row in report["actions"]:
+        print(f"| {row['action']} | {row['payload_bytes']} | {100 * row['val_accuracy']:.2f}% | "
+              f"{100 * row['test_accuracy']:.2f}% |")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from edgecloud.commands._offline import setup_logging
+
+    setup_logging()
+    from shared.bundle import BundleError
+    from shared.traces import TraceError
+    from splitting.dqn import DqnConfig
+    from splitting.latency import LinkModel
+    from splitting.sac import SacConfig
+    from splitting.setup import PlannerSpec
+    from splitting.train_planners import train_planners
+
+    spec = PlannerSpec(link=LinkModel(rtt_ms=args.rtt_ms), deadline_ms=args.deadline_ms, period_s=args.period_s,
+                       acc_weight=args.acc_weight, miss_penalty=args.miss_penalty)
+    sac = SacConfig(total_steps=args.steps, target_entropy_ratio=args.target_entropy_ratio, gamma=args.gamma,
+                    seed=args.seed)
+    dqn = None if args.no_dqn else DqnConfig(total_steps=args.steps, gamma=args.gamma, seed=args.seed)
+    try:
+        spec = train_planners(args.bundle, args.traces, spec, sac=sac, dqn=dqn, progress=not args.no_progress)
+    except (BundleError, TraceError, ValueError) as err:
+        print(f"edgecloud split train: {err}", file=sys.stderr)
+        return 2
+    last = spec.training["sac"]["history"][-1] if spec.training["sac"]["history"] else {}
+    print(f"planners -> {args.bundle}; SAC final alpha {last.get('alpha', float('nan')):.4f}, "
+          f"entropy {last.get('entropy', float('nan')):.3f} (target {spec.training['sac']['target_entropy']:.3f}); "
+          f"training traces' mean {spec.train_mean_mbit_s:.3f} Mbit/s")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from shared.bundle import BundleError
+    from shared.traces import TraceError, load_traces
+    from splitting.report import write_report
+    from splitting.setup import STRATEGIES, SplitSetup
+
+    try:
+        setup = SplitSetup.load(args.bundle)
+        traces = load_traces(args.traces)[: args.max_traces]
+        names = list(args.strategies or STRATEGIES)
+        unknown = [n for n in names if n not in STRATEGIES]
+        if unknown:
+            raise ValueError(f"unknown strategy {unknown[0]!r}; choose from {list(STRATEGIES)}")
+        if not setup.policies:
+            names = [n for n in names if n not in ("sac", "dqn")]
+        if args.live:
+            return _run_live(args, setup, traces, names)
+        report = write_report(setup, traces, names, deadline_ms=args.deadline_ms, out=args.out,
+                              duration_s=args.duration_s, traces_dir=args.traces)
+    except (BundleError, TraceError, ValueError) as err:
+        print(f"edgecloud split eval: {err}", file=sys.stderr)
+        return 2
+    rows = ["| strategy | mean ms | p95 ms | miss rate | accuracy | bytes/request |", "|---|---:|---:|---:|---:|---:|"]
+    for name, s in report["strategies"].items():
+        rows.append(f"| {name} | {s['mean_latency_ms']:.1f} | {s['p95_latency_ms']:.1f} | "
+                    f"{100 * s['deadline_miss_rate']:.1f}% | {100 * s['accuracy']:.2f}% | "
+                    f"{s['bytes_per_request']:.0f} |")
+    print("\n".join(rows))
+    print(f"report: {args.out / 'report.json'}  plots: latency_over_time.png, latency_cdf.png")
+    print(json.dumps({"traces": len(traces), "deadline_ms": args.deadline_ms}))
+    return 0
+
+
+def _run_live(args: argparse.Namespace, setup: Any, traces: list[Any], names: list[str]) -> int:
+    from edgecloud.evaluation.device import DeviceEmulation, EmulationError
+    from edgecloud.evaluation.testbed.netns import TestbedError, parse_cpus
+    from splitting.live import live_eval
+
+    device = DeviceEmulation(cpus=tuple(sorted(parse_cpus(args.device_cpus))), cpu_fraction=args.cpu_fraction)
+    try:
+        report = live_eval(setup, traces, names, trace_dir=args.traces, deadline_ms=args.deadline_ms,
+                           duration_s=args.duration_s or 60.0, out=args.out, device=device,
+                           cloud_cpus=parse_cpus(args.cloud_cpus) if args.cloud_cpus else None,
+                           data_dir=args.data_dir, kill_at_s=args.kill_at_s)
+    except (TestbedError, EmulationError) as err:
+        print(f"edgecloud split eval --live: {err}", file=sys.stderr)
+        return 2
+    print(f"device: {report['device']}; link: {report['link']['delay']}")
+    print("| strategy | trace | live mean ms | env mean ms | live/env | live acc | lost | fallbacks |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, per_trace in report["strategies"].items():
+        for trace, r in per_trace.items():
+            live, env = r["live"], r["environment"]
+            print(f"| {name} | {trace} | {live['mean_latency_ms']:.1f} | {env['mean_latency_ms']:.1f} | "
+                  f"{r['live_over_environment_mean_latency']:.3f} | {100 * live['accuracy']:.2f}% | {live['lost']} | "
+                  f"{100 * live['fallback_rate']:.0f}% |")
+    print(f"report: {args.out / 'report_live.json'}")
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from edgecloud.commands._offline import setup_logging
+
+    setup_logging()
+    from shared.bundle import BundleError
+    from shared.traces import TraceError, load_traces
+    from splitting.latency import LinkModel
+    from splitting.sac import SacConfig
+    from splitting.setup import PlannerSpec
+    from splitting.train_planners import tune_target_entropy
+
+    spec = PlannerSpec(link=LinkModel(rtt_ms=args.rtt_ms), deadline_ms=args.deadline_ms)
+    try:
+        scoring = load_traces(args.tune_traces, purpose="train")[::4]
+        records = tune_target_entropy(args.bundle, args.traces, spec, args.ratios,
+                                      sac=SacConfig(total_steps=args.steps), tune_traces=scoring,
+                                      duration_s=args.duration_s, progress=not args.no_progress)
+    except (BundleError, TraceError, ValueError) as err:
+        print(f"edgecloud split tune: {err}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(records, indent=2) + "\n")
+    print("| ratio | target H | final alpha | final H | mean reward | mean ms | miss | accuracy |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in records:
+        print(f"| {r['target_entropy_ratio']} | {r['target_entropy']:.2f} | {r['final_alpha']:.3g} | "
+              f"{r['final_entropy']:.2f} | {r['mean_reward']:.3f} | {r['mean_latency_ms']:.1f} | "
+              f"{100 * r['deadline_miss_rate']:.1f}% | {100 * r['accuracy']:.2f}% |")
+    return 0

@@ -1,0 +1,90 @@
+"""The planner's discrete action: one (exit, partition, bits) of a grid, invalid cells masked (numpy only).
+
+With S stages the grid is exits 1..S x partitions 0..S x bits (8, 4, 2). Partition p means the device
+runs stages 1..p:
+- p = S: device-only, answered by exit e on the device (bits unused: only b = 8 is valid);
+- p = 0: server-only, raw pixels (already 8-bit) to the server's full net, exit S (the teacher);
+- 0 < p < S: split; the device sends the p-feature at b bits, the server answers with exit e > p.
+Every other cell (an exit before the split, a second copy of a device-only or server-only choice)
+is invalid and masked, so the planner's logits cover the whole grid but it only ever picks a valid cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from shared.feature_codec import BITS
+
+
+class Placement(StrEnum):
+    DEVICE = "device"  # p = S: everything on the device
+    SERVER = "server"  # p = 0: raw input to the server
+    SPLIT = "split"    # head on the device, tail on the server
+
+
+@dataclass(frozen=True)
+class Action:
+    exit: int       # 1..S: which exit answers
+    partition: int  # 0..S: stages run on the device
+    bits: int       # bit width of the sent feature (8 for raw pixels and device-only)
+
+    def placement(self, n_stages: int) -> Placement:
+        if self.partition == n_stages:
+            return Placement.DEVICE
+        return Placement.SERVER if self.partition == 0 else Placement.SPLIT
+
+    def label(self, n_stages: int) -> str:
+        kind = self.placement(n_stages)
+        if kind is Placement.DEVICE:
+            return f"device:exit{self.exit}"
+        if kind is Placement.SERVER:
+            return "server"
+        return f"split@{self.partition}:{self.bits}b:exit{self.exit}"
+
+
+class ActionSpace:
+    """The (exit, partition, bits) grid of a net with `n_stages` stages, and which cells are valid."""
+
+    def __init__(self, n_stages: int, bits: tuple[int, ...] = BITS) -> None:
+        if n_stages < 2:
+            raise ValueError(f"a split needs at least 2 stages, got {n_stages}")
+        self.n_stages = n_stages
+        self.bits = tuple(bits)
+        self.actions = [Action(e, p, b) for e in range(1, n_stages + 1) for p in range(n_stages + 1)
+                        for b in self.bits]
+        self.valid = np.array([self._valid(a) for a in self.actions], dtype=bool)
+
+    def _valid(self, a: Action) -> bool:
+        if a.partition == self.n_stages:
+            return a.bits == self.bits[0]
+        if a.partition == 0:
+            return a.exit == self.n_stages and a.bits == self.bits[0]
+        return a.exit > a.partition
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @property
+    def n_valid(self) -> int:
+        return int(self.valid.sum())
+
+    def index(self, action: Action) -> int:
+        return self.actions.index(action)
+
+    def valid_indices(self) -> np.ndarray:
+        return np.flatnonzero(self.valid)
+
+    def mask(self, *, server_available: bool = True) -> np.ndarray:
+        """Valid cells; without a reachable server only device-only ones."""
+        if server_available:
+            return self.valid.copy()
+        return self.valid & np.array([a.partition == self.n_stages for a in self.actions])
+
+    def device_only(self, exit_: int) -> int:
+        return self.index(Action(exit_, self.n_stages, self.bits[0]))
+
+    def server_only(self) -> int:
+        return self.index(Action(self.n_stages, 0, self.bits[0]))

@@ -1,0 +1,114 @@
+"""Strategies that pick an (exit, partition, bits) per request; all run through the same environment and
+the same live path (numpy only, except that `Oracle` needs the environment's hindsight).
+
+Each `choose(obs, mask, view)` sees the observation vector, the valid-action mask and a view with
+`tracker` (what the device measured), `deadline_ms` and `load`:
+
+- DeviceOnly / ServerOnly: the two fixed ends;
+- Neurosurgeon (Kang et al. 2017): the one partition (final exit, as it has no early exits) with the
+  lowest predicted latency at the training traces' mean bandwidth, chosen once;
+- Edgent (Li, Zhou, Chen 2018): per request, the most accurate (exit, partition, bits) whose
+  predicted latency at the bandwidth of the last transfer meets the deadline (the lowest latency among
+  equally accurate ones; if none meets it, the fastest); before any transfer, the prior bandwidth;
+- Learned: a trained SAC actor or DQN (splitting/policy.py), greedy;
+- Oracle: with hindsight, the action of highest reward at the bandwidth that actually occurred.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+
+from splitting.latency import CostModel
+from splitting.policy import MlpPolicy
+from splitting.state import StateTracker
+
+
+class View(Protocol):
+    tracker: StateTracker
+    deadline_ms: float
+    load: float
+
+
+class Planner(Protocol):
+    name: str
+
+    def choose(self, obs: np.ndarray, mask: np.ndarray, view: Any) -> int: ...
+
+
+class DeviceOnly:
+    name = "device_only"
+
+    def __init__(self, model: CostModel) -> None:
+        self.index = model.space.device_only(model.space.n_stages)
+
+    def choose(self, obs: np.ndarray, mask: np.ndarray, view: Any) -> int:
+        return self.index
+
+
+class ServerOnly:
+    name = "server_only"
+
+    def __init__(self, model: CostModel) -> None:
+        self.index = model.space.server_only()
+
+    def choose(self, obs: np.ndarray, mask: np.ndarray, view: Any) -> int:
+        return self.index if mask[self.index] else int(np.flatnonzero(mask)[-1])
+
+
+class Neurosurgeon:
+    name = "neurosurgeon"
+
+    def __init__(self, model: CostModel, *, mean_mbit_s: float, rtt_ms: float) -> None:
+        s = model.space.n_stages
+        candidates = [i for i in model.space.valid_indices() if model.space.actions[i].exit == s]
+        costs = {int(i): model.cost(int(i), load=1.0, mbit_s=mean_mbit_s, rtt_ms=rtt_ms).latency_ms
+                 for i in candidates}
+        self.index = min(costs, key=costs.__getitem__)
+        self.mean_mbit_s = mean_mbit_s
+        self.device_index = model.space.device_only(s)
+
+    def choose(self, obs: np.ndarray, mask: np.ndarray, view: Any) -> int:
+        return self.index if mask[self.index] else self.device_index
+
+
+class Edgent:
+    name = "edgent"
+
+    def __init__(self, model: CostModel, val_accuracy: np.ndarray, *, prior_mbit_s: float) -> None:
+        self.model, self.val_accuracy, self.prior_mbit_s = model, val_accuracy, prior_mbit_s
+
+    def choose(self, obs: np.ndarray, mask: np.ndarray, view: Any) -> int:
+        mbit_s = view.tracker.last_mbit_s or self.prior_mbit_s
+        best, best_key, fastest, fastest_ms = -1, (-np.inf, 0.0), -1, np.inf
+        for i in np.flatnonzero(mask):
+            ms = self.model.cost(int(i), load=view.load, mbit_s=mbit_s, rtt_ms=view.tracker.rtt_ms).latency_ms
+            if ms < fastest_ms:
+                fastest, fastest_ms = int(i), ms
+            key = (round(float(self.val_accuracy[i]), 6), -ms)
+            if ms <= view.deadline_ms and key > best_key:
+                best, best_key = int(i), key
+        return best if best >= 0 else fastest
+
+
+class Learned:
+    def __init__(self, name: str, policy: MlpPolicy) -> None:
+        self.name, self.policy = name, policy
+
+    def choose(self, obs: np.ndarray, mask: np.ndarray, view: Any) -> int:
+        return self.policy.act(obs, mask)
+
+
+class Oracle:
+    """Hindsight: needs the environment (its `cost` and `reward` at the trace's true bandwidth)."""
+
+    name = "oracle"
+
+    def choose(self, obs: np.ndarray, mask: np.ndarray, view: Any) -> int:
+        best, best_r = -1, -np.inf
+        for i in np.flatnonzero(mask):
+            r = view.reward(int(i), view.cost(int(i)))
+            if r > best_r:
+                best, best_r = int(i), r
+        return best

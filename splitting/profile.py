@@ -1,0 +1,187 @@
+"""Per-segment latency where it runs, stored in the bundle (numpy + onnxruntime; no torch).
+
+    edgecloud profile --bundle B --role device --cpus 0 --cpu-fraction 0.25   # emulated slow device
+    edgecloud profile --bundle B --role server                               # this machine as the server
+
+A device profile times, one sample at a time as requests come: every head_p (head_S is device-only),
+every tail_p (the device finishes a split on its own when the server fails), and the quantise + pack of
+every (p, bits). A server profile times every tail_p and the teacher (server-only). Each segment's
+median, p90 and mean over `runs` calls after `warmup` calls are written to the artifact
+`split_profile_<role>` with a description of where they were measured (the emulation included),
+and the manifest is rewritten so its sha256 covers them.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared import bundle as B
+from shared.feature_codec import quantize
+from shared.preprocess import ImagePreprocessor
+from splitting.segments import SegmentRunner, SplitPlan, head_name, open_session, tail_name
+
+ROLES: tuple[str, ...] = ("device", "server")
+TEACHER_SEGMENT = "teacher"
+REQUEST_SEGMENT = "request"
+"""The device's serving overhead per request besides its segments (HTTP, protocol, planner, pre-processing)."""
+
+
+def artifact_name(role: str) -> str:
+    return f"split_profile_{role}"
+
+
+@dataclass(frozen=True)
+class SegmentTiming:
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    runs: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Per-segment latency (ms, one sample) measured somewhere."""
+
+    role: str
+    where: str
+    segments: dict[str, SegmentTiming]
+
+    def ms(self, segment: str) -> float:
+        """Median latency of `segment`; KeyError names the segments there are."""
+        if segment not in self.segments:
+            raise KeyError(f"profile ({self.role}) has no segment {segment!r}; it has {sorted(self.segments)}")
+        return self.segments[segment].median_ms
+
+    def to_json(self) -> dict[str, Any]:
+        return {"role": self.role, "where": self.where,
+                "segments": {k: vars(v) for k, v in self.segments.items()}}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Profile:
+        return cls(role=raw["role"], where=raw["where"],
+                   segments={k: SegmentTiming(**v) for k, v in raw["segments"].items()})
+
+
+def quantize_segment(p: int, bits: int) -> str:
+    return f"quantize_{p}_{bits}"
+
+
+def _time(fn: Callable[[], object], *, runs: int, warmup: int) -> SegmentTiming:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(1000.0 * (time.perf_counter() - t0))
+    a = np.asarray(samples)
+    return SegmentTiming(median_ms=float(np.median(a)), p90_ms=float(np.percentile(a, 90)), mean_ms=float(a.mean()),
+                         runs=runs)
+
+
+def measure(bundle: Path, role: str, *, where: str, runs: int = 200, warmup: int = 20) -> Profile:
+    """Time this role's segments of `bundle` here, one sample per call."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    manifest = B.load_manifest(bundle)
+    plan = SplitPlan.from_manifest(manifest)
+    s = plan.n_stages
+    pre = ImagePreprocessor.from_spec(manifest.input)
+    x = pre.normalize(np.zeros((1, *plan.raw_shape), dtype=np.uint8))
+    segments: dict[str, SegmentTiming] = {}
+    if role == "device":
+        runner = SegmentRunner(bundle, manifest=manifest, heads=range(1, s + 1), tails=range(1, s))
+        for p in range(1, s + 1):
+            segments[head_name(p)] = _time(lambda p=p: runner.head(p, pre.normalize(
+                np.zeros((1, *plan.raw_shape), np.uint8))), runs=runs, warmup=warmup)
+        for p in range(1, s):
+            _, feature = runner.head(p, x)
+            assert feature is not None
+            segments[tail_name(p)] = _time(lambda p=p, f=feature: runner.tail(p, f), runs=runs, warmup=warmup)
+            for b in plan.bits:
+                segments[quantize_segment(p, b)] = _time(lambda f=feature, b=b: quantize(f, b), runs=runs,
+                                                         warmup=warmup)
+    else:
+        runner = SegmentRunner(bundle, manifest=manifest, heads=range(1, s), tails=range(1, s))
+        for p in range(1, s):
+            _, feature = runner.head(p, x)
+            assert feature is not None
+            segments[tail_name(p)] = _time(lambda p=p, f=feature: runner.tail(p, f), runs=runs, warmup=warmup)
+        teacher = manifest.models[manifest.teacher]
+        if teacher.file is not None:
+            session = open_session(B.verify_file(bundle, manifest, teacher.file))
+            name = session.get_inputs()[0].name
+            segments[TEACHER_SEGMENT] = _time(lambda: session.run(None, {name: x}), runs=runs, warmup=warmup)
+    return Profile(role=role, where=where, segments=segments)
+
+
+def measure_request_overhead(url: str, model: str, *, compute_ms: float, parameters: dict[str, Any] | None = None,
+                             requests: int = 60, period_s: float = 0.1) -> SegmentTiming:
+    """Round trips of one-sample requests to `model` of a running server, less its profiled compute.
+
+    What a request costs a server of the runtime besides its graph (HTTP, protocol, batcher; on the
+    device also the planner). The edge's `split` is asked for device-only exit 1 (compute: head_1),
+    the server's teacher for a raw image (compute: the teacher). The client calls from outside.
+    """
+    import httpx
+
+    from shared.oip import encode_request
+
+    samples = []
+    with httpx.Client(timeout=30.0) as http:
+        meta = http.get(f"{url}/v2/models/{model}").json()
+        x = np.zeros((1, *meta["inputs"][0]["shape"][1:]), np.uint8)
+        body, headers = encode_request({"input": x}, parameters=parameters)
+        for i in range(requests + 5):
+            t0 = time.perf_counter()
+            response = http.post(f"{url}/v2/models/{model}/infer", content=body, headers=headers)
+            elapsed = 1000.0 * (time.perf_counter() - t0)
+            if response.status_code != 200:
+                raise ValueError(f"edge answered {response.status_code}: {response.text[:200]}")
+            if i >= 5:  # the first few warm the connection and the server
+                samples.append(max(elapsed - compute_ms, 0.0))
+            time.sleep(period_s)
+    a = np.asarray(samples)
+    return SegmentTiming(median_ms=float(np.median(a)), p90_ms=float(np.percentile(a, 90)), mean_ms=float(a.mean()),
+                         runs=len(a))
+
+
+def add_segment(bundle: Path, role: str, name: str, timing: SegmentTiming) -> Profile:
+    """Add (or replace) one segment of a stored profile."""
+    manifest = B.load_manifest(bundle)
+    profile = load(bundle, manifest, role)
+    updated = Profile(role=profile.role, where=profile.where, segments={**profile.segments, name: timing})
+    store(bundle, updated)
+    return updated
+
+
+def host_description() -> str:
+    return f"{platform.node()} ({platform.machine()}, {platform.processor() or 'cpu'})"
+
+
+def store(bundle: Path, profile: Profile) -> Path:
+    """Write the profile into the bundle as artifact split_profile_<role> and rehash the manifest."""
+    bundle = Path(bundle)
+    manifest = B.load_manifest(bundle)
+    rel = f"split/profile_{profile.role}.json"
+    (bundle / rel).parent.mkdir(parents=True, exist_ok=True)
+    (bundle / rel).write_text(json.dumps(profile.to_json(), indent=2) + "\n")
+    artifacts = {**manifest.artifacts, artifact_name(profile.role): rel}
+    B.write_manifest(bundle, manifest.model_copy(update={"artifacts": artifacts}))
+    return bundle / rel
+
+
+def load(bundle: Path, manifest: B.Manifest, role: str) -> Profile:
+    """The bundle's profile for `role`; BundleError says how to make it when it is missing."""
+    name = manifest.artifacts.get(artifact_name(role))
+    if name is None:
+        raise B.BundleError(f"{bundle}: no {role} profile; run `edgecloud profile --bundle {bundle} --role {role}`")
+    return Profile.from_json(json.loads(B.read_verified(Path(bundle), manifest, name)))

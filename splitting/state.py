@@ -1,0 +1,97 @@
+"""The planner's state, built the same way in the environment and on the live device (numpy only).
+
+The paper's state is not public; this one is ours (docs/split_inference.md). What the device can
+know before it acts:
+
+- the last `history` throughput samples it measured on its own transfers, log10(Mbit/s), newest
+  first (a sample is the request's and response's bytes over the time they took on the link: the
+  round trip less the server's compute and the base RTT, as BBR estimates bottleneck bandwidth);
+  slots with no sample yet hold `prior_mbit_s`;
+- how old the newest sample is (s, capped): a device that stopped offloading knows its estimate is stale;
+- the base RTT (ms): the smallest network time seen over the last `rtt_window` transfers;
+- the request's deadline (ms);
+- device load: recent device compute over the profiled compute (1 = as profiled, 2 = twice as slow).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+MBIT_FLOOR = 1e-3
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    """Shape and scaling of the observation vector."""
+
+    history: int = 4
+    """throughput samples kept"""
+    prior_mbit_s: float = 1.0
+    """stands in for a sample not yet measured"""
+    max_age_s: float = 10.0
+    """ages are capped here (and scaled by it)"""
+    rtt_window: int = 20
+    """transfers over which the base RTT is the minimum"""
+    rtt_scale_ms: float = 100.0
+    """RTT is divided by this"""
+    deadline_scale_ms: float = 100.0
+    """deadline is divided by this"""
+    load_alpha: float = 0.3
+    """EWMA weight of a new load sample"""
+
+    @property
+    def dim(self) -> int:
+        return self.history + 4
+
+
+class StateTracker:
+    """What the device measured so far; `observe` turns it into the planner's input vector."""
+
+    def __init__(self, cfg: StateConfig | None = None, *, initial_rtt_ms: float = 50.0) -> None:
+        self.cfg = cfg or StateConfig()
+        self.samples: deque[float] = deque(maxlen=self.cfg.history)  # Mbit/s, newest last
+        self.sample_times: deque[float] = deque(maxlen=self.cfg.history)
+        self.network_ms: deque[float] = deque(maxlen=self.cfg.rtt_window)
+        self.initial_rtt_ms = initial_rtt_ms
+        self.load = 1.0
+
+    @property
+    def rtt_ms(self) -> float:
+        """Base RTT: the smallest network time in the window (before any transfer: the initial guess)."""
+        return min(self.network_ms) if self.network_ms else self.initial_rtt_ms
+
+    @property
+    def last_mbit_s(self) -> float | None:
+        return self.samples[-1] if self.samples else None
+
+    def record_transfer(self, *, wire_bytes: int, network_ms: float, now_s: float) -> float:
+        """One transfer's bytes and network time (round trip less server compute); returns its Mbit/s sample."""
+        self.network_ms.append(network_ms)
+        on_link_ms = max(network_ms - self.rtt_ms, 0.2)  # never faster than 0.2 ms: a floor for timer noise
+        mbit_s = max(8.0 * wire_bytes / (on_link_ms * 1000.0), MBIT_FLOOR)
+        self.record_throughput(mbit_s, now_s=now_s)
+        return mbit_s
+
+    def record_throughput(self, mbit_s: float, *, now_s: float) -> None:
+        self.samples.append(max(float(mbit_s), MBIT_FLOOR))
+        self.sample_times.append(now_s)
+
+    def record_load(self, measured_ms: float, profiled_ms: float) -> None:
+        """Device compute took `measured_ms` where the profile says `profiled_ms`."""
+        if profiled_ms > 0 and math.isfinite(measured_ms):
+            a = self.cfg.load_alpha
+            self.load = (1 - a) * self.load + a * max(measured_ms / profiled_ms, 0.1)
+
+    def observe(self, *, now_s: float, deadline_ms: float) -> np.ndarray:
+        """(dim,) float32: log10 throughput samples (newest first), age, base RTT, deadline, load."""
+        c = self.cfg
+        newest_first = list(reversed(self.samples))
+        padded = newest_first + [c.prior_mbit_s] * (c.history - len(newest_first))
+        age = min(now_s - self.sample_times[-1], c.max_age_s) if self.sample_times else c.max_age_s
+        obs = [math.log10(v) for v in padded]
+        obs += [age / c.max_age_s, self.rtt_ms / c.rtt_scale_ms, deadline_ms / c.deadline_scale_ms, self.load]
+        return np.asarray(obs, dtype=np.float32)

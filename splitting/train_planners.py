@@ -1,0 +1,115 @@
+"""`edgecloud split train`: fit the SAC and DQN planners on the training traces and store them (torch).
+
+    edgecloud split train --bundle B --traces ../shared/data/traces/fcc ../shared/data/traces/norway-hsdpa
+
+Training traces only (shared.traces refuses a test folder here). The environment randomises what
+the deployed planner must cope with around the evaluation point: each episode's deadline in
+[0.5, 2] x the evaluation deadline, RTT in [0.5, 1.5] x the link's, and a device load switching
+between 1, 1.5 and 2.5 (2% chance a request). The actor (SAC) and the Q-network (DQN) go to the
+bundle as numpy weights (artifacts split_policy_sac / split_policy_dqn), the spec and learning
+curves as split_planner.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from shared.traces import Trace, load_traces
+from splitting.dqn import DqnConfig, train_dqn
+from splitting.env import EnvConfig, SplitEnv
+from splitting.policy import save_mlp
+from splitting.sac import SacConfig, mlp_layers, train_sac
+from splitting.setup import ARTIFACT_SPEC, SPEC_JSON, PlannerSpec, SplitSetup, policy_artifact, store_artifact
+
+
+def training_traces(folders: list[Path]) -> list[Trace]:
+    traces = []
+    for folder in folders:
+        traces += load_traces(folder, purpose="train")
+    return traces
+
+
+def mean_mbit_s(traces: list[Trace]) -> float:
+    """Time-weighted mean over all traces together."""
+    total = sum(t.duration_s for t in traces)
+    return float(sum(t.mean_mbit_s() * t.duration_s for t in traces) / total)
+
+
+def training_env_config(spec: PlannerSpec) -> EnvConfig:
+    return EnvConfig(period_s=spec.period_s, deadline_ms=spec.deadline_ms,
+                     deadline_range_ms=(0.5 * spec.deadline_ms, 2.0 * spec.deadline_ms), rtt_ms=spec.link.rtt_ms,
+                     rtt_range_ms=(0.5 * spec.link.rtt_ms, 1.5 * spec.link.rtt_ms), load_levels=(1.0, 1.5, 2.5),
+                     load_switch_prob=0.02, acc_weight=spec.acc_weight, miss_penalty=spec.miss_penalty,
+                     random_start=True, state=spec.state)
+
+
+def make_env(setup: SplitSetup, traces: list[Trace], cfg: EnvConfig, *, seed: int) -> SplitEnv:
+    return SplitEnv(setup.cost_model(), traces, setup.val_accuracy, cfg=cfg, correct=setup.test_correct, seed=seed)
+
+
+def train_planners(bundle: Path, folders: list[Path], spec: PlannerSpec, *, sac: SacConfig, dqn: DqnConfig | None,
+                   progress: bool = True) -> PlannerSpec:
+    """Train and store; returns the stored spec (with learning curves)."""
+    setup = SplitSetup.load(bundle, need_spec=False)
+    traces = training_traces(folders)
+    spec = replace(spec, train_mean_mbit_s=mean_mbit_s(traces), train_traces=[str(f) for f in folders])
+    cfg = training_env_config(spec)
+    agent, sac_history = train_sac(make_env(setup, traces, cfg, seed=sac.seed), sac, progress=progress)
+    meta = {"algorithm": "sac", "obs_dim": spec.state.dim, "n_actions": len(setup.space)}
+    path = save_mlp(Path(bundle) / "split/policy_sac.npz", mlp_layers(agent.actor), meta=meta)
+    store_artifact(bundle, policy_artifact("sac"), "split/policy_sac.npz", path.read_bytes())
+    training = {"sac": {"config": asdict(sac), "target_entropy": agent.target_entropy, "history": sac_history},
+                "env": {k: v for k, v in asdict(cfg).items() if k != "state"}}
+    if dqn is not None:
+        q, dqn_history = train_dqn(make_env(setup, traces, cfg, seed=dqn.seed), dqn, progress=progress)
+        path = save_mlp(Path(bundle) / "split/policy_dqn.npz", mlp_layers(q), meta={**meta, "algorithm": "dqn"})
+        store_artifact(bundle, policy_artifact("dqn"), "split/policy_dqn.npz", path.read_bytes())
+        training["dqn"] = {"config": asdict(dqn), "history": dqn_history}
+    spec = replace(spec, training=training)
+    store_artifact(bundle, ARTIFACT_SPEC, SPEC_JSON, (json.dumps(spec.to_json(), indent=2) + "\n").encode())
+    return spec
+
+
+def tune_target_entropy(bundle: Path, folders: list[Path], spec: PlannerSpec, ratios: list[float], *,
+                        sac: SacConfig, tune_traces: list[Trace], duration_s: float,
+                        progress: bool = True) -> list[dict[str, Any]]:
+    """Train SAC once per target-entropy ratio and score each greedy actor on `tune_traces` (training traces).
+
+    Returns one record per ratio: the final temperature and entropy, and the mean reward, latency,
+    miss rate and accuracy of the greedy actor at the evaluation deadline. Nothing is stored.
+    """
+    from splitting.baselines import Learned
+    from splitting.evaluate import eval_env, run_trace, summarise
+    from splitting.policy import MlpPolicy
+
+    setup = SplitSetup.load(bundle, need_spec=False)
+    traces = training_traces(folders)
+    spec = replace(spec, train_mean_mbit_s=mean_mbit_s(traces))
+    setup.spec = spec
+    cfg = training_env_config(spec)
+    labels = [a.label(setup.space.n_stages) for a in setup.space.actions]
+    records = []
+    for ratio in ratios:
+        agent, history = train_sac(make_env(setup, traces, cfg, seed=sac.seed),
+                                   replace(sac, target_entropy_ratio=ratio), progress=progress)
+        planner = Learned("sac", MlpPolicy(mlp_layers(agent.actor), {}))
+        env = eval_env(setup, tune_traces, deadline_ms=spec.deadline_ms)
+        runs = []
+        for i in range(len(tune_traces)):
+            env.reset(seed=i)
+            runs.append(run_trace(env, planner, i, duration_s=duration_s))
+        summary = summarise(runs, labels)["sac"]
+        last = history[-1] if history else {}
+        records.append({"target_entropy_ratio": ratio, "target_entropy": agent.target_entropy,
+                        "final_alpha": agent.alpha, "final_entropy": last.get("entropy", float("nan")),
+                        "alpha_curve": [h.get("alpha") for h in history],
+                        "mean_reward": float(np.mean([r for run in runs for r in run.reward])),
+                        **{k: summary[k] for k in ("mean_latency_ms", "p95_latency_ms", "deadline_miss_rate",
+                                                   "accuracy", "fallback_rate")},
+                        "actions": summary["actions"]})
+    return records

@@ -1,0 +1,84 @@
+"""Live split inference: the edge's `split` model, the server's `tail_p` models, the fallback, bad parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from edgecloud.services import running
+from shared.datasets import load_dataset
+from shared.feature_codec import FEATURE, quantize
+from shared.oip import decode_response, encode_request
+from splitting.setup import ARTIFACT_SPEC, SPEC_JSON, PlannerSpec, store_artifact
+from tests.cloud_server.helpers import metric
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def live_bundle(profiled_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("live") / "bundle"
+    shutil.copytree(profiled_bundle, out)
+    store_artifact(out, ARTIFACT_SPEC, SPEC_JSON, json.dumps(PlannerSpec(deadline_ms=500.0).to_json()).encode())
+    return out
+
+
+def _ask(url: str, x: np.ndarray, **params: object) -> dict[str, np.ndarray]:
+    body, headers = encode_request({"input": x}, parameters=params)
+    response = httpx.post(f"{url}/v2/models/split/infer", content=body, headers=headers, timeout=30)
+    assert response.status_code == 200, response.text
+    return decode_response(response.content, response.headers)[1]
+
+
+def _labels(out: dict[str, np.ndarray], key: str) -> list[str]:
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in out[key]]
+
+
+def test_every_placement_answers_and_a_dead_server_loses_nothing(live_bundle: Path, tmp_path: Path) -> None:
+    x = load_dataset("digits").test.x[:1]
+    tails = ["--models", "teacher,tail_1,tail_2,tail_3"]
+    with running(live_bundle, log_dir=tmp_path, cloud_args=tails) as (cloud, edge):
+        for action, source in (("device:exit2", "edge"), ("split@2:4b:exit4", "cloud"), ("server", "cloud"),
+                               ("split@1:2b:exit3", "cloud")):
+            out = _ask(edge.url, x, action=action, deadline_ms=5000)
+            assert _labels(out, "source") == [source] and _labels(out, "action") == [action]
+            assert 0 <= int(out["label"][0]) < 10
+        assert int(_ask(edge.url, x, action="split@2:2b:exit4", deadline_ms=5000)["payload_bytes"][0]) > 0
+        for strategy in ("device_only", "server_only", "neurosurgeon", "edgent"):
+            assert _labels(_ask(edge.url, x, strategy=strategy, deadline_ms=5000), "source")[0] in ("edge", "cloud")
+
+        # A bad quantisation parameter is a 400 that names it.
+        code = quantize(np.ones((1, 4, 2, 2), np.float32), 4)
+        body, headers = encode_request({FEATURE: code.packed}, parameters={"scale": 0.1, "zero_point": 99, "bits": 4})
+        bad = httpx.post(f"{cloud.url}/v2/models/tail_2/infer", content=body, headers=headers, timeout=30)
+        assert bad.status_code == 400 and "zero_point" in bad.json()["error"]
+        # The tails are ordinary models of the runtime: the infer fast path counts them by name.
+        text = httpx.get(f"{cloud.url}/metrics", timeout=10).text
+        assert metric(text, "edgecloud_model_requests_total", {"model": "tail_2", "code": "200"}) >= 2
+        assert metric(text, "edgecloud_model_requests_total", {"model": "tail_1", "code": "200"}) >= 1
+        assert metric(text, "edgecloud_model_requests_total", {"model": "tail_2", "code": "400"}) == 1
+
+        os.killpg(cloud.process.pid, signal.SIGKILL)
+        cloud.process.wait()
+        for action in ("split@2:4b:exit4", "server", "split@1:8b:exit2"):
+            out = _ask(edge.url, x, action=action, deadline_ms=2000)
+            assert _labels(out, "source") == ["edge-fallback"]
+            assert _labels(out, "fallback_reason")[0] in ("unreachable", "circuit_open")
+            assert 0 <= int(out["label"][0]) < 10
+
+
+def test_bad_request_parameters_are_named(live_bundle: Path, tmp_path: Path) -> None:
+    x = load_dataset("digits").test.x[:1]
+    with running(live_bundle, log_dir=tmp_path, cloud_args=["--models", "teacher,tail_1,tail_2,tail_3"]) as (_, edge):
+        for params, needle in (({"strategy": "magic"}, "strategy"), ({"action": "split@9:8b:exit4"}, "action"),
+                               ({"deadline_ms": -1}, "deadline_ms")):
+            body, headers = encode_request({"input": x}, parameters=params)
+            response = httpx.post(f"{edge.url}/v2/models/split/infer", content=body, headers=headers, timeout=30)
+            assert response.status_code == 400 and needle in response.json()["error"]
