@@ -243,7 +243,8 @@ async def open_agent(settings: EdgeSettings, *, metrics: EdgeMetrics | None = No
     """Verify the bundle, open the student and (with a cloud_url) the cloud client; close it on exit."""
     engine = EdgeEngine.load(settings.bundle, threads=settings.threads, threshold=settings.threshold,
                              fusion=settings.fusion)
-    metrics = metrics if metrics is not None else EdgeMetrics(ratio_window=settings.ratio_window)
+    if metrics is None:
+        metrics = EdgeMetrics(ratio_window=settings.ratio_window, fusion=settings.fusion)
     async with AsyncExitStack() as stack:
         cloud = None
         if settings.cloud_url is not None:

@@ -53,7 +53,7 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
     settings = settings if settings is not None else get_settings()
     settings.bearer_token()  # a bad token setting fails here, at start, not on the first offload
     metrics = ServerMetrics()
-    edge_metrics = EdgeMetrics(ratio_window=settings.ratio_window, registry=metrics.registry)
+    edge_metrics = EdgeMetrics(ratio_window=settings.ratio_window, registry=metrics.registry, fusion=settings.fusion)
     link = _Link()
 
     @asynccontextmanager

@@ -103,7 +103,7 @@ class SampleHistogram:
 class EdgeMetrics:
     """Counters, histograms and the offload-ratio gauge of one agent; `exposition()` for GET /metrics."""
 
-    def __init__(self, *, ratio_window: int, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, *, ratio_window: int, registry: CollectorRegistry | None = None, fusion: bool = False) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter("edgecloud_edge_requests", "samples answered, by source", ["source"], registry=r)
@@ -126,8 +126,11 @@ class EdgeMetrics:
                                          buckets=COMPUTE_BUCKETS, registry=r)
         self.decision_seconds = Histogram("edgecloud_edge_decision_seconds", "offloader decision per batch",
                                           buckets=COMPUTE_BUCKETS, registry=r)
-        # Pre-create every label so that a scrape shows zeros instead of missing series.
+        # Pre-create every label so that a scrape shows zeros instead of missing series; `fused` only when
+        # fusion is on, so that an agent without it shows no series for answers it can never give.
         for source in SOURCES:
+            if source == AnswerSource.FUSED and not fusion:
+                continue
             self.requests.labels(source=source)
             self.latency.ensure(source)
         for reason in REASONS:

@@ -33,7 +33,8 @@ blocked = frozenset(sys.argv[1].split(","))
 class NotInImage:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in blocked:
-            raise ImportError(f"{name} is not installed in the default cloud image")
+            # What Python raises for a module that is not installed: optional imports catch exactly this.
+            raise ModuleNotFoundError(f"{name} is not installed in the default cloud image", name=name)
         return None
 sys.meta_path.insert(0, NotInImage())
 from edgecloud.cli import main
