@@ -27,8 +27,8 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloud_server.settings import model_names
-from serving.settings import bundle_dir
+from cloud_server.settings import ModelNames
+from serving.settings import BundleDir
 from shared.bundle import BundleError, load_manifest
 
 API_VERSION = "serving.kserve.io/v1beta1"
@@ -47,12 +47,12 @@ class KServeExportSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EDGECLOUD_", extra="ignore")
 
-    bundle: Path = Field(description="bundle directory from `edgecloud build` (its models and input are checked)")
+    bundle: BundleDir = Field(description="bundle directory from `edgecloud build` (its models and input are checked)")
     out: Path = Field(description="directory to write the manifests to (created)")
     name: str = Field(default="edgecloud", min_length=1, max_length=40,
                       description="InferenceService name; the Triton one is NAME-triton")
     namespace: str | None = Field(default=None, description="Kubernetes namespace (default: kubectl's)")
-    models: list[str] | None = Field(
+    models: ModelNames = Field(
         default=None, description="models the services host, comma-separated (default: the bundle's teacher)")
     repository_uri: str | None = Field(
         default=None, description="storage URI of the `edgecloud export triton` repository (s3://, gs://, pvc://); "
@@ -69,16 +69,6 @@ class KServeExportSettings(BaseSettings):
     max_replicas: int = Field(default=4, ge=1, le=1000, description="most replicas")
     scale_target: int = Field(default=32, ge=1, le=100_000,
                               description="in-flight requests per replica at which KServe adds replicas")
-
-    @field_validator("bundle")
-    @classmethod
-    def _bundle_is_a_bundle(cls, value: Path) -> Path:
-        return bundle_dir(value)
-
-    @field_validator("models", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: object) -> object:
-        return model_names(value)
 
     @field_validator("name", "token_secret", "namespace")
     @classmethod

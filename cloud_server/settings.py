@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-from serving.settings import ServerSettings, bundle_dir, default_threads
+from serving.settings import BundleDir, ServerSettings, default_threads
 
 
 def model_names(value: object) -> object:
@@ -20,11 +20,15 @@ def model_names(value: object) -> object:
     return value
 
 
+ModelNames = Annotated[list[str] | None, BeforeValidator(model_names)]
+"""A `models` setting: names of a bundle's models, a list or one comma-separated string."""
+
+
 class CloudSettings(ServerSettings):
     """Everything the cloud server needs; a bad value stops start-up with a message naming it."""
 
-    bundle: Path = Field(description="bundle directory from `edgecloud build` (with teacher.onnx or teacher.pt)")
-    models: list[str] | None = Field(
+    bundle: BundleDir = Field(description="bundle directory from `edgecloud build` (with teacher.onnx or teacher.pt)")
+    models: ModelNames = Field(
         default=None,
         description="names of the bundle's models to host, comma-separated (default: its teacher); each is "
                     "served at /v2/models/NAME with its own batcher")
@@ -44,16 +48,6 @@ class CloudSettings(ServerSettings):
     token_file: Path | None = Field(default=None, description="file whose first line is the bearer token")
     threads: int = Field(default_factory=default_threads, ge=1, le=256,
                          description="intra-op threads per model (default: usable cores, at most 8)")
-
-    @field_validator("bundle")
-    @classmethod
-    def _bundle_is_a_bundle(cls, value: Path) -> Path:
-        return bundle_dir(value)
-
-    @field_validator("models", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: object) -> object:
-        return model_names(value)
 
     @field_validator("token_file")
     @classmethod

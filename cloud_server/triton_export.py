@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloud_server.settings import CloudSettings, model_names
+from cloud_server.settings import CloudSettings, ModelNames
 from serving.model import INPUT, LABEL, LOGITS
-from serving.settings import bundle_dir
+from serving.settings import BundleDir
 from shared.bundle import BundleError, Manifest, load_manifest, verify_file
 from shared.preprocess import affine, normalize
 
@@ -64,10 +64,10 @@ class TritonExportSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EDGECLOUD_", extra="ignore")
 
-    bundle: Path = Field(description="bundle directory from `edgecloud build`")
+    bundle: BundleDir = Field(description="bundle directory from `edgecloud build`")
     out: Path = Field(description="model repository to write (created; an existing model directory in it is "
                                   "replaced)")
-    models: list[str] | None = Field(
+    models: ModelNames = Field(
         default=None, description="models of the bundle to export, comma-separated (default: its teacher)")
     max_batch_size: int = Field(default=_defaults("max_batch_size"), ge=1,
                                 description="Triton's max_batch_size: most samples in one forward pass")
@@ -78,16 +78,6 @@ class TritonExportSettings(BaseSettings):
     threads: int = Field(default=1, ge=1, le=256, description="onnxruntime intra-op threads per instance")
     parity_samples: int = Field(default=64, ge=1, le=100_000,
                                 description="random raw samples the exported graph is checked on")
-
-    @field_validator("bundle")
-    @classmethod
-    def _bundle_is_a_bundle(cls, value: Path) -> Path:
-        return bundle_dir(value)
-
-    @field_validator("models", mode="before")
-    @classmethod
-    def _comma_separated(cls, value: object) -> object:
-        return model_names(value)
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
-from serving.settings import ServerSettings, bundle_dir
+from serving.settings import BundleDir, ServerSettings
 from shared.settings import read_token
 
 
 class EdgeSettings(ServerSettings):
     """Everything the edge agent needs; a bad value stops start-up with a message naming it."""
 
-    bundle: Path = Field(description="bundle directory written by `edgecloud build` (student.onnx, offloader.pkl)")
+    bundle: BundleDir = Field(description="bundle directory written by `edgecloud build` (student.onnx, offloader.pkl)")
     cloud_url: AnyHttpUrl | None = Field(
         default=None, description="base URL of an OIP server hosting the teacher; None = edge-only")
     cloud_model: str = Field(default="teacher", min_length=1, description="model name on the cloud server")
@@ -70,11 +70,6 @@ class EdgeSettings(ServerSettings):
         description="emulate a slower end device for the orchestrator's own variants: the compute thread is "
                     "held this many times as long as each pass took (1 = this machine's speed)")
     orchestrator_seed: int = Field(default=0, ge=0, description="seeds the orchestrator's exploration")
-
-    @field_validator("bundle")
-    @classmethod
-    def _bundle_is_a_bundle(cls, value: Path) -> Path:
-        return bundle_dir(value)
 
     @field_validator("token_file", "ca_bundle")
     @classmethod

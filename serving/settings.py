@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1 << 20
@@ -73,3 +74,7 @@ def bundle_dir(value: Path) -> Path:
     if not (value / "manifest.json").is_file():
         raise ValueError(f"bundle {value} has no manifest.json; is it a bundle from `edgecloud build`?")
     return value
+
+
+BundleDir = Annotated[Path, AfterValidator(bundle_dir)]
+"""A `bundle` setting: a directory with a manifest.json, checked at start (`bundle_dir`)."""
