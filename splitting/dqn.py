@@ -17,29 +17,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from splitting.env import SplitEnv
-from splitting.sac import ReplayBuffer, mlp
+from splitting.sac import OffPolicyConfig, ReplayBuffer, mlp
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class DqnConfig:
-    """DQN hyper-parameters."""
+class DqnConfig(OffPolicyConfig):
+    """DQN hyper-parameters (the shared ones, discount included, as SAC's)."""
 
-    total_steps: int = 30_000
-    """environment steps"""
-    learning_starts: int = 1_000
-    """random actions before learning"""
-    buffer_size: int = 100_000
-    """replay capacity"""
-    batch_size: int = 256
-    """transitions per update"""
-    gamma: float = 0.5
-    """discount (as SAC's)"""
-    lr: float = 3e-4
-    """Adam learning rate"""
-    hidden: int = 128
-    """units per hidden layer"""
     epsilon_start: float = 1.0
     """exploration at the start"""
     epsilon_end: float = 0.02
@@ -48,8 +34,6 @@ class DqnConfig:
     """share of total_steps over which epsilon decays"""
     target_every: int = 500
     """steps between target-network copies"""
-    seed: int = 0
-    """seeds torch, numpy and the environment"""
 
 
 def train_dqn(env: SplitEnv, cfg: DqnConfig, *, progress: bool = True) -> tuple[torch.nn.Sequential,

@@ -36,8 +36,8 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class SacConfig:
-    """Discrete SAC hyper-parameters."""
+class OffPolicyConfig:
+    """What every replay-buffer learner here (discrete SAC, the DQN baseline) is configured with."""
 
     total_steps: int = 30_000
     """environment steps"""
@@ -49,18 +49,24 @@ class SacConfig:
     """transitions per update"""
     gamma: float = 0.5
     """discount: the planner's choice mostly matters now, and a little through what it measures next"""
-    tau: float = 0.01
-    """Polyak rate of the target critics"""
     lr: float = 3e-4
-    """Adam learning rate of actor, critics and temperature"""
+    """Adam learning rate (SAC: of actor, critics and temperature)"""
     hidden: int = 128
     """units in each of the two hidden layers"""
+    seed: int = 0
+    """seeds torch, numpy and the environment"""
+
+
+@dataclass
+class SacConfig(OffPolicyConfig):
+    """Discrete SAC hyper-parameters."""
+
+    tau: float = 0.01
+    """Polyak rate of the target critics"""
     target_entropy_ratio: float = 0.3
     """target entropy = ratio * log(#valid actions); 0.98 (Christodoulou) diverges here"""
     initial_alpha: float = 0.2
     """starting temperature"""
-    seed: int = 0
-    """seeds torch, numpy and the environment"""
 
 
 def mlp(n_in: int, n_out: int, hidden: int) -> nn.Sequential:
