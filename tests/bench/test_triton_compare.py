@@ -19,24 +19,12 @@ import pytest
 from tests.deploy.tools import REPO_ROOT, explain
 
 SCRIPT = REPO_ROOT / "bench" / "triton_compare.py"
-TRITON_STAMP = REPO_ROOT / ".venv-triton" / ".installed"
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2,
                        reason="the servers and the load generator need a core each; this machine gives one"),
 ]
 
-
-@pytest.fixture(scope="module")
-def triton_venv() -> None:
-    """.venv-triton, made here when `make test` has not made it; failing to make it fails the test."""
-    if TRITON_STAMP.is_file():
-        return
-    result = subprocess.run(["make", "--no-print-directory", ".venv-triton/.installed"], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=1800, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"cannot create .venv-triton (needs Python 3.12 at TRITON_PYTHON and PyPI):\n{explain(result)}",
-                    pytrace=False)
 
 
 def _number(pattern: str, text: str) -> float:

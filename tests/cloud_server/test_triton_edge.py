@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from cloud_server.triton_export import TritonExportSettings, export_repository
 from edgecloud.services import Service
 from shared.bundle import load_manifest
 from shared.names import AnswerSource, FallbackReason
-from tests.deploy.tools import REPO_ROOT, explain
+from tests.deploy.tools import REPO_ROOT
 from tests.helpers.edge_stream import EdgeAnswers, EdgeCounters, edge_serving, stream
 
 if str(REPO_ROOT / "bench") not in sys.path:
@@ -30,20 +29,8 @@ if str(REPO_ROOT / "bench") not in sys.path:
 
 from _side_by_side import CompareConfig, probe_triton_python, start_triton, stop_triton, wait_model_ready
 
-TRITON_STAMP = REPO_ROOT / ".venv-triton" / ".installed"
 pytestmark = [pytest.mark.slow]
 
-
-@pytest.fixture(scope="module")
-def triton_venv() -> None:
-    """.venv-triton, made here when `make test` has not made it; failing to make it fails the test."""
-    if TRITON_STAMP.is_file():
-        return
-    result = subprocess.run(["make", "--no-print-directory", ".venv-triton/.installed"], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=1800, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"cannot create .venv-triton (needs Python 3.12 at TRITON_PYTHON and PyPI):\n{explain(result)}",
-                    pytrace=False)
 
 
 @pytest.fixture(scope="module")
