@@ -9,37 +9,23 @@ A server's throughput and latency depend on the graph's shape, not on its weight
 --checkpoint the teacher keeps its seeded initial weights, so the serving benchmarks can run at the
 fast preset's teacher scale (width 32, 11 MB) and at the paper's (width 64, 44.7 MB against Zhang et
 al.'s 43.7 MB) without hours of CPU training. The manifest records which it is (`metrics.note`), and
-the test accuracy measured on the first --eval-samples test samples, so nobody mistakes an untrained
-teacher for a trained one. The bundle has no student: the cloud serves only the teacher.
+the test accuracy (on the whole test split), so nobody mistakes an untrained teacher for a trained
+one. The bundle is `splitting.build.teacher_bundle`'s (no student: the cloud serves only the teacher).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import tempfile
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
 import torch
 
-from compression.export import export_onnx
-from networks.checkpoint import load_checkpoint, save_checkpoint
+from networks.checkpoint import save_checkpoint
 from networks.resnet import build_model, resnet_arch
-from shared.bundle import InputSpec, Manifest, Metrics, ModelEntry, image_tensors, write_manifest
+from shared.bundle import load_manifest, write_manifest
 from shared.datasets import load_dataset
-from shared.names import ModelRole
-from shared.preprocess import normalize
-
-
-def _accuracy(onnx_path: Path, x: np.ndarray, y: np.ndarray, mean: list[float], std: list[float]) -> float:
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    correct = 0
-    for start in range(0, len(x), 500):
-        logits = session.run(None, {name: normalize(x[start:start + 500], mean, std)})[0]
-        correct += int((logits.argmax(1) == y[start:start + 500]).sum())
-    return correct / max(1, len(x))
+from splitting.build import teacher_bundle
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,42 +37,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a trained teacher.pt (edgecloud train-teacher) instead of initial weights")
     parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights (0)")
-    parser.add_argument("--eval-samples", type=int, default=2000,
-                        help="test samples the recorded accuracy is measured on (2000)")
     args = parser.parse_args(argv)
     if args.out.exists():
         raise SystemExit(f"teacher_bundle: --out {args.out} exists; pick a new directory")
 
     dataset = load_dataset(args.dataset, data_dir=args.data_dir)
-    shape = tuple(int(d) for d in dataset.test.x.shape[1:])  # (C, H, W)
-    args.out.mkdir(parents=True)
-    if args.checkpoint is not None:
-        model = load_checkpoint(args.checkpoint).eval()
-        shutil.copy(args.checkpoint, args.out / "teacher.pt")
-        note = f"trained weights from {args.checkpoint}"
-    else:
-        torch.manual_seed(args.seed)
-        model = build_model(resnet_arch(18, in_channels=shape[0], width=args.width, input_size=shape[1:])).eval()
-        save_checkpoint(model, args.out / "teacher.pt")
-        note = (f"ResNet-18 width {args.width} with seeded initial weights (seed {args.seed}), not trained: "
-                "for serving benchmarks only")
-    export_onnx(model, args.out / "teacher.onnx", input_shape=shape)
-    n = min(args.eval_samples, len(dataset.test.x))
-    mean, std = list(dataset.mean), list(dataset.std)
-    accuracy = _accuracy(args.out / "teacher.onnx", dataset.test.x[:n], dataset.test.y[:n], mean, std)
-    inputs, outputs = image_tensors(list(shape), len(dataset.classes))
-    manifest = Manifest(
-        dataset=args.dataset,
-        input=InputSpec(shape=list(shape), dtype="uint8", mean=mean, std=std),
-        classes=[str(c) for c in dataset.classes],
-        models={"teacher": ModelEntry(role=ModelRole.TEACHER, file="teacher.onnx", checkpoint="teacher.pt",
-                                      inputs=inputs, outputs=outputs, metrics={"accuracy": accuracy})},
-        metrics=Metrics(teacher_accuracy=accuracy, teacher_bytes=(args.out / "teacher.onnx").stat().st_size,
-                        note=f"{note}; accuracy on the first {n} test samples"),
-    )
+    with tempfile.TemporaryDirectory() as scratch:
+        checkpoint = args.checkpoint
+        if checkpoint is None:
+            shape = tuple(int(d) for d in dataset.test.x.shape[1:])  # (C, H, W)
+            torch.manual_seed(args.seed)
+            model = build_model(resnet_arch(18, in_channels=shape[0], width=args.width, input_size=shape[1:]))
+            checkpoint = Path(scratch) / "teacher.pt"
+            save_checkpoint(model.eval(), checkpoint)
+            note = (f"ResNet-18 width {args.width} with seeded initial weights (seed {args.seed}), not trained: "
+                    "for serving benchmarks only")
+        else:
+            note = f"trained weights from {args.checkpoint}"
+        # The project's teacher-only bundle (export, parity check, test accuracy, manifest), plus the note.
+        teacher_bundle(checkpoint, args.out, dataset)
+    manifest = load_manifest(args.out, verify=True)
+    manifest = manifest.model_copy(update={"metrics": manifest.metrics.model_copy(update={"note": note})})
     write_manifest(args.out, manifest)
-    print(f"{args.out}: teacher.onnx {manifest.metrics.teacher_bytes:,} bytes, accuracy {accuracy:.4f} on the "
-          f"first {n} {args.dataset} test samples ({note})")
+    print(f"{args.out}: teacher of {manifest.metrics.teacher_bytes:,} parameter bytes, accuracy "
+          f"{manifest.metrics.teacher_accuracy:.4f} on the {args.dataset} test split ({note})")
     return 0
 
 
