@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
-from serving.settings import BundleDir, ServerSettings, default_threads
+from serving.settings import BundleDir, ExistingFile, ServerSettings, default_threads
 
 
 def model_names(value: object) -> object:
@@ -45,16 +44,9 @@ class CloudSettings(ServerSettings):
         default=1024, ge=1,
         description="most samples (not requests) waiting per model; beyond it requests get 503 at once")
     token: SecretStr | None = Field(default=None, description="bearer token required for inference, if set")
-    token_file: Path | None = Field(default=None, description="file whose first line is the bearer token")
+    token_file: ExistingFile | None = Field(default=None, description="file whose first line is the bearer token")
     threads: int = Field(default_factory=default_threads, ge=1, le=256,
                          description="intra-op threads per model (default: usable cores, at most 8)")
-
-    @field_validator("token_file")
-    @classmethod
-    def _token_file_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"{info.field_name} {value} does not exist")
-        return value
 
 
 @lru_cache

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, model_validator
 
-from serving.settings import BundleDir, ServerSettings
+from serving.settings import BundleDir, ExistingFile, ServerSettings
 from shared.settings import read_token
 
 
@@ -23,8 +22,8 @@ class EdgeSettings(ServerSettings):
         description="send pixels with the binary-tensor extension (Triton, KServe, our cloud); false sends "
                     "JSON, for servers without the extension such as MLServer")
     token: SecretStr | None = Field(default=None, description="bearer token sent to the cloud, if it needs one")
-    token_file: Path | None = Field(default=None, description="file whose first line is the bearer token")
-    ca_bundle: Path | None = Field(default=None, description="PEM file of CAs trusted for an HTTPS cloud")
+    token_file: ExistingFile | None = Field(default=None, description="file whose first line is the bearer token")
+    ca_bundle: ExistingFile | None = Field(default=None, description="PEM file of CAs trusted for an HTTPS cloud")
     connect_timeout_s: float = Field(default=1.0, gt=0.0, le=60.0, description="TCP/TLS connect timeout")
     read_timeout_s: float = Field(default=2.0, gt=0.0, le=600.0, description="longest wait for the cloud's answer")
     deadline_ms: float = Field(
@@ -70,13 +69,6 @@ class EdgeSettings(ServerSettings):
         description="emulate a slower end device for the orchestrator's own variants: the compute thread is "
                     "held this many times as long as each pass took (1 = this machine's speed)")
     orchestrator_seed: int = Field(default=0, ge=0, description="seeds the orchestrator's exploration")
-
-    @field_validator("token_file", "ca_bundle")
-    @classmethod
-    def _edge_file_exists(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"file {value} does not exist")
-        return value
 
     @model_validator(mode="after")
     def _edge_cross_checks(self) -> EdgeSettings:

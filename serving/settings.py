@@ -78,3 +78,14 @@ def bundle_dir(value: Path) -> Path:
 
 BundleDir = Annotated[Path, AfterValidator(bundle_dir)]
 """A `bundle` setting: a directory with a manifest.json, checked at start (`bundle_dir`)."""
+
+
+def existing_file(value: Path) -> Path:
+    """The check a file setting (a token file, a CA bundle) makes at start."""
+    if not value.is_file():
+        raise ValueError(f"file {value} does not exist")
+    return value
+
+
+ExistingFile = Annotated[Path, AfterValidator(existing_file)]
+"""A setting naming a file that must exist at start (`existing_file`); pydantic's error names the setting."""

@@ -12,7 +12,7 @@ import pytest
 from tests.deploy.tools import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-import split_headroom  # noqa: E402  (bench/ holds scripts, not a package)
+import split_headroom  # bench/ holds scripts, not a package
 
 
 def test_dual_bound_matches_the_mixed_optimum() -> None:
