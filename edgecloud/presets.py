@@ -78,8 +78,8 @@ class DistillSpec:
 @dataclass
 class OffloadSpec:
     model: str = "auto"
-    """offloader model: a candidate name (the paper recommends "svm") or "auto", the candidate whose
-    validation operating point is best (offloading.train.choose_candidate)."""
+    """offloader model: a candidate name (the paper recommends "svm") or "auto", the candidate that ranks
+    "student wrong" best out of fold on the fit set (offloading.comparison.choose_candidate)."""
     rule: str = "target"
     """operating point on validation: "target" (the lowest offload rate at which cooperation reaches
     target_accuracy, by default the teacher's), "boundary" (the SVM's own cut, the paper's rule) or

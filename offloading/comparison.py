@@ -3,7 +3,8 @@
 A candidate model, a QBC-vs-random pair or a filter each become one frozen row; `Curve` is a
 filter's cooperative accuracy against its offload rate. `rate_to_reach` reads off a curve the
 smallest offload rate at which cooperation reaches an accuracy (the teacher's, in every table).
-`choose_candidate` picks the shipped model on validation by the operating point's own objective.
+`cross_validated_auc` scores a candidate on the whole fit set, out of fold, and `choose_candidate`
+picks the shipped model by that score.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from offloading.models import make_model
 from offloading.operating_point import Rule
 from offloading.scoring import Estimator, offloader_scores
 
@@ -38,25 +40,59 @@ class CandidateRow:
     """at its own validation operating point (the configured rule)"""
     val_accuracy: float
     val_target_reached: bool
+    cv_auc: float = float("nan")
+    """mean ROC AUC over K folds of the fit set, each fold scored by a model fitted without it
+    (`cross_validated_auc`): what model "auto" chooses by"""
+
+
+def cross_validated_auc(name: str, fit_x: np.ndarray, fit_wrong: np.ndarray, train_idx: np.ndarray, *,
+                        folds: int = 5, seed: int = 0, features: str = "raw", temperature: float = 1.0) -> float:
+    """Mean over `folds` folds of the fit set of the ROC AUC, on the fold, of candidate `name` fitted on
+    the training indices (`train_idx`, the QBC selection) outside it.
+
+    The held-out fold keeps the fit set's natural share of "student wrong" (the training selection is
+    balanced; AUC does not depend on the share). NaN when no fold could be scored.
+    """
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    fold = np.random.default_rng(seed).permutation(len(fit_x)) % folds
+    train_idx = np.asarray(train_idx)
+    aucs = []
+    for k in range(folds):
+        train = train_idx[fold[train_idx] != k]
+        held = np.flatnonzero(fold == k)
+        if not 0 < fit_wrong[train].sum() < len(train):
+            continue  # a fold's training part needs both classes
+        model = make_model(name, seed=seed, features=features, temperature=temperature)
+        model.fit(fit_x[train], fit_wrong[train].astype(np.int64))
+        value = auc(offloader_scores(model, fit_x[held]), fit_wrong[held])
+        if not np.isnan(value):
+            aucs.append(value)
+    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 def choose_candidate(rows: list[CandidateRow], rule: str) -> str:
-    """The candidate with the best validation operating point under `rule`.
+    """The candidate that ranks "student wrong" best out of fold on the fit set (highest `cv_auc`).
 
-    Rule "target": the lowest validation offload rate that reaches the target (those that reach it
-    first), then the higher validation accuracy; the other rules: the higher validation accuracy,
-    then the lower rate. Validation AUC, then the candidates' order, break the remaining ties. This
-    is what the operating point itself optimises, measured on the same split, so test stays unseen.
+    Not the validation operating point: on a small validation split (digits: 144 samples) the offload
+    rate at which a candidate reaches the target is decided by one to three samples, and choosing by
+    it picked candidates that ranked the test split far worse than the best (test AUC 0.64-0.76 against
+    0.89-0.93 on two seeds). The fit set's out-of-fold AUC uses every fit sample. Ties, and candidates
+    without a `cv_auc`, fall back to the validation operating point under `rule` (Rule "target": the
+    lowest rate that reaches the target; the other rules: the higher accuracy), then validation AUC,
+    then the candidates' order.
     """
     if not rows:
         raise ValueError("no candidate to choose from")
 
     def key(item: tuple[int, CandidateRow]) -> tuple[float, ...]:
         i, row = item
-        auc = 0.0 if np.isnan(row.val_auc) else row.val_auc
+        cv = -1.0 if np.isnan(row.cv_auc) else row.cv_auc
+        val_auc = 0.0 if np.isnan(row.val_auc) else row.val_auc
         if rule == Rule.TARGET:
-            return (float(not row.val_target_reached), row.val_offload_rate, -row.val_accuracy, -auc, i)
-        return (-row.val_accuracy, row.val_offload_rate, -auc, i)
+            return (-round(cv, 4), float(not row.val_target_reached), row.val_offload_rate, -row.val_accuracy,
+                    -val_auc, i)
+        return (-round(cv, 4), -row.val_accuracy, row.val_offload_rate, -val_auc, i)
 
     return min(enumerate(rows), key=key)[1].name
 

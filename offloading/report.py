@@ -72,12 +72,14 @@ def format_tables(result: OffloaderResult) -> str:
         {"name": f"**{row.name}** (shipped)" if row.name == result.model_name else row.name,
          "vop": f"{100 * row.val_offload_rate:.2f}% / {100 * row.val_accuracy:.2f}%"
                 + ("" if row.val_target_reached else " (target not reached)"),
-         "vauc": f"{row.val_auc:.4f}", "auc": f"{row.test_auc:.4f}", "acc": f"{row.test_accuracy:.4f}",
+         "cv": f"{row.cv_auc:.4f}", "vauc": f"{row.val_auc:.4f}", "auc": f"{row.test_auc:.4f}",
+         "acc": f"{row.test_accuracy:.4f}",
          "bacc": f"{row.test_balanced_accuracy:.4f}", "kb": f"{row.size_kb:.1f}",
          "us": f"{row.decision_us:.1f}", "rate": _rate(row.test_rate_to_teacher)}
         for row in result.candidates
     ]
-    cand_headers = {"name": "model", "vop": "val operating point (offload / acc.)", "vauc": "val AUC",
+    cand_headers = {"name": "model", "vop": "val operating point (offload / acc.)",
+                    "cv": "fit-set CV AUC (chooses auto)", "vauc": "val AUC",
                     "auc": "test AUC", "acc": "test accuracy", "bacc": "balanced acc.", "kb": "size (KB)",
                     "us": "decision (µs/sample)", "rate": f"test offload to reach the teacher ({teacher})"}
     filters = [

@@ -23,6 +23,7 @@ from offloading.comparison import (
     accuracies,
     auc,
     choose_candidate,
+    cross_validated_auc,
     decision_us,
     rate_to_reach,
 )
@@ -38,14 +39,14 @@ from offloading.scoring import Estimator, PlattCalibrated, offloader_scores
 log = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-AUTO = "auto"  # OffloaderConfig.model: pick the candidate on validation
+AUTO = "auto"  # OffloaderConfig.model: pick the candidate by its out-of-fold AUC on the fit set
 
 
 @dataclass
 class OffloaderConfig:
     model: str = "auto"
     """the offloader that ships in the bundle: a name in models.CANDIDATES, or "auto" for the candidate
-    whose validation operating point is best (see `choose_candidate`)"""
+    that ranks "student wrong" best out of fold on the fit set (see `comparison.choose_candidate`)"""
     r: float = 0.5
     """Algorithm 2: share of the M normal samples drawn at random; the rest are picked by QBC"""
     committee_size: int = 3
@@ -239,7 +240,8 @@ class _Splits:
 
 
 def _evaluate_candidate(name: str, by_kind: dict[str, tuple[Estimator, float]], main_kind: str, d: _Splits,
-                        cfg: OffloaderConfig, shipped: Estimator) -> tuple[CandidateRow, SelectionRow, Curve]:
+                        cfg: OffloaderConfig, shipped: Estimator, cv_auc: float
+                        ) -> tuple[CandidateRow, SelectionRow, Curve]:
     """One candidate's Tables III-IV row (on test, plus its validation operating point), its Fig. 3 row
     and its test curve."""
     model, seconds = by_kind[main_kind]
@@ -253,13 +255,13 @@ def _evaluate_candidate(name: str, by_kind: dict[str, tuple[Estimator, float]], 
     row = CandidateRow(name, acc, bacc, auc(scores, wrong["test"]), pickled_kb(shipped), seconds,
                        decision_us(shipped, d.test_x), rate_to_reach(curve, float(d.t_ok["test"].mean())),
                        auc(val_scores, wrong["val"]), val_op["val_offload_rate"], val_op["val_accuracy"],
-                       bool(val_op["target_reached"]))
+                       bool(val_op["target_reached"]), cv_auc)
     q, r = by_kind["qbc"][0], by_kind["random"][0]
     (q_acc, q_bacc), (r_acc, r_bacc) = accuracies(q, d.test_x, wrong["test"]), accuracies(r, d.test_x, wrong["test"])
     selection = SelectionRow(name, q_acc, r_acc, q_bacc, r_bacc, auc(offloader_scores(q, d.test_x), wrong["test"]),
                              auc(offloader_scores(r, d.test_x), wrong["test"]))
-    log.info("candidate %s: test AUC %.4f, rate to teacher %s, %.1f KB, %.1f µs/sample", name, row.test_auc,
-             row.test_rate_to_teacher, row.size_kb, row.decision_us)
+    log.info("candidate %s: fit-set CV AUC %.4f, test AUC %.4f, rate to teacher %s, %.1f KB, %.1f µs/sample", name,
+             row.cv_auc, row.test_auc, row.test_rate_to_teacher, row.size_kb, row.decision_us)
     return row, selection, curve
 
 
@@ -381,8 +383,10 @@ def train_offloader(
     for name in cfg.candidates:
         by_kind = {kind: fit_on(kind, name) for kind in ("qbc", "random")}
         fitted[name] = by_kind[main_kind][0]
+        cv = cross_validated_auc(name, fit_x, fit_wrong, sets[main_kind], seed=cfg.seed, features=cfg.features,
+                                 temperature=temperature)
         row, selection_row, candidate_curves[name] = _evaluate_candidate(name, by_kind, main_kind, d, cfg,
-                                                                         calibrated(fitted[name]))
+                                                                         calibrated(fitted[name]), cv)
         candidates.append(row)
         selections.append(selection_row)
     model_name = choose_candidate(candidates, cfg.rule) if cfg.model == AUTO else cfg.model
@@ -400,7 +404,8 @@ def train_offloader(
     op = {**op, "score": ("P(student wrong), Platt-scaled on val" if isinstance(model, PlattCalibrated)
                           else "the offloader's raw score"),
           "offloader_fit_source": fit.source, "offloader_model": model_name,
-          "offloader_choice": ("the candidate whose validation operating point is best (comparison.choose_candidate)"
+          "offloader_choice": ("the candidate with the highest out-of-fold AUC on the fit set "
+                               "(comparison.choose_candidate)"
                                if cfg.model == AUTO else "configured")}
 
     return OffloaderResult(

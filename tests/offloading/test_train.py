@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offloading.comparison import CandidateRow, choose_candidate
+from offloading.comparison import CandidateRow, choose_candidate, cross_validated_auc
 from offloading.filters import FILTERS, make_filter
 from offloading.fusion import FusionParams, fuse
 from offloading.models import CANDIDATES
@@ -96,23 +96,46 @@ def test_fusion_is_tuned_on_val_and_measured_on_test(result: OffloaderResult, sy
     assert set(result.curves) >= {"sl", "sl_fusion"}
 
 
-def test_auto_ships_the_candidate_with_the_best_validation_operating_point(
-    result: OffloaderResult, synthetic: dict
-) -> None:
-    best = min(result.candidates, key=lambda row: (not row.val_target_reached, row.val_offload_rate,
-                                                   -row.val_accuracy))
+def test_auto_ships_the_candidate_with_the_best_out_of_fold_auc(result: OffloaderResult, synthetic: dict) -> None:
+    best = max(result.candidates, key=lambda row: round(row.cv_auc, 4))
+    assert result.model_name == best.name
+    assert all(0.5 < row.cv_auc <= 1.0 for row in result.candidates)  # every candidate ranks better than chance
+    assert "out-of-fold AUC" in result.operating_point["offloader_choice"]
     chosen = next(row for row in result.candidates if row.name == result.model_name)
-    assert (chosen.val_target_reached, chosen.val_offload_rate, chosen.val_accuracy) == (
-        best.val_target_reached, best.val_offload_rate, best.val_accuracy)
     assert result.operating_point["offloader_model"] == result.model_name
     assert result.operating_point["val_offload_rate"] == chosen.val_offload_rate
     named = train_offloader(**synthetic, cfg=OffloaderConfig(model="knn", candidates=("svm",), fusion=False))
     assert named.model_name == "knn" and named.operating_point["offloader_choice"] == "configured"
 
 
-def choose_rows(**rates: tuple[bool, float, float, float]) -> list[CandidateRow]:
-    return [CandidateRow(name, 0.9, 0.9, 0.9, 1.0, 0.1, 1.0, None, auc, rate, acc, reached)
+def choose_rows(cv: dict[str, float] | None = None, **rates: tuple[bool, float, float, float]) -> list[CandidateRow]:
+    cv = cv or {}
+    return [CandidateRow(name, 0.9, 0.9, 0.9, 1.0, 0.1, 1.0, None, auc, rate, acc, reached, cv.get(name, float("nan")))
             for name, (reached, rate, acc, auc) in rates.items()]
+
+
+def test_choose_candidate_prefers_the_out_of_fold_auc() -> None:
+    rates = {"svm": (True, 0.01, 0.99, 0.99), "logreg": (True, 0.05, 0.98, 0.80)}
+    assert choose_candidate(choose_rows({"svm": 0.71, "logreg": 0.93}, **rates), "target") == "logreg"
+    # Equal to 4 decimals: the validation operating point decides.
+    assert choose_candidate(choose_rows({"svm": 0.93001, "logreg": 0.93004}, **rates), "target") == "svm"
+
+
+def test_cross_validated_auc_scores_ranking_out_of_fold() -> None:
+    rng = np.random.default_rng(3)
+    n = 2000
+    wrong = rng.random(n) < 0.1
+    # Two-class "logits": one column carries the signal in `signal`, none does in `noise`.
+    signal = np.hstack([np.where(wrong, 1.0, 0.0)[:, None] + rng.normal(0.0, 0.7, (n, 1)),
+                        rng.normal(0.0, 1.0, (n, 1))])
+    noise = rng.normal(0.0, 1.0, (n, 2))
+    train = np.concatenate([np.flatnonzero(wrong), rng.choice(np.flatnonzero(~wrong), 400, replace=False)])
+    informative = cross_validated_auc("logreg", signal, wrong, train, seed=0)
+    useless = cross_validated_auc("logreg", noise, wrong, train, seed=0)
+    assert informative > 0.8 and abs(useless - 0.5) < 0.1
+    assert cross_validated_auc("logreg", signal, wrong, train, seed=0) == informative  # seeded
+    with pytest.raises(ValueError, match="folds"):
+        cross_validated_auc("logreg", signal, wrong, train, folds=1)
 
 
 def test_choose_candidate_orders_by_the_rules_objective() -> None:
