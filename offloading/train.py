@@ -391,7 +391,7 @@ def train_offloader(
         selections.append(selection_row)
     model_name = choose_candidate(candidates, cfg.rule) if cfg.model == AUTO else cfg.model
     if cfg.model == AUTO:
-        log.info("offloader model chosen on validation: %s", model_name)
+        log.info("offloader model chosen by out-of-fold AUC on the fit set: %s", model_name)
     base = fitted[model_name] if model_name in fitted else fit_on(main_kind, model_name)[0]
     model = calibrated(base)
 
