@@ -12,7 +12,7 @@ fallbacks at the deadline), for a range of model sizes and link round trips:
   is the Lagrangian dual of "minimise mean latency subject to mean accuracy >= floor" over the
   per-request choices: for every lambda >= 0,
       mean_r min_a (latency[r, a] - lambda * accuracy[r, a]) + lambda * floor  <=  any feasible mean,
-  so the largest value over a lambda grid is still a bound (weak duality). Accuracy is the validation
+  so its largest value (found by bisection on lambda) is still a bound (weak duality). Accuracy is the validation
   accuracy of the exit that answers (the fallback's, when an offload times out).
 - `headroom`: 1 - bound / Neurosurgeon's mean latency; the issue's target needs >= 0.25.
 
@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from shared.traces import load_traces
+from splitting.baselines import Neurosurgeon
+from splitting.env import EnvConfig, SplitEnv
 from splitting.latency import CostModel, LinkModel
 from splitting.profile import REQUEST_SEGMENT, Profile, SegmentTiming
 from splitting.setup import ARTIFACT_SPEC, SplitSetup
@@ -49,7 +51,7 @@ TARGET = 0.25
 class Grid:
     latency_ms: np.ndarray  # (R, A): each request's latency under each valid action
     accuracy: np.ndarray    # (R, A): validation accuracy of the exit that answers
-    miss: np.ndarray        # (R, A): latency over the deadline
+    reward: np.ndarray      # (R, A): the environment's reward (SplitEnv.reward), which the oracle maximises
 
 
 def scaled(profile: Profile, factor: float) -> Profile:
@@ -60,23 +62,19 @@ def scaled(profile: Profile, factor: float) -> Profile:
     return Profile(role=profile.role, where=f"{profile.where}, segments x{factor:g}", segments=segments)
 
 
-def cost_grid(model: CostModel, setup: SplitSetup, traces: list, *, rtt_ms: float,
-              deadline_ms: float, period_s: float, stride: int, valid: np.ndarray) -> Grid:
-    lat, acc = [], []
+def cost_grid(env: SplitEnv, traces: list, *, period_s: float, stride: int, valid: np.ndarray) -> Grid:
+    """Every valid action's cost and reward for every `stride`-th request of every trace, at the
+    environment's deadline and RTT."""
+    lat, acc, rew = [], [], []
     for trace in traces:
-        times = np.arange(0.0, trace.duration_s, period_s)[::stride]
-        for t in times:
-            row_lat, row_acc = [], []
-            for i in valid:
-                cost = model.cost(int(i), load=1.0, start_s=float(t), trace=trace, rtt_ms=rtt_ms,
-                                  deadline_ms=deadline_ms)
-                answered = int(i) if cost.fallback is None else cost.fallback
-                row_lat.append(cost.latency_ms)
-                row_acc.append(setup.val_accuracy[answered])
-            lat.append(row_lat)
-            acc.append(row_acc)
-    latency = np.asarray(lat)
-    return Grid(latency, np.asarray(acc), latency > deadline_ms)
+        for t in np.arange(0.0, trace.duration_s, period_s)[::stride]:
+            costs = [env.model.cost(int(i), load=1.0, start_s=float(t), trace=trace, rtt_ms=env.rtt_ms,
+                                    deadline_ms=env.deadline_ms) for i in valid]
+            pairs = list(zip(valid, costs, strict=True))
+            lat.append([c.latency_ms for c in costs])
+            acc.append([env.val_accuracy[int(i) if c.fallback is None else c.fallback] for i, c in pairs])
+            rew.append([env.reward(int(i), c) for i, c in pairs])
+    return Grid(np.asarray(lat), np.asarray(acc), np.asarray(rew))
 
 
 def dual_bound(grid: Grid, floor: float) -> float:
@@ -106,15 +104,6 @@ def dual_bound(grid: Grid, floor: float) -> float:
     return max(g(lo), g(hi))
 
 
-def neurosurgeon(model: CostModel, valid: np.ndarray, *, mean_mbit_s: float, rtt_ms: float) -> int:
-    """Column (into `valid`) of Neurosurgeon's static choice: `splitting.baselines.Neurosurgeon`'s rule
-    (final exit, fastest at the training traces' mean bandwidth) for this cost model."""
-    s = model.space.n_stages
-    candidates = [k for k, i in enumerate(valid) if model.space.actions[int(i)].exit == s]
-    return min(candidates, key=lambda k: model.cost(int(valid[k]), load=1.0, mbit_s=mean_mbit_s,
-                                                    rtt_ms=rtt_ms).latency_ms)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, required=True, help="bundle with split segments and profiles")
@@ -142,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     traces = load_traces(args.traces, purpose="test")
     valid = np.flatnonzero(setup.space.valid)
     names = [setup.space.actions[int(i)].label(setup.space.n_stages) for i in valid]
-    w, d, penalty = spec.acc_weight, args.deadline_ms, spec.miss_penalty
+    d = args.deadline_ms
     rows = []
     print(f"{args.bundle}: {len(valid)} actions, {len(traces)} traces of {args.traces.name}, every "
           f"{args.stride}th request at {spec.period_s} s, deadline {d:g} ms, Neurosurgeon planned for "
@@ -156,12 +145,13 @@ def main(argv: list[str] | None = None) -> int:
                              response_bytes=spec.link.response_bytes)
             model = CostModel(plan=setup.plan, space=setup.space, device=scaled(setup.device, scale),
                               server=scaled(setup.server, scale), link=link)
-            grid = cost_grid(model, setup, traces, rtt_ms=rtt, deadline_ms=d,
-                             period_s=spec.period_s, stride=args.stride, valid=valid)
-            k = neurosurgeon(model, valid, mean_mbit_s=plan_mbit_s, rtt_ms=rtt)
-            # The environment's reward (splitting.env.SplitEnv.reward), per request and action.
-            reward = w * grid.accuracy - grid.latency_ms / d - penalty * grid.miss
-            pick = np.argmax(reward, axis=1)
+            env = SplitEnv(model, traces, setup.val_accuracy,
+                           cfg=EnvConfig(deadline_ms=d, rtt_ms=rtt, acc_weight=spec.acc_weight,
+                                         miss_penalty=spec.miss_penalty, state=spec.state))
+            grid = cost_grid(env, traces, period_s=spec.period_s, stride=args.stride, valid=valid)
+            # The project's Neurosurgeon on the scaled cost model; k is its column among the valid actions.
+            k = int(np.flatnonzero(valid == Neurosurgeon(model, mean_mbit_s=plan_mbit_s, rtt_ms=rtt).index)[0])
+            pick = np.argmax(grid.reward, axis=1)
             r = np.arange(len(pick))
             oracle_ms, oracle_acc = float(grid.latency_ms[r, pick].mean()), float(grid.accuracy[r, pick].mean())
             ns_ms = float(grid.latency_ms[:, k].mean())

@@ -19,7 +19,7 @@ def test_dual_bound_matches_the_mixed_optimum() -> None:
     # Two actions per request: 10 ms at 50% or 20 ms at 100%. Mean accuracy >= 75% needs half of the
     # requests on the slow action (or each at 50/50): the optimum is 15 ms, and no choice does better.
     grid = split_headroom.Grid(latency_ms=np.array([[10.0, 20.0]] * 4), accuracy=np.array([[0.5, 1.0]] * 4),
-                               miss=np.zeros((4, 2), bool))
+                               reward=np.zeros((4, 2)))
     assert split_headroom.dual_bound(grid, 0.75) == pytest.approx(15.0, rel=1e-3)
     assert split_headroom.dual_bound(grid, 0.5) == pytest.approx(10.0)  # the fast action alone is feasible
 
@@ -27,7 +27,7 @@ def test_dual_bound_matches_the_mixed_optimum() -> None:
 def test_dual_bound_never_exceeds_a_feasible_choice() -> None:
     rng = np.random.default_rng(0)
     latency, accuracy = rng.uniform(5, 100, (200, 6)), rng.uniform(0.2, 1.0, (200, 6))
-    grid = split_headroom.Grid(latency, accuracy, latency > 80)
+    grid = split_headroom.Grid(latency, accuracy, reward=-latency)
     for _ in range(20):
         pick = rng.integers(0, 6, 200)
         r = np.arange(200)
