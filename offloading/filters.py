@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from offloading.compiled import compile_scorer
 from offloading.features import check_logits, logit_features
 from offloading.scoring import offloader_scores
 from shared.names import Strategy
@@ -154,12 +155,14 @@ class CloudOnlyFilter:
 class SLFilter(ThresholdFilter):
     """The paper's offloader (§V): a classifier of "student wrong" over logit features.
 
-    Score = the offloader's decision_function, or predict_proba[:, 1] where it has none.
+    Score = the offloader's decision_function, or predict_proba[:, 1] where it has none. A logistic
+    regression (the shipped default on MNIST) is replayed in numpy (offloading/compiled.py): the
+    same scores, without scikit-learn's per-call validation on the edge's per-batch path.
     """
 
     name = "sl"
 
-    def __init__(self, offloader: Any, *, threshold: float | None = None) -> None:
+    def __init__(self, offloader: Any, *, threshold: float | None = None, compiled: bool = True) -> None:
         if offloader is None:
             raise ValueError("filter 'sl' needs a fitted offloader (offloader=None given)")
         if not (hasattr(offloader, "decision_function") or hasattr(offloader, "predict_proba")):
@@ -168,9 +171,21 @@ class SLFilter(ThresholdFilter):
             )
         super().__init__(threshold=threshold)
         self.offloader = offloader
+        # None: score through scikit-learn (any model but a logistic regression, or compiled=False)
+        self._compiled = compile_scorer(offloader) if compiled else None
 
     def _scores(self, z: np.ndarray) -> np.ndarray:
+        if self._compiled is not None:
+            return self._compiled(z)
         return offloader_scores(self.offloader, logit_features(z))
+
+    @property
+    def compiled(self) -> bool:
+        """Whether scores come from the numpy replay (offloading/compiled.py) rather than scikit-learn."""
+        return self._compiled is not None
+
+    def __repr__(self) -> str:
+        return f"SLFilter(threshold={self.threshold}, compiled={self.compiled})"
 
 
 FILTERS: dict[str, type] = {

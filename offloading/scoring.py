@@ -36,7 +36,7 @@ def offloader_scores(model: Estimator, features: np.ndarray) -> np.ndarray:
     raise ValueError(f"offloader {type(model).__name__} has neither decision_function nor predict_proba")
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
     # Split by sign so that exp never overflows: σ(x) = 1/(1+e^-x) = e^x/(1+e^x).
     out = np.empty_like(x, dtype=np.float64)
     pos = x >= 0
@@ -68,7 +68,7 @@ class PlattCalibrated:
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """(N, F) -> (N, 2): columns P(student right), P(student wrong)."""
-        p = _sigmoid(self.a * self.base_scores(x) + self.b)
+        p = sigmoid(self.a * self.base_scores(x) + self.b)
         return np.stack([1.0 - p, p], axis=1)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -77,7 +77,7 @@ class PlattCalibrated:
     @property
     def boundary(self) -> float:
         """σ(a·boundary + b): where the base model's own predict() flips, on the calibrated scale."""
-        return float(_sigmoid(np.array([self.a * self.base_boundary + self.b]))[0])
+        return float(sigmoid(np.array([self.a * self.base_boundary + self.b]))[0])
 
     def __repr__(self) -> str:
         return f"PlattCalibrated({self.base!r}, a={self.a:.4g}, b={self.b:.4g})"
