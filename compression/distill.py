@@ -109,8 +109,9 @@ class DistillConfig:
     weight_decay: float = 5e-4
     """L2 weight decay."""
     gamma: float = 3000.0
-    """SP loss weight γ: Tung & Mori's CIFAR-10 value. L_SP ≤ 4/b per stage, so γ·L_SP starts around
-    the size of the cross-entropy; on digits γ=300 distilled inherited students clearly worse."""
+    """SP loss weight γ: Tung & Mori's CIFAR-10 value, kept for the search's short episodes. The build's
+    final distillation and its cross-fit students use edgecloud.presets.DistillSpec.gamma (300), which
+    distilled better students on digits and MNIST (docs/results.md, "SP-KD weight")."""
     alpha: float = 0.9
     """Hinton only: weight of the soft-target loss; cross-entropy gets 1 − alpha."""
     temperature: float = 4.0
