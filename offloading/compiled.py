@@ -80,8 +80,6 @@ class _Linear:
         if not np.isfinite(x).all():
             # scikit-learn's input validation refuses these too; never score them as "easy".
             raise ValueError("offloader features contain NaN or Inf")
-        if x.ndim != 2 or x.shape[1] != self.coef_t.shape[0]:
-            raise ValueError(f"offloader expects {self.coef_t.shape[0]} features, got shape {x.shape}")
         return (x @ self.coef_t + self.intercept).reshape(-1)
 
 
@@ -128,11 +126,17 @@ def _compile_transform(step: Any) -> Transform | None:
         scale = np.asarray(step.scale_, dtype=np.float64) if step.with_std else None
         return _Standardise(mean, scale)
     if _is(step, "sklearn.pipeline", "Pipeline"):
-        parts = [_compile_transform(s) for _, s in step.steps]
-        if any(p is None for p in parts):
-            return None
-        return _Chain(parts[:-1], parts[-1])  # type: ignore[arg-type]
+        return _pipeline(step, last=_compile_transform)
     return None
+
+
+def _pipeline(pipeline: Any, *, last: Callable[[Any], Transform | None]) -> Transform | None:
+    """A Pipeline's transforms, then its last step compiled by `last` (a transform or a scorer)."""
+    *head, (_, final) = pipeline.steps
+    parts = [_compile_transform(s) for _, s in head] + [last(final)]
+    if any(p is None for p in parts):
+        return None
+    return _Chain(parts[:-1], parts[-1])  # type: ignore[arg-type]
 
 
 def _compile(model: Any) -> Transform | None:
@@ -140,12 +144,7 @@ def _compile(model: Any) -> Transform | None:
         base = _compile(model.base)
         return None if base is None else _Platt(base, a=model.a, b=model.b)
     if _is(model, "sklearn.pipeline", "Pipeline"):
-        *head, (_, last) = model.steps
-        transforms = [_compile_transform(s) for _, s in head]
-        final = _compile(last)
-        if final is None or any(t is None for t in transforms):
-            return None
-        return _Chain(transforms, final)  # type: ignore[arg-type]
+        return _pipeline(model, last=_compile)
     if _is(model, "sklearn.linear_model", "LogisticRegression"):
         coef = np.asarray(getattr(model, "coef_", np.zeros((0, 0))), dtype=np.float64)
         if coef.ndim != 2 or coef.shape[0] != 1 or len(getattr(model, "classes_", ())) != 2:
