@@ -218,6 +218,45 @@ class Simulator:
     def _wan_ms(self, n_bytes: float) -> float:
         return self.network.wan_rtt_ms / 2 + n_bytes * 8 / (self.network.wan_mbit_s * 1e6) * 1000.0
 
+    def _leg_ms(self, trace: Trace, offset: float, tier: Tier, n_bytes: float, t: float) -> float:
+        """One way between a device and a server at time t: the access link at the phase's rate, and
+        the WAN as well for the cloud."""
+        scale = self.scenario.phase_at(t).bandwidth_scale
+        ms = self._access_ms(trace, offset, n_bytes, t, scale)
+        return ms + (self._wan_ms(n_bytes) if tier is Tier.CLOUD else 0.0)
+
+    def _idle_ms(self, action: Action, trace: Trace, offset: float, t: float) -> float:
+        """Response time of `action` at time t if the device and both servers were idle (no queue)."""
+        tier, variant = action
+        ms = self.profiles.variants[variant].compute_ms(tier) + self.network.overhead_ms(tier)
+        if tier is Tier.END:
+            return ms
+        return (ms + self._leg_ms(trace, offset, tier, self.profiles.request_bytes, t)
+                + self._leg_ms(trace, offset, tier, self.network.response_bytes, t))
+
+    def _draws(self, rng: np.random.Generator) -> tuple[list[Trace], list[float], list[np.ndarray]]:
+        """Each device's trace, its start offset in it and its arrival times, drawn in run()'s order."""
+        sc = self.scenario
+        user_trace = [self.traces[(u + sc.seed) % len(self.traces)] for u in range(sc.users)]
+        user_offset = [float(rng.uniform(0, t.duration_s)) for t in user_trace]
+        return user_trace, user_offset, arrival_times(sc, rng)
+
+    def lower_bound_ms(self) -> np.ndarray:
+        """Per request, in arrival order, the least response time *any* policy could get for it.
+
+        The best feasible action with the device and both servers idle: queueing, batching behind
+        other requests and the device's own backlog only add to a request's time, and compute noise
+        is drawn after the choice with mean 1, so no policy (clairvoyant included) has a lower mean
+        than this array's. The arrivals, traces and offsets are run()'s for the same scenario seed.
+        """
+        sc = self.scenario
+        user_trace, user_offset, arrivals = self._draws(np.random.default_rng(sc.seed))
+        actions = feasible_actions(self.profiles, sc.accuracy_req)
+        out = [(t, min(self._idle_ms(a, user_trace[u], user_offset[u], t) for a in actions))
+               for u, times in enumerate(arrivals) for t in map(float, times) if u < sc.phase_at(t).users]
+        out.sort()
+        return np.array([ms for _, ms in out], dtype=float)
+
     def run(self, make_policy: Callable[[int], Policy], *, progress: Callable[[float], None] | None = None
             ) -> list[RequestRecord]:
         sc = self.scenario
@@ -226,8 +265,7 @@ class Simulator:
         n_samples = min((len(v.correct) for v in profiles.variants.values() if v.correct is not None), default=0)
         policies = [make_policy(u) for u in range(sc.users)]
         observations = [Observation(accuracy_req=sc.accuracy_req) for _ in range(sc.users)]
-        user_trace = [self.traces[(u + sc.seed) % len(self.traces)] for u in range(sc.users)]
-        user_offset = [float(rng.uniform(0, t.duration_s)) for t in user_trace]
+        user_trace, user_offset, arrivals = self._draws(rng)
         device_free = [0.0] * sc.users
         servers = {Tier.EDGE: _Server(Tier.EDGE), Tier.CLOUD: _Server(Tier.CLOUD)}
         actions = feasible_actions(profiles, sc.accuracy_req)
@@ -244,30 +282,24 @@ class Simulator:
             sigma = math.sqrt(math.log1p(sc.service_cv ** 2))
             return ms * float(rng.lognormal(-sigma * sigma / 2, sigma))
 
-        for u, t in enumerate(arrival_times(sc, rng)):
+        for u, t in enumerate(arrivals):
             for arrival in t:
                 push(arrival, "arrive", u)
 
         def up_ms(u: int, tier: Tier, t: float) -> float:
-            scale = sc.phase_at(t).bandwidth_scale
-            ms = self._access_ms(user_trace[u], user_offset[u], profiles.request_bytes, t, scale)
-            return ms + (self._wan_ms(profiles.request_bytes) if tier is Tier.CLOUD else 0.0)
+            return self._leg_ms(user_trace[u], user_offset[u], tier, profiles.request_bytes, t)
 
         def down_ms(u: int, tier: Tier, t: float) -> float:
-            scale = sc.phase_at(t).bandwidth_scale
-            ms = self._access_ms(user_trace[u], user_offset[u], self.network.response_bytes, t, scale)
-            return ms + (self._wan_ms(self.network.response_bytes) if tier is Tier.CLOUD else 0.0)
+            return self._leg_ms(user_trace[u], user_offset[u], tier, self.network.response_bytes, t)
 
         def truth(u: int, t: float) -> Callable[[Action], float]:
             def response_ms(action: Action) -> float:
-                tier, variant = action
-                cost = profiles.variants[variant].compute_ms(tier)
-                extra = self.network.overhead_ms(tier)
+                tier = action[0]
+                idle = self._idle_ms(action, user_trace[u], user_offset[u], t)
                 if tier is Tier.END:
-                    return max(0.0, device_free[u] - t) * 1000.0 + cost + extra
-                up = up_ms(u, tier, t)
-                wait = servers[tier].backlog_ms(t + up / 1000.0, profiles, sc.max_batch)
-                return up + wait + cost + down_ms(u, tier, t) + extra
+                    return max(0.0, device_free[u] - t) * 1000.0 + idle
+                arrives_s = t + up_ms(u, tier, t) / 1000.0
+                return idle + servers[tier].backlog_ms(arrives_s, profiles, sc.max_batch)
             return response_ms
 
         def start_batch(server: _Server, now: float) -> None:

@@ -156,3 +156,26 @@ def test_convergence_is_judged_within_each_phase() -> None:
     assert converged_after(rewards) > 1000  # what judging across the change would have said
     assert row["reconverged"] == [{"change_s": 100.0, "converged_after_requests": 200}]  # settled in one window
     assert [p["requests"] for p in row["phases"]] == [1000, 1000]
+
+
+def bound(profiles, trace, **scenario) -> np.ndarray:
+    sc = Scenario(**{"users": 4, "duration_s": 20.0, "rate_per_user": 5.0, "service_cv": 0.0, **scenario})
+    return Simulator(profiles, sc, [trace], network=NetworkConfig(access_rtt_ms=20.0, wan_rtt_ms=60.0)).lower_bound_ms()
+
+
+def test_the_lower_bound_covers_the_same_requests_and_no_policy_beats_it(profiles, flat_trace) -> None:
+    lower = bound(profiles, flat_trace, users=8, accuracy_req=0.95)
+    for name in ("oracle", "greedy", "static:end:mid", "static:edge:teacher"):
+        records = run(profiles, flat_trace, name, users=8, accuracy_req=0.95)
+        assert len(records) == len(lower)  # the same arrivals, request for request
+        ms = np.array([r.response_ms for r in records])
+        assert np.all(ms >= lower - 1e-9), name
+
+
+def test_the_lower_bound_is_the_best_idle_response(profiles, flat_trace) -> None:
+    # with no requirement every variant is feasible; "small" on the device (4 ms) beats any server's
+    # 20 ms round trip, so the bound is that device time for every request
+    assert np.allclose(bound(profiles, flat_trace, users=2), 4.0)
+    # a phase with no users drops its arrivals from the bound as run() drops them
+    lower = bound(profiles, flat_trace, users=2, phases=[Phase(0.0, 2), Phase(10.0, 0)])
+    assert 0 < len(lower) < len(bound(profiles, flat_trace, users=2))
