@@ -56,10 +56,15 @@ class SimSpec:
     """the links between the tiers."""
     end_cpu_share: float | None = None
     """emulate end devices with this share of a host core instead of the profile's (a device-speed sweep)."""
+    request_bytes: int | None = None
+    """bytes of one request on the wire instead of the profile's (an input-size sweep: a larger image
+    costs more to send, nothing else changes)."""
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
             raise ValueError(f"scenario must be one of {sorted(SCENARIOS)}, got {self.scenario!r}")
+        if self.request_bytes is not None and self.request_bytes < 1:
+            raise ValueError(f"request_bytes must be >= 1, got {self.request_bytes}")
         if self.seeds < 1:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
 
@@ -82,6 +87,8 @@ def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | Non
     profiles = profiles if profiles is not None else profiles_from_manifest(spec.bundle)
     if spec.end_cpu_share is not None:
         profiles = profiles.with_tier_share(Tier.END, spec.end_cpu_share)
+    if spec.request_bytes is not None:
+        profiles = dataclasses.replace(profiles, request_bytes=spec.request_bytes)
     traces = load_traces(spec.traces)
     names = expand(spec.policies, profiles, spec.accuracy_req)
     policies: dict[str, dict[str, Any]] = {}
@@ -113,7 +120,7 @@ def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | Non
         "accuracy_req": spec.accuracy_req, "scenario": spec.scenario, "duration_s": spec.duration_s,
         "rate_per_user": spec.rate_per_user, "arrivals": spec.arrivals, "seeds": spec.seeds,
         "change_times_s": change_times, "network": dataclasses.asdict(spec.network),
-        "end_cpu_share": profiles.tiers[Tier.END].cpu_share,
+        "end_cpu_share": profiles.tiers[Tier.END].cpu_share, "request_bytes": profiles.request_bytes,
         "variants": {n: {"accuracy": v.accuracy, "latency_ms": {t.value: ms for t, ms in v.latency_ms.items()}}
                      for n, v in profiles.variants.items()},
         "policies": policies,

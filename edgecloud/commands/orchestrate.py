@@ -45,6 +45,9 @@ def add_parser(sub: Any) -> None:
     sim.add_argument("--seeds", type=int, default=3, help="independent runs per policy, pooled")
     sim.add_argument("--access-rtt-ms", type=float, default=20.0, help="device <-> edge server round trip")
     sim.add_argument("--wan-rtt-ms", type=float, default=60.0, help="extra round trip to the cloud")
+    sim.add_argument("--request-bytes", type=int, default=None, metavar="BYTES",
+                     help="bytes of one request on the wire instead of the profile's (e.g. 10x the profile's "
+                          "to emulate a larger input: only the transfers change)")
     for tier in ("end", "edge", "cloud"):
         sim.add_argument(f"--{tier}-overhead-ms", type=float, default=0.0,
                          help=f"software time per request on the {tier} path beyond compute and links "
@@ -98,7 +101,7 @@ def run_sim(args: argparse.Namespace) -> int:
                                              end_overhead_ms=args.end_overhead_ms,
                                              edge_overhead_ms=args.edge_overhead_ms,
                                              cloud_overhead_ms=args.cloud_overhead_ms),
-                       end_cpu_share=args.end_cpu_share)
+                       end_cpu_share=args.end_cpu_share, request_bytes=args.request_bytes)
         with tqdm(desc="policy runs", unit="run") as bar:
             report = simulate(spec, out=args.out, progress=lambda line: (bar.update(), bar.set_postfix_str(line)))
     except (BundleError, ProfileError, PolicyError, TraceError, ValueError) as err:

@@ -70,6 +70,27 @@ def test_orchestrate_sim_writes_the_report_the_issue_specifies(variant_bundle: P
     assert "best static" in capsys.readouterr().out
 
 
+def test_request_bytes_slows_the_transfers_only(variant_bundle: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    traces = flat_traces(tmp_path / "traces")
+    means = {}
+    for size in ("1000", "100000"):
+        out = tmp_path / f"sim-{size}"
+        code = main(["orchestrate", "sim", "--bundle", str(variant_bundle), "--users", "2", "--traces", str(traces),
+                     "--accuracy-req", "0", "--out", str(out), "--duration", "10", "--seeds", "1",
+                     "--policies", "all-end,all-edge", "--request-bytes", size, "--scenario", "steady"])
+        assert code == 0, capsys.readouterr().err
+        report = json.loads((out / "report.json").read_text())
+        assert report["request_bytes"] == int(size)
+        means[size] = {k: v["mean_response_ms"] for k, v in report["policies"].items()}
+    assert means["100000"]["all-end"] == pytest.approx(means["1000"]["all-end"])
+    # 99 kB more up a 5-6 Mbit/s link: about 140 ms more per edge request
+    assert means["100000"]["all-edge"] - means["1000"]["all-edge"] == pytest.approx(99000 * 8 / 5.5e3, rel=0.15)
+    code = main(["orchestrate", "sim", "--bundle", str(variant_bundle), "--users", "2", "--traces", str(traces),
+                 "--accuracy-req", "0", "--out", str(tmp_path / "bad"), "--request-bytes", "0"])
+    assert code == 2 and "request_bytes" in capsys.readouterr().err
+
+
 def test_orchestrate_sim_names_a_bad_flag(variant_bundle: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["orchestrate", "sim", "--bundle", str(variant_bundle), "--users", "2",
