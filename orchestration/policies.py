@@ -107,15 +107,38 @@ class OraclePolicy(Policy):
         return Decision(action=min(actions, key=self.truth))
 
 
-class LearnerPolicy(Policy):
-    """An online learner as a policy."""
+def fastest_per_tier(profiles: Profiles, actions: Sequence[Action]) -> list[Action]:
+    """Per tier, the action with the fastest variant there (ties: the more accurate one).
 
-    def __init__(self, learner: QLearning | LinUCB) -> None:
+    The reward (`learners.reward`) gives nothing for accuracy above the requirement, so among
+    feasible variants on one tier a slower one can only cost: the learners choose the tier, on that
+    tier's fastest feasible variant, and spend no exploration on pairs that cannot win (ours; the
+    paper's agent picks among every pair).
+    """
+    best: dict[Tier, Action] = {}
+    for action in actions:
+        tier, variant = action
+        key = (profiles.variants[variant].compute_ms(tier), -profiles.variants[variant].accuracy)
+        held = best.get(tier)
+        if held is None or key < (profiles.variants[held[1]].compute_ms(tier), -profiles.variants[held[1]].accuracy):
+            best[tier] = action
+    return [best[t] for t in Tier if t in best]
+
+
+class LearnerPolicy(Policy):
+    """An online learner as a policy, choosing among `fastest_per_tier` of the feasible actions."""
+
+    def __init__(self, learner: QLearning | LinUCB, profiles: Profiles) -> None:
         self.learner = learner
+        self.profiles = profiles
         self.name = learner.name
+        self._pruned: dict[tuple[Action, ...], list[Action]] = {}
 
     def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:
-        return self.learner.choose(obs, actions)
+        key = tuple(actions)
+        if key not in self._pruned:
+            self._pruned[key] = fastest_per_tier(self.profiles, actions)
+        return self.learner.choose(obs, self._pruned[key])
 
     def update(self, decision: Decision, r: float, next_obs: Observation | None = None) -> None:
         self.learner.update(decision, r, next_obs)
@@ -143,9 +166,9 @@ def make_policy(name: str, profiles: Profiles, *, seed: int = 0) -> Policy:
     """A fresh policy by name (each user gets its own: its own learner, its own exploration)."""
     if name == "qlearning":
         return LearnerPolicy(QLearning(state_space(profiles), QConfig(seed=seed),
-                                       predict=lambda obs, action: predicted_ms(profiles, obs, action)))
+                                       predict=lambda obs, action: predicted_ms(profiles, obs, action)), profiles)
     if name == "linucb":
-        return LearnerPolicy(LinUCB(state_space(profiles)))
+        return LearnerPolicy(LinUCB(state_space(profiles)), profiles)
     if name == "greedy":
         return GreedyPolicy(profiles)
     if name == "oracle":

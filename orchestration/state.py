@@ -82,11 +82,11 @@ def log_bin(value_ms: float, edges_ms: tuple[float, ...]) -> int:
 class StateSpace:
     """The discretisation of Observation for the tabular learner (ours; see the module docstring)."""
 
-    net_edges_ms: tuple[float, ...] = (15.0, 40.0, 100.0)
+    net_edges_ms: tuple[float, ...] = (15.0, 40.0, 100.0, 250.0, 600.0)
     """bin edges of the wire time to the edge server and to the cloud."""
     wait_edges_ms: tuple[float, ...] = (2.0, 10.0, 40.0)
     """bin edges of the edge server's expected queue wait (depth x service time)."""
-    busy_edges_ms: tuple[float, ...] = (1.0,)
+    busy_edges_ms: tuple[float, ...] = (1.0, 50.0, 150.0)
     """bin edges of this device's own backlog: idle or busy."""
     accuracy_levels: tuple[float, ...] = ()
     """accuracy requirements that change the set of feasible variants (from the profile)."""

@@ -91,6 +91,21 @@ def test_page_hinkley_signals_a_step_but_not_noise() -> None:
     assert any(fired)
 
 
+def test_page_hinkley_works_in_units_of_the_streams_own_spread() -> None:
+    # the same heavy-tailed stream and the same 2x slowdown, at 1.5 ms and at 150 ms: the same verdicts
+    delays = []
+    for scale in (0.015, 1.5):
+        rng = np.random.default_rng(1)
+        detector = PageHinkley()
+        assert not any(detector.update(-scale * rng.lognormal(0, 0.5)) for _ in range(5000))
+        delays.append(next(i for i in range(1000) if detector.update(-2 * scale * rng.lognormal(0, 0.5))))
+    assert delays[0] == delays[1] < 60
+    # a constant stream is not noise-free "infinite evidence" until it moves
+    detector = PageHinkley()
+    assert not any(detector.update(-0.3) for _ in range(500))
+    assert any(detector.update(-0.31) for _ in range(50))
+
+
 def test_configs_refuse_bad_values() -> None:
     with pytest.raises(ValueError, match="alpha"):
         QConfig(alpha=0.0)
@@ -98,6 +113,8 @@ def test_configs_refuse_bad_values() -> None:
         QConfig(epsilon_min=0.5, epsilon_start=0.1)
     with pytest.raises(ValueError, match="threshold"):
         PageHinkley(threshold=0.0)
+    with pytest.raises(ValueError, match="min_std"):
+        PageHinkley(min_std=0.0)
 
 
 def test_guided_exploration_skips_actions_the_model_predicts_far_worse_after_the_start() -> None:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from orchestration.experiment import to_answered
-from orchestration.policies import PolicyError, make_policy, predicted_ms
+from orchestration.policies import PolicyError, fastest_per_tier, feasible_actions, make_policy, predicted_ms
 from orchestration.report import Answered, converged_after, summarize
 from orchestration.simulator import NetworkConfig, Phase, Scenario, Simulator, changing
 from orchestration.state import Observation, ServerLoad
@@ -179,3 +179,15 @@ def test_the_lower_bound_is_the_best_idle_response(profiles, flat_trace) -> None
     # a phase with no users drops its arrivals from the bound as run() drops them
     lower = bound(profiles, flat_trace, users=2, phases=[Phase(0.0, 2), Phase(10.0, 0)])
     assert 0 < len(lower) < len(bound(profiles, flat_trace, users=2))
+
+
+def test_learners_choose_the_tier_on_its_fastest_feasible_variant(profiles, flat_trace) -> None:
+    everything = feasible_actions(profiles, 0.0)
+    assert len(everything) == 9
+    assert fastest_per_tier(profiles, everything) == [(Tier.END, "small"), (Tier.EDGE, "small"),
+                                                      (Tier.CLOUD, "small")]
+    assert fastest_per_tier(profiles, feasible_actions(profiles, 0.95)) == [(Tier.END, "mid"), (Tier.EDGE, "mid"),
+                                                                            (Tier.CLOUD, "mid")]
+    for name in ("qlearning", "linucb"):
+        records = run(profiles, flat_trace, name, users=4, accuracy_req=0.95)
+        assert {r.variant for r in records} == {"mid"}, name
