@@ -119,7 +119,8 @@ def test_configs_refuse_bad_values() -> None:
 
 def test_guided_exploration_skips_actions_the_model_predicts_far_worse_after_the_start() -> None:
     predicted = {ACTIONS[0]: 5.0, ACTIONS[1]: 12.0, ACTIONS[2]: 500.0}
-    learner = QLearning(StateSpace(), QConfig(seed=4, epsilon_min=0.2, model_prior=False),
+    learner = QLearning(StateSpace(), QConfig(seed=4, epsilon_min=0.2, model_prior=False, epsilon_decay_steps=60.0,
+                                              explore_within=4.0),
                         predict=lambda obs, a: predicted[a])
     early = run_bandit(learner, {ACTIONS[0]: 5.0, ACTIONS[1]: 12.0, ACTIONS[2]: 500.0}, 60)
     late = run_bandit(learner, {ACTIONS[0]: 5.0, ACTIONS[1]: 12.0, ACTIONS[2]: 500.0}, 400)
