@@ -57,15 +57,24 @@ class NetworkConfig:
     """software time per request through the edge server's path (HTTP stacks, proxy; calibrated live)."""
     cloud_overhead_ms: float = 0.0
     """software time per request through the cloud's path (calibrated live)."""
+    edge_connect_ms: float = 0.0
+    """extra time of each device's first request to the edge server: opening the connection (TCP and
+    HTTP set-up through the proxy, the client's start). Calibrated live; 0 keeps connections free."""
+    cloud_connect_ms: float = 0.0
+    """the same for each device's first request to the cloud."""
 
     def __post_init__(self) -> None:
         if min(self.access_rtt_ms, self.wan_rtt_ms, self.end_overhead_ms, self.edge_overhead_ms,
-               self.cloud_overhead_ms) < 0 or self.wan_mbit_s <= 0 or self.response_bytes < 0:
+               self.cloud_overhead_ms, self.edge_connect_ms, self.cloud_connect_ms) < 0 \
+                or self.wan_mbit_s <= 0 or self.response_bytes < 0:
             raise ValueError(f"bad network config {self}")
 
     def overhead_ms(self, tier: Tier) -> float:
         return {Tier.END: self.end_overhead_ms, Tier.EDGE: self.edge_overhead_ms,
                 Tier.CLOUD: self.cloud_overhead_ms}[tier]
+
+    def connect_ms(self, tier: Tier) -> float:
+        return {Tier.END: 0.0, Tier.EDGE: self.edge_connect_ms, Tier.CLOUD: self.cloud_connect_ms}[tier]
 
 
 @dataclass(frozen=True)
@@ -286,8 +295,11 @@ class Simulator:
             for arrival in t:
                 push(arrival, "arrive", u)
 
+        connected: set[tuple[int, Tier]] = set()  # (device, server) pairs with an open connection
+
         def up_ms(u: int, tier: Tier, t: float) -> float:
-            return self._leg_ms(user_trace[u], user_offset[u], tier, profiles.request_bytes, t)
+            setup = 0.0 if (u, tier) in connected else self.network.connect_ms(tier)
+            return setup + self._leg_ms(user_trace[u], user_offset[u], tier, profiles.request_bytes, t)
 
         def down_ms(u: int, tier: Tier, t: float) -> float:
             return self._leg_ms(user_trace[u], user_offset[u], tier, self.network.response_bytes, t)
@@ -298,8 +310,9 @@ class Simulator:
                 idle = self._idle_ms(action, user_trace[u], user_offset[u], t)
                 if tier is Tier.END:
                     return max(0.0, device_free[u] - t) * 1000.0 + idle
+                setup = 0.0 if (u, tier) in connected else self.network.connect_ms(tier)
                 arrives_s = t + up_ms(u, tier, t) / 1000.0
-                return idle + servers[tier].backlog_ms(arrives_s, profiles, sc.max_batch)
+                return setup + idle + servers[tier].backlog_ms(arrives_s, profiles, sc.max_batch)
             return response_ms
 
         def start_batch(server: _Server, now: float) -> None:
@@ -334,6 +347,7 @@ class Simulator:
                     push(device_free[u] + self.network.end_overhead_ms / 1000.0, "answer", (request, None))
                 else:
                     push(now + up_ms(u, tier, now) / 1000.0, "server", request)
+                    connected.add((u, tier))
             elif kind == "server":
                 request = payload  # type: ignore[assignment]
                 assert isinstance(request, _Request)

@@ -52,6 +52,10 @@ def add_parser(sub: Any) -> None:
         sim.add_argument(f"--{tier}-overhead-ms", type=float, default=0.0,
                          help=f"software time per request on the {tier} path beyond compute and links "
                               "(calibrate from a live run's static policies)")
+    for tier in ("edge", "cloud"):
+        sim.add_argument(f"--{tier}-connect-ms", type=float, default=0.0,
+                         help=f"extra time of each device's first request to the {tier} (connection set-up; "
+                              f"calibrate from a live run's all-{tier} first requests)")
     sim.set_defaults(handler=run_sim)
 
     live = osub.add_parser(
@@ -100,7 +104,9 @@ def run_sim(args: argparse.Namespace) -> int:
                        network=NetworkConfig(access_rtt_ms=args.access_rtt_ms, wan_rtt_ms=args.wan_rtt_ms,
                                              end_overhead_ms=args.end_overhead_ms,
                                              edge_overhead_ms=args.edge_overhead_ms,
-                                             cloud_overhead_ms=args.cloud_overhead_ms),
+                                             cloud_overhead_ms=args.cloud_overhead_ms,
+                                             edge_connect_ms=args.edge_connect_ms,
+                                             cloud_connect_ms=args.cloud_connect_ms),
                        end_cpu_share=args.end_cpu_share, request_bytes=args.request_bytes)
         with tqdm(desc="policy runs", unit="run") as bar:
             report = simulate(spec, out=args.out, progress=lambda line: (bar.update(), bar.set_postfix_str(line)))

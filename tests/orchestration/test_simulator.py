@@ -191,3 +191,19 @@ def test_learners_choose_the_tier_on_its_fastest_feasible_variant(profiles, flat
     for name in ("qlearning", "linucb"):
         records = run(profiles, flat_trace, name, users=4, accuracy_req=0.95)
         assert {r.variant for r in records} == {"mid"}, name
+
+
+def test_a_devices_first_request_to_a_server_pays_the_connection(profiles, flat_trace) -> None:
+    sc = Scenario(users=2, duration_s=10.0, rate_per_user=1.0, service_cv=0.0)
+    free = Simulator(profiles, sc, [flat_trace]).run(lambda u: make_policy("static:edge:small", profiles))
+    network = NetworkConfig(edge_connect_ms=50.0)
+    paid = Simulator(profiles, sc, [flat_trace], network=network).run(lambda u: make_policy("static:edge:small",
+                                                                                                profiles))
+    extra = {}
+    for a, b in zip(free, paid, strict=True):
+        extra.setdefault(a.user, []).append(b.response_ms - a.response_ms)
+    for user, deltas in extra.items():
+        assert deltas[0] == pytest.approx(50.0), user  # the first request opens the connection
+        assert np.allclose(deltas[1:], 0.0, atol=1e-6), user
+    with pytest.raises(ValueError, match="bad network config"):
+        NetworkConfig(cloud_connect_ms=-1.0)
