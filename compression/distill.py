@@ -117,7 +117,7 @@ class DistillConfig:
     temperature: float = 4.0
     """Hinton only: softmax temperature T."""
     augment: bool = False
-    """random-crop/flip augmentation of training batches (compression.data)."""
+    """random-shift augmentation of training batches: pad 2, crop back at a random offset (compression.data)."""
     device: str = "auto"
     """torch device for student and teacher, resolved by compression.teacher.resolve_device."""
     seed: int = 0

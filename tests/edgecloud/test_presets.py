@@ -21,7 +21,7 @@ def test_fast_mnist_sized_has_the_one_percent_budget_and_a_wider_teacher() -> No
     cfg = make_config("fast", dataset="mnist", train_size=54_000)
     assert (cfg.teacher.width, cfg.teacher.epochs) == (32, 3)
     assert cfg.search.size_budget == 0.01  # the paper's MNIST student is 0.93% of its teacher
-    assert (cfg.distill.epochs, cfg.offload.folds, cfg.offload.fold_epochs) == (8, 5, 2)
+    assert (cfg.distill.epochs, cfg.distill.augment, cfg.offload.folds, cfg.offload.fold_epochs) == (14, True, 5, 2)
 
 
 def test_paper_preset_is_the_papers_scale() -> None:
