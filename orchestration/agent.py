@@ -276,6 +276,11 @@ def build_orchestrator(settings: Any, *, metrics: OrchestratorMetrics | None = N
     and (if set) the cloud as remote tiers."""
     manifest = load_manifest(settings.bundle, verify=True)
     profiles = profiles_from_manifest(settings.bundle, manifest)
+    if settings.device_slowdown > 1.0:
+        # An emulated device `slowdown` times slower than this host: its latency model must say so too,
+        # or greedy (and Q-learning's model prior) would price device passes at the profile's own share
+        # while each one takes `slowdown` times the host's time (as the simulator's --end-cpu-share does).
+        profiles = profiles.with_tier_share(Tier.END, 1.0 / settings.device_slowdown)
     timeout_s = settings.orchestrator_timeout_ms / 1000.0
     token = settings.bearer_token()
     headers = {"Authorization": f"Bearer {token}"} if token else {}

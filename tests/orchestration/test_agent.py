@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from edge_agent.app import create_app
 from edge_agent.settings import EdgeSettings
-from orchestration.agent import LocalVariants, Orchestrator, TierClient
+from orchestration.agent import LocalVariants, Orchestrator, TierClient, build_orchestrator
 from orchestration.metrics import OrchestratorMetrics
 from orchestration.policies import make_policy
 from orchestration.profiles import profiles_from_manifest
@@ -149,3 +149,18 @@ def test_a_slower_device_holds_its_compute_thread_longer(variant_bundle: Path,
     assert timed(slow) > 10 * timed(fast)
     with pytest.raises(ValueError, match="slowdown"):
         LocalVariants(variant_bundle, ["teacher"], slowdown=0.5)
+
+
+def test_an_emulated_slow_device_prices_its_own_passes_at_its_speed(variant_bundle: Path) -> None:
+    profile = profiles_from_manifest(variant_bundle)
+    share = profile.tiers[Tier.END].cpu_share
+    for slowdown in (1.0, 100.0):
+        model = build_orchestrator(EdgeSettings(bundle=variant_bundle, edge_server_url="http://127.0.0.1:9",
+                                                policy="greedy", device_slowdown=slowdown))
+        seen = model.orchestrator.profiles
+        for name, variant in profile.variants.items():
+            # slowdown 1 keeps the profile's device; 100 is a device 1/100 of this host, as --end-cpu-share 0.01
+            factor = 1.0 if slowdown == 1.0 else share * slowdown
+            assert seen.variants[name].compute_ms(Tier.END) == pytest.approx(variant.compute_ms(Tier.END) * factor)
+            assert seen.variants[name].compute_ms(Tier.EDGE) == pytest.approx(variant.compute_ms(Tier.EDGE))
+        model.orchestrator.local.close()
