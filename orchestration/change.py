@@ -2,10 +2,10 @@
 
 A Page-Hinkley test (Page 1954; Hinkley 1971) on the rewards a learner receives: it accumulates
 how far each reward falls below (or rises above) the running mean, in standard deviations, less a
-tolerance `delta`, and
-signals a change when that sum drifts more than `threshold` from its extreme. A drop in reward (a
-bandwidth drop, users joining) and a rise (a server freed) both count: after either the learned
-values are stale, so the learner raises exploration again (orchestration.learners).
+tolerance `delta`, and signals a change when that sum drifts more than `threshold` from its
+extreme. A drop in reward (a bandwidth drop, users joining) and a rise (a server freed) both count:
+after either the learned values are stale, so the learner raises exploration again
+(orchestration.learners).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from orchestration.report import (
 )
 from orchestration.simulator import SCENARIOS, NetworkConfig, RequestRecord, Simulator
 from shared.names import Tier
-from shared.traces import load_traces
+from shared.traces import Trace, load_traces
 
 
 @dataclass
@@ -81,15 +81,28 @@ def to_answered(records: Sequence[RequestRecord]) -> list[Answered]:
                      correct=r.correct, reward=r.reward, user=r.user) for r in records]
 
 
-def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | None = None,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run every policy over `spec.seeds` seeds; write report.json (+ table and plots) under `out`."""
+def simulators(spec: SimSpec, *, profiles: Profiles | None = None,
+               traces: Sequence[Trace] | None = None) -> list[Simulator]:
+    """One simulator per seed of `spec`: the bundle's profile (or `profiles`) with the spec's device
+    share and request size, the spec's scenario and network, the traces of `spec.traces` (or `traces`)."""
     profiles = profiles if profiles is not None else profiles_from_manifest(spec.bundle)
     if spec.end_cpu_share is not None:
         profiles = profiles.with_tier_share(Tier.END, spec.end_cpu_share)
     if spec.request_bytes is not None:
         profiles = dataclasses.replace(profiles, request_bytes=spec.request_bytes)
-    traces = load_traces(spec.traces)
+    traces = list(traces) if traces is not None else load_traces(spec.traces)
+    return [Simulator(profiles, SCENARIOS[spec.scenario](spec.users, duration_s=spec.duration_s,
+                                                         rate_per_user=spec.rate_per_user, arrivals=spec.arrivals,
+                                                         accuracy_req=spec.accuracy_req, seed=seed),
+                      traces, network=spec.network)
+            for seed in range(spec.seeds)]
+
+
+def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | None = None,
+             traces: Sequence[Trace] | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every policy over `spec.seeds` seeds; write report.json (+ table and plots) under `out`."""
+    sims = simulators(spec, profiles=profiles, traces=traces)
+    profiles = sims[0].profiles
     names = expand(spec.policies, profiles, spec.accuracy_req)
     policies: dict[str, dict[str, Any]] = {}
     runs: dict[str, list[Answered]] = {}
@@ -98,12 +111,8 @@ def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | Non
         make_policy(name, profiles)  # an unknown name fails before any run
     for name in names:
         pooled: list[Answered] = []
-        for seed in range(spec.seeds):
-            scenario = SCENARIOS[spec.scenario](spec.users, duration_s=spec.duration_s,
-                                                rate_per_user=spec.rate_per_user, arrivals=spec.arrivals,
-                                                accuracy_req=spec.accuracy_req, seed=seed)
-            change_times = scenario.change_times
-            sim = Simulator(profiles, scenario, traces, network=spec.network)
+        for seed, sim in enumerate(sims):
+            change_times = sim.scenario.change_times
             records = sim.run(lambda user, n=name, s=seed: make_policy(n, profiles, seed=1000 * s + user))
             # Seeds run one after another on the time axis, so pooled convergence reads one long run.
             pooled.extend(to_answered(records))

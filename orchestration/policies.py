@@ -115,14 +115,11 @@ def fastest_per_tier(profiles: Profiles, actions: Sequence[Action]) -> list[Acti
     tier's fastest feasible variant, and spend no exploration on pairs that cannot win (ours; the
     paper's agent picks among every pair).
     """
-    best: dict[Tier, Action] = {}
-    for action in actions:
-        tier, variant = action
-        key = (profiles.variants[variant].compute_ms(tier), -profiles.variants[variant].accuracy)
-        held = best.get(tier)
-        if held is None or key < (profiles.variants[held[1]].compute_ms(tier), -profiles.variants[held[1]].accuracy):
-            best[tier] = action
-    return [best[t] for t in Tier if t in best]
+    def cost(action: Action) -> tuple[float, float]:
+        variant = profiles.variants[action[1]]
+        return variant.compute_ms(action[0]), -variant.accuracy
+
+    return [min(mine, key=cost) for tier in Tier if (mine := [a for a in actions if a[0] is tier])]
 
 
 class LearnerPolicy(Policy):

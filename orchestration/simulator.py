@@ -255,8 +255,10 @@ class Simulator:
 
         The best feasible action with the device and both servers idle: queueing, batching behind
         other requests and the device's own backlog only add to a request's time, and compute noise
-        is drawn after the choice with mean 1, so no policy (clairvoyant included) has a lower mean
-        than this array's. The arrivals, traces and offsets are run()'s for the same scenario seed.
+        is drawn after the choice with mean 1, so no policy (clairvoyant included) has a lower
+        expected mean than this array's; with `service_cv` 0 no request is ever below its entry. (A
+        short noisy run's realised mean can dip below it by the noise.) The arrivals, traces and
+        offsets are run()'s for the same scenario seed.
         """
         sc = self.scenario
         user_trace, user_offset, arrivals = self._draws(np.random.default_rng(sc.seed))
@@ -297,9 +299,11 @@ class Simulator:
 
         connected: set[tuple[int, Tier]] = set()  # (device, server) pairs with an open connection
 
+        def setup_ms(u: int, tier: Tier) -> float:
+            return 0.0 if (u, tier) in connected else self.network.connect_ms(tier)
+
         def up_ms(u: int, tier: Tier, t: float) -> float:
-            setup = 0.0 if (u, tier) in connected else self.network.connect_ms(tier)
-            return setup + self._leg_ms(user_trace[u], user_offset[u], tier, profiles.request_bytes, t)
+            return setup_ms(u, tier) + self._leg_ms(user_trace[u], user_offset[u], tier, profiles.request_bytes, t)
 
         def down_ms(u: int, tier: Tier, t: float) -> float:
             return self._leg_ms(user_trace[u], user_offset[u], tier, self.network.response_bytes, t)
@@ -310,9 +314,8 @@ class Simulator:
                 idle = self._idle_ms(action, user_trace[u], user_offset[u], t)
                 if tier is Tier.END:
                     return max(0.0, device_free[u] - t) * 1000.0 + idle
-                setup = 0.0 if (u, tier) in connected else self.network.connect_ms(tier)
                 arrives_s = t + up_ms(u, tier, t) / 1000.0
-                return setup + idle + servers[tier].backlog_ms(arrives_s, profiles, sc.max_batch)
+                return setup_ms(u, tier) + idle + servers[tier].backlog_ms(arrives_s, profiles, sc.max_batch)
             return response_ms
 
         def start_batch(server: _Server, now: float) -> None:
