@@ -128,6 +128,10 @@ class RandomFilter(ThresholdFilter):
         return self._rng.random(len(z))
 
 
+CONFIDENCE_FILTERS: tuple[str, ...] = ("max_softmax", "entropy", "margin")
+"""the one-line rules the SL offloader is held against (issue 11: it must need no more offload)"""
+
+
 class EdgeOnlyFilter:
     """Never offload: the student alone. Its threshold, if any, is ignored."""
 

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from offloading.comparison import Curve
+from offloading.filters import CONFIDENCE_FILTERS
+from offloading.resampling import ReachBootstrap
 from offloading.train import OffloaderResult
 
 CANDIDATES_CSV = "offloader_candidates.csv"
@@ -113,6 +115,8 @@ def format_tables(result: OffloaderResult) -> str:
         f"edge-cloud ({result.model_name}) {result.test_accuracy:.4f} at offload rate "
         f"{result.test_offload_rate:.4f}",
     ]
+    if result.reach_bootstrap is not None:
+        parts += ["", *_bootstrap_lines(result.reach_bootstrap, result.model_name)]
     if result.fusion is not None:
         f, p = result.fusion, result.fusion.tuning.params
         parts.append(
@@ -121,6 +125,25 @@ def format_tables(result: OffloaderResult) -> str:
             f"teacher is right on {f.test_offloaded_teacher_accuracy:.4f}, the fused answer on "
             f"{f.test_offloaded_fused_accuracy:.4f}")
     return "\n".join(parts) + "\n"
+
+
+def _bootstrap_lines(boot: ReachBootstrap, model_name: str) -> list[str]:
+    """The paired bootstrap of the offload-to-reach-the-teacher rates (resampling.py) as markdown."""
+    pct = round(100 * boot.level)
+    rows = [{"name": f"sl ({model_name}, shipped)" if s.name == boot.shipped else s.name,
+             "median": f"{100 * s.median:.2f}%", "interval": f"{100 * s.low:.2f}% to {100 * s.high:.2f}%"}
+            for s in boot.spreads]
+    each = ", ".join(f"{name} {100 * share:.0f}%" for name, share in zip(boot.rivals, boot.share_no_more_each,
+                                                                         strict=True))
+    return [
+        f"### How sure: test offload to reach the teacher over {boot.draws} paired bootstrap draws of the test split",
+        _dict_markdown(rows, {"name": "score", "median": "median", "interval": f"central {pct}%"}),
+        "",
+        f"the shipped offloader needs no more offload than the best filter of the same draw in "
+        f"{100 * boot.share_no_more:.0f}% of draws (against each alone: {each}); shipped minus best: median "
+        f"{100 * boot.diff_median:+.2f} points, central {pct}% {100 * boot.diff_low:+.2f} to "
+        f"{100 * boot.diff_high:+.2f}",
+    ]
 
 
 def _dict_markdown(rows: list[dict[str, str]], headers: dict[str, str]) -> str:
@@ -172,7 +195,7 @@ def _plot_candidates(result: OffloaderResult, path: Path) -> Path:
     fig = Figure(figsize=(6.4, 4.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for name in ("max_softmax", "entropy", "margin"):
+    for name in CONFIDENCE_FILTERS:
         curve = result.curves[name]
         ax.plot(curve.rates, curve.accs, color="black", linewidth=1.0,
                 linestyle={"max_softmax": "-", "entropy": "--", "margin": ":"}[name], label=f"{name} (filter)")
@@ -210,6 +233,7 @@ def _summary(result: OffloaderResult) -> dict[str, Any]:
         "fit_samples": result.n_fit,
         "temperature": result.temperature,
         "fusion": fusion,
+        "reach_bootstrap": None if result.reach_bootstrap is None else asdict(result.reach_bootstrap),
         "model": result.model_name,
         "operating_point": result.operating_point,
         "test_offload_rate": result.test_offload_rate,

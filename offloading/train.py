@@ -28,12 +28,13 @@ from offloading.comparison import (
     rate_to_reach,
 )
 from offloading.features import FEATURE_KINDS, check_logits, feature_matrix
-from offloading.filters import FILTERS, CloudOnlyFilter, EdgeOnlyFilter, make_filter
+from offloading.filters import CONFIDENCE_FILTERS, FILTERS, CloudOnlyFilter, EdgeOnlyFilter, make_filter
 from offloading.fusion import fuse
 from offloading.fusion_tuning import FusionTuning, tune_fusion
 from offloading.models import CANDIDATES, decision_boundary, make_model, pickled_kb
 from offloading.operating_point import Rule, accuracy_offload_curve, choose_operating_point
 from offloading.qbc import qbc_select, random_select
+from offloading.resampling import ReachBootstrap, bootstrap_reach
 from offloading.scoring import Estimator, PlattCalibrated, offloader_scores
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,9 @@ class OffloaderConfig:
     """seeds the sampling, the committee and every model"""
     candidates: tuple[str, ...] = tuple(CANDIDATES)
     """models compared in the candidate and QBC-vs-random tables"""
+    bootstrap_draws: int = 500
+    """paired bootstrap draws of the test split for the offloader-against-filters verdict
+    (resampling.py); 0 skips it"""
 
     def __post_init__(self) -> None:
         unknown = [name for name in (self.model, *self.candidates) if name not in (*CANDIDATES, AUTO)]
@@ -98,6 +102,8 @@ class OffloaderConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be None or in [0, 1], got {value}")
+        if self.bootstrap_draws < 0:
+            raise ValueError(f"bootstrap_draws must be >= 0, got {self.bootstrap_draws}")
         if self.fusion_min_samples < 1:
             raise ValueError(f"fusion_min_samples must be >= 1, got {self.fusion_min_samples}")
 
@@ -146,6 +152,9 @@ class OffloaderResult:
     temperature: float = 1.0
     """the student's calibration temperature, fitted on the fit set (features use it)"""
     fusion: FusionResult | None = None
+    reach_bootstrap: ReachBootstrap | None = None
+    """the shipped offloader's test offload to reach the teacher against the confidence filters',
+    over bootstrap draws of the test split (None with bootstrap_draws 0)"""
     config: OffloaderConfig = field(default_factory=OffloaderConfig)
 
     def test_summary(self) -> dict[str, Any]:
@@ -401,6 +410,11 @@ def train_offloader(
     if cfg.fusion:
         fusion_result, curves["sl_fusion"] = _fusion(op, sl_val, sl_test, teacher_logits, labels, d, cfg)
         op = {**op, "fusion": fusion_result.tuning.to_manifest()}
+    reach = None
+    if cfg.bootstrap_draws:
+        test_scores = {"sl": sl_test, **{name: make_filter(name).scores(d.test_x) for name in CONFIDENCE_FILTERS}}
+        reach = bootstrap_reach(test_scores, d.s_ok["test"], d.t_ok["test"], shipped="sl",
+                                draws=cfg.bootstrap_draws, seed=cfg.seed)
     op = {**op, "score": ("P(student wrong), Platt-scaled on val" if isinstance(model, PlattCalibrated)
                           else "the offloader's raw score"),
           "offloader_fit_source": fit.source, "offloader_model": model_name,
@@ -429,5 +443,6 @@ def train_offloader(
         n_fit=len(fit_x),
         temperature=temperature,
         fusion=fusion_result,
+        reach_bootstrap=reach,
         config=cfg,
     )

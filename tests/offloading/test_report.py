@@ -47,6 +47,9 @@ def test_report_writes_every_file(result: OffloaderResult, tmp_path: Path) -> No
     assert len(sl["offload_rate"]) == len(sl["accuracy"]) <= 500
     assert sl["offload_rate"][0] == 0.0 and sl["offload_rate"][-1] == 1.0
     assert set(summary["candidate_curves"]) == {"svm", "knn"}
+    boot = summary["reach_bootstrap"]
+    assert boot["shipped"] == "sl" and boot["rivals"] == ["max_softmax", "entropy", "margin"]
+    assert boot["draws"] == result.config.bootstrap_draws and 0.0 <= boot["share_no_more"] <= 1.0
 
 
 def test_format_tables_lists_models_and_filters(result: OffloaderResult) -> None:
@@ -56,4 +59,8 @@ def test_format_tables_lists_models_and_filters(result: OffloaderResult) -> None
     assert "budget 0.20" in text and "rule target" in text
     assert "offload to reach the teacher" in text and "with fusion (w = " in text
     assert result.operating_point["reason"] in text
+    boot = result.reach_bootstrap
+    assert boot is not None
+    assert f"over {boot.draws} paired bootstrap draws" in text
+    assert f"in {100 * boot.share_no_more:.0f}% of draws" in text
     assert not any(f"| {name} |" in text for name in set(CANDIDATES) - {"svm", "knn"})

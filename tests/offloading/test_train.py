@@ -213,6 +213,10 @@ def test_target_accuracy_mode(synthetic: dict) -> None:
 def test_model_outside_the_candidates_is_still_fitted(synthetic: dict) -> None:
     res = train_offloader(**synthetic, cfg=OffloaderConfig(model="knn", candidates=()))
     assert res.candidates == [] and res.model_name == "knn"
+    # The default config resamples the verdict against the three confidence filters; 0 draws skips it.
+    assert res.reach_bootstrap is not None and res.reach_bootstrap.rivals == ("max_softmax", "entropy", "margin")
+    skipped = train_offloader(**synthetic, cfg=OffloaderConfig(model="knn", candidates=(), bootstrap_draws=0))
+    assert skipped.reach_bootstrap is None
     scores = offloader_scores(res.model, synthetic["student_logits"]["test"])
     assert scores.shape == (len(synthetic["labels"]["test"]),)
 
@@ -231,6 +235,7 @@ def test_model_outside_the_candidates_is_still_fitted(synthetic: dict) -> None:
         ({"rule": "best"}, "unknown operating-point rule 'best'"),
         ({"features": "pixels"}, "unknown offloader features 'pixels'"),
         ({"budget": 1.2}, r"budget must be None or in \[0, 1\], got 1.2"),
+        ({"bootstrap_draws": -1}, "bootstrap_draws must be >= 0, got -1"),
     ],
 )
 def test_config_is_validated(kwargs: dict, message: str) -> None:
