@@ -296,6 +296,7 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.
         student_logits=s_logits, teacher_logits=t_logits, labels=labels, fit=fit,
         cfg=OffloaderConfig(model=o.model, r=o.r, committee_size=o.committee_size, features=o.features,
                             rule=o.rule, budget=o.budget, target_accuracy=o.target_accuracy,
+                            confidence_z=o.confidence_z,
                             calibrate=o.calibrate, fusion=o.fusion, seed=cfg.seed),
     )
     with (out / B.OFFLOADER_PKL).open("wb") as handle:

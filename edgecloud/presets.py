@@ -90,6 +90,9 @@ class OffloadSpec:
     """largest fraction offloaded at the operating point (None: no cap)."""
     target_accuracy: float | None = None
     """rule "target": the validation accuracy to reach; None means the teacher's validation accuracy."""
+    confidence_z: float = 0.0
+    """rule "target": standard errors by which validation must clear the target (0: the estimate alone;
+    offloading.operating_point.PairedCurve.confident)."""
     fit_source: str = "crossfit"
     """where the offloader's "student wrong" labels come from: "crossfit" (out-of-fold students),
     "holdout" (a slice of train the student is not distilled on) or "train" (the student's own
@@ -128,6 +131,8 @@ class OffloadSpec:
             raise ValueError(f"offload fold_epochs must be None or >= 1, got {self.fold_epochs}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"offload holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
+        if not (math.isfinite(self.confidence_z) and self.confidence_z >= 0.0):
+            raise ValueError(f"offload confidence_z must be finite and >= 0, got {self.confidence_z}")
 
 
 @dataclass

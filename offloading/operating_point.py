@@ -16,6 +16,7 @@ matches the teacher. The budget still caps the boundary.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -55,6 +56,40 @@ def threshold_curve(
     scores are achievable. Thresholds sit midway between neighbouring distinct scores; the two ends
     sit half the score range (or 0.5 if all scores tie) beyond the extremes.
     """
+    curve = paired_curve(scores, student_correct, teacher_correct)
+    return curve.thresholds, curve.rates, curve.accs
+
+
+@dataclass(frozen=True)
+class PairedCurve:
+    """Every achievable cut, with cooperation compared to the teacher sample by sample."""
+
+    thresholds: np.ndarray
+    rates: np.ndarray
+    accs: np.ndarray
+    """cooperative accuracy: offloaded samples answered as `offloaded_correct` says, the rest by the student"""
+    wins: np.ndarray
+    """samples cooperation gets right and the teacher wrong (b of McNemar's test)"""
+    losses: np.ndarray
+    """samples cooperation gets wrong and the teacher right (c)"""
+
+    def confident(self, z: float) -> np.ndarray:
+        """Cuts at which cooperation is at least the teacher with confidence z: b − c ≥ z·√(b + c).
+
+        b − c is how many more samples cooperation gets right than the teacher; under "cooperation
+        is no better than the teacher" it has mean ≤ 0 and variance ≤ b + c (McNemar), so z = 0 asks
+        only cooperation ≥ teacher on validation, and z = 1 one standard error more.
+        """
+        return self.wins - self.losses >= z * np.sqrt(self.wins + self.losses) - 1e-9
+
+
+def paired_curve(
+    scores: np.ndarray, student_correct: np.ndarray, teacher_correct: np.ndarray,
+    offloaded_correct: np.ndarray | None = None,
+) -> PairedCurve:
+    """The curve of `threshold_curve`, where an offloaded sample's answer is right as
+    `offloaded_correct` says (None: the teacher's label, the paper's rule; fusion's answers otherwise),
+    and cooperation is counted against the teacher sample by sample."""
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1 or len(s) == 0:
         raise ValueError(f"scores must be a non-empty 1-D array, got shape {s.shape}")
@@ -63,11 +98,19 @@ def threshold_curve(
     n = len(s)
     s_ok = _check_correct("student_correct", student_correct, n)
     t_ok = _check_correct("teacher_correct", teacher_correct, n)
+    o_ok = t_ok if offloaded_correct is None else _check_correct("offloaded_correct", offloaded_correct, n)
 
     order = np.argsort(-s, kind="stable")  # hardest first
     s_sorted = s[order]
-    gain = t_ok[order].astype(np.int64) - s_ok[order].astype(np.int64)  # +1 if offloading fixes it
-    correct = s_ok.sum() + np.concatenate([[0], np.cumsum(gain)])  # (N + 1,), offloading the top k
+    s_o, o_o, t_o = s_ok[order], o_ok[order], t_ok[order]
+
+    def running(kept: np.ndarray, sent: np.ndarray) -> np.ndarray:
+        """(N + 1,) count of `kept` over samples kept on the edge plus `sent` over the top k offloaded."""
+        return kept.sum() + np.concatenate([[0], np.cumsum(sent.astype(np.int64) - kept.astype(np.int64))])
+
+    correct = running(s_o, o_o)  # offloading the top k
+    wins = running(s_o & ~t_o, o_o & ~t_o)
+    losses = running(~s_o & t_o, ~o_o & t_o)
     # k is achievable iff the k-th and (k+1)-th scores differ (k = 0 and k = N always are).
     k = np.concatenate([[0], np.flatnonzero(s_sorted[:-1] > s_sorted[1:]) + 1, [n]])
     margin = 0.5 * (s_sorted[0] - s_sorted[-1]) or 0.5
@@ -76,7 +119,7 @@ def threshold_curve(
     # Offloading none: the top score itself (the cut is strict: score > threshold), so that a
     # probability score (a calibrated offloader's, up to 1.0) keeps a threshold that is a probability.
     thresholds[0] = s_sorted[0]
-    return thresholds, k / n, correct[k] / n
+    return PairedCurve(thresholds, k / n, correct[k] / n, wins[k], losses[k])
 
 
 def accuracy_offload_curve(
@@ -109,6 +152,8 @@ def choose_operating_point(
     budget: float | None = None,
     target_accuracy: float | None = None,
     boundary: float | None = None,
+    offloaded_correct: np.ndarray | None = None,
+    confidence_z: float = 0.0,
 ) -> dict[str, Any]:
     """Pick the threshold on validation scores by `rule`.
 
@@ -116,9 +161,17 @@ def choose_operating_point(
     `target_source` and `reason` (a sentence on why this threshold), as a plain dict, so that
     `OperatingPoint(**op)` builds the manifest entry and `make_filter(op)` the filter.
 
+    An offloaded sample is answered right where `offloaded_correct` says (None: where the teacher is
+    right; with fusion, where the fused answer is), so the point is chosen for the answers the edge
+    will serve.
+
     target: the lowest rate whose cooperative accuracy reaches `target_accuracy` (None: the teacher's
-    validation accuracy) within `budget` (None: no cap). If no rate within the budget does, the best
-    accuracy within it (lowest rate among ties), with a warning and `target_reached=False`.
+    validation accuracy) within `budget` (None: no cap), with confidence `confidence_z`: against the
+    teacher, b − c ≥ z·√(b + c) over the samples the two answer differently (`PairedCurve.confident`);
+    against a user's accuracy, its one-sided binomial bound acc − z·√(acc(1 − acc)/n). z = 0 asks the
+    validation estimate alone, which on a small split is decided by one or two samples. If no rate
+    within the budget does, the best accuracy within it (lowest rate among ties), with a warning and
+    `target_reached=False`.
     boundary: the classifier's own cut `boundary`, kept when its validation rate is within `budget`;
     otherwise the budget rule decides, and the result says rule "budget".
     budget: the highest cooperative accuracy among rates <= `budget` (needs a budget).
@@ -135,8 +188,11 @@ def choose_operating_point(
         raise ValueError(f"target_accuracy={target_accuracy} is only used by rule 'target', not {rule.value!r}")
     if boundary is not None and not np.isfinite(boundary):
         raise ValueError(f"boundary must be finite, got {boundary}")
+    if not (np.isfinite(confidence_z) and confidence_z >= 0.0):
+        raise ValueError(f"confidence_z must be finite and >= 0, got {confidence_z}")
     cap = 1.0 if budget is None else budget
-    thresholds, rates, accs = threshold_curve(scores_val, student_correct_val, teacher_correct_val)
+    curve = paired_curve(scores_val, student_correct_val, teacher_correct_val, offloaded_correct)
+    thresholds, rates, accs = curve.thresholds, curve.rates, curve.accs
     # A tolerance so that budget = 0.2 admits exactly 20 of 100 despite float division.
     allowed = np.flatnonzero(rates <= cap + 1e-12)  # never empty: rate 0 is always there
     within = f"within the budget {budget:.3g}" if budget is not None else "with no budget"
@@ -152,23 +208,31 @@ def choose_operating_point(
         source = "teacher" if target_accuracy is None else "user"
         target = float(np.mean(teacher_correct_val)) if target_accuracy is None else float(target_accuracy)
         whose = "the teacher's validation accuracy" if source == "teacher" else "the requested accuracy"
-        reaching = allowed[accs[allowed] >= target - 1e-12]
+        if source == "teacher":
+            reached = curve.confident(confidence_z)
+        else:  # one-sided binomial lower bound of the cooperative accuracy
+            n = len(np.asarray(scores_val))
+            reached = accs - confidence_z * np.sqrt(accs * (1.0 - accs) / n) >= target - 1e-12
+        reaching = allowed[reached[allowed]]
+        sure = f" with confidence z = {confidence_z:g}" if confidence_z else ""
         if len(reaching):
             chosen = point(int(reaching[0]), target_reached=True,
                            reason=f"the lowest validation offload rate at which cooperation reaches {whose} "
-                                  f"{target:.4f}, {within}")
+                                  f"{target:.4f}{sure}, {within}")
         else:
             best = best_within_budget()
             log.warning("target accuracy %.4f unreachable with filter %r on validation %s; best is %.4f at rate "
                         "%.3f", target, filter_name, within, accs[best], rates[best])
             chosen = point(best, target_reached=False,
-                           reason=f"{whose} {target:.4f} is not reached on validation {within}; the best "
+                           reason=f"{whose} {target:.4f} is not reached{sure} on validation {within}; the best "
                                   "cooperative accuracy within it instead")
         return OperatingPoint(filter=filter_name, rule=rule.value, budget=budget, target_accuracy=target,
-                              target_source=source, **chosen).model_dump()
+                              target_source=source, confidence_z=confidence_z, **chosen).model_dump()
     if rule is Rule.BOUNDARY:
         assert boundary is not None
-        at_boundary = _boundary_point(scores_val, student_correct_val, teacher_correct_val, boundary, cap)
+        at_boundary = _boundary_point(scores_val, student_correct_val,
+                                      teacher_correct_val if offloaded_correct is None else offloaded_correct,
+                                      boundary, cap)
         if at_boundary is not None:
             return OperatingPoint(filter=filter_name, rule="boundary", budget=budget, **at_boundary,
                                   target_reached=True,

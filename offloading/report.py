@@ -66,7 +66,8 @@ def format_tables(result: OffloaderResult) -> str:
     op = result.operating_point
     cap = "no budget" if op["budget"] is None else f"budget {op['budget']:.2f}"
     if op["rule"] == "target":  # only this rule has a target accuracy; the others store None
-        how = f"rule target: accuracy {op['target_accuracy']:.4f} ({op.get('target_source', 'user')}), {cap}"
+        sure = f", confidence z = {op['confidence_z']:g}" if op.get("confidence_z") else ""
+        how = f"rule target: accuracy {op['target_accuracy']:.4f} ({op.get('target_source', 'user')}){sure}, {cap}"
     else:
         how = f"rule {op['rule']}, {cap}"
     teacher = f"{100 * result.teacher_test_accuracy:.2f}%"

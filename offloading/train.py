@@ -62,6 +62,9 @@ class OffloaderConfig:
     """largest fraction of samples offloaded; caps every rule (None: no cap, not with rule "budget")"""
     target_accuracy: float | None = None
     """rule "target": the cooperative val accuracy to reach; None means the teacher's val accuracy"""
+    confidence_z: float = 0.0
+    """rule "target": how many standard errors validation must clear the target by (for every filter
+    alike; operating_point.PairedCurve.confident); 0 trusts the validation estimate alone"""
     features: str = "confidence"
     """offloader input: "confidence" (sorted logits + the filters' max probability, margin and
     entropy, at T = 1 and at the student's calibrated T), "sorted" logits, or "raw" logits"""
@@ -102,6 +105,8 @@ class OffloaderConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be None or in [0, 1], got {value}")
+        if not (np.isfinite(self.confidence_z) and self.confidence_z >= 0.0):
+            raise ValueError(f"confidence_z must be finite and >= 0, got {self.confidence_z}")
         if self.bootstrap_draws < 0:
             raise ValueError(f"bootstrap_draws must be >= 0, got {self.bootstrap_draws}")
         if self.fusion_min_samples < 1:
@@ -258,7 +263,8 @@ def _evaluate_candidate(name: str, by_kind: dict[str, tuple[Estimator, float]], 
     scores, val_scores = offloader_scores(model, d.test_x), offloader_scores(model, d.val_x)
     val_op = choose_operating_point(
         val_scores, d.s_ok["val"], d.t_ok["val"], filter_name="sl", rule=cfg.rule, budget=cfg.budget,
-        target_accuracy=cfg.target_accuracy, boundary=decision_boundary(model) if cfg.rule == Rule.BOUNDARY else None)
+        target_accuracy=cfg.target_accuracy, boundary=decision_boundary(model) if cfg.rule == Rule.BOUNDARY else None,
+        confidence_z=cfg.confidence_z if cfg.rule == Rule.TARGET else 0.0)
     acc, bacc = accuracies(model, d.test_x, wrong["test"])
     curve = Curve(*accuracy_offload_curve(scores, d.s_ok["test"], d.t_ok["test"]))
     row = CandidateRow(name, acc, bacc, auc(scores, wrong["test"]), pickled_kb(shipped), seconds,
@@ -302,7 +308,8 @@ def _cut_filters(model: Estimator, d: _Splits, cfg: OffloaderConfig
             rule = Rule.BUDGET if cfg.budget is not None else Rule.TARGET
         chosen = choose_operating_point(
             val_scores, d.s_ok["val"], d.t_ok["val"], filter_name=name, rule=rule, budget=cfg.budget,
-            target_accuracy=cfg.target_accuracy, boundary=decision_boundary(model) if rule == Rule.BOUNDARY else None)
+            target_accuracy=cfg.target_accuracy, boundary=decision_boundary(model) if rule == Rule.BOUNDARY else None,
+            confidence_z=cfg.confidence_z if rule == Rule.TARGET else 0.0)
         test_scores = make_filter(chosen, offloader=model, seed=cfg.seed + 1).scores(d.test_x)
         off_test = test_scores > chosen["threshold"]
         acc = float(np.where(off_test, d.t_ok["test"], d.s_ok["test"]).mean())

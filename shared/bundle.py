@@ -77,6 +77,10 @@ class OperatingPoint(BaseModel):
     threshold: float = Field(description="offload when score > threshold")
     budget: float | None = Field(default=None, description="largest fraction offloaded, if chosen by budget")
     target_accuracy: float | None = Field(default=None, description="accuracy asked for, if chosen by target")
+    confidence_z: float = Field(
+        default=0.0, ge=0.0, allow_inf_nan=False,
+        description="rule target: how many standard errors above the target validation had to be "
+                    "(offloading.operating_point.PairedCurve.confident); 0 asks the estimate alone")
     val_offload_rate: float = Field(description="offload rate at this threshold on the validation split")
     val_accuracy: float = Field(description="cooperative accuracy at this threshold on the validation split")
 

@@ -10,6 +10,7 @@ from offloading.operating_point import (
     accuracy_offload_curve,
     choose_operating_point,
     cooperative_accuracy,
+    paired_curve,
     threshold_curve,
 )
 from shared.bundle import OperatingPoint
@@ -164,3 +165,47 @@ def test_boundary_needs_a_finite_value_and_without_a_budget_is_uncapped() -> Non
         choose_operating_point(*args, filter_name="sl", rule="boundary", budget=0.5, boundary=float("nan"))
     op = choose_operating_point(*args, filter_name="sl", rule="boundary", boundary=-1.0)
     assert op["rule"] == "boundary" and op["val_offload_rate"] == 1.0 and op["budget"] is None
+
+
+def test_paired_curve_counts_wins_and_losses_against_the_teacher() -> None:
+    scores = np.array([0.9, 0.1, 0.5, 0.5])
+    student = np.array([False, True, False, True])
+    teacher = np.array([True, True, True, False])
+    curve = paired_curve(scores, student, teacher)
+    # Offloading none: the student beats the teacher on sample 3 and loses on 0 and 2.
+    np.testing.assert_array_equal(curve.wins, [1, 1, 0, 0])
+    np.testing.assert_array_equal(curve.losses, [2, 1, 0, 0])
+    np.testing.assert_allclose(curve.accs, accuracy_offload_curve(scores, student, teacher)[1])
+    # Fused answers that also get sample 3 right: offloading it is now a win, not a draw with the teacher.
+    fused = paired_curve(scores, student, teacher, offloaded_correct=np.ones(4, dtype=bool))
+    np.testing.assert_array_equal(fused.wins, [1, 1, 1, 1])
+    np.testing.assert_allclose(fused.accs, [0.5, 0.75, 1.0, 1.0])
+    np.testing.assert_array_equal(fused.confident(0.0), [False, True, True, True])
+    np.testing.assert_array_equal(fused.confident(1.0), [False, False, True, True])  # 1 − 0 ≥ √1
+    with pytest.raises(ValueError, match=r"offloaded_correct must have shape \(4,\)"):
+        paired_curve(scores, student, teacher, offloaded_correct=np.ones(3, dtype=bool))
+
+
+def test_confidence_z_asks_validation_for_a_margin_over_the_teacher() -> None:
+    # Student and teacher tie on validation (8 of 10 each), wrong on different samples; the
+    # offloader ranks the student's two mistakes first and third.
+    student = np.array([False, True, False] + [True] * 7)
+    teacher = np.array([True, False, True] + [True] * 5 + [False, True])
+    scores = np.linspace(1.0, 0.1, 10)
+    plain = choose_operating_point(scores, student, teacher, filter_name="sl", rule="target")
+    assert plain["val_offload_rate"] == 0.0 and plain["confidence_z"] == 0.0  # 8 of 10 is the teacher's 8
+    sure = choose_operating_point(scores, student, teacher, filter_name="sl", rule="target", confidence_z=1.0)
+    # Offloading the top 1: b = 2 (samples 1, 8), c = 1 (sample 2), 1 < √3. The top 2 give sample 1
+    # to the teacher, who is wrong on it: b = c = 1. The top 3: b = 1 (sample 8), c = 0, 1 ≥ √1.
+    assert sure["val_offload_rate"] == 0.3 and sure["val_accuracy"] == 0.9 and sure["target_reached"]
+    assert "with confidence z = 1" in sure["reason"] and OperatingPoint(**sure).confidence_z == 1.0
+    # A user's target of 0.85: offloading sample 0 gives 0.9, whose bound with z = 0.5 is
+    # 0.9 − 0.5·√(0.9·0.1/10) = 0.853; no rate beats 0.9, so with z = 1 (bound 0.805) it is not reached.
+    user = choose_operating_point(scores, student, teacher, filter_name="sl", rule="target", target_accuracy=0.85,
+                                  confidence_z=0.5, budget=0.5)
+    assert user["val_offload_rate"] == 0.1 and user["target_source"] == "user" and user["target_reached"]
+    unsure = choose_operating_point(scores, student, teacher, filter_name="sl", rule="target", target_accuracy=0.85,
+                                    confidence_z=1.0, budget=0.5)
+    assert not unsure["target_reached"]
+    with pytest.raises(ValueError, match="confidence_z must be finite and >= 0, got -1"):
+        choose_operating_point(scores, student, teacher, filter_name="sl", rule="target", confidence_z=-1.0)
