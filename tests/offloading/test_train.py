@@ -236,6 +236,7 @@ def test_model_outside_the_candidates_is_still_fitted(synthetic: dict) -> None:
         ({"features": "pixels"}, "unknown offloader features 'pixels'"),
         ({"budget": 1.2}, r"budget must be None or in \[0, 1\], got 1.2"),
         ({"bootstrap_draws": -1}, "bootstrap_draws must be >= 0, got -1"),
+        ({"confidence_z": -1.0}, "confidence_z must be finite and >= 0, got -1.0"),
     ],
 )
 def test_config_is_validated(kwargs: dict, message: str) -> None:
