@@ -120,11 +120,13 @@ def format_tables(result: OffloaderResult) -> str:
         parts += ["", *_bootstrap_lines(result.reach_bootstrap, result.model_name)]
     if result.fusion is not None:
         f, p = result.fusion, result.fusion.tuning.params
+        on_offloaded = ("no test sample is offloaded" if np.isnan(f.test_offloaded_teacher_accuracy) else
+                        "on the offloaded test samples the teacher is right on "
+                        f"{f.test_offloaded_teacher_accuracy:.4f}, the fused answer on "
+                        f"{f.test_offloaded_fused_accuracy:.4f}")
         parts.append(
             f"with fusion (w = {p.student_weight:.2f}, T_s = {p.student_temperature:.3f}, "
-            f"T_t = {p.teacher_temperature:.3f}): {f.test_accuracy:.4f}; on the offloaded test samples the "
-            f"teacher is right on {f.test_offloaded_teacher_accuracy:.4f}, the fused answer on "
-            f"{f.test_offloaded_fused_accuracy:.4f}")
+            f"T_t = {p.teacher_temperature:.3f}): {f.test_accuracy:.4f}; {on_offloaded}")
     return "\n".join(parts) + "\n"
 
 

@@ -64,3 +64,13 @@ def test_format_tables_lists_models_and_filters(result: OffloaderResult) -> None
     assert f"over {boot.draws} paired bootstrap draws" in text
     assert f"in {100 * boot.share_no_more:.0f}% of draws" in text
     assert not any(f"| {name} |" in text for name in set(CANDIDATES) - {"svm", "knn"})
+
+
+def test_fusion_line_says_when_nothing_is_offloaded(result: OffloaderResult) -> None:
+    import dataclasses
+
+    assert result.fusion is not None
+    idle = dataclasses.replace(result.fusion, test_offloaded_teacher_accuracy=float("nan"),
+                               test_offloaded_fused_accuracy=float("nan"))
+    text = format_tables(dataclasses.replace(result, fusion=idle))
+    assert "no test sample is offloaded" in text and "nan" not in text.split("with fusion")[1]
