@@ -146,7 +146,11 @@ def _bootstrap_lines(boot: ReachBootstrap, model_name: str) -> list[str]:
         f"{100 * boot.share_no_more:.0f}% of draws (against each alone: {each}); shipped minus best: median "
         f"{100 * boot.diff_median:+.2f} points, central {pct}% {100 * boot.diff_low:+.2f} to "
         f"{100 * boot.diff_high:+.2f}",
-    ]
+    ] + ([] if boot.at_rate is None or boot.share_on_or_above is None else [
+        "",
+        f"at the operating point's test offload rate {100 * boot.at_rate:.2f}%, the shipped curve is on or above "
+        f"every filter's in {100 * boot.share_on_or_above:.0f}% of draws",
+    ])
 
 
 def _dict_markdown(rows: list[dict[str, str]], headers: dict[str, str]) -> str:

@@ -47,6 +47,10 @@ class ReachBootstrap:
     diff_low: float
     diff_high: float
     """shipped rate minus the best rival's rate in the same draw (positive: the shipped needs more)"""
+    at_rate: float | None = None
+    """the shipped offloader's test offload rate at its operating point, where the curves are compared"""
+    share_on_or_above: float | None = None
+    """share of draws in which the shipped curve at `at_rate` is on or above every rival's curve there"""
 
 
 def rate_to_reach_teacher(scores: np.ndarray, student_ok: np.ndarray, teacher_ok: np.ndarray) -> float:
@@ -58,6 +62,12 @@ def rate_to_reach_teacher(scores: np.ndarray, student_ok: np.ndarray, teacher_ok
     return float(rates[np.flatnonzero(accs >= float(np.mean(teacher_ok)) - 1e-12)[0]])
 
 
+def accuracy_at(scores: np.ndarray, student_ok: np.ndarray, teacher_ok: np.ndarray, rate: float) -> float:
+    """Cooperative accuracy on the curve at the largest achievable offload rate not above `rate`."""
+    rates, accs = accuracy_offload_curve(scores, student_ok, teacher_ok)
+    return float(accs[np.searchsorted(rates, rate + 1e-12, side="right") - 1])
+
+
 def bootstrap_reach(
     scores: Mapping[str, np.ndarray],
     student_ok: np.ndarray,
@@ -67,12 +77,14 @@ def bootstrap_reach(
     draws: int = 500,
     level: float = 0.9,
     seed: int = 0,
+    at_rate: float | None = None,
 ) -> ReachBootstrap:
     """Paired bootstrap of `rate_to_reach_teacher` for `shipped` against every other score in `scores`.
 
     Each draw resamples the test indices with replacement once and scores every filter on that
     same draw; a sample drawn twice counts twice, and its copies tie, so they go to the cloud
-    together, as one threshold would send them.
+    together, as one threshold would send them. With `at_rate` (the shipped operating point's
+    offload rate), each draw also compares the curves' accuracies there (`accuracy_at`).
     """
     if shipped not in scores:
         raise ValueError(f"shipped score {shipped!r} is not among the scores {sorted(scores)}")
@@ -83,6 +95,8 @@ def bootstrap_reach(
         raise ValueError(f"draws must be >= 1, got {draws}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    if at_rate is not None and not 0.0 <= at_rate <= 1.0:
+        raise ValueError(f"at_rate must be in [0, 1], got {at_rate}")
     s_ok, t_ok = np.asarray(student_ok, dtype=bool), np.asarray(teacher_ok, dtype=bool)
     n = len(s_ok)
     for name, values in scores.items():
@@ -91,9 +105,12 @@ def bootstrap_reach(
     names = (shipped, *rivals)
     rng = np.random.default_rng(seed)
     rates = np.empty((draws, len(names)))  # (draws, scores)
+    accs = np.empty((draws, len(names)))
     for d in range(draws):
         idx = rng.integers(0, n, n)
         rates[d] = [rate_to_reach_teacher(np.asarray(scores[name])[idx], s_ok[idx], t_ok[idx]) for name in names]
+        if at_rate is not None:
+            accs[d] = [accuracy_at(np.asarray(scores[name])[idx], s_ok[idx], t_ok[idx], at_rate) for name in names]
     tail = 100 * (1 - level) / 2
     spreads = tuple(ReachSpread(name, float(np.median(rates[:, j])), float(np.percentile(rates[:, j], tail)),
                                 float(np.percentile(rates[:, j], 100 - tail))) for j, name in enumerate(names))
@@ -103,4 +120,7 @@ def bootstrap_reach(
                           share_no_more_each=tuple(float(np.mean(rates[:, 0] <= rates[:, j] + 1e-12))
                                                    for j in range(1, len(names))),
                           diff_median=float(np.median(diff)),
-                          diff_low=float(np.percentile(diff, tail)), diff_high=float(np.percentile(diff, 100 - tail)))
+                          diff_low=float(np.percentile(diff, tail)), diff_high=float(np.percentile(diff, 100 - tail)),
+                          at_rate=at_rate,
+                          share_on_or_above=None if at_rate is None else
+                          float(np.mean(accs[:, 0] >= accs[:, 1:].max(axis=1) - 1e-12)))

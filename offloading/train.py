@@ -421,7 +421,7 @@ def train_offloader(
     if cfg.bootstrap_draws:
         test_scores = {"sl": sl_test, **{name: make_filter(name).scores(d.test_x) for name in CONFIDENCE_FILTERS}}
         reach = bootstrap_reach(test_scores, d.s_ok["test"], d.t_ok["test"], shipped="sl",
-                                draws=cfg.bootstrap_draws, seed=cfg.seed)
+                                draws=cfg.bootstrap_draws, seed=cfg.seed, at_rate=sl_row.test_offload_rate)
     op = {**op, "score": ("P(student wrong), Platt-scaled on val" if isinstance(model, PlattCalibrated)
                           else "the offloader's raw score"),
           "offloader_fit_source": fit.source, "offloader_model": model_name,

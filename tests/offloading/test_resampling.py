@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from offloading.resampling import bootstrap_reach, rate_to_reach_teacher
+from offloading.resampling import accuracy_at, bootstrap_reach, rate_to_reach_teacher
 
 
 def test_rate_to_reach_is_where_the_offloaded_mistakes_are_fixed() -> None:
@@ -15,6 +15,17 @@ def test_rate_to_reach_is_where_the_offloaded_mistakes_are_fixed() -> None:
     assert rate_to_reach_teacher(np.array([0.0, 0.1, 0.2, 0.3]), student_ok, teacher_ok) == 1.0
     # A student as good as the teacher reaches it offloading nothing.
     assert rate_to_reach_teacher(np.array([0.0, 0.1, 0.2, 0.3]), teacher_ok, teacher_ok) == 0.0
+
+
+def test_accuracy_at_reads_the_curve_at_or_below_a_rate() -> None:
+    scores = np.array([0.9, 0.1, 0.5, 0.5])
+    student_ok = np.array([False, True, False, True])
+    teacher_ok = np.array([True, True, True, False])
+    # Achievable rates 0, 0.25, 0.75, 1 with accuracies 0.5, 0.75, 0.75, 0.75 (the two 0.5 scores tie).
+    assert accuracy_at(scores, student_ok, teacher_ok, 0.0) == 0.5
+    assert accuracy_at(scores, student_ok, teacher_ok, 0.25) == 0.75
+    assert accuracy_at(scores, student_ok, teacher_ok, 0.5) == 0.75  # 0.5 is not achievable: 0.25's point
+    assert accuracy_at(scores, student_ok, teacher_ok, 0.2) == 0.5
 
 
 @pytest.fixture
@@ -36,6 +47,11 @@ def test_a_perfect_ranking_never_needs_more_than_its_rivals(ranked: dict[str, np
     assert boot.diff_high <= 0.0 < -boot.diff_median
     perfect, reversed_, _ = boot.spreads
     assert perfect.name == "perfect" and perfect.low <= perfect.median <= perfect.high < reversed_.low
+    assert boot.at_rate is None and boot.share_on_or_above is None
+    # At a 10% offload rate the perfect ranking sends the student's mistakes, the others mostly not.
+    at = bootstrap_reach(scores, ranked["student_ok"], ranked["teacher_ok"], shipped="perfect", draws=20,
+                         at_rate=0.1)
+    assert at.at_rate == 0.1 and at.share_on_or_above == 1.0
     # Reversed, the comparison flips: the shipped score loses every draw.
     flipped = bootstrap_reach(scores, ranked["student_ok"], ranked["teacher_ok"], shipped="reversed", draws=50)
     assert flipped.share_no_more == 0.0 and flipped.diff_low > 0.0
@@ -56,6 +72,7 @@ def test_bootstrap_is_seeded_and_paired(ranked: dict[str, np.ndarray]) -> None:
     ({"shipped": "missing"}, "shipped score 'missing'"),
     ({"draws": 0}, "draws must be >= 1"),
     ({"level": 1.0}, "level must be in"),
+    ({"at_rate": 1.5}, r"at_rate must be in \[0, 1\], got 1.5"),
 ])
 def test_bad_arguments_are_named(ranked: dict[str, np.ndarray], kwargs: dict, message: str) -> None:
     args = {"shipped": "perfect", **kwargs}
