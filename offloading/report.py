@@ -133,14 +133,18 @@ def format_tables(result: OffloaderResult) -> str:
 def _bootstrap_lines(boot: ReachBootstrap, model_name: str) -> list[str]:
     """The paired bootstrap of the offload-to-reach-the-teacher rates (resampling.py) as markdown."""
     pct = round(100 * boot.level)
+    at = boot.accuracy_at_rate or (float("nan"),) * len(boot.spreads)
     rows = [{"name": f"sl ({model_name}, shipped)" if s.name == boot.shipped else s.name,
-             "median": f"{100 * s.median:.2f}%", "interval": f"{100 * s.low:.2f}% to {100 * s.high:.2f}%"}
-            for s in boot.spreads]
+             "median": f"{100 * s.median:.2f}%", "interval": f"{100 * s.low:.2f}% to {100 * s.high:.2f}%",
+             "at": "-" if np.isnan(acc) else f"{100 * acc:.2f}%"}
+            for s, acc in zip(boot.spreads, at, strict=True)]
+    at_header = "-" if boot.at_rate is None else f"{100 * boot.at_rate:.2f}%"
     each = ", ".join(f"{name} {100 * share:.0f}%" for name, share in zip(boot.rivals, boot.share_no_more_each,
                                                                          strict=True))
     return [
         f"### How sure: test offload to reach the teacher over {boot.draws} paired bootstrap draws of the test split",
-        _dict_markdown(rows, {"name": "score", "median": "median", "interval": f"central {pct}%"}),
+        _dict_markdown(rows, {"name": "score", "median": "median", "interval": f"central {pct}%",
+                              "at": f"test accuracy at the operating point's offload rate ({at_header})"}),
         "",
         f"the shipped offloader needs no more offload than the best filter of the same draw in "
         f"{100 * boot.share_no_more:.0f}% of draws (against each alone: {each}); shipped minus best: median "

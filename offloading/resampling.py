@@ -49,6 +49,8 @@ class ReachBootstrap:
     """shipped rate minus the best rival's rate in the same draw (positive: the shipped needs more)"""
     at_rate: float | None = None
     """the shipped offloader's test offload rate at its operating point, where the curves are compared"""
+    accuracy_at_rate: tuple[float, ...] = ()
+    """each score's curve at `at_rate` on the whole test split, in the order of `spreads`"""
     share_on_or_above: float | None = None
     """share of draws in which the shipped curve at `at_rate` is on or above every rival's curve there"""
 
@@ -122,5 +124,7 @@ def bootstrap_reach(
                           diff_median=float(np.median(diff)),
                           diff_low=float(np.percentile(diff, tail)), diff_high=float(np.percentile(diff, 100 - tail)),
                           at_rate=at_rate,
+                          accuracy_at_rate=() if at_rate is None else tuple(
+                              accuracy_at(np.asarray(scores[name]), s_ok, t_ok, at_rate) for name in names),
                           share_on_or_above=None if at_rate is None else
                           float(np.mean(accs[:, 0] >= accs[:, 1:].max(axis=1) - 1e-12)))

@@ -65,6 +65,8 @@ def test_format_tables_lists_models_and_filters(result: OffloaderResult) -> None
     assert f"in {100 * boot.share_no_more:.0f}% of draws" in text
     assert boot.share_on_or_above is not None and boot.at_rate == result.test_offload_rate
     assert f"every filter's in {100 * boot.share_on_or_above:.0f}% of draws" in text
+    assert f"offload rate ({100 * boot.at_rate:.2f}%) |" in text
+    assert f"| {100 * boot.accuracy_at_rate[0]:.2f}% |" in text
     assert not any(f"| {name} |" in text for name in set(CANDIDATES) - {"svm", "knn"})
 
 

@@ -52,6 +52,8 @@ def test_a_perfect_ranking_never_needs_more_than_its_rivals(ranked: dict[str, np
     at = bootstrap_reach(scores, ranked["student_ok"], ranked["teacher_ok"], shipped="perfect", draws=20,
                          at_rate=0.1)
     assert at.at_rate == 0.1 and at.share_on_or_above == 1.0
+    assert at.accuracy_at_rate[0] == max(at.accuracy_at_rate) and boot.accuracy_at_rate == ()
+    assert at.accuracy_at_rate[1] == accuracy_at(ranked["reversed"], ranked["student_ok"], ranked["teacher_ok"], 0.1)
     # Reversed, the comparison flips: the shipped score loses every draw.
     flipped = bootstrap_reach(scores, ranked["student_ok"], ranked["teacher_ok"], shipped="reversed", draws=50)
     assert flipped.share_no_more == 0.0 and flipped.diff_low > 0.0
