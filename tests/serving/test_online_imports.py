@@ -11,7 +11,7 @@ from pathlib import Path
 
 OFFLINE = ("torch", "networks", "compression", "offloading.train", "offloading.qbc", "offloading.models",
            "offloading.calibration", "offloading.fusion_tuning", "offloading.comparison",
-           "offloading.report", "offloading.operating_point", "matplotlib")
+           "offloading.report", "offloading.operating_point", "offloading.resampling", "matplotlib")
 
 
 def _offline_modules_after(code: str) -> list[str]:
