@@ -297,7 +297,8 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.
         cfg=OffloaderConfig(model=o.model, r=o.r, committee_size=o.committee_size, features=o.features,
                             rule=o.rule, budget=o.budget, target_accuracy=o.target_accuracy,
                             confidence_z=o.confidence_z,
-                            calibrate=o.calibrate, fusion=o.fusion, seed=cfg.seed),
+                            calibrate=o.calibrate, fusion=o.fusion, bootstrap_draws=o.bootstrap_draws,
+                            seed=cfg.seed),
     )
     with (out / B.OFFLOADER_PKL).open("wb") as handle:
         pickle.dump(result.model, handle, protocol=pickle.HIGHEST_PROTOCOL)

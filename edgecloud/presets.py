@@ -110,6 +110,9 @@ class OffloadSpec:
     """Platt-scale the offloader's score on validation into P(student wrong)."""
     fusion: bool = True
     """tune edge-cloud fusion of student and teacher probabilities on validation (offloading/fusion.py)."""
+    bootstrap_draws: int = 500
+    """paired bootstrap draws of the test split for the offloader-against-filters verdict
+    (offloading/resampling.py); 0 skips it."""
     r: float = 0.5
     """QBC: fraction of normal samples drawn at random (Algorithm 2)."""
     committee_size: int = 3
@@ -133,6 +136,8 @@ class OffloadSpec:
             raise ValueError(f"offload holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         if not (math.isfinite(self.confidence_z) and self.confidence_z >= 0.0):
             raise ValueError(f"offload confidence_z must be finite and >= 0, got {self.confidence_z}")
+        if self.bootstrap_draws < 0:
+            raise ValueError(f"offload bootstrap_draws must be >= 0, got {self.bootstrap_draws}")
 
 
 @dataclass

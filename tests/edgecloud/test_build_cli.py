@@ -84,14 +84,18 @@ def test_the_three_stages_one_by_one_write_a_verified_bundle(
     for title in ("Table I", "Table II", "Tables III–IV", "QBC vs random normal samples"):
         assert title in printed
     assert "student size: " in printed and "target ≤ 30%" in printed
+    assert "How sure: test offload to reach the teacher over 500 paired bootstrap draws" in printed
     _check_bundle(out)
 
     # A stage can be rerun with other settings: the paper's boundary rule, reusing the cached fold logits.
     oof = (out / B.REPORTS / "crossfit_logits.npz").stat().st_mtime_ns
     boundary = tiny_config.parent / "boundary.json"
-    boundary.write_text(json.dumps({"offload": {"rule": "boundary"}}))
+    boundary.write_text(json.dumps({"offload": {"rule": "boundary", "bootstrap_draws": 0}}))
     assert main(["train-offloader", "--bundle", str(out), "--config", str(boundary), "--no-progress"]) == 0
     assert B.load_manifest(out).operating_point.rule in ("boundary", "budget")
+    assert "How sure" not in capsys.readouterr().out  # bootstrap_draws 0 skips the bootstrap
+    summary = json.loads((out / B.REPORTS / "offloading_summary.json").read_text())
+    assert summary["reach_bootstrap"] is None
     assert (out / B.REPORTS / "crossfit_logits.npz").stat().st_mtime_ns == oof
     # ... but not the settings of an earlier stage.
     teacher = tiny_config.parent / "teacher.json"

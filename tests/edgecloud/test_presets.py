@@ -76,6 +76,7 @@ def test_build_json_from_before_the_rule_setting_still_loads() -> None:
     ({"holdout_fraction": 0.0}, r"holdout_fraction must be in \(0, 1\), got 0.0"),
     ({"confidence_z": -0.5}, "offload confidence_z must be finite and >= 0, got -0.5"),
     ({"confidence_z": float("nan")}, "offload confidence_z must be finite and >= 0, got nan"),
+    ({"bootstrap_draws": -1}, "offload bootstrap_draws must be >= 0, got -1"),
 ])
 def test_offload_settings_are_checked(offload: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
