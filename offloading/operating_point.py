@@ -67,11 +67,12 @@ class PairedCurve:
     thresholds: np.ndarray
     rates: np.ndarray
     accs: np.ndarray
-    """cooperative accuracy: offloaded samples answered as `offloaded_correct` says, the rest by the student"""
+    """cooperative accuracy: offloaded samples take the teacher's answer, the rest the student's"""
     wins: np.ndarray
-    """samples cooperation gets right and the teacher wrong (b of McNemar's test)"""
+    """samples cooperation gets right and the teacher wrong (b of McNemar's test): kept on the edge,
+    the student right and the teacher wrong"""
     losses: np.ndarray
-    """samples cooperation gets wrong and the teacher right (c)"""
+    """samples cooperation gets wrong and the teacher right (c): kept, the student wrong, the teacher right"""
 
     def confident(self, z: float) -> np.ndarray:
         """Cuts at which cooperation is at least the teacher with confidence z: b − c ≥ z·√(b + c).
@@ -83,13 +84,8 @@ class PairedCurve:
         return self.wins - self.losses >= z * np.sqrt(self.wins + self.losses) - 1e-9
 
 
-def paired_curve(
-    scores: np.ndarray, student_correct: np.ndarray, teacher_correct: np.ndarray,
-    offloaded_correct: np.ndarray | None = None,
-) -> PairedCurve:
-    """The curve of `threshold_curve`, where an offloaded sample's answer is right as
-    `offloaded_correct` says (None: the teacher's label, the paper's rule; fusion's answers otherwise),
-    and cooperation is counted against the teacher sample by sample."""
+def paired_curve(scores: np.ndarray, student_correct: np.ndarray, teacher_correct: np.ndarray) -> PairedCurve:
+    """The curve of `threshold_curve`, with cooperation counted against the teacher sample by sample."""
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1 or len(s) == 0:
         raise ValueError(f"scores must be a non-empty 1-D array, got shape {s.shape}")
@@ -98,19 +94,18 @@ def paired_curve(
     n = len(s)
     s_ok = _check_correct("student_correct", student_correct, n)
     t_ok = _check_correct("teacher_correct", teacher_correct, n)
-    o_ok = t_ok if offloaded_correct is None else _check_correct("offloaded_correct", offloaded_correct, n)
 
     order = np.argsort(-s, kind="stable")  # hardest first
     s_sorted = s[order]
-    s_o, o_o, t_o = s_ok[order], o_ok[order], t_ok[order]
+    s_o, t_o = s_ok[order], t_ok[order]
 
-    def running(kept: np.ndarray, sent: np.ndarray) -> np.ndarray:
-        """(N + 1,) count of `kept` over samples kept on the edge plus `sent` over the top k offloaded."""
-        return kept.sum() + np.concatenate([[0], np.cumsum(sent.astype(np.int64) - kept.astype(np.int64))])
+    def kept(mask: np.ndarray) -> np.ndarray:
+        """(N + 1,) count of `mask` over the samples kept on the edge when the top k are offloaded."""
+        return mask.sum() - np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
 
-    correct = running(s_o, o_o)  # offloading the top k
-    wins = running(s_o & ~t_o, o_o & ~t_o)
-    losses = running(~s_o & t_o, ~o_o & t_o)
+    # An offloaded sample takes the teacher's answer, so it can neither win nor lose against the teacher.
+    wins, losses = kept(s_o & ~t_o), kept(~s_o & t_o)
+    correct = t_o.sum() + wins - losses  # offloading the top k
     # k is achievable iff the k-th and (k+1)-th scores differ (k = 0 and k = N always are).
     k = np.concatenate([[0], np.flatnonzero(s_sorted[:-1] > s_sorted[1:]) + 1, [n]])
     margin = 0.5 * (s_sorted[0] - s_sorted[-1]) or 0.5
@@ -152,7 +147,6 @@ def choose_operating_point(
     budget: float | None = None,
     target_accuracy: float | None = None,
     boundary: float | None = None,
-    offloaded_correct: np.ndarray | None = None,
     confidence_z: float = 0.0,
 ) -> dict[str, Any]:
     """Pick the threshold on validation scores by `rule`.
@@ -160,10 +154,6 @@ def choose_operating_point(
     Returns the fields of shared.bundle.OperatingPoint (validated by it) plus `target_reached`,
     `target_source` and `reason` (a sentence on why this threshold), as a plain dict, so that
     `OperatingPoint(**op)` builds the manifest entry and `make_filter(op)` the filter.
-
-    An offloaded sample is answered right where `offloaded_correct` says (None: where the teacher is
-    right; with fusion, where the fused answer is), so the point is chosen for the answers the edge
-    will serve.
 
     target: the lowest rate whose cooperative accuracy reaches `target_accuracy` (None: the teacher's
     validation accuracy) within `budget` (None: no cap), with confidence `confidence_z`: against the
@@ -191,7 +181,7 @@ def choose_operating_point(
     if not (np.isfinite(confidence_z) and confidence_z >= 0.0):
         raise ValueError(f"confidence_z must be finite and >= 0, got {confidence_z}")
     cap = 1.0 if budget is None else budget
-    curve = paired_curve(scores_val, student_correct_val, teacher_correct_val, offloaded_correct)
+    curve = paired_curve(scores_val, student_correct_val, teacher_correct_val)
     thresholds, rates, accs = curve.thresholds, curve.rates, curve.accs
     # A tolerance so that budget = 0.2 admits exactly 20 of 100 despite float division.
     allowed = np.flatnonzero(rates <= cap + 1e-12)  # never empty: rate 0 is always there
@@ -230,9 +220,7 @@ def choose_operating_point(
                               target_source=source, confidence_z=confidence_z, **chosen).model_dump()
     if rule is Rule.BOUNDARY:
         assert boundary is not None
-        at_boundary = _boundary_point(scores_val, student_correct_val,
-                                      teacher_correct_val if offloaded_correct is None else offloaded_correct,
-                                      boundary, cap)
+        at_boundary = _boundary_point(scores_val, student_correct_val, teacher_correct_val, boundary, cap)
         if at_boundary is not None:
             return OperatingPoint(filter=filter_name, rule="boundary", budget=budget, **at_boundary,
                                   target_reached=True,

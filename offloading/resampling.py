@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from offloading.comparison import Curve, rate_to_reach
 from offloading.operating_point import accuracy_offload_curve
 
 
@@ -60,8 +61,9 @@ def rate_to_reach_teacher(scores: np.ndarray, student_ok: np.ndarray, teacher_ok
 
     Always defined: offloading everything gives the teacher's accuracy exactly.
     """
-    rates, accs = accuracy_offload_curve(scores, student_ok, teacher_ok)
-    return float(rates[np.flatnonzero(accs >= float(np.mean(teacher_ok)) - 1e-12)[0]])
+    reached = rate_to_reach(Curve(*accuracy_offload_curve(scores, student_ok, teacher_ok)), float(np.mean(teacher_ok)))
+    assert reached is not None  # offloading everything is the teacher
+    return reached
 
 
 def accuracy_at(scores: np.ndarray, student_ok: np.ndarray, teacher_ok: np.ndarray, rate: float) -> float:
@@ -105,14 +107,16 @@ def bootstrap_reach(
         if np.shape(values) != (n,):
             raise ValueError(f"scores[{name!r}] has shape {np.shape(values)}, expected ({n},)")
     names = (shipped, *rivals)
+    by_name = [np.asarray(scores[name], dtype=np.float64) for name in names]
     rng = np.random.default_rng(seed)
     rates = np.empty((draws, len(names)))  # (draws, scores)
     accs = np.empty((draws, len(names)))
     for d in range(draws):
         idx = rng.integers(0, n, n)
-        rates[d] = [rate_to_reach_teacher(np.asarray(scores[name])[idx], s_ok[idx], t_ok[idx]) for name in names]
+        s_draw, t_draw = s_ok[idx], t_ok[idx]
+        rates[d] = [rate_to_reach_teacher(v[idx], s_draw, t_draw) for v in by_name]
         if at_rate is not None:
-            accs[d] = [accuracy_at(np.asarray(scores[name])[idx], s_ok[idx], t_ok[idx], at_rate) for name in names]
+            accs[d] = [accuracy_at(v[idx], s_draw, t_draw, at_rate) for v in by_name]
     tail = 100 * (1 - level) / 2
     spreads = tuple(ReachSpread(name, float(np.median(rates[:, j])), float(np.percentile(rates[:, j], tail)),
                                 float(np.percentile(rates[:, j], 100 - tail))) for j, name in enumerate(names))
@@ -125,6 +129,6 @@ def bootstrap_reach(
                           diff_low=float(np.percentile(diff, tail)), diff_high=float(np.percentile(diff, 100 - tail)),
                           at_rate=at_rate,
                           accuracy_at_rate=() if at_rate is None else tuple(
-                              accuracy_at(np.asarray(scores[name]), s_ok, t_ok, at_rate) for name in names),
+                              accuracy_at(v, s_ok, t_ok, at_rate) for v in by_name),
                           share_on_or_above=None if at_rate is None else
                           float(np.mean(accs[:, 0] >= accs[:, 1:].max(axis=1) - 1e-12)))

@@ -281,15 +281,17 @@ def _evaluate_candidate(name: str, by_kind: dict[str, tuple[Estimator, float]], 
 
 
 def _cut_filters(model: Estimator, d: _Splits, cfg: OffloaderConfig
-                 ) -> tuple[list[FilterRow], dict[str, Curve], dict[str, Any], np.ndarray, np.ndarray]:
+                 ) -> tuple[list[FilterRow], dict[str, Curve], dict[str, Any], np.ndarray, dict[str, np.ndarray]]:
     """Every filter cut on val by the configured rule and measured on test (Fig. 5).
 
-    Returns the rows, the test curves, the SL operating point, and the SL scores on val and test.
+    Returns the rows, the test curves, the SL operating point, the SL scores on val, and every
+    score filter's scores on test (SL included).
     """
     teacher_test = float(d.t_ok["test"].mean())
     rows: list[FilterRow] = []
     curves: dict[str, Curve] = {}
-    sl: tuple[dict[str, Any], np.ndarray, np.ndarray] | None = None
+    sl: tuple[dict[str, Any], np.ndarray] | None = None
+    scores_test: dict[str, np.ndarray] = {}
     for name, cls in FILTERS.items():
         if cls in (EdgeOnlyFilter, CloudOnlyFilter):
             filt = make_filter(name)
@@ -310,16 +312,16 @@ def _cut_filters(model: Estimator, d: _Splits, cfg: OffloaderConfig
             val_scores, d.s_ok["val"], d.t_ok["val"], filter_name=name, rule=rule, budget=cfg.budget,
             target_accuracy=cfg.target_accuracy, boundary=decision_boundary(model) if rule == Rule.BOUNDARY else None,
             confidence_z=cfg.confidence_z if rule == Rule.TARGET else 0.0)
-        test_scores = make_filter(chosen, offloader=model, seed=cfg.seed + 1).scores(d.test_x)
+        test_scores = scores_test[name] = make_filter(chosen, offloader=model, seed=cfg.seed + 1).scores(d.test_x)
         off_test = test_scores > chosen["threshold"]
         acc = float(np.where(off_test, d.t_ok["test"], d.s_ok["test"]).mean())
         curves[name] = Curve(*accuracy_offload_curve(test_scores, d.s_ok["test"], d.t_ok["test"]))
         rows.append(FilterRow(name, chosen["threshold"], chosen["val_offload_rate"], chosen["val_accuracy"],
                               float(off_test.mean()), acc, rate_to_reach(curves[name], teacher_test)))
         if name == "sl":
-            sl = (chosen, val_scores, test_scores)
+            sl = (chosen, val_scores)
     assert sl is not None  # "sl" is registered in FILTERS
-    return rows, curves, *sl
+    return rows, curves, *sl, scores_test
 
 
 def _fusion(op: dict[str, Any], sl_val: np.ndarray, sl_test: np.ndarray, teacher_logits: dict[str, np.ndarray],
@@ -411,7 +413,8 @@ def train_offloader(
     base = fitted[model_name] if model_name in fitted else fit_on(main_kind, model_name)[0]
     model = calibrated(base)
 
-    filter_rows, curves, op, sl_val, sl_test = _cut_filters(model, d, cfg)
+    filter_rows, curves, op, sl_val, scores_test = _cut_filters(model, d, cfg)
+    sl_test = scores_test["sl"]
     sl_row = next(row for row in filter_rows if row.name == "sl")
     fusion_result = None
     if cfg.fusion:
@@ -419,8 +422,8 @@ def train_offloader(
         op = {**op, "fusion": fusion_result.tuning.to_manifest()}
     reach = None
     if cfg.bootstrap_draws:
-        test_scores = {"sl": sl_test, **{name: make_filter(name).scores(d.test_x) for name in CONFIDENCE_FILTERS}}
-        reach = bootstrap_reach(test_scores, d.s_ok["test"], d.t_ok["test"], shipped="sl",
+        compared = {name: scores_test[name] for name in ("sl", *CONFIDENCE_FILTERS)}
+        reach = bootstrap_reach(compared, d.s_ok["test"], d.t_ok["test"], shipped="sl",
                                 draws=cfg.bootstrap_draws, seed=cfg.seed, at_rate=sl_row.test_offload_rate)
     op = {**op, "score": ("P(student wrong), Platt-scaled on val" if isinstance(model, PlattCalibrated)
                           else "the offloader's raw score"),

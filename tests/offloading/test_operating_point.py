@@ -175,15 +175,10 @@ def test_paired_curve_counts_wins_and_losses_against_the_teacher() -> None:
     # Offloading none: the student beats the teacher on sample 3 and loses on 0 and 2.
     np.testing.assert_array_equal(curve.wins, [1, 1, 0, 0])
     np.testing.assert_array_equal(curve.losses, [2, 1, 0, 0])
-    np.testing.assert_allclose(curve.accs, accuracy_offload_curve(scores, student, teacher)[1])
-    # Fused answers that also get sample 3 right: offloading it is now a win, not a draw with the teacher.
-    fused = paired_curve(scores, student, teacher, offloaded_correct=np.ones(4, dtype=bool))
-    np.testing.assert_array_equal(fused.wins, [1, 1, 1, 1])
-    np.testing.assert_allclose(fused.accs, [0.5, 0.75, 1.0, 1.0])
-    np.testing.assert_array_equal(fused.confident(0.0), [False, True, True, True])
-    np.testing.assert_array_equal(fused.confident(1.0), [False, False, True, True])  # 1 − 0 ≥ √1
-    with pytest.raises(ValueError, match=r"offloaded_correct must have shape \(4,\)"):
-        paired_curve(scores, student, teacher, offloaded_correct=np.ones(3, dtype=bool))
+    np.testing.assert_allclose(curve.accs, [0.5, 0.75, 0.75, 0.75])  # = teacher + (b − c) / N
+    # z = 0: cooperation ≥ teacher (b ≥ c); z = 1 also needs b − c ≥ √(b + c): only the cuts with b = c = 0.
+    np.testing.assert_array_equal(curve.confident(0.0), [False, True, True, True])
+    np.testing.assert_array_equal(curve.confident(1.0), [False, False, True, True])
 
 
 def test_confidence_z_asks_validation_for_a_margin_over_the_teacher() -> None:
