@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from compression.surgery import ACTIONS, derive_arch
-from networks.resnet import model_bytes
+from networks.family import model_bytes
 
 
 class BudgetError(ValueError):

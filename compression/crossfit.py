@@ -29,7 +29,8 @@ from compression.distill import DistillConfig, distill
 from compression.teacher import predict_logits
 
 if TYPE_CHECKING:
-    from networks.resnet import ResNet
+    from torch import nn
+
     from shared.datasets import Dataset
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,8 @@ def with_train_subset(dataset: Dataset, index: np.ndarray) -> Dataset:
 
 
 def out_of_fold_logits(
-    student_init: ResNet,
-    teacher: ResNet,
+    student_init: nn.Module,
+    teacher: nn.Module,
     dataset: Dataset,
     cfg: DistillConfig,
     *,

@@ -30,7 +30,7 @@ from compression.budget import budget_bytes, project_to_budget
 from compression.distill import DistillConfig, distill
 from compression.policy import GRUPolicy
 from compression.surgery import ACTIONS, layer_states, shrink
-from networks.resnet import ResNet, build_model, model_bytes
+from networks.family import build_model, model_bytes
 
 if TYPE_CHECKING:
     from shared.datasets import Dataset
@@ -189,7 +189,7 @@ class SearchResult:
     history: list[EpisodeRecord]
     teacher_bytes: int = 0
 
-    def best_model(self) -> ResNet:
+    def best_model(self) -> nn.Module:
         """The best student rebuilt from ``best_arch`` with its distilled weights, in eval mode."""
         model = build_model(self.best_arch)
         model.load_state_dict(self.best_state_dict)
@@ -205,8 +205,8 @@ class _Evaluation:
 
 
 def _evaluate_student(
-    teacher: ResNet, actions: list[float], dataset: Dataset, cfg: DistillConfig, *, inherit: bool
-) -> tuple[_Evaluation, ResNet]:
+    teacher: nn.Module, actions: list[float], dataset: Dataset, cfg: DistillConfig, *, inherit: bool
+) -> tuple[_Evaluation, nn.Module]:
     student = shrink(teacher, actions, inherit=inherit)
     history = distill(student, teacher, dataset, cfg, progress=False)
     arch = student.arch
@@ -219,7 +219,7 @@ def _evaluate_student(
     return evaluation, student
 
 
-def search(teacher: ResNet, dataset: Dataset, cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
+def search(teacher: nn.Module, dataset: Dataset, cfg: SearchConfig, *, progress: bool = True) -> SearchResult:
     """Run Algorithm 1 and return the best student seen.
 
     The teacher's weights and mode are left as they were (distillation may move it to ``cfg.device``).

@@ -10,10 +10,13 @@ Typical use (the pipeline in ``edgecloud`` wraps exactly this)::
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,7 +24,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from compression.data import make_loader
+from compression import resume
+from compression.data import augment_name, loader_generator, make_loader
+from compression.precision import PRECISIONS, autocast, channels_last, resolve_precision, to_channels_last
 
 if TYPE_CHECKING:
     from shared.datasets import Dataset, Split
@@ -54,10 +59,13 @@ class TrainConfig:
     """SGD momentum (ignored by adam)"""
     label_smoothing: float = 0.0
     """cross-entropy label smoothing in [0, 1)"""
-    augment: bool = False
-    """random shifts of up to 2 pixels (pad 2 + random crop) on training batches"""
+    augment: bool | str = False
+    """training-time augmentation (compression.data.AUGMENTS): "none", "shift" (pad 2 + random crop; True)
+    or "crop-flip" (pad 4 + random crop + horizontal flip, for natural images)"""
     device: str = "auto"
     """cpu, cuda, cuda:N or auto (cuda when available)"""
+    precision: str = "auto"
+    """training arithmetic (compression.precision): "fp32", "bf16" (autocast) or "auto" (bf16 where native)"""
     seed: int = 0
     """seeds the data order, the augmentation and torch's global RNG (the model's init is the caller's)"""
 
@@ -78,6 +86,9 @@ class TrainConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        augment_name(self.augment)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -121,31 +132,38 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, *,
     return None
 
 
-def train_model(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, progress: bool = True) -> list[dict]:
+def train_model(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, progress: bool = True,
+                state_path: Path | None = None) -> list[dict]:
     """Train ``model`` in place with cross-entropy; one history dict per epoch.
 
     Each dict holds ``epoch``, ``loss`` (mean training loss), ``train_accuracy`` (on the augmented
     batches, as seen while training), ``val_accuracy``, ``lr`` (at the epoch's end) and ``seconds``.
-    The model is left on the training device, in eval mode.
+    With ``state_path`` the run saves its state after every epoch and a restarted run with the same
+    settings continues where it stopped (compression.resume). The model is left on the training
+    device, in eval mode.
     """
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
-    model.to(device)
+    to_channels_last(model.to(device))
     loader = make_loader(dataset.train, dataset.mean, dataset.std, batch_size=cfg.batch_size, shuffle=True,
                          seed=cfg.seed, augment=cfg.augment)
     optimizer = build_optimizer(model.parameters(), cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=len(loader))
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    history: list[dict] = []
-    for epoch in range(1, cfg.epochs + 1):
+    key = json.dumps({"cfg": dataclasses.asdict(cfg), "n_train": len(dataset.train.y)}, sort_keys=True)
+    done, history = resume.load_state(state_path, key=key, model=model, optimizer=optimizer,
+                                      scheduler=scheduler, generator=loader_generator(loader))
+    for epoch in range(done + 1, cfg.epochs + 1):
         model.train()
         start = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(loader, desc=f"teacher epoch {epoch}/{cfg.epochs}", disable=not progress, leave=False)
         for x, y in bar:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # (B, C, H, W), (B,)
-            logits = model(x)  # (B, K)
-            loss = criterion(logits, y)
+            x, y = channels_last(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+            with autocast(device, precision):
+                logits = model(x)  # (B, K)
+            loss = criterion(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -159,10 +177,15 @@ def train_model(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, progres
                            batch_size=max(cfg.batch_size, 512))
         record = {"epoch": epoch, "loss": loss_sum / seen, "train_accuracy": correct / seen,
                   "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"],
-                  "seconds": time.perf_counter() - start}
-        log.info("epoch %d: loss %.4f val_accuracy %.4f", epoch, record["loss"], val_acc)
+                  "seconds": time.perf_counter() - start, "precision": precision}
+        log.info("epoch %d/%d: loss %.4f val_accuracy %.4f (%.0f s)", epoch, cfg.epochs, record["loss"], val_acc,
+                 record["seconds"])
         history.append(record)
-    model.eval()
+        if state_path is not None and epoch < cfg.epochs:
+            resume.save_state(state_path, key=key, epoch=epoch, model=model, optimizer=optimizer,
+                              scheduler=scheduler, generator=loader_generator(loader), history=history)
+    resume.finish(state_path)
+    model.to(memory_format=torch.contiguous_format).eval()
     return history
 
 

@@ -160,7 +160,7 @@ def build_variants(bundle_dir: Path, dataset: Dataset, cfg: VariantConfig, *, di
     from compression.export import check_parity, export_onnx
     from compression.surgery import shrink
     from networks.checkpoint import load_checkpoint
-    from networks.resnet import model_bytes
+    from networks.family import model_bytes
 
     bundle_dir = Path(bundle_dir)
     manifest = B.load_manifest(bundle_dir, verify=True)

@@ -86,7 +86,7 @@ def _require(path: Path, stage: str) -> Path:
 
 def load_data(cfg: BuildConfig, data_dir: Path | None) -> Dataset:
     """The dataset a bundle was (or is being) built from, split with the build's seed."""
-    return load_dataset(cfg.dataset, data_dir=data_dir, seed=cfg.seed)
+    return load_dataset(cfg.dataset, data_dir=data_dir, seed=cfg.seed, image_size=cfg.image_size)
 
 
 def train_teacher(cfg: BuildConfig, out: Path, dataset: Dataset, *, progress: bool = True) -> dict[str, Any]:
@@ -96,19 +96,21 @@ def train_teacher(cfg: BuildConfig, out: Path, dataset: Dataset, *, progress: bo
     from compression.export import ExportError, ParityError, check_parity, export_onnx
     from compression.teacher import TrainConfig, evaluate, train_model
     from networks.checkpoint import save_checkpoint
-    from networks.resnet import build_model, model_bytes, resnet_arch
+    from networks.family import build_model, default_arch, model_bytes
 
     torch.manual_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     save_config(out, cfg)
     c, h, w = dataset.train.x.shape[1:]
-    arch = resnet_arch(cfg.teacher.depth, in_channels=c, num_classes=len(dataset.classes),
-                       width=cfg.teacher.width, input_size=(h, w))
+    arch = default_arch(cfg.teacher.family, in_channels=c, num_classes=len(dataset.classes), input_size=(h, w),
+                        **cfg.teacher.arch)
     model = build_model(arch)
     train_cfg = TrainConfig(epochs=cfg.teacher.epochs, batch_size=cfg.teacher.batch_size, lr=cfg.teacher.lr,
-                            augment=cfg.teacher.augment, device=cfg.device, seed=cfg.seed)
+                            augment=cfg.teacher.augment, device=cfg.device, precision=cfg.precision, seed=cfg.seed)
     started = time.perf_counter()
-    history = train_model(model, dataset, train_cfg, progress=progress)
+    # A stopped run resumes from its last epoch (compression/resume.py) when started again.
+    history = train_model(model, dataset, train_cfg, progress=progress,
+                          state_path=_reports(out) / "teacher_state.pt")
     seconds = time.perf_counter() - started
     model = model.cpu().eval()
     accuracy = evaluate(model, dataset.test, dataset.mean, dataset.std)
@@ -155,7 +157,7 @@ def compress(out: Path, dataset: Dataset, *, progress: bool = True, reuse_search
     from compression.search import SearchConfig, search, write_search_report
     from compression.teacher import evaluate
     from networks.checkpoint import load_checkpoint, save_checkpoint
-    from networks.resnet import model_bytes
+    from networks.family import model_bytes
 
     cfg = load_config(out)
     torch.manual_seed(cfg.seed)

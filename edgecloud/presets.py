@@ -13,26 +13,48 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 PRESETS: tuple[str, ...] = ("fast", "paper")
+# Natural images that a horizontal flip keeps in their class (SVHN's digits are not among them).
+_FLIPPABLE = ("cifar10", "imagefolder")
 FIT_SOURCES: tuple[str, ...] = ("crossfit", "holdout", "train")
 # Below this many training samples a dataset is "small" (digits has ~1.3k): epochs are scaled up
 # so that each stage still takes a sensible number of optimiser steps.
 _SMALL_DATASET = 10_000
 
 
+# Each family's knobs (networks/family.py: default_arch's options) per preset. ResNet: depth 18 or 34
+# (paper §VI uses both) and base width w of the stages (w, 2w, 4w, 8w; 64 is the paper's ResNet-18).
+# AlexNet and the mobile family: a multiplier of their reference widths.
+_FAST_ARCH: dict[str, dict[str, Any]] = {"resnet": {"depth": 18, "width": 16}, "alexnet": {"width": 0.5},
+                                         "mobilenet": {"width": 1.0}}
+_PAPER_ARCH: dict[str, dict[str, Any]] = {"resnet": {"depth": 18, "width": 64}, "alexnet": {"width": 1.0},
+                                          "mobilenet": {"width": 1.0}}
+
+
+def default_teacher_arch(preset: str, family: str) -> dict[str, Any]:
+    """The family knobs a preset gives a teacher of ``family`` (a copy: callers may change it)."""
+    from networks.family import get_family
+
+    get_family(family)  # an unknown family is an error that lists the known ones
+    table = _PAPER_ARCH if preset == "paper" else _FAST_ARCH
+    return dict(table.get(family, {}))
+
+
 @dataclass
 class TeacherSpec:
-    depth: int = 18
-    """ResNet depth: 18 or 34 (paper §VI uses both)."""
-    width: int = 16
-    """base width w of the stages (w, 2w, 4w, 8w); 64 is the paper's ResNet-18."""
+    family: str = "resnet"
+    """model family of the teacher (networks/family.py): resnet, alexnet or mobilenet; the student is
+    compressed from it, so it shares the family."""
+    arch: dict[str, Any] = field(default_factory=lambda: dict(_FAST_ARCH["resnet"]))
+    """the family's own knobs (resnet: depth, width; alexnet and mobilenet: width, mobilenet also depth
+    multipliers); setting another family without these takes that family's preset knobs."""
     epochs: int = 4
     """teacher training epochs."""
     batch_size: int = 128
     """teacher training batch size."""
     lr: float = 0.1
     """peak learning rate (SGD + one-cycle)."""
-    augment: bool = False
-    """pad-and-crop augmentation while training the teacher."""
+    augment: bool | str = False
+    """training-time augmentation (compression.data.AUGMENTS): "none", "shift" (true) or "crop-flip"."""
 
 
 @dataclass
@@ -73,8 +95,9 @@ class DistillSpec:
     """SP-KD weight γ of L = CE + γ·L_SP (Tung & Mori eq. 4). Their CIFAR value, 3000, makes γ·L_SP about
     30 times the cross-entropy on our inherited students; 300 gave higher validation accuracy on digits
     (5 seeds) and MNIST (docs/results.md, "SP-KD weight")."""
-    augment: bool = False
-    """random-shift augmentation (pad 2, crop back) during the final distillation."""
+    augment: bool | str = False
+    """augmentation during the final distillation (compression.data.AUGMENTS): "none", "shift" (true) or
+    "crop-flip"."""
 
 
 @dataclass
@@ -150,6 +173,10 @@ class BuildConfig:
     """seeds splits, training, search and QBC."""
     device: str = "auto"
     """torch device: auto, cpu or cuda."""
+    precision: str = "auto"
+    """training arithmetic (compression.precision): fp32, bf16 or auto (bf16 where the device runs it natively)."""
+    image_size: int | None = None
+    """side the images are resized to (imagefolder; None: the dataset's own, 32 for imagefolder)."""
     teacher: TeacherSpec = field(default_factory=TeacherSpec)
     search: SearchSpec = field(default_factory=SearchSpec)
     distill: DistillSpec = field(default_factory=DistillSpec)
@@ -162,11 +189,21 @@ class BuildConfig:
     def from_dict(cls, raw: dict[str, Any]) -> BuildConfig:
         return cls(
             **{k: v for k, v in raw.items() if k not in ("teacher", "search", "distill", "offload")},
-            teacher=TeacherSpec(**raw.get("teacher", {})),
+            teacher=TeacherSpec(**_teacher_settings(raw.get("teacher", {}))),
             search=SearchSpec(**raw.get("search", {})),
             distill=DistillSpec(**raw.get("distill", {})),
             offload=OffloadSpec(**_offload_settings(raw.get("offload", {}))),
         )
+
+
+def _teacher_settings(raw: dict[str, Any]) -> dict[str, Any]:
+    """Teacher settings with the ResNet-only `depth` / `width` of older build.json files moved into `arch`."""
+    old = {k: raw[k] for k in ("depth", "width") if k in raw}
+    if not old:
+        return raw
+    settings = {k: v for k, v in raw.items() if k not in old}
+    settings["arch"] = {**_FAST_ARCH["resnet"], **settings.get("arch", {}), **old}
+    return settings
 
 
 def _offload_settings(raw: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +229,11 @@ def apply_overrides(cfg: BuildConfig, overrides: dict[str, Any]) -> BuildConfig:
         if isinstance(merged[key], dict):
             if not isinstance(value, dict):
                 raise ValueError(f"build setting {key!r} must be an object, got {value!r}")
+            if key == "teacher":
+                value = _teacher_settings(value)
+                if value.get("family", merged[key]["family"]) != merged[key]["family"] and "arch" not in value:
+                    # Knobs belong to a family: another family starts from its own preset knobs.
+                    value = {**value, "arch": default_teacher_arch(cfg.preset, value["family"])}
             unknown = sorted(set(value) - set(merged[key]))
             if unknown:
                 known = ", ".join(sorted(merged[key]))
@@ -209,7 +251,7 @@ def make_config(preset: str, *, dataset: str, train_size: int, seed: int = 0, de
     cfg = BuildConfig(dataset=dataset, preset=preset, seed=seed, device=device)
     if preset == "fast" and train_size >= _SMALL_DATASET:
         # MNIST-sized: a width-32 teacher leaves a 1%-sized student enough channels to stay accurate.
-        cfg.teacher = TeacherSpec(width=32, epochs=3)
+        cfg.teacher = TeacherSpec(arch={"depth": 18, "width": 32}, epochs=3)
         # The paper's MNIST student is 0.93% of its teacher (407 KB from 43.7 MB); a 20-episode CPU
         # search does not get there from the reward alone (digits: best C 0.92 after 30 episodes).
         cfg.search = SearchSpec(episodes=20, episode_steps=40, size_budget=0.01)
@@ -221,10 +263,15 @@ def make_config(preset: str, *, dataset: str, train_size: int, seed: int = 0, de
         cfg.offload.fold_epochs = 2
     elif preset == "fast":
         cfg.search = SearchSpec(episodes=30, size_budget=0.05)
+    if preset == "fast" and dataset in _FLIPPABLE:
+        # CIFAR-10 on the 2-core CPU (bf16 autocast: ~0.5 min an epoch at width 16): a width-16 ResNet-18
+        # trained 30 one-cycle epochs with crop and flip (docs/results.md, "CIFAR-10 fast preset").
+        cfg.teacher = TeacherSpec(epochs=30, augment="crop-flip")
     if preset == "paper":
-        cfg.teacher = TeacherSpec(width=64, epochs=30, augment=True)
+        cfg.teacher = TeacherSpec(arch=default_teacher_arch("paper", "resnet"), epochs=30,
+                                  augment="crop-flip" if dataset in _FLIPPABLE else True)
         cfg.search = SearchSpec(episodes=100, rollouts=4, lr=1e-4, episode_steps=200, episode_subset=8192)
-        cfg.distill = DistillSpec(epochs=60, augment=True)
+        cfg.distill = DistillSpec(epochs=60, augment="crop-flip" if dataset in _FLIPPABLE else True)
     if train_size < _SMALL_DATASET:
         # Keep roughly the optimiser steps a large dataset gets: digits has ~10 batches an epoch.
         scale = min(10, math.ceil(_SMALL_DATASET / max(train_size, 1)))

@@ -66,12 +66,12 @@ def table_architecture(metrics: dict[str, Any]) -> str:
     teacher, student = metrics.get("teacher_arch"), metrics.get("student_arch")
     if not teacher or not student:
         return ""
-    rows = ["| stage | teacher blocks × width | student blocks × width | student mid widths (kernels) |",
-            "|---|---|---|---|"]
-    rows.append(f"| stem | {teacher['stem']['out']} | {student['stem']['out']} | k={student['stem']['kernel']} |")
-    for i, (t, s) in enumerate(zip(teacher["stages"], student["stages"], strict=True), start=1):
-        mids = ", ".join(f"{b['mid']}({b['kernel1']}/{b['kernel2']})" for b in s["blocks"])
-        rows.append(f"| {i} | {len(t['blocks'])} × {t['width']} | {len(s['blocks'])} × {s['width']} | {mids} |")
+    from networks.family import describe
+
+    rows = ["| stage | teacher layers × width | student layers × width | student detail |", "|---|---|---|---|"]
+    # A student keeps its teacher's stages (compression removes and shrinks layers inside them).
+    for t, s in zip(describe(teacher), describe(student), strict=True):
+        rows.append(f"| {s['stage']} | {t['layers']} × {t['width']} | {s['layers']} × {s['width']} | {s['detail']} |")
     return "\n".join(rows)
 
 

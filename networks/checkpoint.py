@@ -1,7 +1,8 @@
 """Checkpoints of any network built from an ``arch`` dict: ``{"arch", "state_dict", **extras}``.
 
 The offline tools write them and the cloud's optional torch backend reads them, so this module
-lives beside the network definitions, not with the training code.
+lives beside the network definitions, not with the training code. The arch says which family (or
+the multi-branch wrapper) rebuilds the network (networks/family.py), so one loader serves them all.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from networks.resnet import ResNet, build_model
+from networks.family import FamilyError, build_model
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable or lacks the ``arch`` / ``state_dict`` it must hold."""
 
 
-def save_checkpoint(model: ResNet, path: Path, **extra: Any) -> None:
+def save_checkpoint(model: nn.Module, path: Path, **extra: Any) -> None:
     """Write ``{"arch", "state_dict", **extra}``; extras must be plain data (they load with weights_only)."""
     clash = {"arch", "state_dict"} & extra.keys()
     if clash:
@@ -48,12 +50,23 @@ def read_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
     return ckpt
 
 
-def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> ResNet:
-    """Rebuild the ResNet from the checkpoint's arch and load its weights (strictly), in eval mode."""
+def rebuild(arch: dict[str, Any]) -> nn.Module:
+    """A fresh network of ``arch``: any family's, or a multi-branch net around one."""
+    from networks import multibranch
+
+    if isinstance(arch, dict) and arch.get("kind") == multibranch.KIND:
+        return multibranch.build_multibranch(arch)
+    return build_model(arch)
+
+
+def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the network from the checkpoint's arch and load its weights (strictly), in eval mode."""
     ckpt = read_checkpoint(path, map_location=map_location)
     try:
-        model = build_model(ckpt["arch"])
+        model = rebuild(ckpt["arch"])
         model.load_state_dict(ckpt["state_dict"])
+    except FamilyError as exc:
+        raise CheckpointError(f"checkpoint {path}: {exc}") from exc
     except (ValueError, RuntimeError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {path}: weights do not fit its arch: {exc}") from exc
     return model.to(map_location).eval()

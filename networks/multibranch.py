@@ -1,15 +1,16 @@
-"""A multi-branch (early-exit) ResNet with learned bottlenecks at its partition points (after Niu et al.).
+"""A multi-branch (early-exit) network with learned bottlenecks at its partition points (after Niu et al.).
 
-The backbone is a `networks.resnet.ResNet` (the bundle's teacher, unchanged). Exit heads after
-stages 1..S-1 give early answers (BranchyNet-style); exit S is the backbone's own pool + fc, so the
-last exit *is* the teacher. At each partition point p (after stage p, 1 <= p < S) an optional
+The backbone is the bundle's teacher, unchanged, of any family (networks/family.py: it is read only
+through its stem, stages, classify and cut points). Exit heads after stages 1..S-1 give early
+answers (BranchyNet-style); exit S is the backbone's own classifier, so the last exit *is* the teacher.
+At each partition point p (after stage p, 1 <= p < S) an optional
 bottleneck (an encoder on the device, a decoder on the server) narrows the stage output so the
 transmitted feature is much smaller than the raw input: with none, every intermediate feature of a
 28x28 MNIST ResNet is larger than its 784 input bytes and a split never pays.
 
-Everything comes from a JSON-able ``arch`` dict, as for the ResNet::
+Everything comes from a JSON-able ``arch`` dict, as for any family::
 
-    {"kind": "multibranch", "backbone": <resnet arch>,
+    {"kind": "multibranch", "backbone": <any family's arch>,
      "exits": [{"after": 1, "width": 32}, {"after": 2, "width": 32}, {"after": 3, "width": 32}],
      "bottlenecks": [{"at": 1, "channels": 4, "stride": 4}, ...]}
 
@@ -27,20 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from networks.resnet import ResNet, build_model, validate_arch
+from networks import family
 
 KIND = "multibranch"
 
 
 def stage_shapes(backbone: dict[str, Any]) -> list[tuple[int, int, int]]:
-    """(C, H, W) of each stage's output: convs pad k // 2, so only strides change the map (ceil division)."""
-    h, w = backbone["input_size"]
-    shapes = []
-    for stage in backbone["stages"]:
-        s = stage["stride"]
-        h, w = (h + s - 1) // s, (w + s - 1) // s
-        shapes.append((stage["width"], h, w))
-    return shapes
+    """(C, H, W) of each stage's output of the backbone: its family's cut points."""
+    return family.cut_points(backbone)
 
 
 def _conv_out(size: int, stride: int) -> int:
@@ -70,8 +65,8 @@ def multibranch_arch(backbone: dict[str, Any], *, exit_width: int = 32, bottlene
     Each bottleneck strides (1, 2 or 4) so its map is at most `target_size` on a side (default: a
     quarter of the input side, 7x7 on MNIST); `bottleneck_channels=None` leaves the splits without one.
     """
-    validate_arch(backbone)
-    n_stages = len(backbone["stages"])
+    family.validate(backbone)
+    n_stages = len(stage_shapes(backbone))
     target = target_size if target_size is not None else max(1, backbone["input_size"][0] // 4)
     shapes = stage_shapes(backbone)
     bottlenecks = []
@@ -93,8 +88,8 @@ def validate_multibranch(arch: dict[str, Any]) -> None:
     """Raise ValueError naming the first malformed field of a multi-branch arch."""
     if not isinstance(arch, dict) or arch.get("kind") != KIND:
         raise ValueError(f"arch['kind'] must be {KIND!r}, got {arch.get('kind') if isinstance(arch, dict) else arch!r}")
-    validate_arch(arch.get("backbone"))
-    n_stages = len(arch["backbone"]["stages"])
+    family.validate(arch.get("backbone"))
+    n_stages = len(stage_shapes(arch["backbone"]))
     afters = [e.get("after") for e in arch.get("exits", [])]
     if sorted(afters) != afters or len(set(afters)) != len(afters) \
             or any(not isinstance(a, int) or not 1 <= a < n_stages for a in afters):
@@ -147,11 +142,11 @@ class Bottleneck(nn.Module):
 class MultiBranchNet(nn.Module):
     """Backbone + exit heads + bottlenecks; every forward names where it is split."""
 
-    def __init__(self, arch: dict[str, Any], backbone: ResNet | None = None) -> None:
+    def __init__(self, arch: dict[str, Any], backbone: nn.Module | None = None) -> None:
         super().__init__()
         validate_multibranch(arch)
         self.arch: dict[str, Any] = copy.deepcopy(arch)
-        self.backbone = backbone if backbone is not None else build_model(arch["backbone"])
+        self.backbone = backbone if backbone is not None else family.build_model(arch["backbone"])
         num_classes = arch["backbone"]["num_classes"]
         shapes = stage_shapes(arch["backbone"])
         self.n_stages = len(shapes)
@@ -170,7 +165,7 @@ class MultiBranchNet(nn.Module):
     def exit_logits(self, stage: int, h: Tensor) -> Tensor:
         """Logits of the exit after `stage` from that stage's output."""
         if stage == self.n_stages:
-            return self.backbone.fc(torch.flatten(self.backbone.pool(h), 1))
+            return self.backbone.classify(h)
         return self.heads[str(stage)](h)
 
     def stages_from(self, h: Tensor, start: int, stop: int) -> list[Tensor]:

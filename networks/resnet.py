@@ -1,10 +1,13 @@
-"""CIFAR-style ResNet-18/34 (Zhang et al. §IV) built entirely from a JSON-able ``arch`` dict.
+"""The ResNet family: CIFAR-style ResNet-18/34 (Zhang et al. §IV) built entirely from a JSON-able ``arch`` dict.
+
+Other modules reach it through the backbone seam (networks/family.py), never directly; its
+compression edits are in networks/resnet_edits.py.
 
 The dict is the single source of truth for a network's shape: it is stored in every checkpoint and
 in the bundle manifest, so any teacher or RL-compressed student is rebuilt by ``build_model(arch)``
 with no code edits. Layout (all ints unless noted)::
 
-    {"depth": 18, "in_channels": 1, "num_classes": 10, "input_size": [28, 28],
+    {"family": "resnet", "depth": 18, "in_channels": 1, "num_classes": 10, "input_size": [28, 28],
      "stem": {"out": 64, "kernel": 3},
      "stages": [{"width": 64, "stride": 1, "blocks": [{"mid": 64, "kernel1": 3, "kernel2": 3}, ...]},
                 ... 4 stages]}
@@ -20,6 +23,7 @@ Every conv pads kernel // 2, so only the strides change spatial shapes.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -47,6 +51,7 @@ def resnet_arch(
         blocks = [{"mid": stage_width, "kernel1": 3, "kernel2": 3} for _ in range(n_blocks)]
         stages.append({"width": stage_width, "stride": stride, "blocks": blocks})
     arch = {
+        "family": "resnet",
         "depth": depth,
         "in_channels": in_channels,
         "num_classes": num_classes,
@@ -191,8 +196,11 @@ class ResNet(nn.Module):
         for stage in self.stages:
             h = stage(h)
             feats.append(h)
-        logits = self.fc(torch.flatten(self.pool(h), 1))  # (B, K)
-        return logits, feats
+        return self.classify(h), feats
+
+    def classify(self, h: Tensor) -> Tensor:
+        """Last stage output (B, C, H, W) -> logits (B, K)."""
+        return self.fc(torch.flatten(self.pool(h), 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)[0]
@@ -223,3 +231,64 @@ def param_count(arch: dict[str, Any]) -> int:
 def model_bytes(arch: dict[str, Any]) -> int:
     """float32 bytes of the parameters: the paper's size measure (Table I: 43.7 MB for ResNet-18)."""
     return 4 * param_count(arch)
+
+
+def stage_shapes(arch: dict[str, Any]) -> list[tuple[int, int, int]]:
+    """(C, H, W) of each stage's output: convs pad k // 2, so only strides change the map (ceil division)."""
+    h, w = arch["input_size"]
+    shapes = []
+    for stage in arch["stages"]:
+        s = stage["stride"]
+        h, w = (h + s - 1) // s, (w + s - 1) // s
+        shapes.append((stage["width"], h, w))
+    return shapes
+
+
+class ResNetFamily:
+    """The ResNet family behind networks.family's seam."""
+
+    name = "resnet"
+
+    def default_arch(self, *, in_channels: int, num_classes: int, input_size: tuple[int, int],
+                     depth: int = 18, width: int = 64) -> dict[str, Any]:
+        return resnet_arch(depth, in_channels=in_channels, num_classes=num_classes, width=width,
+                           input_size=input_size)
+
+    def validate(self, arch: dict[str, Any]) -> None:
+        validate_arch(arch)
+
+    def build(self, arch: dict[str, Any]) -> ResNet:
+        return ResNet(arch)
+
+    def param_count(self, arch: dict[str, Any]) -> int:
+        return param_count(arch)
+
+    def cut_points(self, arch: dict[str, Any]) -> list[tuple[int, int, int]]:
+        validate_arch(arch)
+        return stage_shapes(arch)
+
+    def describe(self, arch: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = [{"stage": "stem", "layers": 1, "width": arch["stem"]["out"], "detail": f"k={arch['stem']['kernel']}"}]
+        for i, stage in enumerate(arch["stages"], start=1):
+            mids = ", ".join(f"{b['mid']}({b['kernel1']}/{b['kernel2']})" for b in stage["blocks"])
+            rows.append({"stage": str(i), "layers": len(stage["blocks"]), "width": stage["width"],
+                         "detail": f"mid widths (kernels) {mids}"})
+        return rows
+
+    def prunable_layers(self, arch: dict[str, Any]) -> list:
+        from networks.resnet_edits import layer_infos
+
+        return layer_infos(arch)
+
+    def derive_arch(self, arch: dict[str, Any], actions: Sequence[float]) -> dict[str, Any]:
+        from networks.resnet_edits import derive_arch
+
+        return derive_arch(arch, actions)
+
+    def shrink(self, teacher: ResNet, actions: Sequence[float], *, inherit: bool) -> ResNet:
+        from networks.resnet_edits import shrink
+
+        return shrink(teacher, actions, inherit=inherit)
+
+
+FAMILY = ResNetFamily()

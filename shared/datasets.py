@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.data import cifar, digits, idx, svhn
+from shared.data import cifar, digits, idx, imagefolder, svhn
 from shared.data.base import Dataset, DatasetError, Split
 from shared.data.splits import channel_stats, stratified_split
 from shared.preprocess import normalize  # re-exported: datasets are normalised by the one shared function
@@ -31,7 +31,10 @@ __all__ = [
     "normalize",
 ]
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "imagefolder")
+
+IMAGEFOLDER_SIZE: tuple[int, int] = (32, 32)
+"""What `imagefolder` resizes a user's images to unless told otherwise: the CIFAR-style networks' input."""
 
 DIGITS_TEST_FRACTION = 0.2
 """digits ships no test split, so this share is carved off (stratified, seeded) before val."""
@@ -43,7 +46,9 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 _EXPECTED_FILES: dict[str, tuple[str, ...]] = {
     "mnist": idx.IDX_FILES,
     "fashion-mnist": idx.IDX_FILES,
-    "cifar10": (*cifar.TRAIN_BATCHES, cifar.TEST_BATCH, cifar.META),
+    "cifar10": ("cifar10-jpeg.tar.gz (train/<class>/*.jpg, test/<class>/*.jpg), those folders unpacked, or "
+                "the python batches",),
+    "imagefolder": ("train/<class>/<image> and test/<class>/<image>, unpacked or in one .tar/.tar.gz",),
     "svhn": (svhn.TRAIN_MAT, svhn.TEST_MAT),
 }
 
@@ -62,14 +67,27 @@ def _require_dir(name: str, data_dir: Path | None) -> Path:
     return path
 
 
-def _official(name: str, data_dir: Path | None, rng: np.random.Generator) -> tuple[Split, Split, list[str]]:
+def _official(name: str, data_dir: Path | None, rng: np.random.Generator,
+              image_size: tuple[int, int] | None) -> tuple[Split, Split, list[str]]:
     """(full train, test, classes) for `name`; digits' test split is carved here with `rng`."""
     if name == "digits":
         full, test = stratified_split(digits.load_digits_split(), fraction=DIGITS_TEST_FRACTION, rng=rng)
         return full, test, list(digits.CLASSES)
+    if name == "imagefolder":
+        if data_dir is None:
+            raise DatasetError("imagefolder reads your own images: pass --data-dir (data_dir=) pointing at "
+                               f"{_EXPECTED_FILES[name][0]}")
+        folder = imagefolder.load_image_folder(Path(data_dir), size=image_size or IMAGEFOLDER_SIZE)
+        return folder.train, folder.test, folder.classes
     root = _require_dir(name, data_dir)
     if name == "cifar10":
-        return cifar.load_cifar10(root)
+        if (cifar.batches_dir(root) / cifar.TEST_BATCH).is_file():
+            return cifar.load_cifar10(root)
+        # The JPEG image folders (../shared/data/cifar10), unpacked or as the archive.
+        folder = imagefolder.load_image_folder(root, size=image_size)
+        if folder.classes != cifar.CLASSES:
+            raise DatasetError(f"{root}: class folders {folder.classes} are not CIFAR-10's {cifar.CLASSES}")
+        return folder.train, folder.test, folder.classes
     if name == "svhn":
         return (*svhn.load_svhn(root), list(svhn.CLASSES))
     train, test = idx.load_idx_dataset(root)
@@ -78,11 +96,12 @@ def _official(name: str, data_dir: Path | None, rng: np.random.Generator) -> tup
 
 
 def load_dataset(name: str, *, data_dir: Path | None = None, seed: int = 0,
-                 val_fraction: float = 0.1) -> Dataset:
+                 val_fraction: float = 0.1, image_size: int | tuple[int, int] | None = None) -> Dataset:
     """Load `name` with deterministic train/val/test splits and train-set channel statistics.
 
     `val_fraction` of the official train split (after digits' test carve) becomes `val`,
-    stratified by class. The same `seed` always gives the same splits.
+    stratified by class. The same `seed` always gives the same splits. `image_size` (H, W) or one
+    side resizes image-folder datasets (`imagefolder`: 32x32 by default; `cifar10`'s JPEGs: native).
     """
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -90,10 +109,19 @@ def load_dataset(name: str, *, data_dir: Path | None = None, seed: int = 0,
         raise DatasetError(f"val_fraction must be in [0, 1), got {val_fraction}")
     # One generator, drawn in a fixed order (digits' test carve, then val), keeps splits reproducible.
     rng = np.random.default_rng(seed)
-    full, test, classes = _official(name, data_dir, rng)
+    full, test, classes = _official(name, data_dir, rng, _image_size(image_size))
     train, val = stratified_split(full, fraction=val_fraction, rng=rng)
     mean, std = channel_stats(train.x)
     return Dataset(name=name, train=train, val=val, test=test, classes=classes, mean=mean, std=std)
+
+
+def _image_size(size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    pair = (size, size) if isinstance(size, int) else tuple(size)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise DatasetError(f"image_size must be a positive int or (height, width), got {size!r}")
+    return (int(pair[0]), int(pair[1]))
 
 
 def input_spec(ds: Dataset) -> dict[str, Any]:

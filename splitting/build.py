@@ -57,7 +57,7 @@ def teacher_bundle(teacher_pt: Path, out: Path, dataset: Dataset) -> Path:
     """
     from compression.export import check_parity, export_onnx
     from compression.teacher import predict_logits
-    from networks.resnet import model_bytes
+    from networks.family import model_bytes
     from shared.datasets import input_spec
 
     out = Path(out)

@@ -12,9 +12,13 @@ DEFAULT_OUT = Path("artifacts/bundle")
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="digits",
-                        help="digits (embedded, the default), mnist, fashion-mnist, cifar10 or svhn")
+                        help="digits (embedded, the default), mnist, fashion-mnist, cifar10, svhn, or imagefolder "
+                             "(your own train/<class>/*.jpg and test/<class>/*.jpg)")
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="folder holding the dataset's original files (not needed for digits)")
+                        help="folder holding the dataset's files (not needed for digits); for cifar10 the folder of "
+                             "cifar10-jpeg.tar.gz, for imagefolder a folder or .tar.gz with train/ and test/")
+    parser.add_argument("--image-size", type=int, default=None, metavar="PIXELS",
+                        help="resize every image to PIXELS x PIXELS (imagefolder: 32 by default)")
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +64,8 @@ def resolve_config(args: argparse.Namespace, train_size: int) -> Any:
         cfg = apply_overrides(cfg, read_overrides(args.config))
     if args.size_budget is not None:
         cfg.search.size_budget = args.size_budget
+    if getattr(args, "image_size", None) is not None:
+        cfg.image_size = args.image_size
     return cfg
 
 

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+        dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed,
+                               image_size=args.image_size)
         cfg = resolve_config(args, len(dataset.train.y))
         manifest = build(cfg, args.out, dataset, progress=not args.no_progress)
     except (DatasetError, BundleError, ValueError) as err:

@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from shared.datasets import DatasetError, load_dataset
 
     try:
-        dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+        dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed,
+                               image_size=args.image_size)
         cfg = resolve_config(args, len(dataset.train.y))
         metrics = train_teacher(cfg, args.out, dataset, progress=not args.no_progress)
     except (DatasetError, ValueError) as err:

@@ -72,7 +72,7 @@ def test_the_three_stages_one_by_one_write_a_verified_bundle(
     assert main(["train-teacher", "--out", str(out), "--config", str(tiny_config), "--no-progress"]) == 0
     assert "test accuracy" in capsys.readouterr().out
     saved = json.loads((out / B.REPORTS / "build.json").read_text())
-    assert saved["teacher"]["width"] == 4 and saved["search"]["size_budget"] == 0.3
+    assert saved["teacher"]["arch"]["width"] == 4 and saved["search"]["size_budget"] == 0.3
 
     assert main(["compress", "--bundle", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out

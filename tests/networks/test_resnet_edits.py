@@ -1,4 +1,4 @@
-"""compression.surgery: prunable layers, eq. (2) states, derive_arch (eq. 4) and weight inheritance."""
+"""networks.resnet_edits: prunable layers, eq. (2) states, derive_arch (eq. 4) and weight inheritance."""
 
 from __future__ import annotations
 
@@ -9,19 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from compression.surgery import (
-    ACTIONS,
-    LayerRef,
-    SurgeryError,
-    _cut_conv,
-    derive_arch,
-    layer_states,
-    prunable_layers,
-    scaled_kernel,
-    scaled_width,
-    shrink,
-)
+from networks.edits import ACTIONS, SurgeryError, scaled_kernel, scaled_width
+from networks.edits import cut_conv as _cut_conv
+from networks.family import layer_states
 from networks.resnet import param_count
+from networks.resnet_edits import LayerRef, derive_arch, prunable_layers, shrink
 
 
 def _numel(model: nn.Module) -> int:
