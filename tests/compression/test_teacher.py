@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from compression.data import AUGMENT_PAD, make_loader
+from compression import resume
+from compression.data import AUGMENT_PAD, AUGMENTS, make_loader
+from compression.precision import autocast, resolve_precision
 from compression.teacher import (
     DeviceUnavailableError,
     TrainConfig,
@@ -75,6 +77,98 @@ def test_augment_only_shifts_images_by_at_most_the_pad() -> None:
         assert matches, f"sample {i} is not a shift of its image"
         shifts.add(matches[0])
     assert len(shifts) > 5  # offsets really are random
+
+
+def test_crop_flip_crops_within_pad_4_and_mirrors_about_half() -> None:
+    rng = np.random.default_rng(0)
+    x_raw = rng.integers(1, 255, size=(64, 3, 5, 5), dtype=np.uint8)
+    split = _Split(x_raw, np.arange(64, dtype=np.int64))
+    mean, std = (100.0, 90.0, 80.0), (40.0, 30.0, 20.0)
+    x, _ = next(iter(make_loader(split, mean, std, batch_size=64, shuffle=False, augment="crop-flip", seed=2)))
+    p = AUGMENTS["crop-flip"][0]
+    assert p == 4
+    clean = torch.from_numpy(normalize(x_raw, mean, std))
+    background = (-torch.tensor(mean) / torch.tensor(std)).view(3, 1, 1)
+    mirrored = 0
+    for i in range(64):
+        padded = background.expand(3, 5 + 2 * p, 5 + 2 * p).clone()
+        padded[:, p:p + 5, p:p + 5] = clean[i]
+        crops = [padded[:, dy:dy + 5, dx:dx + 5] for dy in range(2 * p + 1) for dx in range(2 * p + 1)]
+        plain = any(torch.allclose(c, x[i], atol=1e-6) for c in crops)
+        flipped = any(torch.allclose(c.flip(2), x[i], atol=1e-6) for c in crops)
+        assert plain or flipped, f"sample {i} is neither a crop nor a mirrored crop of its image"
+        mirrored += flipped and not plain
+    assert 16 <= mirrored <= 48  # a fair coin per image
+
+
+def test_augment_names_and_booleans() -> None:
+    split = _Split(np.zeros((4, 1, 3, 3), np.uint8), np.zeros(4, np.int64))
+    with pytest.raises(ValueError, match="augment must be one of"):
+        make_loader(split, (0.0,), (1.0,), batch_size=2, shuffle=False, augment="rotate")
+    with pytest.raises(ValueError, match="augment must be one of"):
+        TrainConfig(augment="rotate")
+
+
+def test_precision_auto_is_bf16_only_where_native() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp8", cpu)
+    with autocast(cpu, "bf16"):
+        assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.bfloat16
+    with autocast(cpu, "fp32"):
+        assert torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3)).dtype == torch.float32
+
+
+def test_bf16_training_learns_digits(digits) -> None:
+    torch.manual_seed(0)
+    model = build_model(resnet_arch(18, in_channels=1, num_classes=10, width=8, input_size=(8, 8)))
+    history = train_model(model, digits, TrainConfig(epochs=2, batch_size=64, lr=0.05, device="cpu",
+                                                     precision="bf16"), progress=False)
+    assert history[-1]["precision"] == "bf16"
+    assert next(model.parameters()).dtype == torch.float32  # autocast never changes the weights
+    assert evaluate(model, digits.test, digits.mean, digits.std) > 0.8
+
+
+def test_a_stopped_run_resumes_to_the_same_weights(digits, tmp_path: Path, monkeypatch) -> None:
+    cfg = TrainConfig(epochs=3, batch_size=128, lr=0.05, device="cpu", precision="fp32", augment=True, seed=4)
+    arch = resnet_arch(18, in_channels=1, num_classes=10, width=4, input_size=(8, 8))
+
+    def fresh():
+        torch.manual_seed(0)
+        return build_model(arch)
+
+    whole = fresh()
+    train_model(whole, digits, cfg, progress=False)
+
+    state = tmp_path / "state.pt"
+    save = resume.save_state
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt  # the run is killed right after its state reached the disk
+
+    monkeypatch.setattr(resume, "save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(fresh(), digits, cfg, progress=False, state_path=state)
+    assert state.is_file()
+    monkeypatch.setattr(resume, "save_state", save)
+    resumed = fresh()
+    history = train_model(resumed, digits, cfg, progress=False, state_path=state)
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert not state.exists()  # a finished run leaves no state behind
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # A state saved under other settings is not resumed.
+    other = TrainConfig(epochs=3, batch_size=64, lr=0.05, device="cpu", precision="fp32")
+    model = fresh()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    resume.save_state(state, key="a", epoch=1, model=model, optimizer=optimizer, scheduler=None,
+                      generator=torch.Generator(), history=[{"epoch": 1}])
+    assert resume.load_state(state, key="b", model=model, optimizer=optimizer, scheduler=None,
+                             generator=torch.Generator()) == (0, [])
+    assert train_model(fresh(), digits, other, progress=False, state_path=state)[0]["epoch"] == 1
 
 
 def test_loader_rejects_mismatched_statistics(digits) -> None:

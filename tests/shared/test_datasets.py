@@ -125,7 +125,7 @@ def test_on_disk_datasets_need_an_explicit_data_dir(name: str) -> None:
     with pytest.raises(DatasetError, match="--data-dir") as info:
         load_dataset(name)
     expected_file = {"mnist": idx.TRAIN_IMAGES, "fashion-mnist": idx.TEST_LABELS,
-                     "cifar10": cifar.TEST_BATCH, "svhn": svhn.TRAIN_MAT}[name]
+                     "cifar10": "cifar10-jpeg.tar.gz", "svhn": svhn.TRAIN_MAT}[name]
     assert expected_file in str(info.value)
 
 
