@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import shutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -72,28 +74,51 @@ def out_of_fold_logits(
     folds: int,
     seed: int,
     progress: bool = True,
+    state_dir: Path | None = None,
+    key: str = "",
 ) -> np.ndarray:
     """(N_train, K) float32: row i comes from a copy of `student_init` distilled without sample i.
 
     `student_init` is left untouched; each fold distils its own deep copy with `cfg` (a seed per
-    fold, so the folds' batch orders differ but the whole run is reproducible).
+    fold, so the folds' batch orders differ but the whole run is reproducible). With `state_dir` a
+    stopped run keeps its finished folds (saved with `key`, which must name everything they depend on)
+    and resumes the interrupted one after its last epoch; the folder is removed at the end.
     """
     parts = fold_indices(len(dataset.train.y), folds, seed=seed)
     logits: np.ndarray | None = None
     bar = tqdm(parts, desc="cross-fitting students", disable=not progress)
     for k, held in enumerate(bar):
-        fit_idx = np.setdiff1d(np.arange(len(dataset.train.y)), held, assume_unique=True)
-        student = copy.deepcopy(student_init)
-        history = distill(student, teacher, with_train_subset(dataset, fit_idx),
-                          dataclasses.replace(cfg, seed=seed + k), progress=False)
-        fold_logits = predict_logits(student, dataset.train.x[held], dataset.mean, dataset.std,
-                                     device=cfg.device)  # (|held|, K)
+        done = None if state_dir is None else Path(state_dir) / f"fold{k}.npz"
+        if done is not None and done.is_file() and str(np.load(done)["key"]) == key:
+            fold_logits = np.load(done)["logits"]
+            log.info("fold %d/%d: reusing %s", k + 1, folds, done)
+        else:
+            fold_logits = _fold(student_init, teacher, dataset, held, dataclasses.replace(cfg, seed=seed + k),
+                                state=None if state_dir is None else Path(state_dir) / f"fold{k}.pt",
+                                what=f"fold {k + 1}/{folds}")
+            if done is not None:
+                done.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(done, logits=fold_logits, key=np.array(key))
         if logits is None:
             logits = np.zeros((len(dataset.train.y), fold_logits.shape[1]), dtype=np.float32)
         logits[held] = fold_logits
         wrong = float((fold_logits.argmax(1) != dataset.train.y[held]).mean())
-        log.info("fold %d/%d: val accuracy %.4f, wrong on %.2f%% of its %d held-out samples", k + 1, folds,
-                 history[-1]["val_accuracy"], 100 * wrong, len(held))
         bar.set_postfix(held_out_error=f"{wrong:.4f}")
     assert logits is not None  # folds >= 2 guarantees at least one iteration
+    if state_dir is not None:
+        shutil.rmtree(state_dir, ignore_errors=True)
     return logits
+
+
+def _fold(student_init: nn.Module, teacher: nn.Module, dataset: Dataset, held: np.ndarray, cfg: DistillConfig,
+          *, state: Path | None, what: str) -> np.ndarray:
+    """One fold: a copy of `student_init` distilled on every sample but `held`, and its logits on `held`."""
+    fit_idx = np.setdiff1d(np.arange(len(dataset.train.y)), held, assume_unique=True)
+    student = copy.deepcopy(student_init)
+    history = distill(student, teacher, with_train_subset(dataset, fit_idx), cfg, progress=False, state_path=state)
+    fold_logits = predict_logits(student, dataset.train.x[held], dataset.mean, dataset.std,
+                                 device=cfg.device)  # (|held|, K)
+    wrong = float((fold_logits.argmax(1) != dataset.train.y[held]).mean())
+    log.info("%s: val accuracy %.4f, wrong on %.2f%% of its %d held-out samples", what,
+             history[-1]["val_accuracy"], 100 * wrong, len(held))
+    return fold_logits

@@ -15,10 +15,12 @@ Two losses, both against a frozen teacher (eval mode, no grad):
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -27,7 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from compression.data import make_loader
+from compression import resume
+from compression.data import augment_name, loader_generator, make_loader
+from compression.precision import PRECISIONS, autocast, channels_last, resolve_precision, to_channels_last
 from compression.teacher import TrainConfig, build_optimizer, evaluate, resolve_device
 
 if TYPE_CHECKING:
@@ -44,7 +48,11 @@ def sp_gram(feat: Tensor) -> Tensor:
     """Row-normalised batch similarity (Tung & Mori eqs. 1-2): (b, ...) -> (b, b)."""
     if feat.ndim < 2 or feat.shape[0] == 0:
         raise ValueError(f"sp_gram needs a (b>0, ...) batch of activations, got shape {tuple(feat.shape)}")
+    # float32 whatever the training precision: a bfloat16 Gram of thousands of products loses the
+    # small differences between samples that SP-KD is about.
     q = feat.reshape(feat.shape[0], -1)  # (b, C*H*W)
+    if q.dtype in (torch.bfloat16, torch.float16):
+        q = q.float()
     g = q @ q.t()  # (b, b)
     # Row-wise L2 normalisation makes G independent of the layer's width and activation scale.
     return F.normalize(g, p=2.0, dim=1)
@@ -116,10 +124,13 @@ class DistillConfig:
     """Hinton only: weight of the soft-target loss; cross-entropy gets 1 − alpha."""
     temperature: float = 4.0
     """Hinton only: softmax temperature T."""
-    augment: bool = False
-    """random-shift augmentation of training batches: pad 2, crop back at a random offset (compression.data)."""
+    augment: bool | str = False
+    """training-time augmentation (compression.data.AUGMENTS): "none", "shift" (True: pad 2, crop back at a
+    random offset) or "crop-flip" (pad 4 + horizontal flip, for natural images)."""
     device: str = "auto"
     """torch device for student and teacher, resolved by compression.teacher.resolve_device."""
+    precision: str = "auto"
+    """training arithmetic (compression.precision): "fp32", "bf16" (autocast) or "auto" (bf16 where native)."""
     seed: int = 0
     """seed for the training subset, batch order and augmentation."""
     train_subset: int | None = None
@@ -150,6 +161,9 @@ class DistillConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        augment_name(self.augment)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def _train_split(dataset: Dataset, cfg: DistillConfig) -> Split:
@@ -175,36 +189,45 @@ def _lr_factor(step: int, total_steps: int, schedule: str) -> float:
 
 
 def _batch_loss(
-    student: nn.Module, teacher: nn.Module, x: Tensor, y: Tensor, cfg: DistillConfig
+    student: nn.Module, teacher: nn.Module, x: Tensor, y: Tensor, cfg: DistillConfig, *, precision: str = "fp32"
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(total loss, cross-entropy, KD term, student logits) for one batch."""
+    """(total loss, cross-entropy, KD term, student logits) for one batch; the networks run at ``precision``,
+    the losses in float32."""
+    device = x.device
     if cfg.method == "sp":
-        logits_s, feats_s = student.forward_features(x)
-        with torch.no_grad():
-            _, feats_t = teacher.forward_features(x)
+        with autocast(device, precision):
+            logits_s, feats_s = student.forward_features(x)
+            with torch.no_grad():
+                _, feats_t = teacher.forward_features(x)
+        logits_s = logits_s.float()
         kd = sp_loss(feats_s, feats_t)
         ce = F.cross_entropy(logits_s, y)
         return ce + cfg.gamma * kd, ce, kd, logits_s
-    logits_s = student(x)
+    with autocast(device, precision):
+        logits_s = student(x)
+    logits_s = logits_s.float()
     ce = F.cross_entropy(logits_s, y)
     if cfg.method == "hinton":
-        with torch.no_grad():
+        with torch.no_grad(), autocast(device, precision):
             logits_t = teacher(x)
-        kd = hinton_loss(logits_s, logits_t, temperature=cfg.temperature)
+        kd = hinton_loss(logits_s, logits_t.float(), temperature=cfg.temperature)
         return (1.0 - cfg.alpha) * ce + cfg.alpha * kd, ce, kd, logits_s
     return ce, ce, ce.new_zeros(()), logits_s
 
 
 def distill(
-    student: nn.Module, teacher: nn.Module, dataset: Dataset, cfg: DistillConfig, *, progress: bool = True
+    student: nn.Module, teacher: nn.Module, dataset: Dataset, cfg: DistillConfig, *, progress: bool = True,
+    state_path: Path | None = None,
 ) -> list[dict]:
     """Train ``student`` in place against the frozen ``teacher``; return one dict per epoch.
 
     Each history entry holds epoch, steps (cumulative), lr, loss, ce, kd, train_accuracy and
     val_accuracy. With ``max_steps`` the last epoch may be partial; it is still evaluated, so the
     last entry always describes the returned student. Seeds torch's global RNG with ``cfg.seed``.
+    With ``state_path`` a stopped run resumes after its last completed epoch (compression.resume).
     """
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     train = _train_split(dataset, cfg)
     loader = make_loader(
@@ -217,26 +240,29 @@ def distill(
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
 
-    student.to(device)
+    to_channels_last(student.to(device))
     teacher_was_training = teacher.training
     # The teacher only runs under no_grad, so its parameters need no freezing; eval() fixes its BN.
-    teacher.to(device).eval()
+    to_channels_last(teacher.to(device)).eval()
     optimizer = _make_optimizer(list(student.parameters()), cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, total_steps, cfg.schedule)
     )
-
-    history: list[dict] = []
-    step = 0
-    epochs = tqdm(range(cfg.epochs), desc=f"distill[{cfg.method}]", disable=not progress, leave=False)
+    key = json.dumps({"cfg": dataclasses.asdict(cfg), "n_train": len(train.y),
+                      "student": getattr(student, "arch", None)}, sort_keys=True, default=str)
+    done, history = resume.load_state(state_path, key=key, model=student, optimizer=optimizer,
+                                      scheduler=scheduler, generator=loader_generator(loader))
+    step = history[-1]["steps"] if history else 0
+    epochs = tqdm(range(done, cfg.epochs), desc=f"distill[{cfg.method}]", disable=not progress, leave=False,
+                  initial=done, total=cfg.epochs)
     try:
         for epoch in epochs:
             student.train()
             sums = {"loss": 0.0, "ce": 0.0, "kd": 0.0}
             correct = seen = 0
             for x, y in loader:
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                loss, ce, kd, logits_s = _batch_loss(student, teacher, x, y, cfg)
+                x, y = channels_last(x.to(device, non_blocking=True)), y.to(device, non_blocking=True)
+                loss, ce, kd, logits_s = _batch_loss(student, teacher, x, y, cfg, precision=precision)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"distillation loss is {loss.item()} at step {step}")
                 optimizer.zero_grad(set_to_none=True)
@@ -268,7 +294,12 @@ def distill(
             epochs.set_postfix(loss=f"{row['loss']:.3f}", val_acc=f"{row['val_accuracy']:.3f}")
             if step >= total_steps:
                 break
+            if state_path is not None:
+                resume.save_state(state_path, key=key, epoch=epoch + 1, model=student, optimizer=optimizer,
+                                  scheduler=scheduler, generator=loader_generator(loader), history=history)
     finally:
         teacher.train(teacher_was_training)
-    student.eval()
+        teacher.to(memory_format=torch.contiguous_format)
+    resume.finish(state_path)
+    student.to(memory_format=torch.contiguous_format).eval()
     return history

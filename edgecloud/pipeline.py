@@ -173,7 +173,7 @@ def compress(out: Path, dataset: Dataset, *, progress: bool = True, reuse_search
             episodes=s.episodes, rollouts=s.rollouts, lr=s.lr, alpha=s.alpha, beta=s.beta, c0=s.c0, a0=s.a0,
             inherit=s.inherit, size_budget=s.size_budget, seed=cfg.seed, device=cfg.device,
             episode_distill=DistillConfig(epochs=1, max_steps=s.episode_steps, batch_size=64, lr=0.02,
-                                          train_subset=s.episode_subset, seed=cfg.seed),
+                                          train_subset=s.episode_subset, precision=cfg.precision, seed=cfg.seed),
         )
         started = time.perf_counter()
         result = search(teacher, data, search_cfg, progress=progress)
@@ -186,7 +186,9 @@ def compress(out: Path, dataset: Dataset, *, progress: bool = True, reuse_search
                           "search_best_compression": result.best_compression,
                           "search_best_accuracy": result.best_accuracy, "search_seconds": search_seconds}
     started = time.perf_counter()
-    history = distill(student, teacher, data, _final_distill(cfg), progress=progress)
+    # A stopped distillation resumes from its last epoch (compression/resume.py) when started again.
+    history = distill(student, teacher, data, _final_distill(cfg), progress=progress,
+                      state_path=_reports(out) / "distill_state.pt")
     distill_seconds = time.perf_counter() - started
     student = student.cpu().eval()
     accuracy = evaluate(student, dataset.test, dataset.mean, dataset.std)
@@ -209,7 +211,7 @@ def _final_distill(cfg: BuildConfig) -> Any:
 
     d = cfg.distill
     return DistillConfig(method=d.method, epochs=d.epochs, lr=d.lr, gamma=d.gamma, augment=d.augment,
-                         device=cfg.device, seed=cfg.seed)
+                         device=cfg.device, precision=cfg.precision, seed=cfg.seed)
 
 
 def onnx_logits(onnx_path: Path, x_raw: np.ndarray, mean: Any, std: Any, *, batch_size: int = 1024) -> np.ndarray:
@@ -249,7 +251,8 @@ def crossfit_logits(out: Path, cfg: BuildConfig, dataset: Dataset, teacher: Any,
             return cached["logits"]
     started = time.perf_counter()
     logits = out_of_fold_logits(load_checkpoint(init_path), teacher, dataset, distill_cfg, folds=o.folds,
-                                seed=cfg.seed, progress=progress)
+                                seed=cfg.seed, progress=progress, state_dir=_reports(out) / "crossfit_state",
+                                key=key)
     np.savez(path, logits=logits, key=np.array(key))
     _update_metrics(out, crossfit_seconds=time.perf_counter() - started)
     return logits

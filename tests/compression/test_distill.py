@@ -135,3 +135,39 @@ def test_distill_with_cross_entropy_learns_digits(digits: Dataset) -> None:
     history = distill(student, teacher, digits, DistillConfig(method="none", epochs=2, batch_size=64,
                                                               device="cpu"), progress=False)
     assert history[-1]["val_accuracy"] > 0.5  # chance is 0.1
+
+
+def test_a_stopped_distillation_resumes_to_the_same_student(digits: Dataset, tmp_path, monkeypatch) -> None:
+    from compression import resume
+
+    teacher = _tiny_teacher()
+    actions = [0.6] * len(prunable_layers(teacher.arch))
+    cfg = DistillConfig(epochs=3, batch_size=128, device="cpu", precision="fp32", augment="crop-flip", seed=2)
+    whole = shrink(teacher, actions)
+    distill(whole, teacher, digits, cfg, progress=False)
+
+    save, state = resume.save_state, tmp_path / "distill.pt"
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume, "save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        distill(shrink(teacher, actions), teacher, digits, cfg, progress=False, state_path=state)
+    monkeypatch.setattr(resume, "save_state", save)
+    resumed = shrink(teacher, actions)
+    history = distill(resumed, teacher, digits, cfg, progress=False, state_path=state)
+    assert [row["epoch"] for row in history] == [1, 2, 3] and not state.exists()
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_bf16_distillation_keeps_float32_weights_and_losses(digits: Dataset) -> None:
+    teacher = _tiny_teacher()
+    student = shrink(teacher, [0.6] * len(prunable_layers(teacher.arch)))
+    history = distill(student, teacher, digits, DistillConfig(epochs=1, batch_size=64, device="cpu",
+                                                              precision="bf16"), progress=False)
+    assert np.isfinite(history[0]["loss"]) and history[0]["kd"] > 0
+    assert all(p.dtype == torch.float32 for p in student.parameters())
+    assert student.stem[0].weight.is_contiguous()  # back to NCHW for checkpoints and ONNX export
