@@ -283,6 +283,7 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.
     from offloading.train import train_offloader as fit_offloader
 
     cfg = load_config(out)
+    started = time.perf_counter()
     student_onnx = _require(out / B.STUDENT_ONNX, "compress")
     teacher = load_checkpoint(_require(out / B.TEACHER_PT, "train-teacher")).eval()
     splits = {"train": dataset.train, "val": dataset.val, "test": dataset.test}
@@ -295,8 +296,10 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.
     else:
         t_logits = {k: predict_logits(teacher, splits[k].x, dataset.mean, dataset.std) for k in ("val", "test")}
     labels = {k: v.y for k, v in splits.items()}
+    logits_seconds = time.perf_counter() - started
     fit = offloader_fit_set(out, cfg, dataset, s_logits["train"], teacher, progress=progress)
     o = cfg.offload
+    started = time.perf_counter()
     result = fit_offloader(
         student_logits=s_logits, teacher_logits=t_logits, labels=labels, fit=fit,
         cfg=OffloaderConfig(model=o.model, r=o.r, committee_size=o.committee_size, features=o.features,
@@ -310,6 +313,7 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.
     write_offloading_report(result, _reports(out))
 
     metrics = _update_metrics(out, offloader_bytes=(out / B.OFFLOADER_PKL).stat().st_size,
+                              logits_seconds=logits_seconds, offloader_seconds=time.perf_counter() - started,
                               **result.test_summary())
     spec = B.InputSpec(**input_spec(dataset))
     inputs, outputs = B.image_tensors(spec.shape, len(dataset.classes))
