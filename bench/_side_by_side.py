@@ -29,13 +29,13 @@ from _closed_loop import LoadResult, closed_loop
 from _proctree import Placement, placement, tree_cpu_seconds
 
 from cloud_server.settings import CloudSettings
-from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
 from serving.backends import OnnxBackend, measure_throughput
 from shared.bundle import Manifest
 from shared.data.base import DatasetError
 from shared.datasets import load_dataset
 from shared.oip import encode_request
 from shared.preprocess import normalize
+from testbed.services import Service, free_port, start_service, stop_service, wait_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TRITON_PYTHON = REPO_ROOT / ".venv-triton" / "bin" / "python"

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 from _closed_loop import closed_loop  # bench/ is on sys.path when run as a script
 
-from edgecloud.evaluation.testbed.netns import TestbedError, parse_cpus
-from edgecloud.services import free_port, start_service, stop_service, wait_ready
 from serving.backends import OnnxBackend, measure_throughput
 from serving.settings import default_threads
 from shared.bundle import load_manifest
 from shared.oip import encode_request
+from testbed.netns import TestbedError, parse_cpus
+from testbed.services import free_port, start_service, stop_service, wait_ready
 
 TARGET = 0.85
 """Issue 10: served samples/s at 1 sample per request over raw batched onnxruntime, same model and threads."""

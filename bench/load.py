@@ -5,7 +5,7 @@
     .venv/bin/python bench/load.py --edge-url http://127.0.0.1:8000 --edge-pid 123 --cloud-pid 456 --duration 10
 
 With --bundle it starts `edgecloud cloud serve` and `edgecloud edge serve` on free loopback ports
-(edgecloud.services) and stops them at the end; with --edge-url it drives servers already running
+(testbed.services) and stops them at the end; with --edge-url it drives servers already running
 and reads RSS from the pids given. Each client is an asyncio task that posts one OIP binary request
 of --batch raw test samples (the bundle's dataset; `--data-dir` where it needs files) to the edge's
 `edge` model with the cooperation strategy over its own keep-alive HTTP/1.1 connection, and sends
@@ -36,10 +36,10 @@ import numpy as np
 from _keepalive import HttpError, KeepAliveConnection  # bench/ is on sys.path when run as a script
 from _proctree import cpu_seconds
 
-from edgecloud.services import running
 from shared.bundle import load_manifest
 from shared.datasets import load_dataset
 from shared.oip import decode_response, encode_request
+from testbed.services import running
 
 MIB = 1 << 20
 INFER_PATH = "/v2/models/edge/infer"

@@ -39,12 +39,12 @@ import numpy as np
 from _closed_loop import closed_loop  # bench/ is on sys.path when run as a script
 
 from edgecloud.ray_cluster import LocalRayCluster
-from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
 from serving.backends import OnnxBackend
 from shared.bundle import BundleError, load_manifest
 from shared.datasets import load_dataset
 from shared.oip import decode_response, encode_request
 from shared.preprocess import normalize
+from testbed.services import Service, free_port, start_service, stop_service, wait_ready
 
 APPS: dict[str, int] = {"one": 1, "two": 2}
 """Application name (and route prefix) -> replicas."""

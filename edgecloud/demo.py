@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from edgecloud.evaluation.run import EvalConfig, run_eval
-from edgecloud.services import running
 from shared.bundle import BundleError, load_manifest
 from shared.datasets import load_dataset
+from testbed.services import running
 
 log = logging.getLogger(__name__)
 

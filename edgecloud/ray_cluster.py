@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from edgecloud.services import free_port
+from testbed.services import free_port
 
 STARTED_LINE = "Ray runtime started"
 """What `ray start` prints once its node is up."""

@@ -5,7 +5,7 @@
 Per policy (one round each, repeated `rounds` times, interleaved):
 
 - **cloud**: `edgecloud cloud serve --models <every variant>` pinned to the last core, behind a
-  delay proxy holding each direction (access RTT + WAN RTT) / 2 (edgecloud/evaluation/testbed).
+  delay proxy holding each direction (access RTT + WAN RTT) / 2 (testbed).
 - **edge server**: the same server pinned to the first core, behind a proxy holding access RTT / 2.
 - **N end devices**: `edgecloud edge serve --edge-server-url ... --cloud-url ... --policy P`, each
   an edge agent hosting model `orchestrator`, computing its own variants `1 / share` times slower
@@ -39,13 +39,13 @@ from typing import Any
 import httpx
 import numpy as np
 
-from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
 from orchestration.policies import LEARNERS
 from orchestration.profiles import Profiles, profiles_from_manifest
 from orchestration.report import Answered, comparisons, plot_cdf, plot_choices, summarize, write_report
 from orchestration.simulator import SCENARIOS, NetworkConfig, Scenario, arrival_times
 from shared.names import AnswerSource, Tier
 from shared.oip import decode_response, encode_request
+from testbed.services import Service, free_port, start_service, stop_service, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _proxy(name: str, *, target_port: int, delay_ms: float, log_dir: Path) -> tu
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as handle:
         process = subprocess.Popen(
-            [sys.executable, "-m", "edgecloud.evaluation.testbed.delay_proxy", "--listen", f"127.0.0.1:{port}",
+            [sys.executable, "-m", "testbed.delay_proxy", "--listen", f"127.0.0.1:{port}",
              "--target", f"127.0.0.1:{target_port}", "--delay-ms", f"{delay_ms}"],
             stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 30

@@ -3,7 +3,7 @@
 For each trace and strategy: the link (two namespaces, veth) carries the base RTT with the testbed's
 delay emulation, which also replays the trace's rate in each direction (delay_proxy --trace); the
 server (teacher and every tail_p) runs in the cloud namespace, the edge agent in the edge namespace
-as the emulated device (pinned, with a cgroup CPU quota: edgecloud/evaluation/device.py), and
+as the emulated device (pinned, with a cgroup CPU quota: testbed/device.py), and
 `splitting.live_client` sends one request every period from trace time 0. The split model is
 reloaded for every run (a repository load of `split`) so that no strategy inherits another's
 measurements. The environment's prediction for the same trace, strategy, deadline and period is put
@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from edgecloud.evaluation.device import DeviceEmulation
-from edgecloud.evaluation.testbed.bed import testbed
-from edgecloud.evaluation.testbed.netns import TestbedError, python_argv
-from edgecloud.evaluation.testbed.profiles import LinkProfile
-from edgecloud.services import stop_service
 from shared.traces import Trace
 from splitting.evaluate import evaluate_strategies, summarise
 from splitting.setup import SplitSetup
+from testbed.bed import testbed
+from testbed.device import DeviceEmulation
+from testbed.netns import TestbedError, python_argv
+from testbed.profiles import LinkProfile
+from testbed.services import stop_service
 
 EDGE_PORT, CLOUD_PORT = 8000, 8001
 CEILING_MBIT = 100.0
@@ -84,7 +84,7 @@ def live_eval(setup: SplitSetup, traces: list[Trace], names: list[str], *, trace
                 run_dir.mkdir(parents=True, exist_ok=True)
                 start = time.time() + 30.0  # room to reload the split model (and start the server) under load
                 proxy = bed.spawn("cloud", f"proxy-{trace.name}-{name}", python_argv(
-                    "edgecloud.evaluation.testbed.delay_proxy", "--listen", f"{bed.link.cloud_ip}:{CLOUD_PORT}",
+                    "testbed.delay_proxy", "--listen", f"{bed.link.cloud_ip}:{CLOUD_PORT}",
                     "--target", f"127.0.0.1:{CLOUD_PORT + 10_000}", "--delay-ms", str(profile.one_way_delay_ms),
                     "--trace", str(trace_dir / trace.name), "--trace-start-unix", f"{start:.3f}"))
                 args = ["--edge-url", f"http://127.0.0.1:{EDGE_PORT}", "--cloud-url", cloud_url, "--reload",

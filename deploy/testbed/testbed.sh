@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The link testbed: edge and cloud in two network namespaces joined by a shaped veth pair.
-# A thin wrapper around `python -m edgecloud.evaluation.testbed`; see deploy/testbed/README.md.
+# A thin wrapper around `python -m testbed`; see deploy/testbed/README.md.
 #   sudo deploy/testbed/testbed.sh check wifi lte      # measured RTT/goodput against each profile
 #   sudo deploy/testbed/testbed.sh run wifi -- bash    # a shell in the edge namespace
 #   sudo .venv/bin/edgecloud eval --link wifi --bundle artifacts/mnist --out artifacts/testbed/wifi
@@ -25,4 +25,9 @@ if [[ ! -x "$python" ]]; then
     echo "testbed: no Python at $python; run \`make test\` (creates .venv) or set EDGECLOUD_PYTHON" >&2
     exit 2
 fi
-exec "$python" -m edgecloud.evaluation.testbed "$@"
+# The table is the evaluation's, not the testbed's: it reads `edgecloud eval --link` reports.
+if [[ "${1:-}" == table ]]; then
+    shift
+    exec "$python" -m edgecloud.evaluation.results "$@"
+fi
+exec "$python" -m testbed "$@"

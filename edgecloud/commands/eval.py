@@ -59,10 +59,10 @@ def _eval_args(args: argparse.Namespace) -> list[str]:
 
 
 def run_over_link(args: argparse.Namespace) -> int:
+    from edgecloud.evaluation.over_link import eval_over_link
     from edgecloud.evaluation.report import link_line
-    from edgecloud.evaluation.testbed.netns import TestbedError, parse_cpus
-    from edgecloud.evaluation.testbed.over_link import eval_over_link
-    from edgecloud.evaluation.testbed.profiles import get_profile
+    from testbed.netns import TestbedError, parse_cpus
+    from testbed.profiles import get_profile
 
     if args.edge_url or args.cloud_url:
         print("edgecloud eval: --link starts its own cloud and edge; leave out --edge-url and --cloud-url",

@@ -33,9 +33,9 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgecloud.evaluation.device import DeviceEmulation, EmulationError
     from shared.bundle import BundleError, load_manifest
     from splitting import profile as P
+    from testbed.device import DeviceEmulation, EmulationError
 
     if args.cpu_fraction is not None and args.cpus is None:
         print("edgecloud profile: --cpu-fraction needs --cpus", file=sys.stderr)
@@ -77,9 +77,9 @@ def run(args: argparse.Namespace) -> int:
 def _request_overhead(bundle: Path, group: Any, *, role: str) -> int:
     """Serve the bundle (the edge's split model inside the emulation, or the server's teacher) and time a
     request's overhead from outside."""
-    from edgecloud.services import Service, free_port, stop_service, wait_ready
     from shared.bundle import BundleError, load_manifest
     from splitting import profile as P
+    from testbed.services import Service, free_port, stop_service, wait_ready
 
     port = free_port()
     log = Path(bundle) / "reports" / "profile-edge.log"

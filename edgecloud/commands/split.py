@@ -198,9 +198,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_live(args: argparse.Namespace, setup: Any, traces: list[Any], names: list[str]) -> int:
-    from edgecloud.evaluation.device import DeviceEmulation, EmulationError
-    from edgecloud.evaluation.testbed.netns import TestbedError, parse_cpus
     from splitting.live import live_eval
+    from testbed.device import DeviceEmulation, EmulationError
+    from testbed.netns import TestbedError, parse_cpus
 
     device = DeviceEmulation(cpus=tuple(sorted(parse_cpus(args.device_cpus))), cpu_fraction=args.cpu_fraction)
     try:

@@ -30,10 +30,10 @@ import numpy as np
 
 from edgecloud.evaluation.driver import run_strategy
 from edgecloud.evaluation.report import OFFLOADED_SOURCES
-from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
 from shared.bundle import load_manifest
 from shared.datasets import load_dataset
 from shared.names import Strategy
+from testbed.services import Service, free_port, start_service, stop_service, wait_ready
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -67,7 +67,7 @@ def test_non_200_answers_are_failures_not_throughput() -> None:
 
 
 def test_a_refused_connection_is_a_failure() -> None:
-    from edgecloud.services import free_port
+    from testbed.services import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v2/models/m/infer"  # nothing listens there
     result = asyncio.run(closed_loop(url, b"x", {}, concurrency=1, seconds=0.3, warmup_s=0.0,

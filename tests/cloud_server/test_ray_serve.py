@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from edgecloud.ray_cluster import LocalRayCluster, descendants
-from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
 from shared.names import AnswerSource, FallbackReason
+from testbed.services import Service, free_port, start_service, stop_service, wait_ready
 from tests.helpers.edge_stream import EdgeAnswers, EdgeCounters, edge_serving, stream
 
 pytestmark = [pytest.mark.slow]

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from cloud_server.triton_export import TritonExportSettings, export_repository
-from edgecloud.services import Service
 from shared.bundle import load_manifest
 from shared.names import AnswerSource, FallbackReason
+from testbed.services import Service
 from tests.deploy.tools import REPO_ROOT
 from tests.helpers.edge_stream import EdgeAnswers, EdgeCounters, edge_serving, stream
 

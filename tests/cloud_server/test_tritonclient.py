@@ -18,8 +18,8 @@ import uvicorn
 
 from cloud_server.main import create_app
 from cloud_server.settings import CloudSettings
-from edgecloud.services import free_port, start_service, stop_service, wait_ready
 from shared.oip import decode_response, encode_request
+from testbed.services import free_port, start_service, stop_service, wait_ready
 
 httpclient = pytest.importorskip("tritonclient.http")
 

@@ -18,10 +18,10 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from edgecloud.services import Service, free_port, stop_service, wait_ready
 from shared.bundle import load_manifest
 from shared.datasets import normalize
 from shared.oip import decode_response, encode_request
+from testbed.services import Service, free_port, stop_service, wait_ready
 from tests.deploy.tools import DEPLOY_DIR, REPO_ROOT, explain, require_tool, run_tool
 
 IMAGE_EXTRAS = ("cloud",)

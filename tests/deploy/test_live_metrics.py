@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from edgecloud.services import Service, running
 from shared.oip import encode_request
+from testbed.services import Service, running
 from tests.deploy.metric_catalog import expected_series, exposed_series, load_catalog
 from tests.deploy.tools import METRICS_TXT
 

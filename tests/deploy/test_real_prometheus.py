@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 import yaml
 
-from edgecloud.services import Service, free_port, running
 from shared.oip import decode_response, encode_request
+from testbed.services import Service, free_port, running
 from tests.deploy.tools import PROMETHEUS_DIR
 
 PROMETHEUS = shutil.which("prometheus")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from edgecloud.evaluation.testbed.netns import LinkNames, list_namespaces, missing_privileges
-from edgecloud.evaluation.testbed.profiles import get_profile
+from testbed.netns import LinkNames, list_namespaces, missing_privileges
+from testbed.profiles import get_profile
 from tests.deploy.tools import DEPLOY_DIR, explain
 
 

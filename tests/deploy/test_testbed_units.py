@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from edgecloud.evaluation.testbed import netns
-from edgecloud.evaluation.testbed.delay_proxy import ProxyConfig, serve
-from edgecloud.evaluation.testbed.linkcheck import Measurement, judge
-from edgecloud.evaluation.testbed.netns import LinkNames, burst_bytes, missing_privileges, shaping_commands
-from edgecloud.evaluation.testbed.profiles import PROFILES, get_profile
-from edgecloud.evaluation.testbed.results import results_table
-from edgecloud.services import free_port
+from edgecloud.evaluation.results import results_table
+from testbed import netns
+from testbed.delay_proxy import ProxyConfig, serve
+from testbed.linkcheck import Measurement, judge
+from testbed.netns import LinkNames, burst_bytes, missing_privileges, shaping_commands
+from testbed.profiles import PROFILES, get_profile
+from testbed.services import free_port
 from tests.deploy.tools import DEPLOY_DIR, REPO_ROOT, explain
 
 TESTBED_SH = DEPLOY_DIR / "testbed" / "testbed.sh"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from edge_agent.settings import EdgeSettings
-from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
+from testbed.services import Service, free_port, start_service, stop_service, wait_ready
 from tests.edge_agent.helpers import StubBehaviour, serve_in_thread, stub_cloud_app
 
 

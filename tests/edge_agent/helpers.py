@@ -14,8 +14,8 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgecloud.services import free_port
 from shared.oip import DEADLINE_HEADER, decode_request, encode_response
+from testbed.services import free_port
 
 
 def stub_labels(x: np.ndarray) -> np.ndarray:

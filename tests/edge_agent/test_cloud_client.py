@@ -12,9 +12,9 @@ import pytest
 
 from edge_agent.cloud_client import CloudClient, FallbackReason, OffloadError, wire_pixels
 from edge_agent.settings import EdgeSettings
-from edgecloud.services import Service
 from shared.bundle import load_manifest
 from shared.datasets import normalize
+from testbed.services import Service
 from tests.edge_agent.helpers import StubBehaviour, closed_port_url, stalled_server, stub_labels
 
 pytestmark = pytest.mark.anyio
@@ -160,7 +160,7 @@ def test_float_pixels_travel_as_uint8_when_they_are_whole() -> None:
 
 
 async def test_real_cloud_with_a_token(make_settings: Make, tiny_bundle: Path, tmp_path: Path) -> None:
-    from edgecloud.services import free_port, start_service, stop_service, wait_ready
+    from testbed.services import free_port, start_service, stop_service, wait_ready
 
     good, bad = tmp_path / "good", tmp_path / "bad"
     good.write_text("right-token\n")

@@ -12,7 +12,7 @@ import pytest
 
 from edge_agent.agent import open_agent
 from edge_agent.settings import EdgeSettings
-from edgecloud.services import free_port, start_service, stop_service, wait_ready
+from testbed.services import free_port, start_service, stop_service, wait_ready
 from tests.edge_agent.helpers import metric
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]

@@ -23,8 +23,8 @@ from onnx import numpy_helper
 from edge_agent.agent import open_agent
 from edge_agent.cloud_client import CloudClient
 from edge_agent.settings import EdgeSettings
-from edgecloud.services import free_port
 from shared.bundle import load_manifest
+from testbed.services import free_port
 from tests.conftest import REPO_ROOT
 from tests.edge_agent.test_cloud_client import teacher_labels
 

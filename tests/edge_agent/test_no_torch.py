@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from edgecloud.services import free_port
 from shared.oip import decode_response, encode_request
+from testbed.services import free_port
 from tests.conftest import REPO_ROOT
 from tests.edge_agent.helpers import StubBehaviour
 

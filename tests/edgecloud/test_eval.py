@@ -23,9 +23,9 @@ import onnxruntime as ort
 import pytest
 
 from edgecloud.cli import main
-from edgecloud.services import Service, running
 from shared.bundle import load_manifest, load_offloader
 from shared.datasets import load_dataset, normalize
+from testbed.services import Service, running
 
 pytestmark = pytest.mark.slow
 LIMIT = 300

@@ -22,7 +22,7 @@ from packaging.version import Version
 
 import edgecloud
 from edgecloud import UnsupportedPythonError, check_python, supported_range
-from edgecloud.services import Service, free_port, stop_service, wait_ready
+from testbed.services import Service, free_port, stop_service, wait_ready
 from tests.conftest import REPO_ROOT
 
 INSTALL_SH = REPO_ROOT / "deploy" / "pi" / "install.sh"

@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
 from shared.names import AnswerSource, FallbackReason
 from shared.oip import decode_response, encode_request
+from testbed.services import Service, free_port, start_service, stop_service, wait_ready
 from tests.edge_agent.helpers import metric
 
 OUTPUTS = ("label", "source", "fallback_reason")

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from edgecloud.services import free_port
+from testbed.services import free_port
 
 T = TypeVar("T")
 _CHUNK = 65536

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
+from testbed.services import Service, free_port, start_service, stop_service, wait_ready
 
 
 @dataclass

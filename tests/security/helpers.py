@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
+from testbed.services import Service, free_port, start_service, stop_service, wait_ready
 
 
 @dataclass(frozen=True)

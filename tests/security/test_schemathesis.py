@@ -34,8 +34,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from edgecloud.services import Service, running
 from shared.oip import encode_request
+from testbed.services import Service, running
 
 pytestmark = pytest.mark.slow
 

@@ -23,9 +23,9 @@ import httpx
 import numpy as np
 import pytest
 
-from edgecloud.services import Service
 from serving.server import UNREAD_BODY_LINGER_S
 from shared.oip import encode_request
+from testbed.services import Service
 from tests.security.helpers import port_of, serving, trickle
 
 pytestmark = pytest.mark.slow

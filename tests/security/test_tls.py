@@ -22,8 +22,8 @@ from pydantic import ValidationError
 from cloud_server.settings import CloudSettings
 from edge_agent.cloud_client import CloudClient, FallbackReason, OffloadError
 from edge_agent.settings import EdgeSettings
-from edgecloud.services import Service, free_port, start_service, stop_service
 from shared.oip import decode_response, encode_request
+from testbed.services import Service, free_port, start_service, stop_service
 from tests.security.helpers import serving
 from tests.security.tls import Pki, make_pki
 

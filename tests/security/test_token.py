@@ -26,9 +26,9 @@ from cloud_server.settings import CloudSettings
 from edge_agent.agent import open_agent
 from edge_agent.settings import EdgeSettings
 from edgecloud.cli import build_parser
-from edgecloud.services import Service
 from serving import auth
 from shared.oip import decode_response, encode_request
+from testbed.services import Service
 from tests.security.helpers import serving
 
 TOKEN = f"tok-{secrets.token_hex(16)}"

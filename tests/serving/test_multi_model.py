@@ -16,9 +16,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edgecloud.services import Service, free_port, start_service, stop_service, wait_ready
 from shared.bundle import load_manifest
 from shared.preprocess import normalize
+from testbed.services import Service, free_port, start_service, stop_service, wait_ready
 from tests.cloud_server.helpers import metric
 from tests.helpers.tiny_bundle import add_student
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecloud.evaluation.device import DeviceEmulation, EmulationError
+from testbed.device import DeviceEmulation, EmulationError
 
 
 def test_describe_names_cores_and_quota() -> None:
@@ -62,8 +62,8 @@ def test_quota_caps_the_share_of_a_core() -> None:
 def test_trace_replay_paces_chunks_one_after_another() -> None:
     import numpy as np
 
-    from edgecloud.evaluation.testbed.delay_proxy import SerialLink
     from shared.traces import Trace
+    from testbed.delay_proxy import SerialLink
 
     # 1 Mbit/s for 10 s, then 0.1 Mbit/s: 1250 bytes take 10 ms, then 100 ms.
     link = SerialLink(Trace(name="t", times_s=np.array([0.0, 10.0]), mbit_s=np.array([1.0, 0.1])), start_unix=0.0)

@@ -12,11 +12,11 @@ import httpx
 import numpy as np
 import pytest
 
-from edgecloud.services import running
 from shared.datasets import load_dataset
 from shared.feature_codec import FEATURE, quantize
 from shared.oip import decode_response, encode_request
 from splitting.setup import ARTIFACT_SPEC, SPEC_JSON, PlannerSpec, store_artifact
+from testbed.services import running
 from tests.cloud_server.helpers import metric
 
 pytestmark = pytest.mark.slow

@@ -55,3 +55,20 @@ def results_table(reports: Sequence[dict[str, Any]]) -> str:
             ratios.append(f"| {link['profile']} | {report['samples']} | {shape} | {rounds} | {coop / edge:.2f}x "
                           f"| {cloud / coop:.2f}x | {100 * (1 - coop / cloud):.1f}% |")
     return "\n".join(rows) + "\n\n" + "\n".join(ratios)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m edgecloud.evaluation.results REPORT_DIR...` (deploy/testbed/testbed.sh table): print the table."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser(description="markdown table of reports written by `edgecloud eval --link`")
+    parser.add_argument("reports", nargs="+", type=Path, metavar="REPORT_DIR", help="directories with report.json")
+    args = parser.parse_args(argv)
+    print(results_table([json.loads((path / "report.json").read_text()) for path in args.reports]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

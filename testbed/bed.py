@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from edgecloud.evaluation.testbed import delay_proxy
-from edgecloud.evaluation.testbed.netns import DelayMode, Link, Side, TestbedError, link_up, python_argv, signals_exit
-from edgecloud.evaluation.testbed.profiles import LinkProfile
-from edgecloud.services import Service, stop_service
+from testbed import delay_proxy
+from testbed.netns import DelayMode, Link, Side, TestbedError, link_up, python_argv, signals_exit
+from testbed.profiles import LinkProfile
+from testbed.services import Service, stop_service
 
 SHIM_PORT_OFFSET = 10_000  # behind the proxy, a server listens on loopback at PORT + this
 
@@ -68,7 +68,7 @@ class Bed:
             return self.link.cloud_ip, port
         inner = port + SHIM_PORT_OFFSET
         proxy = self.spawn("cloud", f"delay-proxy-{port}", python_argv(
-            "edgecloud.evaluation.testbed.delay_proxy", "--listen", f"{self.link.cloud_ip}:{port}",
+            "testbed.delay_proxy", "--listen", f"{self.link.cloud_ip}:{port}",
             "--target", f"127.0.0.1:{inner}", "--delay-ms", str(self.link.profile.one_way_delay_ms)))
         wait_for_line(proxy, delay_proxy.READY_LINE)
         return "127.0.0.1", inner

@@ -25,8 +25,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Literal
 
-from edgecloud.evaluation.testbed.profiles import LinkProfile
-from edgecloud.services import Service
+from testbed.profiles import LinkProfile
+from testbed.services import Service
 
 DelayMode = Literal["auto", "netem", "shim"]
 DELAY_MODES: tuple[str, ...] = ("auto", "netem", "shim")
@@ -165,7 +165,7 @@ class Link:
 
     def start_edgecloud(self, side: Side, name: str, args: Sequence[str], *, host: str, port: int,
                         log_dir: Path, cpus: frozenset[int] | None = None) -> Service:
-        """`edgecloud ARGS --host H --port P` inside SIDE's namespace, as an edgecloud.services Service."""
+        """`edgecloud ARGS --host H --port P` inside SIDE's namespace, as an testbed.services Service."""
         # `ip netns exec` execs the command in place, so the pid is the server's own and
         # services.stop_service stops it as it stops any other service.
         process = self.spawn(side, name, python_argv("edgecloud", *args, "--host", host, "--port", str(port)),

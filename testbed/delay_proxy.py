@@ -20,7 +20,7 @@ before it, then waits the one-way delay. Trace time 0 is `--trace-start-unix` (w
 client that starts its requests then sees the same rates the trace-driven environment assumes; the
 trace wraps around past its end. The veth's tbf stays as the ceiling.
 
-`python -m edgecloud.evaluation.testbed.delay_proxy --listen HOST:PORT --target HOST:PORT --delay-ms MS
+`python -m testbed.delay_proxy --listen HOST:PORT --target HOST:PORT --delay-ms MS
  [--trace FILE --trace-start-unix T]`
 """
 

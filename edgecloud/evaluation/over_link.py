@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from edgecloud.evaluation.report import write_markdown
-from edgecloud.evaluation.testbed.bed import testbed
-from edgecloud.evaluation.testbed.check import measure_on
-from edgecloud.evaluation.testbed.linkcheck import judge
-from edgecloud.evaluation.testbed.netns import DelayMode, TestbedError, python_argv
-from edgecloud.evaluation.testbed.profiles import LinkProfile
+from testbed.bed import testbed
+from testbed.check import measure_on
+from testbed.linkcheck import judge
+from testbed.netns import DelayMode, TestbedError, python_argv
+from testbed.profiles import LinkProfile
 
 EDGE_PORT, CLOUD_PORT = 8000, 8001
 

@@ -7,8 +7,8 @@ is reported too). Goodput is payload bits over the transfer's time less that RTT
 first byte's trip back are latency, not throughput); it is below the profile's rate because tbf
 counts whole Ethernet frames and TCP/IP headers take about 4.4 % of a full one.
 
-`python -m edgecloud.evaluation.testbed.linkcheck serve --host H --port P`
-`python -m edgecloud.evaluation.testbed.linkcheck measure --host H --port P --rate-mbit R [--json]`
+`python -m testbed.linkcheck serve --host H --port P`
+`python -m testbed.linkcheck measure --host H --port P --rate-mbit R [--json]`
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from edgecloud.evaluation.testbed.delay_proxy import raise_priority
-from edgecloud.evaluation.testbed.profiles import LinkProfile
+from testbed.delay_proxy import raise_priority
+from testbed.profiles import LinkProfile
 
 PING_BYTES = 64
 CHUNK_BYTES = 64 * 1024

@@ -7,11 +7,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgecloud.evaluation.testbed import linkcheck
-from edgecloud.evaluation.testbed.bed import Bed, testbed, wait_for_line
-from edgecloud.evaluation.testbed.linkcheck import Measurement, Verdict, judge
-from edgecloud.evaluation.testbed.netns import DelayMode, TestbedError, python_argv
-from edgecloud.evaluation.testbed.profiles import LinkProfile
+from testbed import linkcheck
+from testbed.bed import Bed, testbed, wait_for_line
+from testbed.linkcheck import Measurement, Verdict, judge
+from testbed.netns import DelayMode, TestbedError, python_argv
+from testbed.profiles import LinkProfile
 
 CHECK_PORT = 5201
 
@@ -47,11 +47,11 @@ def measure_on(bed: Bed, *, seconds: float = 1.5) -> Measurement:
     """Run the linkcheck server behind the link and the client in the edge namespace."""
     host, port = bed.serve_across(CHECK_PORT)
     server = bed.spawn("cloud", "linkcheck-server", python_argv(
-        "edgecloud.evaluation.testbed.linkcheck", "serve", "--host", host, "--port", str(port)))
+        "testbed.linkcheck", "serve", "--host", host, "--port", str(port)))
     wait_for_line(server, linkcheck.READY_LINE)
     with tempfile.TemporaryFile() as out:
         code = bed.run_in_edge(python_argv(
-            "edgecloud.evaluation.testbed.linkcheck", "measure", "--host", bed.link.cloud_ip, "--port",
+            "testbed.linkcheck", "measure", "--host", bed.link.cloud_ip, "--port",
             str(CHECK_PORT), "--rate-mbit", str(bed.link.profile.rate_mbit), "--seconds", str(seconds)), stdout=out)
         out.seek(0)
         text = out.read().decode()

@@ -1,4 +1,4 @@
-"""`python -m edgecloud.evaluation.testbed` (deploy/testbed/testbed.sh): check, run, table, cleanup.
+"""`python -m testbed` (deploy/testbed/testbed.sh): check, run, cleanup.
 
 Exit codes: 0 done (and, for check, every measurement within tolerance), 1 a measurement out of
 tolerance, 2 the testbed could not run (not root, no iproute2, a namespace in the way, ...), else
@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from edgecloud.evaluation.testbed.netns import DELAY_MODES, NS_PREFIX, TestbedError
-from edgecloud.evaluation.testbed.profiles import PROFILES, get_profile
+from testbed.netns import DELAY_MODES, NS_PREFIX, TestbedError
+from testbed.profiles import PROFILES, get_profile
 
 
 def _add_link_options(parser: argparse.ArgumentParser) -> None:
@@ -53,8 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_link_options(run)
     run.add_argument("cmd", nargs="*", metavar="-- COMMAND", help="what to run, after a `--`")
 
-    table = sub.add_parser("table", help="markdown table of reports written by `edgecloud eval --link`")
-    table.add_argument("reports", nargs="+", type=Path, metavar="REPORT_DIR", help="directories with report.json")
 
     cleanup = sub.add_parser("cleanup", help="delete testbed namespaces left by a run that was killed -9")
     who = cleanup.add_mutually_exclusive_group(required=True)
@@ -64,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from edgecloud.evaluation.testbed.check import check_link
+    from testbed.check import check_link
 
     ok = True
     for name in args.profiles:
@@ -78,7 +76,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edgecloud.evaluation.testbed.bed import testbed
+    from testbed.bed import testbed
 
     cmd = args.cmd
     if not cmd:
@@ -96,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from edgecloud.evaluation.testbed.netns import LinkNames, delete_namespaces, list_namespaces, require_privileges
+    from testbed.netns import LinkNames, delete_namespaces, list_namespaces, require_privileges
 
     require_privileges()
     if args.all:
@@ -109,14 +107,6 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(args: argparse.Namespace) -> int:
-    from edgecloud.evaluation.testbed.results import results_table
-
-    reports = [json.loads((path / "report.json").read_text()) for path in args.reports]
-    print(results_table(reports))
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Everything after the first `--` is run's command, whatever options it has.
@@ -126,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "run":
             raise SystemExit(f"testbed: only run takes a command after --, not {args.command}")
         args.cmd = [*args.cmd, *command]
-    handlers = {"check": _check, "run": _run, "table": _table, "cleanup": _cleanup}
+    handlers = {"check": _check, "run": _run, "cleanup": _cleanup}
     try:
         return handlers[args.command](args)
     except (TestbedError, ValueError, TimeoutError, FileNotFoundError) as err:

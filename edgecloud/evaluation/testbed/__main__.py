@@ -1,5 +1,0 @@
-import sys
-
-from edgecloud.evaluation.testbed.cli import main
-
-sys.exit(main())
