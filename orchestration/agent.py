@@ -37,6 +37,7 @@ from shared.bundle import TensorSpec, load_manifest
 from shared.names import AnswerSource, FallbackReason, Tier
 from shared.oip import ProtocolError, decode_response, encode_request, parse_load
 from shared.preprocess import ImagePreprocessor
+from testbed.slowdown import Slowdown
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +117,7 @@ class LocalVariants:
     def __init__(self, bundle: Path, names: list[str], *, threads: int = 1, slowdown: float = 1.0) -> None:
         import onnxruntime as ort
 
-        if slowdown < 1.0:
-            raise ValueError(f"slowdown must be >= 1, got {slowdown}")
-        self.slowdown = slowdown
+        self.device = Slowdown(slowdown)  # ValueError below 1
         manifest = load_manifest(bundle, verify=True)
         self.preprocessor = ImagePreprocessor.from_spec(manifest.input)
         options = ort.SessionOptions()
@@ -135,17 +134,14 @@ class LocalVariants:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecloud-orchestrator")
         self.pending = 0
 
+    @property
+    def slowdown(self) -> float:
+        return self.device.factor
+
     def run(self, name: str, x: np.ndarray) -> np.ndarray:
-        started, cpu_started = time.perf_counter(), time.thread_time()
-        logits = self.sessions[name].run(["logits"], {"input": self.preprocessor.normalize(x)})[0]
-        if self.slowdown > 1.0:
-            # A device `slowdown` times slower needs that many times this pass's CPU work; holding this
-            # thread until then (not a CPU quota, which caps throughput but lets a short pass run at
-            # full speed) makes both the latency and the queueing behind it those of the slower device.
-            # CPU time, not wall time: time spent waiting for a busy host's CPU is not the device's work.
-            # (onnxruntime with one intra-op thread computes in this calling thread.)
-            target = (time.thread_time() - cpu_started) * self.slowdown
-            time.sleep(max(0.0, target - (time.perf_counter() - started)))
+        # A device `slowdown` times slower holds this one compute thread that many times the pass's CPU
+        # time (testbed/slowdown.py), so both its latency and the queueing behind it are the slow device's.
+        logits = self.device.run(self.sessions[name].run, ["logits"], {"input": self.preprocessor.normalize(x)})[0]
         return logits.argmax(axis=1).astype(np.int64)
 
     async def infer(self, name: str, x: np.ndarray) -> np.ndarray:
