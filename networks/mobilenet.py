@@ -79,12 +79,16 @@ def _multiplier(value: object, name: str) -> float:
 
 
 def mobilenet_arch(*, in_channels: int = 3, num_classes: int = 10, input_size: tuple[int, int] = (32, 32),
-                   width: float = 1.0, depth: float = 1.0) -> dict[str, Any]:
+                   width: float = 1.0, depth: float = 1.0, stem_stride: int = 1) -> dict[str, Any]:
     """The arch of a full CIFAR MobileNetV2 with width multiplier ``width`` and depth multiplier ``depth``.
 
     Widths are make_divisible(c · width) (stem too) and the head make_divisible(1280 · max(1, width)),
-    as in Sandler et al.; a sequence of n blocks gets max(1, ceil(n · depth)).
+    as in Sandler et al.; a sequence of n blocks gets max(1, ceil(n · depth)). ``stem_stride`` 2 halves
+    every map (ImageNet's MobileNetV2 strides its stem too): a quarter of the compute, which a CPU
+    budget may need, for a coarser 2x2 last map at 32x32 input.
     """
+    if stem_stride not in (1, 2) or isinstance(stem_stride, bool):
+        raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride!r}")
     width, depth = _multiplier(width, "width"), _multiplier(depth, "depth")
     stem = make_divisible(STEM_WIDTH * width)
     stages: list[dict[str, Any]] = [{"blocks": []} for _ in range(N_STAGES)]
@@ -101,7 +105,7 @@ def mobilenet_arch(*, in_channels: int = 3, num_classes: int = 10, input_size: t
         "in_channels": in_channels,
         "num_classes": num_classes,
         "input_size": [int(input_size[0]), int(input_size[1])],
-        "stem": {"out": stem, "stride": 1},
+        "stem": {"out": stem, "stride": stem_stride},
         "stages": stages,
         "head": make_divisible(HEAD_WIDTH * max(1.0, width)),
     }
@@ -302,11 +306,9 @@ class MobileNetFamily:
     name = "mobilenet"
 
     def default_arch(self, *, in_channels: int, num_classes: int, input_size: tuple[int, int],
-                     width: float = 1.0, depth: float = 1.0, **unknown: Any) -> dict[str, Any]:
-        if unknown:
-            raise TypeError(f"unknown mobilenet options {sorted(unknown)}; known: width, depth")
+                     width: float = 1.0, depth: float = 1.0, stem_stride: int = 1) -> dict[str, Any]:
         return mobilenet_arch(in_channels=in_channels, num_classes=num_classes, input_size=input_size,
-                              width=width, depth=depth)
+                              width=width, depth=depth, stem_stride=stem_stride)
 
     def validate(self, arch: dict[str, Any]) -> None:
         validate_arch(arch)

@@ -15,6 +15,7 @@ from torch import nn
 from compression.export import check_parity, export_onnx
 from networks import family
 from networks.edits import ACTIONS
+from networks.family import FamilyError
 from networks.mobilenet import FAMILY, MobileNet, make_divisible, mobilenet_arch, param_count, stage_shapes
 from networks.mobilenet_edits import LayerRef, channel_spaces, derive_arch, prunable_layers, shrink
 
@@ -102,8 +103,10 @@ def test_make_divisible_is_sandler_rounding() -> None:
 
 
 def test_unknown_and_bad_options_are_named() -> None:
-    with pytest.raises(TypeError, match=r"\['depht', 'widht'\]"):
+    with pytest.raises(FamilyError, match=r"no option\(s\) depht, widht; its options: depth, stem_stride, width"):
         _arch(widht=0.5, depht=1.0)
+    with pytest.raises(ValueError, match="stem_stride must be 1 or 2"):
+        _arch(stem_stride=3)
     for bad in (0, -1.0, float("nan"), True):
         with pytest.raises(ValueError, match="width"):
             _arch(width=bad)
