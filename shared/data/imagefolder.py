@@ -147,11 +147,40 @@ def _pixels(entry: _Entry, *, grey: bool, size: tuple[int, int]) -> np.ndarray:
     return (array[None] if array.ndim == 2 else array.transpose(2, 0, 1))  # (C, H, W)
 
 
-def load_image_folder(data_dir: Path, *, size: tuple[int, int] | None = None) -> ImageFolder:
-    """Both splits of the image folder at (or archived in) ``data_dir``, decoded to (N, C, H, W) uint8."""
+def _entries(data_dir: Path) -> tuple[Path, dict[str, list[_Entry]]]:
     source = find_source(Path(data_dir))
     entries = list(_from_archive(source) if is_archive(source) else _from_directory(source))
-    by_split = {s: sorted((e for e in entries if e.split == s), key=lambda e: (e.label, e.name)) for s in SPLITS}
+    return source, {s: sorted((e for e in entries if e.split == s), key=lambda e: (e.label, e.name)) for s in SPLITS}
+
+
+def _decode_all(groups: list[list[_Entry]], classes: list[str], size: tuple[int, int] | None, *,
+                channels: int | None = None) -> list[tuple[Split, np.ndarray]]:
+    """Every group decoded with one channel count and one size: (Split, encoded bytes) per group."""
+    # Headers only (no pixels yet): the channel count and, without `size`, the one common size.
+    headers = [[_open(e, load=False) for e in group] for group in groups]
+    grey = channels == 1 if channels is not None else all(
+        img.mode in _GREY_MODES for group in headers for img in group)
+    if size is None:
+        first, where = headers[0][0].size, groups[0][0].where
+        for group, entries in zip(headers, groups, strict=True):
+            for img, e in zip(group, entries, strict=True):
+                if img.size != first:
+                    raise DatasetError(f"{e.where}: {img.size[0]}x{img.size[1]} pixels, but {where} is "
+                                       f"{first[0]}x{first[1]}; pass an image size to resize them all")
+        size = (first[1], first[0])
+    del headers
+    index = {c: i for i, c in enumerate(classes)}
+    out = []
+    for entries in groups:
+        x = np.stack([_pixels(e, grey=grey, size=size) for e in entries])
+        split = Split(x=x, y=np.array([index[e.label] for e in entries], dtype=np.int64))
+        out.append((split, np.array([len(e.data) for e in entries], dtype=np.int64)))
+    return out
+
+
+def load_image_folder(data_dir: Path, *, size: tuple[int, int] | None = None) -> ImageFolder:
+    """Both splits of the image folder at (or archived in) ``data_dir``, decoded to (N, C, H, W) uint8."""
+    source, by_split = _entries(data_dir)
     classes = sorted({e.label for e in by_split["train"]})
     if not classes:
         raise DatasetError(f"{source}: no images under train/<class>/; expected {_LAYOUT}")
@@ -160,25 +189,21 @@ def load_image_folder(data_dir: Path, *, size: tuple[int, int] | None = None) ->
         raise DatasetError(f"{source}: test/ has classes that train/ lacks: {', '.join(extra)}")
     if not by_split["test"]:
         raise DatasetError(f"{source}: no images under test/<class>/; expected {_LAYOUT}")
-    # Headers only (no pixels yet): the channel count and, without `size`, the one common size.
-    headers = {s: [_open(e, load=False) for e in by_split[s]] for s in SPLITS}
-    grey = all(img.mode in _GREY_MODES for s in SPLITS for img in headers[s])
-    if size is None:
-        first = headers["train"][0].size
-        for s in SPLITS:
-            for img, e in zip(headers[s], by_split[s], strict=True):
-                if img.size != first:
-                    raise DatasetError(f"{e.where}: {img.size[0]}x{img.size[1]} pixels, but "
-                                       f"{by_split['train'][0].where} is {first[0]}x{first[1]}; pass an image "
-                                       "size to resize them all")
-        size = (first[1], first[0])
-    del headers
-    index = {c: i for i, c in enumerate(classes)}
-    splits: dict[str, Split] = {}
-    sizes: dict[str, np.ndarray] = {}
-    for s in SPLITS:
-        x = np.stack([_pixels(e, grey=grey, size=size) for e in by_split[s]])
-        splits[s] = Split(x=x, y=np.array([index[e.label] for e in by_split[s]], dtype=np.int64))
-        sizes[s] = np.array([len(e.data) for e in by_split[s]], dtype=np.int64)
-    return ImageFolder(train=splits["train"], test=splits["test"], classes=classes,
-                       train_bytes=sizes["train"], test_bytes=sizes["test"])
+    (train, train_bytes), (test, test_bytes) = _decode_all([by_split["train"], by_split["test"]], classes, size)
+    return ImageFolder(train=train, test=test, classes=classes, train_bytes=train_bytes, test_bytes=test_bytes)
+
+
+def load_image_split(data_dir: Path, split: str, *, classes: list[str], shape: tuple[int, int, int]
+                     ) -> tuple[Split, np.ndarray]:
+    """One split (e.g. a test sample with no train/) labelled with a bundle's ``classes`` and decoded to
+    its input ``shape`` (C, H, W); returns the split and each image's encoded bytes."""
+    if split not in SPLITS:
+        raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
+    source, by_split = _entries(data_dir)
+    if not by_split[split]:
+        raise DatasetError(f"{source}: no images under {split}/<class>/; expected {_LAYOUT}")
+    unknown = sorted({e.label for e in by_split[split]} - set(classes))
+    if unknown:
+        raise DatasetError(f"{source}: {split}/ has classes the model does not know: {', '.join(unknown)}")
+    ((x, sizes),) = _decode_all([by_split[split]], list(classes), (shape[1], shape[2]), channels=shape[0])
+    return x, sizes

@@ -150,3 +150,15 @@ def test_real_cifar10_jpegs_load_with_official_sizes() -> None:
     assert np.bincount(ds.test.y).tolist() == [1_000] * 10
     # JPEG-decoded CIFAR-10: channel means within a pixel level of the published ones (125.3, 123.0, 113.9).
     np.testing.assert_allclose(ds.mean, (125.3, 123.0, 113.9), atol=1.5)
+
+
+def test_one_split_with_a_models_classes_and_shape(tmp_path: Path) -> None:
+    from shared.data.imagefolder import load_image_split
+
+    root = _folder(tmp_path / "pets")
+    test, sizes = load_image_split(root, "test", classes=["bird", "cat", "dog"], shape=(3, 8, 8))
+    assert test.y.tolist() == [1, 2] and test.x.shape == (2, 3, 8, 8) and len(sizes) == 2
+    grey, _ = load_image_split(root, "test", classes=["cat", "dog"], shape=(1, 4, 6))
+    assert grey.x.shape == (2, 1, 4, 6)
+    with pytest.raises(DatasetError, match="classes the model does not know: dog"):
+        load_image_split(root, "test", classes=["cat"], shape=(3, 4, 6))
