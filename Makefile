@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.demo-installed
 MLS_VENV := .venv-mlserver
 MLS_STAMP := $(MLS_VENV)/.installed
 # The newest Python the package is tested on (tests/edgecloud/test_python_versions.py), in a venv of its own:
@@ -43,6 +44,15 @@ check_python = v=$$($(1) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 SYSTEM_TOOLS := docker-compose promtool prometheus systemd-analyze shellcheck ip tc
 SYSTEM_PACKAGES := docker-compose prometheus systemd shellcheck iproute2
 
+# make demo: the pretrained demo's dependencies only (serving, evaluation, plots; no torch, no test tools).
+$(DEMO_STAMP): pyproject.toml
+	@test -x $(PY) || { $(call check_python,$(PYTHON)); }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+# make test: everything (training, export, Ray, the test tools) on top of whatever make demo installed.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { $(call check_python,$(PYTHON)); }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -92,7 +102,7 @@ system-deps:
 	  else echo "run as root: apt-get install $(SYSTEM_PACKAGES)"; fi; \
 	fi
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/edgecloud demo --out artifacts/demo
 
 test: $(STAMP) $(MLS_STAMP) $(NEWEST_STAMP) $(TRITON_STAMP) system-deps

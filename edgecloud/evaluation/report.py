@@ -56,6 +56,32 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def cooperation_lines(report: dict[str, Any]) -> list[str]:
+    """What cooperation bought on these samples: its share offloaded, and points and time against both sides.
+
+    Plain about the case where it did not pay: a line says so rather than printing a bare ratio.
+    """
+    strategies = report["strategies"]
+    if not set(Strategy) <= set(strategies):
+        return []
+    coop, edge, cloud = (strategies[s] for s in (Strategy.COOPERATION, Strategy.EDGE_ONLY, Strategy.CLOUD_ONLY))
+    gain_edge = 100 * (coop["accuracy"] - edge["accuracy"])
+    gain_cloud = 100 * (coop["accuracy"] - cloud["accuracy"])
+    lines = [f"cooperation offloaded {100 * coop['offload_rate']:.1f}% of {coop['samples']:,} images: "
+             f"{gain_edge:+.2f} points against edge-only, {gain_cloud:+.2f} against cloud-only, at "
+             f"{coop['runtime_s'] / edge['runtime_s']:.2f}x edge-only's runtime and "
+             f"{coop['runtime_s'] / cloud['runtime_s']:.2f}x cloud-only's"]
+    if coop["offload_rate"] == 0:
+        lines.append("it offloaded nothing: on these images the offloader's threshold found no image hard enough")
+    elif gain_edge > 0 and gain_cloud > 0:
+        lines.append("more accurate than either side alone: the student keeps what it gets right that the "
+                     "teacher would not, and the images it would get wrong go to the teacher")
+    elif gain_cloud <= 0:
+        lines.append("not more accurate than cloud-only here: the offloader kept some images the student got "
+                     "wrong and the teacher would have got right")
+    return lines
+
+
 def _plot_accuracy(report: dict[str, Any], curve: dict[str, Any] | None, path: Path) -> None:
     from matplotlib.figure import Figure
 

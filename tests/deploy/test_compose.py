@@ -54,10 +54,10 @@ def test_services_restart_and_cloud_is_built_here(services: dict[str, dict[str, 
     assert services["grafana"]["image"].startswith("grafana/grafana")
 
 
-def test_bundle_is_mounted_read_only_from_the_demo_by_default(services: dict[str, dict[str, Any]]) -> None:
+def test_bundle_is_mounted_read_only_from_models_cifar10_by_default(services: dict[str, dict[str, Any]]) -> None:
     bundle = [m for m in mounts(services["cloud"]) if m.target == "/bundle"]
     assert len(bundle) == 1 and bundle[0].read_only, mounts(services["cloud"])
-    assert Path(bundle[0].source) == REPO_ROOT / "artifacts" / "demo" / "bundle"
+    assert Path(bundle[0].source) == REPO_ROOT / "models" / "cifar10"
     assert services["cloud"]["environment"]["EDGECLOUD_BUNDLE"] == "/bundle"
 
 

@@ -138,7 +138,7 @@ def test_demo_serves_the_cached_bundle_and_prints_the_table(
     tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = _demo_dir(tiny_bundle, tmp_path)
-    assert main(["demo", "--out", str(out), "--no-progress"]) == 0
+    assert main(["demo", "--build", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     for strategy in ("edge_only", "cloud_only", "cooperation"):
         assert f"| {strategy} |" in printed
@@ -164,7 +164,8 @@ def test_demo_stops_both_services_on_ctrl_c(tiny_bundle: Path, tmp_path: Path) -
         env = {**os.environ, "EDGECLOUD_MAX_QUEUE_DELAY_MS": "300"}
         # A terminal's foreground job has Ctrl-C live; a test run started in the background (`make test &`)
         # inherits SIGINT ignored, and Popen would pass that on. Give the demo the terminal's disposition.
-        demo = subprocess.Popen([sys.executable, "-m", "edgecloud", "demo", "--out", str(out), "--no-progress"],
+        argv = [sys.executable, "-m", "edgecloud", "demo", "--build", "--out", str(out), "--no-progress"]
+        demo = subprocess.Popen(argv,
                                 stdout=handle, stderr=subprocess.STDOUT, start_new_session=True, env=env,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
