@@ -13,6 +13,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "train_teacher",
     "compress",
     "train_offloader",
+    "pack",
     "variants",
     "cloud",
     "edge",

@@ -214,14 +214,11 @@ def _final_distill(cfg: BuildConfig) -> Any:
                          device=cfg.device, precision=cfg.precision, seed=cfg.seed)
 
 
-def onnx_logits(onnx_path: Path, x_raw: np.ndarray, mean: Any, std: Any, *, batch_size: int = 1024) -> np.ndarray:
+def onnx_logits(onnx_path: Path, x_raw: np.ndarray, mean: Any, std: Any) -> np.ndarray:
     """A bundle network's logits through onnxruntime: exactly what the edge (student) or cloud (teacher) computes."""
-    import onnxruntime as ort
+    from shared.onnx_session import batch_logits, open_session
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    chunks = [session.run(["logits"], {"input": normalize(x_raw[i:i + batch_size], mean, std)})[0]
-              for i in range(0, len(x_raw), batch_size)]
-    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    return batch_logits(open_session(onnx_path), normalize(x_raw, mean, std))
 
 
 def crossfit_logits(out: Path, cfg: BuildConfig, dataset: Dataset, teacher: Any, *, progress: bool = True
