@@ -26,13 +26,12 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from networks.family import LayerInfo
+from networks.family import FamilyModule
 
 _FIELDS: tuple[str, ...] = ("family", "in_channels", "num_classes", "input_size", "convs", "fc", "dropout")
 _CONV_FIELDS: frozenset[str] = frozenset({"out", "kernel", "pool"})
@@ -226,56 +225,30 @@ def param_count(arch: dict[str, Any]) -> int:
     return total + in_features * arch["num_classes"] + arch["num_classes"]
 
 
-class AlexNetFamily:
-    """The AlexNet family behind networks.family's seam."""
-
-    name = "alexnet"
-
-    def default_arch(self, *, in_channels: int, num_classes: int, input_size: tuple[int, int],
-                     width: float = 1.0) -> dict[str, Any]:
-        # No **options: a misspelt knob is a TypeError that names it, never silently ignored.
-        return alexnet_arch(in_channels=in_channels, num_classes=num_classes, input_size=input_size, width=width)
-
-    def validate(self, arch: dict[str, Any]) -> None:
-        validate_arch(arch)
-
-    def build(self, arch: dict[str, Any]) -> AlexNet:
-        return AlexNet(arch)
-
-    def param_count(self, arch: dict[str, Any]) -> int:
-        return param_count(arch)
-
-    def cut_points(self, arch: dict[str, Any]) -> list[tuple[int, int, int]]:
-        validate_arch(arch)
-        return stage_shapes(arch)
-
-    def describe(self, arch: dict[str, Any]) -> list[dict[str, Any]]:
-        validate_arch(arch)
-        rows: list[dict[str, Any]] = [
-            {"stage": str(i), "layers": 1, "width": conv["out"],
-             "detail": f"k={conv['kernel']}" + (", pool" if conv["pool"] else "")}
-            for i, conv in enumerate(arch["convs"], start=1)
-        ]
-        # The hidden fc layers (the class layer is not counted, as ResNet's table leaves out its fc).
-        fc = arch["fc"]
-        rows.append({"stage": "fc", "layers": len(fc), "width": fc[0] if fc else arch["num_classes"],
-                     "detail": "-".join(str(w) for w in fc) or "none"})
-        return rows
-
-    def prunable_layers(self, arch: dict[str, Any]) -> list[LayerInfo]:
-        from networks.alexnet_edits import layer_infos
-
-        return layer_infos(arch)
-
-    def derive_arch(self, arch: dict[str, Any], actions: Sequence[float]) -> dict[str, Any]:
-        from networks.alexnet_edits import derive_arch
-
-        return derive_arch(arch, actions)
-
-    def shrink(self, teacher: AlexNet, actions: Sequence[float], *, inherit: bool) -> AlexNet:
-        from networks.alexnet_edits import shrink
-
-        return shrink(teacher, actions, inherit=inherit)
+def _default_arch(*, in_channels: int, num_classes: int, input_size: tuple[int, int],
+                  width: float = 1.0) -> dict[str, Any]:
+    return alexnet_arch(in_channels=in_channels, num_classes=num_classes, input_size=input_size, width=width)
 
 
-FAMILY = AlexNetFamily()
+def cut_points(arch: dict[str, Any]) -> list[tuple[int, int, int]]:
+    validate_arch(arch)
+    return stage_shapes(arch)
+
+
+def describe(arch: dict[str, Any]) -> list[dict[str, Any]]:
+    validate_arch(arch)
+    rows: list[dict[str, Any]] = [
+        {"stage": str(i), "layers": 1, "width": conv["out"],
+         "detail": f"k={conv['kernel']}" + (", pool" if conv["pool"] else "")}
+        for i, conv in enumerate(arch["convs"], start=1)
+    ]
+    # The hidden fc layers (the class layer is not counted, as ResNet's table leaves out its fc).
+    fc = arch["fc"]
+    rows.append({"stage": "fc", "layers": len(fc), "width": fc[0] if fc else arch["num_classes"],
+                 "detail": "-".join(str(w) for w in fc) or "none"})
+    return rows
+
+
+FAMILY = FamilyModule(name="alexnet", default_arch=_default_arch, validate=validate_arch, build=AlexNet,
+                      param_count=param_count, cut_points=cut_points, describe=describe,
+                      edits="networks.alexnet_edits")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -118,6 +118,38 @@ class Family(Protocol):
     def shrink(self, teacher: StagedNet, actions: Sequence[float], *, inherit: bool) -> StagedNet:
         """The student of ``derive_arch``, started from the teacher's kept weights when ``inherit``."""
         ...
+
+
+@dataclass(frozen=True)
+class FamilyModule:
+    """A ``Family`` assembled from its module's functions: what every family module sets as ``FAMILY``.
+
+    The compression edits live in a module of their own (``edits``: ``layer_infos(arch)``,
+    ``derive_arch(arch, actions)``, ``shrink(teacher, actions, *, inherit)``), imported on first use.
+    """
+
+    name: str
+    default_arch: Callable[..., dict[str, Any]]
+    """keyword-only: in_channels, num_classes, input_size, then the family's own knobs (no **kwargs)"""
+    validate: Callable[[dict[str, Any]], None]
+    build: Callable[[dict[str, Any]], Any]
+    param_count: Callable[[dict[str, Any]], int]
+    cut_points: Callable[[dict[str, Any]], list[tuple[int, int, int]]]
+    describe: Callable[[dict[str, Any]], list[dict[str, Any]]]
+    edits: str
+    """the module holding the family's compression edits"""
+
+    def _edits(self) -> Any:
+        return importlib.import_module(self.edits)
+
+    def prunable_layers(self, arch: dict[str, Any]) -> list[LayerInfo]:
+        return self._edits().layer_infos(arch)
+
+    def derive_arch(self, arch: dict[str, Any], actions: Sequence[float]) -> dict[str, Any]:
+        return self._edits().derive_arch(arch, actions)
+
+    def shrink(self, teacher: Any, actions: Sequence[float], *, inherit: bool) -> Any:
+        return self._edits().shrink(teacher, actions, inherit=inherit)
 
 
 def family_name(arch: dict[str, Any]) -> str:

@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from networks.family import LayerInfo
+from networks.family import FamilyModule
 
 # Sandler et al. 2018, Table 2: (t, c, n, s) per sequence, plus the stage (resolution group) it belongs
 # to. Strides follow the CIFAR ports: the 24-channel sequence keeps stride 1 (the paper's is 2).
@@ -300,55 +299,30 @@ def stage_shapes(arch: dict[str, Any]) -> list[tuple[int, int, int]]:
     return shapes
 
 
-class MobileNetFamily:
-    """The mobile family behind networks.family's seam."""
-
-    name = "mobilenet"
-
-    def default_arch(self, *, in_channels: int, num_classes: int, input_size: tuple[int, int],
-                     width: float = 1.0, depth: float = 1.0, stem_stride: int = 1) -> dict[str, Any]:
-        return mobilenet_arch(in_channels=in_channels, num_classes=num_classes, input_size=input_size,
-                              width=width, depth=depth, stem_stride=stem_stride)
-
-    def validate(self, arch: dict[str, Any]) -> None:
-        validate_arch(arch)
-
-    def build(self, arch: dict[str, Any]) -> MobileNet:
-        return MobileNet(arch)
-
-    def param_count(self, arch: dict[str, Any]) -> int:
-        return param_count(arch)
-
-    def cut_points(self, arch: dict[str, Any]) -> list[tuple[int, int, int]]:
-        validate_arch(arch)
-        return stage_shapes(arch)
-
-    def describe(self, arch: dict[str, Any]) -> list[dict[str, Any]]:
-        validate_arch(arch)
-        rows = [{"stage": "stem", "layers": 1, "width": arch["stem"]["out"],
-                 "detail": f"conv{KERNEL}x{KERNEL} stride {arch['stem']['stride']}"}]
-        for i, stage in enumerate(arch["stages"], start=1):
-            mids = ", ".join(f"{b['mid']}->{b['out']}" for b in stage["blocks"])
-            rows.append({"stage": str(i), "layers": len(stage["blocks"]), "width": stage["blocks"][-1]["out"],
-                         "detail": f"mid->out widths {mids}"})
-        rows.append({"stage": "head", "layers": 1, "width": arch["head"],
-                     "detail": f"conv1x1, pool, fc -> {arch['num_classes']}"})
-        return rows
-
-    def prunable_layers(self, arch: dict[str, Any]) -> list[LayerInfo]:
-        from networks.mobilenet_edits import layer_infos
-
-        return layer_infos(arch)
-
-    def derive_arch(self, arch: dict[str, Any], actions: Sequence[float]) -> dict[str, Any]:
-        from networks.mobilenet_edits import derive_arch
-
-        return derive_arch(arch, actions)
-
-    def shrink(self, teacher: MobileNet, actions: Sequence[float], *, inherit: bool) -> MobileNet:
-        from networks.mobilenet_edits import shrink
-
-        return shrink(teacher, actions, inherit=inherit)
+def _default_arch(*, in_channels: int, num_classes: int, input_size: tuple[int, int], width: float = 1.0,
+                  depth: float = 1.0, stem_stride: int = 1) -> dict[str, Any]:
+    return mobilenet_arch(in_channels=in_channels, num_classes=num_classes, input_size=input_size, width=width,
+                          depth=depth, stem_stride=stem_stride)
 
 
-FAMILY = MobileNetFamily()
+def cut_points(arch: dict[str, Any]) -> list[tuple[int, int, int]]:
+    validate_arch(arch)
+    return stage_shapes(arch)
+
+
+def describe(arch: dict[str, Any]) -> list[dict[str, Any]]:
+    validate_arch(arch)
+    rows = [{"stage": "stem", "layers": 1, "width": arch["stem"]["out"],
+             "detail": f"conv{KERNEL}x{KERNEL} stride {arch['stem']['stride']}"}]
+    for i, stage in enumerate(arch["stages"], start=1):
+        mids = ", ".join(f"{b['mid']}->{b['out']}" for b in stage["blocks"])
+        rows.append({"stage": str(i), "layers": len(stage["blocks"]), "width": stage["blocks"][-1]["out"],
+                     "detail": f"mid->out widths {mids}"})
+    rows.append({"stage": "head", "layers": 1, "width": arch["head"],
+                 "detail": f"conv1x1, pool, fc -> {arch['num_classes']}"})
+    return rows
+
+
+FAMILY = FamilyModule(name="mobilenet", default_arch=_default_arch, validate=validate_arch, build=MobileNet,
+                      param_count=param_count, cut_points=cut_points, describe=describe,
+                      edits="networks.mobilenet_edits")

@@ -23,11 +23,12 @@ Every conv pads kernel // 2, so only the strides change spatial shapes.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from networks.family import FamilyModule
 
 # Blocks per stage for the two teachers of the paper (He et al. 2016, Table 1).
 STAGE_BLOCKS: dict[int, tuple[int, ...]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -244,51 +245,26 @@ def stage_shapes(arch: dict[str, Any]) -> list[tuple[int, int, int]]:
     return shapes
 
 
-class ResNetFamily:
-    """The ResNet family behind networks.family's seam."""
-
-    name = "resnet"
-
-    def default_arch(self, *, in_channels: int, num_classes: int, input_size: tuple[int, int],
-                     depth: int = 18, width: int = 64) -> dict[str, Any]:
-        return resnet_arch(depth, in_channels=in_channels, num_classes=num_classes, width=width,
-                           input_size=input_size)
-
-    def validate(self, arch: dict[str, Any]) -> None:
-        validate_arch(arch)
-
-    def build(self, arch: dict[str, Any]) -> ResNet:
-        return ResNet(arch)
-
-    def param_count(self, arch: dict[str, Any]) -> int:
-        return param_count(arch)
-
-    def cut_points(self, arch: dict[str, Any]) -> list[tuple[int, int, int]]:
-        validate_arch(arch)
-        return stage_shapes(arch)
-
-    def describe(self, arch: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = [{"stage": "stem", "layers": 1, "width": arch["stem"]["out"], "detail": f"k={arch['stem']['kernel']}"}]
-        for i, stage in enumerate(arch["stages"], start=1):
-            mids = ", ".join(f"{b['mid']}({b['kernel1']}/{b['kernel2']})" for b in stage["blocks"])
-            rows.append({"stage": str(i), "layers": len(stage["blocks"]), "width": stage["width"],
-                         "detail": f"mid widths (kernels) {mids}"})
-        return rows
-
-    def prunable_layers(self, arch: dict[str, Any]) -> list:
-        from networks.resnet_edits import layer_infos
-
-        return layer_infos(arch)
-
-    def derive_arch(self, arch: dict[str, Any], actions: Sequence[float]) -> dict[str, Any]:
-        from networks.resnet_edits import derive_arch
-
-        return derive_arch(arch, actions)
-
-    def shrink(self, teacher: ResNet, actions: Sequence[float], *, inherit: bool) -> ResNet:
-        from networks.resnet_edits import shrink
-
-        return shrink(teacher, actions, inherit=inherit)
+def _default_arch(*, in_channels: int, num_classes: int, input_size: tuple[int, int], depth: int = 18,
+                  width: int = 64) -> dict[str, Any]:
+    return resnet_arch(depth, in_channels=in_channels, num_classes=num_classes, width=width, input_size=input_size)
 
 
-FAMILY = ResNetFamily()
+def cut_points(arch: dict[str, Any]) -> list[tuple[int, int, int]]:
+    validate_arch(arch)
+    return stage_shapes(arch)
+
+
+def describe(arch: dict[str, Any]) -> list[dict[str, Any]]:
+    """Table II's rows: the stem, then per stage its blocks, width and every block's mid width (kernels)."""
+    rows = [{"stage": "stem", "layers": 1, "width": arch["stem"]["out"], "detail": f"k={arch['stem']['kernel']}"}]
+    for i, stage in enumerate(arch["stages"], start=1):
+        mids = ", ".join(f"{b['mid']}({b['kernel1']}/{b['kernel2']})" for b in stage["blocks"])
+        rows.append({"stage": str(i), "layers": len(stage["blocks"]), "width": stage["width"],
+                     "detail": f"mid widths (kernels) {mids}"})
+    return rows
+
+
+FAMILY = FamilyModule(name="resnet", default_arch=_default_arch, validate=validate_arch, build=ResNet,
+                      param_count=param_count, cut_points=cut_points, describe=describe,
+                      edits="networks.resnet_edits")
