@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from networks.family import FamilyModule
+from networks.staged import StagedModule, he_init
 
 _FIELDS: tuple[str, ...] = ("family", "in_channels", "num_classes", "input_size", "convs", "fc", "dropout")
 _CONV_FIELDS: frozenset[str] = frozenset({"out", "kernel", "pool"})
@@ -139,7 +140,7 @@ def flat_features(arch: dict[str, Any]) -> int:
     return c * h * w
 
 
-class AlexNet(nn.Module):
+class AlexNet(StagedModule):
     """A 32x32 AlexNet whose every shape comes from ``arch`` (kept, deep-copied, as ``self.arch``).
 
     Module names the compression edits address: ``stages.i.conv`` / ``stages.i.bn`` for conv i,
@@ -178,27 +179,7 @@ class AlexNet(nn.Module):
             in_features = width
         self.hidden = nn.ModuleList(hidden)
         self.fc = nn.Linear(in_features, arch["num_classes"])
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # He init for ReLU nets (as networks/resnet.py); BN starts as the identity.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.Linear) and m is not self.fc:
-                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Logits (B, K) and every stage's output (B, out_i, H_i, W_i), for SP-KD and cut points."""
-        h = self.stem(x)  # (B, C, H, W)
-        feats: list[Tensor] = []
-        for stage in self.stages:
-            h = stage(h)
-            feats.append(h)
-        return self.classify(h), feats
+        he_init(self, keep=(self.fc,))
 
     def classify(self, h: Tensor) -> Tensor:
         """Last stage output (B, C, H, W) -> logits (B, K)."""
@@ -207,8 +188,6 @@ class AlexNet(nn.Module):
             z = block(z)  # (B, width_j)
         return self.fc(z)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_features(x)[0]
 
 
 def param_count(arch: dict[str, Any]) -> int:

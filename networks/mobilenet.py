@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from networks.family import FamilyModule
+from networks.staged import StagedModule
 
 # Sandler et al. 2018, Table 2: (t, c, n, s) per sequence, plus the stage (resolution group) it belongs
 # to. Strides follow the CIFAR ports: the 24-channel sequence keeps stride 1 (the paper's is 2).
@@ -224,7 +225,7 @@ class InvertedResidual(nn.Module):
         return h + x if self.residual else h
 
 
-class MobileNet(nn.Module):
+class MobileNet(StagedModule):
     """A MobileNetV2 whose every shape comes from ``arch`` (kept, deep-copied, as ``self.arch``)."""
 
     def __init__(self, arch: dict[str, Any]) -> None:
@@ -253,22 +254,11 @@ class MobileNet(nn.Module):
                 nn.init.normal_(m.weight, 0.0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Logits (B, K) and every stage's output (B, C_s, H_s, W_s), for SP-KD, exits and partitions."""
-        h = self.stem(x)  # (B, stem, H, W)
-        feats: list[Tensor] = []
-        for stage in self.stages:
-            h = stage(h)
-            feats.append(h)
-        return self.classify(h), feats
-
     def classify(self, h: Tensor) -> Tensor:
         """Last stage output (B, C, H, W) -> logits (B, K)."""
         h = self.head(h)  # (B, head, H, W)
         return self.fc(torch.flatten(self.pool(h), 1))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_features(x)[0]
 
 
 def param_count(arch: dict[str, Any]) -> int:

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from networks.family import FamilyModule
+from networks.staged import StagedModule, he_init
 
 # Blocks per stage for the two teachers of the paper (He et al. 2016, Table 1).
 STAGE_BLOCKS: dict[int, tuple[int, ...]] = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
@@ -155,7 +156,7 @@ class BasicBlock(nn.Module):
         return torch.relu(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(StagedModule):
     """A ResNet whose every shape comes from ``arch`` (kept, deep-copied, as ``self.arch``)."""
 
     def __init__(self, arch: dict[str, Any]) -> None:
@@ -179,32 +180,12 @@ class ResNet(nn.Module):
         self.stages = nn.ModuleList(stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(arch["stages"][-1]["width"], arch["num_classes"])
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        # He init for ReLU nets (fan_out, as torchvision's ResNet); BN starts as the identity.
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward_features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Logits (B, K) and every stage's output (B, width_s, H_s, W_s), for similarity-preserving KD."""
-        h = self.stem(x)  # (B, stem_out, H, W)
-        feats: list[Tensor] = []
-        for stage in self.stages:
-            h = stage(h)
-            feats.append(h)
-        return self.classify(h), feats
+        he_init(self, keep=(self.fc,))
 
     def classify(self, h: Tensor) -> Tensor:
         """Last stage output (B, C, H, W) -> logits (B, K)."""
         return self.fc(torch.flatten(self.pool(h), 1))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_features(x)[0]
 
 
 def build_model(arch: dict[str, Any]) -> ResNet:
