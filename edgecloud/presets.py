@@ -24,8 +24,10 @@ _SMALL_DATASET = 10_000
 # Each family's knobs (networks/family.py: default_arch's options) per preset. ResNet: depth 18 or 34
 # (paper §VI uses both) and base width w of the stages (w, 2w, 4w, 8w; 64 is the paper's ResNet-18).
 # AlexNet and the mobile family: a multiplier of their reference widths.
+# The fast mobile net strides its stem: MobileNetV2's 32x32 maps cost 2.5 min a CIFAR-10 epoch at width 0.5 on
+# the 2-core CPU, a strided stem ~0.8 (docs/results.md, "Training speed").
 _FAST_ARCH: dict[str, dict[str, Any]] = {"resnet": {"depth": 18, "width": 16}, "alexnet": {"width": 0.5},
-                                         "mobilenet": {"width": 1.0}}
+                                         "mobilenet": {"width": 0.5, "stem_stride": 2}}
 _PAPER_ARCH: dict[str, dict[str, Any]] = {"resnet": {"depth": 18, "width": 64}, "alexnet": {"width": 1.0},
                                           "mobilenet": {"width": 1.0}}
 
