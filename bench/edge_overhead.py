@@ -18,13 +18,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from edge_agent.agent import open_agent
 from edge_agent.runner import run_to_file
 from edge_agent.settings import EdgeSettings
 from shared.bundle import load_manifest
 from shared.datasets import load_dataset, normalize
+from shared.onnx_session import open_session
 
 TARGET = 0.85
 
@@ -32,10 +32,7 @@ TARGET = 0.85
 def raw_throughput(bundle: Path, x: np.ndarray, *, batch_size: int, threads: int, repeats: int) -> float:
     """Best-of-`repeats` samples/s of onnxruntime alone on pre-normalised batches."""
     manifest = load_manifest(bundle)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(bundle / "student.onnx"), options, providers=["CPUExecutionProvider"])
+    session = open_session(bundle / "student.onnx", threads=threads)
     name = session.get_inputs()[0].name
     batches = [normalize(x[i:i + batch_size], manifest.input.mean, manifest.input.std)
                for i in range(0, len(x), batch_size)]

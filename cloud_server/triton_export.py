@@ -187,12 +187,9 @@ def fold_normalisation(model: onnx.ModelProto, manifest: Manifest, *, num_classe
 
 
 def _session(model: onnx.ModelProto | Path) -> Any:
-    import onnxruntime as ort
+    from shared.onnx_session import open_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    source = str(model) if isinstance(model, Path) else model.SerializeToString()
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return open_session(model if isinstance(model, Path) else model.SerializeToString(), threads=1)
 
 
 def check_parity(original: Path, folded: onnx.ModelProto, manifest: Manifest, *, samples: int, seed: int = 0

@@ -12,13 +12,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from offloading.filters import OffloadFilter, make_filter
 from offloading.fusion import FusionParams, fuse
 from shared.bundle import BundleError, Manifest, load_manifest, load_offloader, verify_file
+from shared.onnx_session import SessionError, open_session
 from shared.preprocess import ImagePreprocessor, InputError
 
 __all__ = ["EdgeEngine", "InputError", "StudentOutput"]
@@ -37,7 +38,7 @@ class StudentOutput:
 class EdgeEngine:
     """The student session, the offloader filter and the input contract of one bundle."""
 
-    def __init__(self, *, manifest: Manifest, session: ort.InferenceSession,
+    def __init__(self, *, manifest: Manifest, session: Any,
                  offload_filter: OffloadFilter, bundle: Path | None = None,
                  fusion: FusionParams | None = None) -> None:
         self.manifest = manifest
@@ -64,17 +65,14 @@ class EdgeEngine:
         bundle = Path(bundle)
         manifest = load_manifest(bundle)  # checks every sha256 before anything is unpickled
         offloader = load_offloader(bundle, manifest)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
         student = manifest.student_entry()
         if student.file is None:
             raise BundleError(f"{bundle}: student {manifest.student!r} has no ONNX file")
         path = verify_file(bundle, manifest, student.file)
         try:
-            session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own untyped errors for a bad graph
-            raise BundleError(f"{path}: onnxruntime cannot load it: {err}") from err
+            session = open_session(path, threads=threads)
+        except SessionError as err:
+            raise BundleError(str(err)) from err
         offload_filter = make_filter(manifest.operating_point, threshold=threshold, offloader=offloader)
         return cls(manifest=manifest, session=session, offload_filter=offload_filter, bundle=bundle,
                    fusion=fusion_params(bundle, manifest) if fusion else None)

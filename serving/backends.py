@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from shared.bundle import BundleError, Manifest, verify_file
+from shared.onnx_session import SessionError, open_session
 
 logger = logging.getLogger(__name__)
 
@@ -34,18 +35,10 @@ class OnnxBackend:
     name = "onnx"
 
     def __init__(self, path: Path, *, threads: int) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # No busy-waiting between passes: idle spinning threads would steal the event loop's core.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own untyped errors for a bad graph
-            raise BundleError(f"{path}: onnxruntime cannot load it: {err}") from err
+            self._session = open_session(path, threads=threads, serving=True)
+        except SessionError as err:
+            raise BundleError(str(err)) from err
         self._input = self._session.get_inputs()[0].name
         self._output = self._session.get_outputs()[0].name
 

@@ -21,6 +21,7 @@ from serving.model import LABEL, LOGITS, ServedModel
 from shared.bundle import BundleError, ModelEntry, TensorSpec
 from shared.feature_codec import FEATURE, dequantize, from_request, quantize
 from shared.oip import ProtocolError
+from shared.onnx_session import SessionError, open_session
 
 
 class SplitTailModel(ServedModel):
@@ -31,7 +32,6 @@ class SplitTailModel(ServedModel):
     def __init__(self, *, name: str, entry: ModelEntry, path: Path, classes: list[str], max_batch_size: int,
                  max_queue_delay_s: float, max_queue_size: int, threads: int = 1, metrics: Any = None,
                  version: str = "1") -> None:
-        import onnxruntime as ort
 
         try:
             self.feature_shape = tuple(int(d) for d in entry.parameters["feature_shape"])
@@ -45,14 +45,10 @@ class SplitTailModel(ServedModel):
                      TensorSpec(name=LABEL, datatype="INT64", shape=[-1])],
             batcher=Batcher(self._compute, max_batch_size=max_batch_size, max_queue_delay_s=max_queue_delay_s,
                             max_queue_size=max_queue_size, metrics=metrics, name=name))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own untyped errors for a bad graph
-            raise BundleError(f"{path}: onnxruntime cannot load it: {err}") from err
+            self._session = open_session(path, threads=threads, serving=True)
+        except SessionError as err:
+            raise BundleError(str(err)) from err
         self._outputs = [o.name for o in self._session.get_outputs()]
         self.entry = entry
         self.classes = list(classes)

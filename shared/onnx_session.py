@@ -20,11 +20,18 @@ INPUT = "input"
 OUTPUT = "logits"
 
 
-def open_session(path: Path | str | bytes, *, threads: int | None = None) -> Any:
+class SessionError(RuntimeError):
+    """onnxruntime cannot load a graph; the message names the file."""
+
+
+def open_session(path: Path | str | bytes, *, threads: int | None = None, serving: bool = False) -> Any:
     """An onnxruntime InferenceSession on the CPU provider (``path`` may be the model's bytes).
 
     ``threads`` sets intra-op threads (one inter-op thread: our graphs are one chain); None leaves
     onnxruntime's default (all cores), which offline tools want and a pinned server does not.
+    ``serving`` is for a model behind a server's event loop: sequential execution and no busy-waiting
+    between passes (idle spinning threads would steal the loop's core). A graph onnxruntime cannot
+    load raises SessionError naming it.
     """
     import onnxruntime as ort
 
@@ -34,8 +41,15 @@ def open_session(path: Path | str | bytes, *, threads: int | None = None) -> Any
             raise ValueError(f"threads must be >= 1, got {threads}")
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    if serving:
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = path if isinstance(path, bytes) else str(path)
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own untyped errors for a bad graph
+        what = "the graph" if isinstance(path, bytes) else str(path)
+        raise SessionError(f"{what}: onnxruntime cannot load it: {err}") from err
 
 
 def batch_logits(session: Any, x: np.ndarray, *, batch_size: int = 1024, output: str = OUTPUT) -> np.ndarray:
