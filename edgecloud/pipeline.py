@@ -144,7 +144,8 @@ def fit_dataset(cfg: BuildConfig, dataset: Dataset) -> Dataset:
     return with_train_subset(dataset, kept)
 
 
-def compress(out: Path, dataset: Dataset, *, progress: bool = True, reuse_search: bool = False) -> dict[str, Any]:
+def compress(out: Path, dataset: Dataset, *, progress: bool = True, reuse_search: bool = False,
+             cfg: BuildConfig | None = None) -> dict[str, Any]:
     """RL search (Algorithm 1), full SP-KD of the best student, ONNX export with a parity check.
 
     The search's best student is kept in reports/search_best.pt: cross-fitting starts its fold students
@@ -159,7 +160,8 @@ def compress(out: Path, dataset: Dataset, *, progress: bool = True, reuse_search
     from networks.checkpoint import load_checkpoint, save_checkpoint
     from networks.family import model_bytes
 
-    cfg = load_config(out)
+    # `build` hands the settings on; a stage run on its own (`edgecloud compress`) reads what the last one saved.
+    cfg = cfg if cfg is not None else load_config(out)
     torch.manual_seed(cfg.seed)
     teacher = load_checkpoint(_require(out / B.TEACHER_PT, "train-teacher")).eval()
     data = fit_dataset(cfg, dataset)
@@ -271,7 +273,8 @@ def offloader_fit_set(out: Path, cfg: BuildConfig, dataset: Dataset, train_logit
     return FitSet(crossfit_logits(out, cfg, dataset, teacher, progress=progress), dataset.train.y, "crossfit")
 
 
-def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.Manifest:
+def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True, cfg: BuildConfig | None = None
+                    ) -> B.Manifest:
     """SL offloader with QBC (Algorithm 2), operating point and fusion on validation, then the manifest."""
     from compression.teacher import predict_logits
     from networks.checkpoint import load_checkpoint
@@ -279,7 +282,7 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.
     from offloading.train import OffloaderConfig
     from offloading.train import train_offloader as fit_offloader
 
-    cfg = load_config(out)
+    cfg = cfg if cfg is not None else load_config(out)
     started = time.perf_counter()
     student_onnx = _require(out / B.STUDENT_ONNX, "compress")
     teacher = load_checkpoint(_require(out / B.TEACHER_PT, "train-teacher")).eval()
@@ -339,7 +342,7 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True) -> B.
 
 
 def build(cfg: BuildConfig, out: Path, dataset: Dataset, *, progress: bool = True) -> B.Manifest:
-    """All three stages on one loaded dataset."""
+    """All three stages on one loaded dataset, each handed the same settings (reports/build.json records them)."""
     train_teacher(cfg, out, dataset, progress=progress)
-    compress(out, dataset, progress=progress)
-    return train_offloader(out, dataset, progress=progress)
+    compress(out, dataset, progress=progress, cfg=cfg)
+    return train_offloader(out, dataset, progress=progress, cfg=cfg)
