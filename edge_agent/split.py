@@ -186,7 +186,7 @@ class SplitAgent:
             if err.tried:  # waited this long and got nothing: the link is at most this fast
                 waited_ms = 1000.0 * (time.monotonic() - t0)
                 self.tracker.record_transfer(wire_bytes=self.model.request_bytes(index), network_ms=waited_ms,
-                                             now_s=time.monotonic())
+                                             now_s=time.monotonic(), completed=False)
             raise
         self.tracker.record_transfer(wire_bytes=wire, network_ms=max(1000.0 * answer.rtt_s - server_ms, 0.1),
                                      now_s=time.monotonic())

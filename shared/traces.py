@@ -6,9 +6,14 @@ throughput in force at time t (the last sample at or before t, wrapping around a
 run longer than its trace replays it), and `transfer_s` integrates it: how long `n` bytes take to
 cross the link when they start at t.
 
-Which folders to use for what is the data's own rule (traces/README.md): fit and tune on `fcc/`
-and `norway-hsdpa/`, report on `norway-hsdpa-test/`, fit nothing on the latter. `TRAIN_SETS` and
-`TEST_SETS` name them, and `load_traces` refuses a test folder where a training one is required.
+Which folders to use for what is the data's own rule (traces/README.md): fit and tune on `fcc/`,
+`norway-hsdpa/` and `cellular-up/`, report on `norway-hsdpa-test/` and `cellular-up-test/`, fit
+nothing on the latter. `TRAIN_SETS` and `TEST_SETS` name them, and `load_traces` refuses a test
+folder where a training one is required.
+
+The cellular uplink traces stall: 0 Mbit/s samples, floored at `MIN_MBIT_S` when read so that a
+transfer in a stall is slow, not infinite. `Trace.stall_share` says how much of a trace is stalled;
+`pair_traces` matches downlink traces to uplink ones when each direction replays its own.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-TRAIN_SETS: tuple[str, ...] = ("fcc", "norway-hsdpa")
-TEST_SETS: tuple[str, ...] = ("norway-hsdpa-test",)
+TRAIN_SETS: tuple[str, ...] = ("fcc", "norway-hsdpa", "cellular-up")
+TEST_SETS: tuple[str, ...] = ("norway-hsdpa-test", "cellular-up-test")
 MIN_MBIT_S = 1e-3
 """Floor on throughput: a 0 Mbit/s sample would make every transfer take forever."""
+STALL_MBIT_S = 2 * MIN_MBIT_S
+"""At or below this a sample counts as a stall (a floored 0, or the trace's own near-zero)."""
 
 
 class TraceError(ValueError):
@@ -76,6 +83,11 @@ class Trace:
         ends = np.append(self.times_s[1:], self.duration_s)
         return float(np.sum(self.mbit_s * (ends - self.times_s)) / self.duration_s)
 
+    def stall_share(self, below_mbit_s: float = STALL_MBIT_S) -> float:
+        """Share of one pass's time at or below `below_mbit_s` (0 for the Pensieve traces, ~10% cellular-up)."""
+        ends = np.append(self.times_s[1:], self.duration_s)
+        return float(np.sum((ends - self.times_s)[self.mbit_s <= below_mbit_s]) / self.duration_s)
+
 
 def read_trace(path: Path) -> Trace:
     """One trace file; TraceError names the file and the line when it is not `time<TAB>mbit/s` lines."""
@@ -119,3 +131,19 @@ def load_traces(folder: Path, *, purpose: str = "any") -> list[Trace]:
     if not files:
         raise TraceError(f"{folder}: no trace files")
     return [read_trace(path) for path in files]
+
+
+def pair_traces(uplink: list[Trace], downlink: list[Trace] | None) -> list[Trace]:
+    """The downlink trace for each uplink trace, in the uplink's order.
+
+    None: each uplink trace carries the downlink too (the same object). Otherwise by file name where
+    every uplink name has a downlink namesake, else by position, cycling the downlink list.
+    """
+    if downlink is None:
+        return list(uplink)
+    if not downlink:
+        raise TraceError("downlink: no traces to pair with the uplink's")
+    by_name = {t.name: t for t in downlink}
+    if all(t.name in by_name for t in uplink):
+        return [by_name[t.name] for t in uplink]
+    return [downlink[i % len(downlink)] for i in range(len(uplink))]

@@ -3,7 +3,8 @@
 With S stages the grid is exits 1..S x partitions 0..S x bits (8, 4, 2). Partition p means the device
 runs stages 1..p:
 - p = S: device-only, answered by exit e on the device (bits unused: only b = 8 is valid);
-- p = 0: server-only, raw pixels (already 8-bit) to the server's full net, exit S (the teacher);
+- p = 0: server-only, the image to the server's full net, exit S (the teacher): raw pixels or the
+  image's JPEG file, whichever the regime's `server_payload` says (splitting/latency.py costs it);
 - 0 < p < S: split; the device sends the p-feature at b bits, the server answers with exit e > p.
 Every other cell (an exit before the split, a second copy of a device-only or server-only choice)
 is invalid and masked, so the planner's logits cover the whole grid but it only ever picks a valid cell.
@@ -21,7 +22,7 @@ from shared.feature_codec import BITS
 
 class Placement(StrEnum):
     DEVICE = "device"  # p = S: everything on the device
-    SERVER = "server"  # p = 0: raw input to the server
+    SERVER = "server"  # p = 0: the image (raw or its JPEG file) to the server
     SPLIT = "split"    # head on the device, tail on the server
 
 

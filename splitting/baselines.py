@@ -4,7 +4,8 @@ the same live path (numpy only, except that `Oracle` needs the environment's hin
 Each `choose(obs, mask, view)` sees the observation vector, the valid-action mask and a view with
 `tracker` (what the device measured), `deadline_ms` and `load`:
 
-- DeviceOnly / ServerOnly: the two fixed ends;
+- DeviceOnly / ServerOnly: the two fixed ends (server-only uploads whatever the cost model's
+  `server_payload` says: the JPEG file or raw pixels; the strategy's name says which);
 - Neurosurgeon (Kang et al. 2017): the one partition (final exit, as it has no early exits) with the
   lowest predicted latency at the training traces' mean bandwidth, chosen once;
 - Edgent (Li, Zhou, Chen 2018): per request, the most accurate (exit, partition, bits) whose
@@ -48,10 +49,9 @@ class DeviceOnly:
 
 
 class ServerOnly:
-    name = "server_only"
-
-    def __init__(self, model: CostModel) -> None:
+    def __init__(self, model: CostModel, *, name: str = "server_only_raw") -> None:
         self.index = model.space.server_only()
+        self.name = name
 
     def choose(self, obs: np.ndarray, mask: np.ndarray, view: Any) -> int:
         return self.index if mask[self.index] else int(np.flatnonzero(mask)[-1])

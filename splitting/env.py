@@ -1,11 +1,13 @@
 """A trace-driven environment for the split planner (gymnasium API; numpy, no torch).
 
-Requests of one sample arrive every `period_s`; the link's throughput is a real trace
-(shared/traces.py) replayed in time, so a request's transfer sees the rate of the moment it is
-sent, changing mid-way if the trace does. Each step the planner picks one (exit, partition, bits);
-the step's cost comes from `latency.CostModel` (profiled segments, the trace, the link's RTT and
-overheads, and the fallback to a device exit when an offload would overrun the deadline) and the
-device's load at that moment. The reward (ours; the paper's is not public):
+Requests of one sample arrive every `period_s`; each direction of the link replays a real trace
+(shared/traces.py) in time: the request goes up on the uplink trace, the answer comes down on the
+downlink trace (without one, the same file: regime.py says why), so a transfer sees the rate of the
+moment it is sent, changing mid-way if the trace does. Each step the planner picks one (exit,
+partition, bits); the step's cost comes from `latency.CostModel` (profiled segments, the traces, the
+link's RTT and overheads, the request's own JPEG size for server-only JPEG, and the fallback to a
+device exit when an offload would overrun the deadline) and the device's load at that moment. The
+reward (ours; the paper's is not public):
 
     r = acc_weight * val_accuracy(a) - latency / deadline - miss_penalty * [latency > deadline]
 
@@ -16,8 +18,10 @@ test split) is given, `info["correct"]` reports the real outcome for sample `ste
 Training randomises what the deployed planner must cope with: which trace and where in it, the
 deadline, the base RTT and a device load that switches between levels (a Markov chain). Evaluation
 fixes them (`EnvConfig` defaults) so that strategies are compared on the same requests.
-Requests do not queue behind each other: each starts on an idle device and link (a request's
-latency above `period_s` is reported as it is, not added to the next one's).
+Each direction is one serial link, as on the testbed's delay proxy: a request's bytes wait until the
+bytes before them (an abandoned offload's included) have crossed, so a stall leaves a backlog. The
+device does not queue: each request's compute starts on an idle device (a latency above `period_s`
+is reported as it is, not added to the next one's).
 """
 
 from __future__ import annotations
@@ -28,24 +32,25 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
-from shared.traces import Trace
+from shared.traces import Trace, pair_traces
 from splitting.latency import Cost, CostModel
+from splitting.regime import MNIST, Regime
 from splitting.state import StateConfig, StateTracker
 
 
 @dataclass(frozen=True)
 class EnvConfig:
-    """Request stream, deadline, link and device conditions, and reward weights."""
+    """Request stream, deadline, link and device conditions, and reward weights (defaults: the MNIST regime)."""
 
-    period_s: float = 0.25
-    """time between requests (a camera at 4 frames/s)"""
+    period_s: float = MNIST.period_s
+    """time between requests"""
     episode_steps: int = 200
     """requests per episode (training); evaluation runs a whole trace window"""
-    deadline_ms: float = 100.0
+    deadline_ms: float = MNIST.deadline_ms
     """latency budget of a request"""
     deadline_range_ms: tuple[float, float] | None = None
     """training: draw each episode's deadline uniformly from this range instead"""
-    rtt_ms: float = 40.0
+    rtt_ms: float = MNIST.rtt_ms
     """base RTT of the link"""
     rtt_range_ms: tuple[float, float] | None = None
     """training: draw each episode's RTT uniformly from this range instead"""
@@ -64,17 +69,25 @@ class EnvConfig:
     state: StateConfig = field(default_factory=StateConfig)
     """observation layout"""
 
+    @classmethod
+    def from_regime(cls, regime: Regime, **values: Any) -> EnvConfig:
+        """The regime's request period, deadline and RTT; `values` set the other fields."""
+        return cls(period_s=regime.period_s, deadline_ms=regime.deadline_ms, rtt_ms=regime.rtt_ms, **values)
+
 
 class SplitEnv(gym.Env):
-    """One device, one server, one link replaying `traces`."""
+    """One device, one server, and a link whose uplink replays `traces[i]` and downlink `downlink[i]`."""
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(self, cost_model: CostModel, traces: list[Trace], val_accuracy: np.ndarray, *,
-                 cfg: EnvConfig | None = None, correct: np.ndarray | None = None, seed: int | None = None) -> None:
+                 downlink: list[Trace] | None = None, cfg: EnvConfig | None = None, correct: np.ndarray | None = None,
+                 seed: int | None = None) -> None:
         if not traces:
             raise ValueError("SplitEnv needs at least one trace")
         self.model, self.traces, self.cfg = cost_model, traces, cfg or EnvConfig()
+        # Paired by index with the uplink traces (the same objects when there is no downlink folder).
+        self.downlink = pair_traces(traces, downlink)
         self.space = cost_model.space
         if val_accuracy.shape != (len(self.space),):
             raise ValueError(f"val_accuracy must have one entry per action ({len(self.space)}), "
@@ -85,8 +98,9 @@ class SplitEnv(gym.Env):
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
         self.action_space = gym.spaces.Discrete(len(self.space))
         self._rng = np.random.default_rng(seed)
-        self.trace = traces[0]
+        self.trace, self.down_trace = traces[0], self.downlink[0]
         self.t = 0.0
+        self.uplink_free_s = self.downlink_free_s = -np.inf  # trace time each link has sent what it was given
         self.steps = 0
         self.sample_index = 0
         self.deadline_ms = self.cfg.deadline_ms
@@ -103,9 +117,11 @@ class SplitEnv(gym.Env):
         options = options or {}
         c = self.cfg
         if "trace" in options:
-            self.trace = self.traces[int(options["trace"])]
+            index = int(options["trace"])
         else:
-            self.trace = self.traces[int(self._rng.integers(len(self.traces)))] if c.random_start else self.traces[0]
+            index = int(self._rng.integers(len(self.traces))) if c.random_start else 0
+        self.trace, self.down_trace = self.traces[index], self.downlink[index]
+        self.uplink_free_s = self.downlink_free_s = -np.inf
         default_start = float(self._rng.uniform(0, self.trace.duration_s)) if c.random_start else 0.0
         self.t = float(options.get("start_s", default_start))
         self.steps = 0
@@ -124,10 +140,14 @@ class SplitEnv(gym.Env):
         answered = index if cost.fallback is None else cost.fallback
         info: dict[str, Any] = {"latency_ms": cost.latency_ms, "miss": cost.latency_ms > self.deadline_ms,
                                 "payload_bytes": cost.payload_bytes, "wire_bytes": cost.wire_bytes,
-                                "action": index, "fallback": cost.fallback is not None, "t": self.t,
-                                "mbit_s": self.trace.at(self.t), "deadline_ms": self.deadline_ms}
+                                "action": index, "answered": answered, "fallback": cost.fallback is not None,
+                                "t": self.t, "mbit_s": self.trace.at(self.t), "deadline_ms": self.deadline_ms}
         if self.correct is not None:
             info["correct"] = bool(self.correct[answered, self.sample_index % self.correct.shape[1]])
+        if cost.uplink_free_s is not None:
+            self.uplink_free_s = max(self.uplink_free_s, cost.uplink_free_s)
+        if cost.downlink_free_s is not None:
+            self.downlink_free_s = max(self.downlink_free_s, cost.downlink_free_s)
         if cost.wire_bytes:
             self._measure(cost)
         self.sample_index += 1
@@ -149,9 +169,11 @@ class SplitEnv(gym.Env):
         return self.space.mask()
 
     def cost(self, index: int) -> Cost:
-        """What action `index` costs if taken now, on the real trace (the oracle's hindsight view too)."""
-        return self.model.cost(index, load=self.load, start_s=self.t, trace=self.trace, rtt_ms=self.rtt_ms,
-                               deadline_ms=self.deadline_ms)
+        """What action `index` costs if taken now, on the real traces behind the links' backlog (the
+        oracle's hindsight view too)."""
+        return self.model.cost(index, load=self.load, start_s=self.t, trace=self.trace, downlink=self.down_trace,
+                               rtt_ms=self.rtt_ms, deadline_ms=self.deadline_ms, sample=self.sample_index,
+                               uplink_free_s=self.uplink_free_s, downlink_free_s=self.downlink_free_s)
 
     def reward(self, index: int, cost: Cost) -> float:
         """The reward of the module docstring; a fallback earns the accuracy of the exit that answered."""
@@ -163,10 +185,12 @@ class SplitEnv(gym.Env):
 
     def _measure(self, cost: Cost) -> None:
         # What the live estimator measures: the round trip less the server's compute, and the bytes
-        # moved in it; here exact, then blurred by the estimator's noise. An abandoned offload moved
-        # at most its request in the time it waited: an upper bound, recorded as a sample too.
+        # moved in it (time behind earlier bytes on the link included, as live); here exact, then
+        # blurred by the estimator's noise. An abandoned offload moved at most its request in the time
+        # it waited: an upper bound, recorded as a sample too, and as abandoned.
         self.tracker.network_ms.append(self.rtt_ms)
         on_link_ms = max(cost.network_ms - self.rtt_ms, 1e-3)
         mbit_s = 8.0 * cost.wire_bytes / (on_link_ms * 1000.0)
         noise = float(np.exp(self._rng.normal(0.0, self.cfg.measure_noise))) if self.cfg.measure_noise else 1.0
-        self.tracker.record_throughput(mbit_s * noise, now_s=self.t + cost.latency_ms / 1000.0)
+        self.tracker.record_throughput(mbit_s * noise, now_s=self.t + cost.latency_ms / 1000.0,
+                                       completed=cost.fallback is None)

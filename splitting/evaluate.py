@@ -2,8 +2,11 @@
 
 Every strategy sees the same requests: each trace from t = 0 for `duration_s` (or all of it), one
 request every `period_s`, at the evaluation deadline, RTT and load; request n carries test sample
-n (cycling), so accuracy is measured, not assumed. `summarise` gives, per strategy and per trace,
-what `edgecloud split eval` writes to report.json.
+n (cycling), so accuracy is measured, not assumed, and a server-only JPEG upload is that sample's
+own file. The answers come down on `downlink` (default: the same trace files). The two server-only
+strategies upload the JPEG file and the raw pixels whatever the regime says; every other strategy's
+server-only action uploads the regime's payload. `summarise` gives, per strategy and per trace, what
+`edgecloud split eval` writes to report.json.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 from shared.traces import Trace
 from splitting.baselines import Planner
 from splitting.env import EnvConfig, SplitEnv
+from splitting.regime import ServerPayload
 from splitting.setup import SplitSetup
 
 
@@ -33,6 +37,7 @@ class Run:
     payload_bytes: list[int] = field(default_factory=list)
     wire_bytes: list[int] = field(default_factory=list)
     action: list[int] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)  # the action that answered (a fallback's device exit)
     mbit_s: list[float] = field(default_factory=list)
     fallback: list[bool] = field(default_factory=list)
     reward: list[float] = field(default_factory=list)
@@ -58,6 +63,7 @@ def run_trace(env: SplitEnv, planner: Planner, trace_index: int, *, duration_s: 
         run.payload_bytes.append(int(info["payload_bytes"]))
         run.wire_bytes.append(int(info["wire_bytes"]))
         run.action.append(int(action))
+        run.answered.append(int(info["answered"]))
         run.mbit_s.append(float(info["mbit_s"]))
         run.fallback.append(bool(info["fallback"]))
     return run
@@ -92,22 +98,28 @@ def summarise(runs: list[Run], labels: list[str]) -> dict[str, Any]:
     return out
 
 
-def eval_env(setup: SplitSetup, traces: list[Trace], *, deadline_ms: float) -> SplitEnv:
-    """The environment at the evaluation conditions: fixed deadline, the link's RTT, load 1, no randomness
-    but the throughput estimator's noise (seeded)."""
+def eval_env(setup: SplitSetup, traces: list[Trace], *, deadline_ms: float | None = None,
+             downlink: list[Trace] | None = None, server_payload: ServerPayload | None = None) -> SplitEnv:
+    """The environment at the evaluation conditions: fixed deadline (default: the regime's), the regime's
+    period and RTT, load 1, no randomness but the throughput estimator's noise (seeded)."""
     spec = setup.spec
-    cfg = EnvConfig(period_s=spec.period_s, deadline_ms=deadline_ms, rtt_ms=spec.link.rtt_ms,
-                    acc_weight=spec.acc_weight, miss_penalty=spec.miss_penalty, random_start=False, state=spec.state)
-    return SplitEnv(setup.cost_model(), traces, setup.val_accuracy, cfg=cfg, correct=setup.test_correct, seed=0)
+    cfg = EnvConfig.from_regime(spec.regime.override(deadline_ms=deadline_ms), acc_weight=spec.acc_weight,
+                                miss_penalty=spec.miss_penalty, random_start=False, state=spec.state)
+    return SplitEnv(setup.cost_model(server_payload=server_payload), traces, setup.val_accuracy, downlink=downlink,
+                    cfg=cfg, correct=setup.test_correct, seed=0)
 
 
-def evaluate_strategies(setup: SplitSetup, traces: list[Trace], names: list[str], *, deadline_ms: float,
-                        duration_s: float | None = None) -> list[Run]:
+def evaluate_strategies(setup: SplitSetup, traces: list[Trace], names: list[str], *, deadline_ms: float | None = None,
+                        duration_s: float | None = None, downlink: list[Trace] | None = None) -> list[Run]:
     """Every strategy in `names` over every trace, each from the trace's start."""
-    env = eval_env(setup, traces, deadline_ms=deadline_ms)
+    envs: dict[ServerPayload, SplitEnv] = {}
     runs = []
     for name in names:
-        planner = setup.planner(name)
+        payload = setup.payload_of(name)
+        if payload not in envs:
+            envs[payload] = eval_env(setup, traces, deadline_ms=deadline_ms, downlink=downlink, server_payload=payload)
+        env = envs[payload]
+        planner = setup.planner(name, env.model)
         for i in range(len(traces)):
             env.reset(seed=i)  # the same estimator noise for every strategy on trace i
             runs.append(run_trace(env, planner, i, duration_s=duration_s))

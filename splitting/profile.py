@@ -5,18 +5,23 @@
 
 A device profile times, one sample at a time as requests come: every head_p (head_S is device-only),
 every tail_p (the device finishes a split on its own when the server fails), and the quantise + pack of
-every (p, bits). A server profile times every tail_p and the teacher (server-only). Each segment's
-median, p90 and mean over `runs` calls after `warmup` calls are written to the artifact
-`split_profile_<role>` with a description of where they were measured (the emulation included),
-and the manifest is rewritten so its sha256 covers them.
+every (p, bits). A server profile times every tail_p and the teacher (server-only), and the JPEG decode
+a server-only upload of the image file needs (`jpeg_decode`: Pillow on the bundle's own test JPEGs,
+kept by artifact split_input_bytes, or on files given; without either the segment is absent and
+`Profile.decode_ms` is `DEFAULT_JPEG_DECODE_MS`). Each segment's median, p90 and mean over `runs`
+calls after `warmup` calls are written to the artifact `split_profile_<role>` with a description of
+where they were measured (the emulation included), and the manifest is rewritten so its sha256
+covers them.
 """
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,11 @@ ROLES: tuple[str, ...] = ("device", "server")
 TEACHER_SEGMENT = "teacher"
 REQUEST_SEGMENT = "request"
 """The device's serving overhead per request besides its segments (HTTP, protocol, planner, pre-processing)."""
+JPEG_DECODE_SEGMENT = "jpeg_decode"
+"""The server's decode of an uploaded image file to the (C, H, W) uint8 pixels the teacher reads."""
+DEFAULT_JPEG_DECODE_MS = 0.1
+"""`decode_ms` of a server profile that did not time it: Pillow decodes a 32x32 CIFAR-10 JPEG in 0.055 ms
+(median of 200 test files) on the development host; twice that leaves room for a slower server."""
 
 
 def artifact_name(role: str) -> str:
@@ -60,6 +70,12 @@ class Profile:
             raise KeyError(f"profile ({self.role}) has no segment {segment!r}; it has {sorted(self.segments)}")
         return self.segments[segment].median_ms
 
+    @property
+    def decode_ms(self) -> float:
+        """Median time to decode one uploaded image file (JPEG), or the documented default if not timed."""
+        timing = self.segments.get(JPEG_DECODE_SEGMENT)
+        return DEFAULT_JPEG_DECODE_MS if timing is None else timing.median_ms
+
     def to_json(self) -> dict[str, Any]:
         return {"role": self.role, "where": self.where,
                 "segments": {k: vars(v) for k, v in self.segments.items()}}
@@ -87,8 +103,28 @@ def _time(fn: Callable[[], object], *, runs: int, warmup: int) -> SegmentTiming:
                          runs=runs)
 
 
-def measure(bundle: Path, role: str, *, where: str, runs: int = 200, warmup: int = 20) -> Profile:
-    """Time this role's segments of `bundle` here, one sample per call."""
+def decode_image(data: bytes, *, channels: int) -> np.ndarray:
+    """One encoded image file -> (C, H, W) uint8, as a server reading an uploaded file does (Pillow)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        pixels = np.asarray(image.convert("L" if channels == 1 else "RGB"))
+    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+
+
+def measure_jpeg_decode(files: Sequence[bytes], *, channels: int = 3, runs: int = 200,
+                        warmup: int = 20) -> SegmentTiming:
+    """Time `decode_image` here, one file per call, cycling through `files` (the bundle's own test JPEGs)."""
+    if not files:
+        raise ValueError("measure_jpeg_decode needs at least one encoded file")
+    cycle = itertools.cycle(files)
+    return _time(lambda: decode_image(next(cycle), channels=channels), runs=runs, warmup=warmup)
+
+
+def measure(bundle: Path, role: str, *, where: str, runs: int = 200, warmup: int = 20,
+            jpegs: Sequence[bytes] | None = None) -> Profile:
+    """Time this role's segments of `bundle` here, one sample per call. A server also times the decode of
+    `jpegs` (default: the files artifact split_input_bytes keeps, if any)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     manifest = B.load_manifest(bundle)
@@ -120,6 +156,13 @@ def measure(bundle: Path, role: str, *, where: str, runs: int = 200, warmup: int
             session = open_session(B.verify_file(bundle, manifest, teacher.file))
             name = session.get_inputs()[0].name
             segments[TEACHER_SEGMENT] = _time(lambda: session.run(None, {name: x}), runs=runs, warmup=warmup)
+        if jpegs is None:
+            from splitting.inputs import read_input_bytes
+
+            jpegs = read_input_bytes(bundle, manifest, raw_shape=plan.raw_shape).samples
+        if jpegs:
+            segments[JPEG_DECODE_SEGMENT] = measure_jpeg_decode(jpegs, channels=plan.raw_shape[0], runs=runs,
+                                                                warmup=warmup)
     return Profile(role=role, where=where, segments=segments)
 
 

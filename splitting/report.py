@@ -14,19 +14,28 @@ from splitting.evaluate import Run, evaluate_strategies, summarise
 from splitting.setup import SplitSetup
 
 
-def write_report(setup: SplitSetup, traces: list[Trace], names: list[str], *, deadline_ms: float, out: Path,
-                 duration_s: float | None, traces_dir: Path) -> dict[str, Any]:
-    runs = evaluate_strategies(setup, traces, names, deadline_ms=deadline_ms, duration_s=duration_s)
+def write_report(setup: SplitSetup, traces: list[Trace], names: list[str], *, deadline_ms: float | None = None,
+                 out: Path, duration_s: float | None, traces_dir: Path, downlink: list[Trace] | None = None,
+                 downlink_dir: Path | None = None) -> dict[str, Any]:
+    """Evaluate `names` (default deadline: the regime's) and write report.json and the plots to `out`."""
+    deadline_ms = setup.regime.deadline_ms if deadline_ms is None else deadline_ms
+    runs = evaluate_strategies(setup, traces, names, deadline_ms=deadline_ms, duration_s=duration_s,
+                               downlink=downlink)
     labels = [a.label(setup.space.n_stages) for a in setup.space.actions]
     spec = setup.spec
     report = {
         "bundle": str(setup.bundle), "traces": str(traces_dir), "trace_files": [t.name for t in traces],
+        "downlink_traces": str(downlink_dir) if downlink is not None else "the uplink trace files (a separate link)",
         "deadline_ms": deadline_ms, "period_s": spec.period_s, "duration_s": duration_s,
         "link": {"rtt_ms": spec.link.rtt_ms, "request_overhead_bytes": spec.link.request_overhead_bytes,
                  "response_bytes": spec.link.response_bytes},
+        "regime": spec.regime.to_json(),
+        "server_payload": spec.regime.server_payload.value,
+        "input_bytes": {"mean": setup.input_bytes.mean, "source": setup.input_bytes.source},
+        "server_decode_ms": setup.server.decode_ms,
         "device_profile": setup.device.where, "server_profile": setup.server.where,
-        "bytes_per_request": "tensor payload bytes (the feature or the raw input); wire_bytes_per_request adds "
-                             "the modelled HTTP/OIP overhead of request and response",
+        "bytes_per_request": "payload bytes (the feature, the raw input or the image file); wire_bytes_per_request "
+                             "adds the modelled HTTP/OIP overhead of request and response",
         "strategies": summarise(runs, labels),
     }
     out = Path(out)

@@ -10,7 +10,13 @@ know before it acts:
 - how old the newest sample is (s, capped): a device that stopped offloading knows its estimate is stale;
 - the base RTT (ms): the smallest network time seen over the last `rtt_window` transfers;
 - the request's deadline (ms);
-- device load: recent device compute over the profiled compute (1 = as profiled, 2 = twice as slow).
+- device load: recent device compute over the profiled compute (1 = as profiled, 2 = twice as slow);
+- with `stall` (the default since the cellular regime; planners trained before it lack both):
+  how long ago a transfer last completed (s, capped), and the share of the last `history` transfers
+  the device abandoned at the deadline. On a link with stalls an abandoned offload leaves only an
+  upper bound (its bytes over the time it waited, e.g. 0.2 Mbit/s), which the throughput history
+  cannot tell from a slow transfer that did finish; these two can, and a stall in progress shows as
+  a fresh transfer (small age) with no recent completion.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from splitting.regime import DEFAULT_PRIOR_MBIT_S
+
 MBIT_FLOOR = 1e-3
 
 
@@ -30,8 +38,8 @@ class StateConfig:
 
     history: int = 4
     """throughput samples kept"""
-    prior_mbit_s: float = 1.0
-    """stands in for a sample not yet measured"""
+    prior_mbit_s: float = DEFAULT_PRIOR_MBIT_S
+    """stands in for a sample not yet measured (PlannerSpec sets it from its regime's bandwidth prior)"""
     max_age_s: float = 10.0
     """ages are capped here (and scaled by it)"""
     rtt_window: int = 20
@@ -42,10 +50,18 @@ class StateConfig:
     """deadline is divided by this"""
     load_alpha: float = 0.3
     """EWMA weight of a new load sample"""
+    stall: bool = True
+    """add the two stall features (time since a transfer last completed, share of abandoned transfers)"""
 
     @property
     def dim(self) -> int:
-        return self.history + 4
+        return self.history + 4 + (2 if self.stall else 0)
+
+    @property
+    def names(self) -> list[str]:
+        """One name per observation entry, in order (docs/split_inference.md's state table)."""
+        names = [f"log10_mbit_s[{i}]" for i in range(self.history)] + ["age", "base_rtt", "deadline", "load"]
+        return names + (["since_completed", "abandoned_share"] if self.stall else [])
 
 
 class StateTracker:
@@ -56,6 +72,8 @@ class StateTracker:
         self.samples: deque[float] = deque(maxlen=self.cfg.history)  # Mbit/s, newest last
         self.sample_times: deque[float] = deque(maxlen=self.cfg.history)
         self.network_ms: deque[float] = deque(maxlen=self.cfg.rtt_window)
+        self.abandoned: deque[bool] = deque(maxlen=self.cfg.history)  # per transfer, newest last
+        self.completed_at: float | None = None  # when a transfer last completed
         self.initial_rtt_ms = initial_rtt_ms
         self.load = 1.0
 
@@ -68,17 +86,22 @@ class StateTracker:
     def last_mbit_s(self) -> float | None:
         return self.samples[-1] if self.samples else None
 
-    def record_transfer(self, *, wire_bytes: int, network_ms: float, now_s: float) -> float:
-        """One transfer's bytes and network time (round trip less server compute); returns its Mbit/s sample."""
+    def record_transfer(self, *, wire_bytes: int, network_ms: float, now_s: float, completed: bool = True) -> float:
+        """One transfer's bytes and network time (round trip less server compute); returns its Mbit/s sample.
+
+        `completed=False`: the device gave up waiting (the sample is an upper bound on the rate)."""
         self.network_ms.append(network_ms)
         on_link_ms = max(network_ms - self.rtt_ms, 0.2)  # never faster than 0.2 ms: a floor for timer noise
         mbit_s = max(8.0 * wire_bytes / (on_link_ms * 1000.0), MBIT_FLOOR)
-        self.record_throughput(mbit_s, now_s=now_s)
+        self.record_throughput(mbit_s, now_s=now_s, completed=completed)
         return mbit_s
 
-    def record_throughput(self, mbit_s: float, *, now_s: float) -> None:
+    def record_throughput(self, mbit_s: float, *, now_s: float, completed: bool = True) -> None:
         self.samples.append(max(float(mbit_s), MBIT_FLOOR))
         self.sample_times.append(now_s)
+        self.abandoned.append(not completed)
+        if completed:
+            self.completed_at = now_s
 
     def record_load(self, measured_ms: float, profiled_ms: float) -> None:
         """Device compute took `measured_ms` where the profile says `profiled_ms`."""
@@ -87,11 +110,16 @@ class StateTracker:
             self.load = (1 - a) * self.load + a * max(measured_ms / profiled_ms, 0.1)
 
     def observe(self, *, now_s: float, deadline_ms: float) -> np.ndarray:
-        """(dim,) float32: log10 throughput samples (newest first), age, base RTT, deadline, load."""
+        """(dim,) float32: log10 throughput samples (newest first), age, base RTT, deadline, load
+        [, time since a transfer completed, share of abandoned transfers] (`StateConfig.names`)."""
         c = self.cfg
         newest_first = list(reversed(self.samples))
         padded = newest_first + [c.prior_mbit_s] * (c.history - len(newest_first))
-        age = min(now_s - self.sample_times[-1], c.max_age_s) if self.sample_times else c.max_age_s
+        # max(0, .): a measurement that lands after the next request's start (latency > period) is not in the future
+        age = min(max(now_s - self.sample_times[-1], 0.0), c.max_age_s) if self.sample_times else c.max_age_s
         obs = [math.log10(v) for v in padded]
         obs += [age / c.max_age_s, self.rtt_ms / c.rtt_scale_ms, deadline_ms / c.deadline_scale_ms, self.load]
+        if c.stall:
+            since = c.max_age_s if self.completed_at is None else min(max(now_s - self.completed_at, 0.0), c.max_age_s)
+            obs += [since / c.max_age_s, float(np.mean(self.abandoned)) if self.abandoned else 0.0]
         return np.asarray(obs, dtype=np.float32)

@@ -1,12 +1,16 @@
 """`edgecloud split train`: fit the SAC and DQN planners on the training traces and store them (torch).
 
     edgecloud split train --bundle B --traces ../shared/data/traces/fcc ../shared/data/traces/norway-hsdpa
+    edgecloud split train --bundle B --traces ../shared/data/traces/cellular-up --server-payload jpeg \
+        --deadline-ms 300 --rtt-ms 60
 
-Training traces only (shared.traces refuses a test folder here). The environment randomises what
-the deployed planner must cope with around the evaluation point: each episode's deadline in
-[0.5, 2] x the evaluation deadline, RTT in [0.5, 1.5] x the link's, and a device load switching
-between 1, 1.5 and 2.5 (2% chance a request). The actor (SAC) and the Q-network (DQN) go to the
-bundle as numpy weights (artifacts split_policy_sac / split_policy_dqn), the spec and learning
+Training traces only (shared.traces refuses a test folder here): the uplink folders, and the downlink
+ones if given (else each uplink file carries the answers too). The environment randomises what the
+deployed planner must cope with around the evaluation point: each episode's deadline in [0.5, 2] x
+the regime's, RTT in [0.5, 1.5] x the regime's, and a device load switching between 1, 1.5 and 2.5
+(2% chance a request). The actor (SAC) and the Q-network (DQN) go to the bundle as numpy weights
+(artifacts split_policy_sac / split_policy_dqn); the spec, with the regime trained for (trace folders
+and, unless set, the bandwidth prior: the training uplink traces' mean, filled in), and the learning
 curves as split_planner.
 """
 
@@ -34,6 +38,19 @@ def training_traces(folders: list[Path]) -> list[Trace]:
     return traces
 
 
+def regime_for_training(spec: PlannerSpec, folders: list[Path], downlink_folders: list[Path] | None,
+                        traces: list[Trace]) -> PlannerSpec:
+    """`spec` with the folders it trains on and, unless set, the training uplink traces' mean as the prior."""
+    mean = mean_mbit_s(traces)
+    regime = spec.regime.override(uplink_traces=tuple(str(f) for f in folders),
+                                  downlink_traces=tuple(str(f) for f in downlink_folders or ()))
+    if regime.prior_mbit_s is None:
+        regime = regime.override(prior_mbit_s=mean)
+    spec = spec.with_regime(regime)
+    spec.train_mean_mbit_s = mean
+    return spec
+
+
 def mean_mbit_s(traces: list[Trace]) -> float:
     """Time-weighted mean over all traces together."""
     total = sum(t.duration_s for t in traces)
@@ -41,36 +58,42 @@ def mean_mbit_s(traces: list[Trace]) -> float:
 
 
 def training_env_config(spec: PlannerSpec) -> EnvConfig:
-    return EnvConfig(period_s=spec.period_s, deadline_ms=spec.deadline_ms,
-                     deadline_range_ms=(0.5 * spec.deadline_ms, 2.0 * spec.deadline_ms), rtt_ms=spec.link.rtt_ms,
-                     rtt_range_ms=(0.5 * spec.link.rtt_ms, 1.5 * spec.link.rtt_ms), load_levels=(1.0, 1.5, 2.5),
-                     load_switch_prob=0.02, acc_weight=spec.acc_weight, miss_penalty=spec.miss_penalty,
-                     random_start=True, state=spec.state)
+    r = spec.regime
+    return EnvConfig.from_regime(r, deadline_range_ms=(0.5 * r.deadline_ms, 2.0 * r.deadline_ms),
+                                 rtt_range_ms=(0.5 * r.rtt_ms, 1.5 * r.rtt_ms), load_levels=(1.0, 1.5, 2.5),
+                                 load_switch_prob=0.02, acc_weight=spec.acc_weight, miss_penalty=spec.miss_penalty,
+                                 random_start=True, state=spec.state)
 
 
-def make_env(setup: SplitSetup, traces: list[Trace], cfg: EnvConfig, *, seed: int) -> SplitEnv:
-    return SplitEnv(setup.cost_model(), traces, setup.val_accuracy, cfg=cfg, correct=setup.test_correct, seed=seed)
+def make_env(setup: SplitSetup, traces: list[Trace], cfg: EnvConfig, *, seed: int,
+             downlink: list[Trace] | None = None) -> SplitEnv:
+    return SplitEnv(setup.cost_model(), traces, setup.val_accuracy, downlink=downlink, cfg=cfg,
+                    correct=setup.test_correct, seed=seed)
 
 
 def train_planners(bundle: Path, folders: list[Path], spec: PlannerSpec, *, sac: SacConfig, dqn: DqnConfig | None,
-                   progress: bool = True) -> PlannerSpec:
-    """Train and store; returns the stored spec (with learning curves)."""
+                   progress: bool = True, downlink_folders: list[Path] | None = None) -> PlannerSpec:
+    """Train and store; returns the stored spec (with its regime and learning curves)."""
     setup = SplitSetup.load(bundle, need_spec=False)
     traces = training_traces(folders)
-    spec = replace(spec, train_mean_mbit_s=mean_mbit_s(traces), train_traces=[str(f) for f in folders])
+    downlink = training_traces(downlink_folders) if downlink_folders else None
+    spec = regime_for_training(spec, folders, downlink_folders, traces)
+    setup = replace(setup, spec=spec)
     cfg = training_env_config(spec)
-    agent, sac_history = train_sac(make_env(setup, traces, cfg, seed=sac.seed), sac, progress=progress)
+    agent, sac_history = train_sac(make_env(setup, traces, cfg, seed=sac.seed, downlink=downlink), sac,
+                                   progress=progress)
     meta = {"algorithm": "sac", "obs_dim": spec.state.dim, "n_actions": len(setup.space)}
     path = save_mlp(Path(bundle) / "split/policy_sac.npz", mlp_layers(agent.actor), meta=meta)
     store_artifact(bundle, policy_artifact("sac"), "split/policy_sac.npz", path.read_bytes())
     training = {"sac": {"config": asdict(sac), "target_entropy": agent.target_entropy, "history": sac_history},
                 "env": {k: v for k, v in asdict(cfg).items() if k != "state"}}
     if dqn is not None:
-        q, dqn_history = train_dqn(make_env(setup, traces, cfg, seed=dqn.seed), dqn, progress=progress)
+        q, dqn_history = train_dqn(make_env(setup, traces, cfg, seed=dqn.seed, downlink=downlink), dqn,
+                                   progress=progress)
         path = save_mlp(Path(bundle) / "split/policy_dqn.npz", mlp_layers(q), meta={**meta, "algorithm": "dqn"})
         store_artifact(bundle, policy_artifact("dqn"), "split/policy_dqn.npz", path.read_bytes())
         training["dqn"] = {"config": asdict(dqn), "history": dqn_history}
-    spec = replace(spec, training=training)
+    spec.training = training
     store_artifact(bundle, ARTIFACT_SPEC, SPEC_JSON, (json.dumps(spec.to_json(), indent=2) + "\n").encode())
     return spec
 
@@ -89,8 +112,8 @@ def tune_target_entropy(bundle: Path, folders: list[Path], spec: PlannerSpec, ra
 
     setup = SplitSetup.load(bundle, need_spec=False)
     traces = training_traces(folders)
-    spec = replace(spec, train_mean_mbit_s=mean_mbit_s(traces))
-    setup.spec = spec
+    spec = regime_for_training(spec, folders, None, traces)
+    setup = replace(setup, spec=spec)
     cfg = training_env_config(spec)
     labels = [a.label(setup.space.n_stages) for a in setup.space.actions]
     records = []

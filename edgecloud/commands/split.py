@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from splitting.regime import add_regime_arguments
+
 TRACES = Path("../shared/data/traces")
 
 
@@ -46,9 +48,7 @@ def add_parser(sub: Any) -> None:
     train.add_argument("--bundle", type=Path, required=True, help="bundle with split segments and both profiles")
     train.add_argument("--traces", type=Path, nargs="+", default=[TRACES / "fcc", TRACES / "norway-hsdpa"],
                        help="training trace folders (a test folder is refused)")
-    train.add_argument("--deadline-ms", type=float, default=100.0, help="the deadline the planners are tuned for")
-    train.add_argument("--rtt-ms", type=float, default=40.0, help="base RTT of the modelled link")
-    train.add_argument("--period-s", type=float, default=0.25, help="time between requests")
+    add_regime_arguments(train)
     train.add_argument("--acc-weight", type=float, default=20.0, help="reward per unit of accuracy")
     train.add_argument("--miss-penalty", type=float, default=2.0, help="reward penalty of a missed deadline")
     train.add_argument("--steps", type=int, default=30000, help="environment steps per planner")
@@ -83,7 +83,11 @@ def add_parser(sub: Any) -> None:
                     "--deadline-ms 100 --out artifacts/split-eval")
     ev.add_argument("--bundle", type=Path, required=True, help="bundle with segments, profiles and planners")
     ev.add_argument("--traces", type=Path, required=True, help="folder of trace files")
-    ev.add_argument("--deadline-ms", type=float, required=True, help="latency deadline of every request")
+    ev.add_argument("--deadline-ms", type=float, default=None,
+                    help="latency deadline of every request (default: the one the bundle was trained for)")
+    ev.add_argument("--downlink-traces", type=Path, default=None,
+                    help="downlink trace folder, paired by file name (default: each uplink file carries both "
+                         "directions)")
     ev.add_argument("--out", type=Path, required=True, help="report directory")
     ev.add_argument("--strategies", nargs="+", default=None, help="subset of strategies (default: all)")
     ev.add_argument("--duration-s", type=float, default=None, help="replay only the first seconds of each trace")
@@ -142,18 +146,25 @@ def run_train(args: argparse.Namespace) -> int:
     from shared.bundle import BundleError
     from shared.traces import TraceError
     from splitting.dqn import DqnConfig
-    from splitting.latency import LinkModel
+    from splitting.regime import regime_overrides
     from splitting.sac import SacConfig
-    from splitting.setup import PlannerSpec
+    from splitting.setup import PlannerSpec, SplitSetup
     from splitting.train_planners import train_planners
 
-    spec = PlannerSpec(link=LinkModel(rtt_ms=args.rtt_ms), deadline_ms=args.deadline_ms, period_s=args.period_s,
-                       acc_weight=args.acc_weight, miss_penalty=args.miss_penalty)
+    try:  # the bundle's regime (its own, or the default for its data), the flags over it
+        overrides = regime_overrides(args)
+        downlink = overrides.pop("downlink_traces")
+        regime = SplitSetup.load(args.bundle, need_spec=False).regime.override(**overrides)
+    except (BundleError, ValueError) as err:
+        print(f"edgecloud split train: {err}", file=sys.stderr)
+        return 2
+    spec = PlannerSpec(regime, acc_weight=args.acc_weight, miss_penalty=args.miss_penalty)
     sac = SacConfig(total_steps=args.steps, target_entropy_ratio=args.target_entropy_ratio, gamma=args.gamma,
                     seed=args.seed)
     dqn = None if args.no_dqn else DqnConfig(total_steps=args.steps, gamma=args.gamma, seed=args.seed)
     try:
-        spec = train_planners(args.bundle, args.traces, spec, sac=sac, dqn=dqn, progress=not args.no_progress)
+        spec = train_planners(args.bundle, args.traces, spec, sac=sac, dqn=dqn, progress=not args.no_progress,
+                              downlink_folders=[Path(f) for f in downlink] if downlink else None)
     except (BundleError, TraceError, ValueError) as err:
         print(f"edgecloud split train: {err}", file=sys.stderr)
         return 2
@@ -166,23 +177,22 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     from shared.bundle import BundleError
-    from shared.traces import TraceError, load_traces
+    from shared.traces import TraceError, load_traces, pair_traces
     from splitting.report import write_report
-    from splitting.setup import STRATEGIES, SplitSetup
+    from splitting.setup import SplitSetup
 
     try:
-        setup = SplitSetup.load(args.bundle)
+        setup = SplitSetup.load(args.bundle, need_spec=False)
         traces = load_traces(args.traces)[: args.max_traces]
-        names = list(args.strategies or STRATEGIES)
-        unknown = [n for n in names if n not in STRATEGIES]
-        if unknown:
-            raise ValueError(f"unknown strategy {unknown[0]!r}; choose from {list(STRATEGIES)}")
-        if not setup.policies:
-            names = [n for n in names if n not in ("sac", "dqn")]
+        downlink = (pair_traces(traces, load_traces(args.downlink_traces)) if args.downlink_traces is not None
+                    else None)
+        names = setup.resolve_strategies(args.strategies)  # default: every strategy the bundle has
+        args.deadline_ms = args.deadline_ms or setup.regime.deadline_ms
         if args.live:
             return _run_live(args, setup, traces, names)
         report = write_report(setup, traces, names, deadline_ms=args.deadline_ms, out=args.out,
-                              duration_s=args.duration_s, traces_dir=args.traces)
+                              duration_s=args.duration_s, traces_dir=args.traces, downlink=downlink,
+                              downlink_dir=args.downlink_traces)
     except (BundleError, TraceError, ValueError) as err:
         print(f"edgecloud split eval: {err}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.traces import Trace, TraceError, load_traces, read_trace
+from shared.traces import MIN_MBIT_S, Trace, TraceError, load_traces, pair_traces, read_trace
 from tests.conftest import REPO_ROOT
 
 TRACES = REPO_ROOT.parent / "shared" / "data" / "traces"
@@ -72,3 +72,25 @@ def test_transfer_starting_a_hair_before_a_boundary_late_in_a_replay_finishes() 
         assert 0.0 < took < 2 * duration
     # exact: 2400 bits; the first two segments move 100 bits each at 1 kbit/s, the rest at 5 Mbit/s
     assert trace.transfer_s(300.0, 0.0) == pytest.approx(0.2 + 2200 / 5e6)
+
+
+def test_cellular_uplink_traces_stall_and_their_test_half_is_refused_for_fitting() -> None:
+    train = load_traces(TRACES / "cellular-up", purpose="train")
+    assert len(train) == 28
+    # 0 Mbit/s samples are floored on reading, and counted as stalls: about a tenth of the time.
+    assert all(t.mbit_s.min() >= MIN_MBIT_S for t in train)
+    assert 0.05 < float(np.mean([t.stall_share() for t in train])) < 0.2
+    assert len(load_traces(TRACES / "cellular-up-test", purpose="test")) == 26
+    with pytest.raises(TraceError, match="is for reporting only"):
+        load_traces(TRACES / "cellular-up-test", purpose="train")
+    assert all(t.stall_share() == 0.0 for t in load_traces(TRACES / "norway-hsdpa", purpose="train")[:5])
+
+
+def test_stall_share_and_downlink_pairing(tmp_path: Path) -> None:
+    trace = read_trace(_write(tmp_path / "t", "0.0\t0\n0.1\t2.0\n0.2\t0\n0.3\t1.0\n"))
+    assert trace.stall_share() == pytest.approx(0.5)
+    other = Trace(name="x", times_s=np.array([0.0]), mbit_s=np.array([3.0]))
+    assert pair_traces([trace], None) == [trace]
+    assert pair_traces([trace, trace], [other]) == [other, other]
+    with pytest.raises(TraceError, match="no traces"):
+        pair_traces([trace], [])

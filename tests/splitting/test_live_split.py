@@ -51,7 +51,7 @@ def test_every_placement_answers_and_a_dead_server_loses_nothing(live_bundle: Pa
             assert _labels(out, "source") == [source] and _labels(out, "action") == [action]
             assert 0 <= int(out["label"][0]) < 10
         assert int(_ask(edge.url, x, action="split@2:2b:exit4", deadline_ms=5000)["payload_bytes"][0]) > 0
-        for strategy in ("device_only", "server_only", "neurosurgeon", "edgent"):
+        for strategy in ("device_only", "server_only", "server_only_raw", "server_only_jpeg", "neurosurgeon", "edgent"):
             assert _labels(_ask(edge.url, x, strategy=strategy, deadline_ms=5000), "source")[0] in ("edge", "cloud")
 
         # A bad quantisation parameter is a 400 that names it.

@@ -9,7 +9,7 @@ from tests.conftest import REPO_ROOT
 
 ONLINE = ("edge_agent.split", "edge_agent.app", "serving.split_tail", "cloud_server.hosting", "shared.feature_codec",
           "splitting.setup", "splitting.env", "splitting.evaluate", "splitting.policy", "splitting.live_client",
-          "splitting.segments", "splitting.profile", "testbed.device")
+          "splitting.segments", "splitting.profile", "splitting.regime", "splitting.inputs", "testbed.device")
 
 CODE = """
 import sys
