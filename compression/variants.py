@@ -25,7 +25,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from orchestration.profiles import (
+from shared import bundle as B
+from shared.datasets import Dataset
+from shared.names import ModelRole
+from shared.preprocess import normalize
+from shared.variant_profile import (
     BATCH,
     CORRECT_ARTIFACT,
     DEFAULT_TIERS,
@@ -33,10 +37,6 @@ from orchestration.profiles import (
     measure_latency_ms,
     per_tier,
 )
-from shared import bundle as B
-from shared.datasets import Dataset
-from shared.names import ModelRole
-from shared.preprocess import normalize
 
 log = logging.getLogger(__name__)
 

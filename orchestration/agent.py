@@ -7,7 +7,13 @@ servers host every variant by name: `edgecloud cloud serve --models ...`). The r
 observes, and the `X-Edgecloud-Load` report that came with the answer, are the learner's reward and
 next observation. A server that fails (refused, timed out, 5xx, a bad answer) costs the time it
 took, and the device's own variant answers (AnswerSource.FALLBACK with a FallbackReason), so no
-request is lost.
+request is lost. Every offload carries its budget in `X-Deadline-Ms`, so a server drops the work
+its device has given up on instead of computing it for nobody.
+
+Each request may carry its own accuracy requirement (OIP request parameter `accuracy_req`, a
+fraction); without it the device's configured one applies. With a `deadline_ms` the budget of an
+offload is the deadline less the fallback's reserve (the fallback variant's device time), as the
+simulator models it; without one it is the client's fixed timeout (`--orchestrator-timeout-ms`).
 
 Outputs: `label` (INT64), `source` (BYTES: edge / edge-server / cloud / edge-fallback), `tier`,
 `variant` and `fallback_reason` (BYTES), and `response_ms` (FP64: the device's own measure, from its
@@ -27,7 +33,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from orchestration.learners import Decision, QLearning, reward
+from orchestration.learners import FAILURE_PENALTY, Action, Decision, QLearning, reward
 from orchestration.metrics import OrchestratorMetrics
 from orchestration.policies import Policy, feasible_actions, make_policy
 from orchestration.profiles import Profiles, profiles_from_manifest
@@ -35,7 +41,7 @@ from orchestration.state import Observation, ServerLoad
 from serving.model import INPUT, ServedModel, single_input
 from shared.bundle import TensorSpec, load_manifest
 from shared.names import AnswerSource, FallbackReason, Tier
-from shared.oip import ProtocolError, decode_response, encode_request, parse_load
+from shared.oip import DEADLINE_HEADER, ProtocolError, decode_response, encode_request, parse_load
 from shared.preprocess import ImagePreprocessor
 from testbed.slowdown import Slowdown
 
@@ -43,8 +49,6 @@ log = logging.getLogger(__name__)
 
 ORCHESTRATOR_MODEL = "orchestrator"
 OUTPUTS: tuple[str, ...] = ("label", "source", "tier", "variant", "fallback_reason", "response_ms")
-FAILURE_PENALTY = 1.0
-"""Extra cost of a request a server failed, in reward units (100 ms): the learner should leave a dead tier."""
 SOURCE_OF: dict[Tier, AnswerSource] = {Tier.END: AnswerSource.EDGE, Tier.EDGE: AnswerSource.EDGE_SERVER,
                                        Tier.CLOUD: AnswerSource.CLOUD}
 
@@ -82,16 +86,21 @@ class TierClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def infer(self, variant: str, x: np.ndarray) -> tuple[np.ndarray, ServerLoad | None]:
+    async def infer(self, variant: str, x: np.ndarray, *, timeout_s: float | None = None
+                    ) -> tuple[np.ndarray, ServerLoad | None]:
+        """One infer call that gives up after `timeout_s` (at most the client's own timeout)."""
+        budget_s = self.timeout_s if timeout_s is None else max(0.0, min(self.timeout_s, timeout_s))
         body, headers = encode_request({INPUT: x}, outputs=("label",))
+        # The server drops queued work past this budget (serving/batcher.py): work we gave up on.
+        headers = {**headers, **self._headers, DEADLINE_HEADER: f"{budget_s * 1000.0:.1f}"}
         url = f"{self.base_url}/v2/models/{variant}/infer"
         try:
-            async with asyncio.timeout(self.timeout_s):
-                response = await self._http.post(url, content=body, headers={**headers, **self._headers})
+            async with asyncio.timeout(budget_s):
+                response = await self._http.post(url, content=body, headers=headers)
         except (httpx.ConnectError, httpx.ConnectTimeout) as err:
             raise ServerFailed(FallbackReason.UNREACHABLE, f"{url}: {type(err).__name__}") from None
         except (httpx.TimeoutException, TimeoutError):
-            raise ServerFailed(FallbackReason.TIMEOUT, f"{url}: no answer in {self.timeout_s * 1000:.0f} ms") from None
+            raise ServerFailed(FallbackReason.TIMEOUT, f"{url}: no answer in {budget_s * 1000:.0f} ms") from None
         except httpx.HTTPError as err:
             raise ServerFailed(FallbackReason.UNREACHABLE, f"{url}: {type(err).__name__} {err}") from None
         if response.status_code != 200:
@@ -159,33 +168,57 @@ class Orchestrator:
     """Policy + observation + the device's variants + clients to the edge server and the cloud."""
 
     def __init__(self, *, profiles: Profiles, policy: Policy, local: LocalVariants,
-                 clients: dict[Tier, TierClient], accuracy_req: float, metrics: OrchestratorMetrics | None = None
-                 ) -> None:
+                 clients: dict[Tier, TierClient], accuracy_req: float, metrics: OrchestratorMetrics | None = None,
+                 deadline_ms: float | None = None) -> None:
+        if deadline_ms is not None and not deadline_ms > 0:
+            raise ValueError(f"deadline_ms must be > 0 (or None), got {deadline_ms}")
         self.profiles = profiles
         self.policy = policy
         self.local = local
         self.clients = clients
         self.accuracy_req = accuracy_req
         self.metrics = metrics
+        self.deadline_ms = deadline_ms
         self.obs = Observation(accuracy_req=accuracy_req)
         self._changes_seen = 0
-        reachable = {Tier.END, *clients}
-        self.actions = [a for a in feasible_actions(profiles, accuracy_req)
-                        if a[0] in reachable and (a[0] is not Tier.END or a[1] in local.sessions)]
-        if not self.actions:
-            raise ValueError(f"no (tier, variant) reaches accuracy {accuracy_req} with the device's variants "
-                             f"{sorted(local.sessions)} and servers {sorted(clients)}")
-        # The device's own answer when a server fails: its fastest local variant meeting the requirement.
-        local_ok = [a[1] for a in self.actions if a[0] is Tier.END] or sorted(local.sessions)
-        self.fallback_variant = min(local_ok, key=lambda n: profiles.variants[n].compute_ms(Tier.END))
+        self._plans: dict[float, tuple[list[Action], str]] = {}
+        self.actions, self.fallback_variant = self._plan(accuracy_req)
+
+    def _plan(self, accuracy_req: float) -> tuple[list[Action], str]:
+        """The feasible actions this device can take for a requirement, and its fallback variant: its
+        fastest local variant meeting the requirement (what answers when a server fails)."""
+        if accuracy_req not in self._plans:
+            reachable = {Tier.END, *self.clients}
+            actions = [a for a in feasible_actions(self.profiles, accuracy_req)
+                       if a[0] in reachable and (a[0] is not Tier.END or a[1] in self.local.sessions)]
+            if not actions:
+                raise ValueError(f"no (tier, variant) reaches accuracy {accuracy_req} with the device's variants "
+                                 f"{sorted(self.local.sessions)} and servers {sorted(self.clients)}")
+            local_ok = [a[1] for a in actions if a[0] is Tier.END] or sorted(self.local.sessions)
+            fallback = min(local_ok, key=lambda n: self.profiles.variants[n].compute_ms(Tier.END))
+            self._plans[accuracy_req] = (actions, fallback)
+        return self._plans[accuracy_req]
+
+    def offload_budget_s(self, fallback_variant: str) -> float | None:
+        """How long an offload may take: the deadline less the fallback's device time (None: the client's
+        own timeout). The simulator's `Simulator.offload_budget_ms`, live."""
+        if self.deadline_ms is None:
+            return None
+        reserve = self.profiles.variants[fallback_variant].compute_ms(Tier.END)
+        return max(0.0, self.deadline_ms - reserve) / 1000.0
 
     def _local_busy_ms(self) -> float:
         return self.local.pending * self.profiles.variants[self.fallback_variant].compute_ms(Tier.END)
 
-    async def answer(self, x: np.ndarray) -> Answer:
+    async def answer(self, x: np.ndarray, *, accuracy_req: float | None = None) -> Answer:
+        """Answer one request, with its own requirement (None: the device's configured one)."""
         started = time.perf_counter()
+        req = self.accuracy_req if accuracy_req is None else accuracy_req
+        actions, fallback_variant = self._plan(req)
+        self.obs.now_s = time.monotonic()
+        self.obs.accuracy_req = req
         self.obs.local_busy_ms = self._local_busy_ms()
-        decision: Decision = self.policy.choose(self.obs, self.actions)
+        decision: Decision = self.policy.choose(self.obs, actions)
         tier, variant = decision.action
         reason = ""
         load: ServerLoad | None = None
@@ -194,22 +227,24 @@ class Orchestrator:
             source = AnswerSource.EDGE
         else:
             try:
-                labels, load = await self.clients[tier].infer(variant, x)
+                labels, load = await self.clients[tier].infer(variant, x,
+                                                              timeout_s=self.offload_budget_s(fallback_variant))
                 source = SOURCE_OF[tier]
             except ServerFailed as err:
                 log.debug("%s failed: %s; the device answers", tier, err)
                 reason = err.reason.value
                 if self.metrics is not None:
                     self.metrics.fallbacks.labels(reason=reason).inc()
-                labels = await self.local.infer(self.fallback_variant, x)
+                labels = await self.local.infer(fallback_variant, x)
                 source = AnswerSource.FALLBACK
         response_ms = (time.perf_counter() - started) * 1000.0
-        answered_by = variant if source is not AnswerSource.FALLBACK else self.fallback_variant
-        r = reward(response_ms, accuracy=self.profiles.variants[answered_by].accuracy, accuracy_req=self.accuracy_req)
+        answered_by = variant if source is not AnswerSource.FALLBACK else fallback_variant
+        r = reward(response_ms, accuracy=self.profiles.variants[answered_by].accuracy, accuracy_req=req)
         if source is AnswerSource.FALLBACK:
             # A refused connection fails in a millisecond and the device then answers at its usual
             # cost, so the latency alone barely tells a dead server from the device: penalise it (ours).
             r -= FAILURE_PENALTY
+        self.obs.now_s = time.monotonic()
         if source is not AnswerSource.FALLBACK:
             self.obs.record(tier, response_ms=response_ms, load=load)
         self.obs.local_busy_ms = self._local_busy_ms()
@@ -259,12 +294,26 @@ class OrchestratorModel(ServedModel):
     async def predict(self, tensors: dict[str, np.ndarray], *, timeout_s: float,
                       parameters: dict[str, Any]) -> dict[str, np.ndarray]:
         x = self.orchestrator.local.preprocessor.check(single_input(self.name, tensors))
-        a = await self.orchestrator.answer(x)
+        a = await self.orchestrator.answer(x, accuracy_req=_accuracy_req(parameters))
         n = len(x)
         return {"label": a.labels, "source": np.full(n, a.source.value, dtype=object),
                 "tier": np.full(n, a.tier.value, dtype=object), "variant": np.full(n, a.variant, dtype=object),
                 "fallback_reason": np.full(n, a.reason, dtype=object),
                 "response_ms": np.full(n, a.response_ms, dtype=np.float64)}
+
+
+def _accuracy_req(parameters: dict[str, Any]) -> float | None:
+    """The request's own `accuracy_req` parameter (a fraction in [0, 1]), or None; junk is a 400."""
+    raw = parameters.get("accuracy_req")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ProtocolError(f"parameter accuracy_req must be a number in [0, 1], got {raw!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ProtocolError(f"parameter accuracy_req must be in [0, 1], got {value}")
+    return value
 
 
 def build_orchestrator(settings: Any, *, metrics: OrchestratorMetrics | None = None) -> OrchestratorModel:

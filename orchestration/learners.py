@@ -25,6 +25,11 @@ from shared.names import Tier
 
 Action = tuple[Tier, str]
 """(tier, variant name): where a request runs and on which model."""
+FAILURE_PENALTY = 1.0
+"""Extra cost of a request a server failed (refused, timed out), in reward units (100 ms), on top of its
+response time: a refused connection fails in a millisecond and the device then answers at its usual
+cost, so the latency alone barely tells a dead server from the device (ours; the live agent and the
+simulator both charge it)."""
 
 
 def reward(response_ms: float, *, accuracy: float, accuracy_req: float, scale_ms: float = 100.0,

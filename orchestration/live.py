@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -39,10 +40,11 @@ from typing import Any
 import httpx
 import numpy as np
 
+from orchestration.links import NetworkConfig
 from orchestration.policies import LEARNERS
 from orchestration.profiles import Profiles, profiles_from_manifest
 from orchestration.report import Answered, comparisons, plot_cdf, plot_choices, summarize, write_report
-from orchestration.simulator import SCENARIOS, NetworkConfig, Scenario, arrival_times
+from orchestration.scenario import SCENARIOS, Scenario, arrival_times
 from shared.names import AnswerSource, Tier
 from shared.oip import decode_response, encode_request
 from testbed.services import Service, free_port, start_service, stop_service, wait_ready
@@ -264,6 +266,10 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
                         edge.process.kill()
                 answered, n = asyncio.run(drive(spec, scenario, agents, x, y, seed=round_, kill=kill,
                                                 client_ms=client[policy], retries=retried[policy]))
+            # Every live device has the one configured requirement; a variant below it missed it.
+            answered = [dataclasses.replace(a, accuracy_req=spec.accuracy_req,
+                                            missed=profiles.variants[a.variant].accuracy < spec.accuracy_req)
+                        for a in answered]
             if round_ == 0:
                 first_round[policy] = sorted(answered, key=lambda a: a.arrival_s)
             runs[policy].extend(answered)

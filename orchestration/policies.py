@@ -1,18 +1,24 @@
 """Every way of picking (tier, variant) we compare, behind one interface (numpy only).
 
-A policy sees the device's `Observation` and the feasible actions (every tier with every variant
-that meets the request's accuracy requirement) and returns a `Decision`; `update` hands it the
-reward when the answer arrives. Learners learn there; baselines ignore it.
+A policy sees the device's `Observation` (the request's own accuracy requirement included) and the
+feasible actions (every tier with every variant that meets that requirement) and returns a
+`Decision`; `update` hands it the reward when the answer arrives. Learners learn there; baselines
+ignore it.
 
-- `static:TIER:VARIANT`: always the same pair (one per pair; the best one meeting the requirement
-  is the reference the paper beats).
+- `static:TIER:VARIANT`: always the same pair, whatever the request requires (a pair below a
+  request's requirement misses it; the report counts the misses).
+- `static-map`: a fixed (tier, variant) per requirement level (`StaticMapping`): the static policy
+  the issue's target is measured against, since applications that need different accuracies would
+  each be configured with their own pair. `experiment.best_mapping` finds the best one.
 - `all-end`, `all-edge`, `all-cloud`: one tier, the variant its profile says is fastest there
-  among those meeting the requirement.
+  among those meeting the request's requirement (a mapping too: level -> that tier's fastest).
 - `greedy`: the usual model-based rule: the lowest predicted latency from the latest measurements
   (wire time per tier, the load the server last reported, the variant's profiled compute time).
-- `oracle`: hindsight: the action whose response would be lowest given the true state of every
-  queue and link at that instant (the simulator supplies it; a strong clairvoyant reference, not a
-  proven optimum, since it ignores the requests that arrive after).
+- `myopic-oracle` (`oracle` is its deprecated name): per request, the action whose response would be
+  lowest given the true state of every queue and link at that instant (the simulator supplies it).
+  Clairvoyant about the present, per request, and blind to what its choice does to the requests
+  after it: a strong reference, **not** a bound on what a policy can do (the bound is
+  `orchestration.bound`).
 - `qlearning`, `linucb`: the online learners (orchestration.learners).
 """
 
@@ -26,7 +32,11 @@ from orchestration.state import Observation, StateSpace
 from shared.names import Tier
 
 LEARNERS: tuple[str, ...] = ("qlearning", "linucb")
-BASELINES: tuple[str, ...] = ("greedy", "all-end", "all-edge", "all-cloud", "oracle")
+MYOPIC_ORACLE = "myopic-oracle"
+DEPRECATED_ORACLE = "oracle"
+"""The myopic oracle's old name, still accepted (older reports and command lines use it)."""
+BASELINES: tuple[str, ...] = ("greedy", "all-end", "all-edge", "all-cloud", MYOPIC_ORACLE)
+STATIC_MAP = "static-map"
 
 
 class PolicyError(ValueError):
@@ -93,18 +103,53 @@ class GreedyPolicy(Policy):
         return Decision(action=min(actions, key=lambda a: predicted_ms(self.profiles, obs, a)))
 
 
-class OraclePolicy(Policy):
-    """Picks with `truth(action) -> response ms`, which the simulator sets before each choice."""
+class MyopicOracle(Policy):
+    """Picks with `truth(action) -> response ms`, which the simulator sets before each choice.
 
-    name = "oracle"
+    Myopic: the lowest response for this request given every queue and link as they are now, with
+    no thought for the requests its choice delays. Not an upper bound on what a policy can achieve:
+    sending everyone to a queue that is short now can cost the next requests more than it saves.
+    """
+
+    name = MYOPIC_ORACLE
 
     def __init__(self) -> None:
         self.truth: Callable[[Action], float] | None = None
 
     def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:
         if self.truth is None:
-            raise PolicyError("the oracle needs the simulator's true state; it cannot run live")
+            raise PolicyError("the myopic oracle needs the simulator's true state; it cannot run live")
         return Decision(action=min(actions, key=self.truth))
+
+
+OraclePolicy = MyopicOracle
+"""Deprecated name of MyopicOracle."""
+
+
+class StaticMapping(Policy):
+    """A fixed (tier, variant) per requirement level: what a static deployment configures per application.
+
+    A request whose requirement is not a key gets the pair of the lowest level above it (the highest
+    level if none is), so it is never answered below a level the mapping was chosen for.
+    """
+
+    name = STATIC_MAP
+
+    def __init__(self, mapping: dict[float, Action]) -> None:
+        if not mapping:
+            raise PolicyError("a static mapping needs at least one level")
+        self.mapping = dict(sorted(mapping.items()))
+
+    def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:
+        req = obs.accuracy_req
+        if req in self.mapping:
+            return Decision(action=self.mapping[req])
+        above = [level for level in self.mapping if level >= req]
+        return Decision(action=self.mapping[above[0] if above else max(self.mapping)])
+
+    def describe(self) -> dict[str, str]:
+        """The mapping as report.json shows it: level -> `TIER:VARIANT`."""
+        return {f"{level:g}": f"{tier.value}:{variant}" for level, (tier, variant) in self.mapping.items()}
 
 
 def fastest_per_tier(profiles: Profiles, actions: Sequence[Action]) -> list[Action]:
@@ -142,14 +187,26 @@ class LearnerPolicy(Policy):
 
 
 def state_space(profiles: Profiles) -> StateSpace:
-    """The tabular learner's state space for this variant family (accuracy levels from the profile)."""
+    """The tabular learner's state space for this variant family: one row set per set of variants a
+    requirement leaves feasible (the variants' accuracies are the edges), the uplink binned as this
+    family's request would cross it."""
     levels = sorted({round(v.accuracy, 6) for v in profiles.variants.values()})
-    return StateSpace(accuracy_levels=tuple(levels))
+    return StateSpace(accuracy_levels=tuple(levels), request_bytes=profiles.request_bytes)
 
 
-def static_names(profiles: Profiles, accuracy_req: float) -> list[str]:
-    """`static:TIER:VARIANT` for every pair meeting the requirement."""
-    return [f"static:{t.value}:{v}" for t, v in feasible_actions(profiles, accuracy_req)]
+def static_names(profiles: Profiles, accuracy_req: float | Sequence[float]) -> list[str]:
+    """`static:TIER:VARIANT` for every pair meeting the requirement (the lowest level of several: a pair
+    below every level can only miss)."""
+    lowest = min(accuracy_req) if isinstance(accuracy_req, Sequence) else accuracy_req
+    return [f"static:{t.value}:{v}" for t, v in feasible_actions(profiles, lowest)]
+
+
+def static_action(name: str) -> Action:
+    """(tier, variant) of a `static:TIER:VARIANT` name."""
+    parts = name.split(":")
+    if len(parts) != 3 or parts[0] != "static":
+        raise PolicyError(f"policy {name!r} is not static:TIER:VARIANT")
+    return _tier_of(name, parts[1]), parts[2]
 
 
 def _tier_of(policy: str, value: str) -> Tier:
@@ -159,8 +216,12 @@ def _tier_of(policy: str, value: str) -> Tier:
         raise PolicyError(f"unknown tier {value!r} in policy {policy!r}; tiers: {[t.value for t in Tier]}") from None
 
 
-def make_policy(name: str, profiles: Profiles, *, seed: int = 0) -> Policy:
-    """A fresh policy by name (each user gets its own: its own learner, its own exploration)."""
+def make_policy(name: str, profiles: Profiles, *, seed: int = 0, mapping: dict[float, Action] | None = None
+                ) -> Policy:
+    """A fresh policy by name (each user gets its own: its own learner, its own exploration).
+
+    `mapping` is the level -> (tier, variant) table of `static-map` (experiment.best_mapping finds one).
+    """
     if name == "qlearning":
         return LearnerPolicy(QLearning(state_space(profiles), QConfig(seed=seed),
                                        predict=lambda obs, action: predicted_ms(profiles, obs, action)), profiles)
@@ -168,8 +229,15 @@ def make_policy(name: str, profiles: Profiles, *, seed: int = 0) -> Policy:
         return LearnerPolicy(LinUCB(state_space(profiles)), profiles)
     if name == "greedy":
         return GreedyPolicy(profiles)
-    if name == "oracle":
-        return OraclePolicy()
+    if name in (MYOPIC_ORACLE, DEPRECATED_ORACLE):
+        return MyopicOracle()
+    if name == STATIC_MAP:
+        if mapping is None:
+            raise PolicyError(f"policy {STATIC_MAP!r} needs its level -> (tier, variant) mapping")
+        for tier, variant in mapping.values():
+            if variant not in profiles.variants:
+                raise PolicyError(f"{STATIC_MAP}: unknown variant {variant!r} on {tier}; variants: {profiles.names}")
+        return StaticMapping(mapping)
     if name.startswith("all-"):
         return TierPolicy(_tier_of(name, name.removeprefix("all-")), profiles)
     if name.startswith("static:"):
@@ -177,4 +245,5 @@ def make_policy(name: str, profiles: Profiles, *, seed: int = 0) -> Policy:
         if len(parts) != 3 or parts[2] not in profiles.variants:
             raise PolicyError(f"policy {name!r} is not static:TIER:VARIANT with a variant in {profiles.names}")
         return StaticPolicy((_tier_of(name, parts[1]), parts[2]))
-    raise PolicyError(f"unknown policy {name!r}; choose from {[*LEARNERS, *BASELINES]} or static:TIER:VARIANT")
+    raise PolicyError(f"unknown policy {name!r}; choose from {[*LEARNERS, *BASELINES, STATIC_MAP]} or "
+                      "static:TIER:VARIANT")

@@ -1,7 +1,7 @@
 """A tiny bundle with a variant family, torch-free, for testing orchestration.
 
 The variants are the tiny bundle's student and teacher graphs under variant names, each with its
-accuracy and latency measured here (orchestration.profiles.measure_latency_ms), the same metrics
+accuracy and latency measured here (shared.variant_profile.measure_latency_ms), the same metrics
 `edgecloud variants` writes, plus the per-sample correctness artifact.
 """
 
@@ -14,17 +14,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from orchestration.profiles import (
+from shared.bundle import ModelEntry, load_manifest, write_manifest
+from shared.names import ModelRole
+from shared.preprocess import normalize
+from shared.variant_profile import (
     BATCH,
     CORRECT_ARTIFACT,
     DEFAULT_TIERS,
     PROFILE_ARTIFACT,
     measure_latency_ms,
     per_tier,
+    profile_document,
 )
-from shared.bundle import ModelEntry, load_manifest, write_manifest
-from shared.names import ModelRole
-from shared.preprocess import normalize
 from tests.helpers.tiny_bundle import SHAPE, add_student, make_tiny_bundle
 
 
@@ -57,8 +58,8 @@ def make_variant_bundle(out_dir: Path, *, source: Path | None = None) -> Path:
                                   inputs=base.inputs, outputs=base.outputs, arch=base.arch,
                                   metrics={**base.metrics, **metrics})
     np.savez(bundle / "correct.npz", **correct)
-    (bundle / "profile.json").write_text(json.dumps(
-        {"tiers": {t.value: {"cpu_share": s.cpu_share} for t, s in DEFAULT_TIERS.items()}, "request_bytes": 264}))
+    # No encoded size is known for these 8x8 digits: a request is the 64 raw pixels + the overhead (264 B).
+    (bundle / "profile.json").write_text(json.dumps(profile_document(tiers=DEFAULT_TIERS, input_shape=SHAPE)))
     artifacts = {PROFILE_ARTIFACT: "profile.json", CORRECT_ARTIFACT: "correct.npz"}
     write_manifest(bundle, manifest.model_copy(update={"models": models, "artifacts": artifacts}))
     return bundle

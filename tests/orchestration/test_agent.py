@@ -13,12 +13,21 @@ from prometheus_client import CollectorRegistry
 
 from edge_agent.app import create_app
 from edge_agent.settings import EdgeSettings
-from orchestration.agent import LocalVariants, Orchestrator, TierClient, build_orchestrator
+from orchestration.agent import LocalVariants, Orchestrator, OrchestratorModel, TierClient, build_orchestrator
 from orchestration.metrics import OrchestratorMetrics
 from orchestration.policies import make_policy
 from orchestration.profiles import profiles_from_manifest
 from shared.names import AnswerSource, FallbackReason, Tier
-from shared.oip import LOAD_HEADER, decode_request, decode_response, encode_request, encode_response, format_load
+from shared.oip import (
+    DEADLINE_HEADER,
+    LOAD_HEADER,
+    ProtocolError,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+    format_load,
+)
 from tests.cloud_server.helpers import metric
 
 
@@ -164,3 +173,66 @@ def test_an_emulated_slow_device_prices_its_own_passes_at_its_speed(variant_bund
             assert seen.variants[name].compute_ms(Tier.END) == pytest.approx(variant.compute_ms(Tier.END) * factor)
             assert seen.variants[name].compute_ms(Tier.EDGE) == pytest.approx(variant.compute_ms(Tier.EDGE))
         model.orchestrator.local.close()
+
+
+def recording_server(seen: list[dict[str, str]], *, delay_s: float = 0.0) -> httpx.MockTransport:
+    """An OIP server answering 7 after `delay_s`, keeping each request's headers."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.headers))
+        await asyncio.sleep(delay_s)
+        _, tensors = decode_request(request.content, request.headers, max_bytes=1 << 20)
+        body, headers = encode_response("m", {"label": np.full(len(tensors["input"]), 7, np.int64)}, binary=set())
+        return httpx.Response(200, content=body, headers=headers)
+
+    return httpx.MockTransport(handle)
+
+
+def test_every_offload_carries_its_budget_and_a_deadline_keeps_the_fallbacks_reserve(
+        variant_bundle: Path, tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    x = tiny_test_split[0][:1]
+    profiles = profiles_from_manifest(variant_bundle)
+
+    async def go(deadline_ms: float | None, delay_s: float = 0.0) -> tuple[list[dict[str, str]], object, str]:
+        seen: list[dict[str, str]] = []
+        orch = Orchestrator(profiles=profiles, policy=make_policy("static:edge:teacher", profiles),
+                            clients={Tier.EDGE: TierClient("http://edge", timeout_s=1.0,
+                                                           transport=recording_server(seen, delay_s=delay_s))},
+                            local=LocalVariants(variant_bundle, profiles.names), accuracy_req=0.0,
+                            deadline_ms=deadline_ms)
+        answer = await orch.answer(x)
+        await orch.aclose()
+        return seen, answer, orch.fallback_variant
+
+    seen, answer, _ = asyncio.run(go(None))
+    assert float(seen[0][DEADLINE_HEADER.lower()]) == pytest.approx(1000.0)  # the client's own timeout
+    assert answer.source is AnswerSource.EDGE_SERVER
+    seen, answer, fallback = asyncio.run(go(300.0))
+    reserve = profiles.variants[fallback].compute_ms(Tier.END)
+    assert float(seen[0][DEADLINE_HEADER.lower()]) == pytest.approx(300.0 - reserve, abs=0.1)
+    # a server slower than the budget: the device gives up at the deadline less its reserve and answers
+    seen, answer, fallback = asyncio.run(go(150.0, delay_s=1.0))
+    assert answer.source is AnswerSource.FALLBACK and answer.reason == FallbackReason.TIMEOUT
+    assert answer.variant == fallback and answer.response_ms < 600.0
+
+
+def test_each_request_may_carry_its_own_requirement(variant_bundle: Path,
+                                                     tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    x = tiny_test_split[0][:1]
+    profiles = profiles_from_manifest(variant_bundle)
+    teacher = profiles.variants["teacher"].accuracy
+
+    async def go() -> list:
+        orch = orchestrator(variant_bundle, "all-end", {})
+        model = OrchestratorModel(orch, sample_shape=tuple(x.shape[1:]))
+        plain = await orch.answer(x)
+        strict = await orch.answer(x, accuracy_req=teacher)
+        outputs = await model.predict({"input": x}, timeout_s=1.0, parameters={"accuracy_req": teacher})
+        with pytest.raises(ProtocolError, match="accuracy_req"):
+            await model.predict({"input": x}, timeout_s=1.0, parameters={"accuracy_req": "high"})
+        await orch.aclose()
+        return [plain.variant, strict.variant, outputs["variant"][0]]
+
+    plain, strict, via_oip = asyncio.run(go())
+    assert plain != "teacher"  # the device's configured 0: its fastest variant
+    assert strict == via_oip == "teacher"  # the only variant meeting the teacher's accuracy

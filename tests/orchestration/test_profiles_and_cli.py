@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,9 @@ import pytest
 
 from edgecloud.cli import main
 from orchestration.profiles import DEFAULT_TIERS, ProfileError, Profiles, TierSpec, profiles_from_manifest
+from shared.bundle import load_manifest
 from shared.names import Tier
+from shared.variant_profile import REQUEST_OVERHEAD_BYTES, profile_document, request_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,19 +58,79 @@ def test_orchestrate_sim_writes_the_report_the_issue_specifies(variant_bundle: P
     report = json.loads((out / "report.json").read_text())
     assert report["users"] == 3 and report["accuracy_req"] == 0.9
     policies = report["policies"]
-    for name in ("qlearning", "linucb", "greedy", "all-end", "all-edge", "all-cloud", "oracle"):
+    for name in ("qlearning", "linucb", "greedy", "all-end", "all-edge", "all-cloud", "myopic-oracle", "static-map"):
         row = policies[name]
         assert row["answered"] == row["requests"] > 0
         assert set(row["tier_share"]) == {"end", "edge", "cloud"}
         assert row["p95_response_ms"] >= row["mean_response_ms"] * 0.5
+        # one requirement every variant run meets: nothing missed; a flat link never runs out of time
+        assert row["requirement_missed"] == 0.0 and row["fallback_share"] == 0.0
     statics = [k for k in policies if k.startswith("static:")]
     assert statics and all(k.split(":")[2] != "variant-a" for k in statics)  # variant-a misses 90%
     best = report["comparison"]["best_static"]
-    assert best in statics or best in ("all-end", "all-edge", "all-cloud")
+    assert best in statics or best in ("all-end", "all-edge", "all-cloud", "static-map")
     assert policies[best]["mean_response_ms"] == min(policies[k]["mean_response_ms"] for k in policies
-                                                     if k.startswith(("static:", "all-")))
+                                                     if k.startswith(("static:", "static-map", "all-")))
+    # the machines are recorded: the Pi 4 calibration, the edge and cloud cores
+    device = report["hardware"]["device"]
+    assert device["slowdown"] == pytest.approx(1 / report["end_cpu_share"])
+    assert device["reference"] in report["variants"]
+    assert device["calibrated"] and device["published_ms_per_image"] == 17.4
+    assert report["hardware"]["cloud"] == {"cores": 4, "speed": 2.0} and report["deadline_ms"] == 1000.0
     assert (out / "response_cdf.png").stat().st_size > 0 and (out / "choices_qlearning.png").is_file()
     assert "best static" in capsys.readouterr().out
+
+
+def test_orchestrate_sim_takes_a_requirement_mix_the_machines_and_the_old_oracle_name(
+        variant_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sim"
+    teacher = profiles_from_manifest(variant_bundle).variants["teacher"].accuracy
+    code = main(["orchestrate", "sim", "--bundle", str(variant_bundle), "--users", "2",
+                 "--traces", str(flat_traces(tmp_path / "traces")), "--accuracy-levels", "0", "-0.05", "-0.009",
+                 "--level-switch-s", "2", "--out", str(out), "--duration", "10", "--seeds", "1",
+                 "--policies", "oracle,all-edge", "--scenario", "churn", "--device-slowdown", "50",
+                 "--cloud-cores", "2", "--cloud-speed", "3", "--deadline-ms", "250", "--downlink-mbit-s", "20"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["requirements"]["levels"] == [0.0, round(teacher - 0.05, 6), round(teacher - 0.009, 6)]
+    assert set(report["policies"]["oracle"]["levels"]) == {f"{x:g}" for x in report["requirements"]["levels"]}
+    assert report["hardware"]["device"]["slowdown"] == 50.0 and not report["hardware"]["device"]["calibrated"]
+    assert report["hardware"]["cloud"] == {"cores": 2, "speed": 3.0}
+    assert report["deadline_ms"] == 250.0 and report["network"]["downlink_mbit_s"] == 20.0
+    assert report["scenario"] == "churn" and len(report["change_times_s"]) == 3
+    code = main(["orchestrate", "sim", "--bundle", str(variant_bundle), "--users", "2", "--traces",
+                 str(tmp_path / "traces"), "--out", str(tmp_path / "bad")])
+    assert code == 2 and "--accuracy-levels" in capsys.readouterr().err
+
+
+def test_the_request_is_what_a_device_sends() -> None:
+    # an encoded image when the bundle records its size; the older whole-request field otherwise;
+    # raw pixels + the overhead when neither is there
+    assert request_bytes({"input_bytes": 921}, (3, 32, 32)) == 921 + REQUEST_OVERHEAD_BYTES
+    assert request_bytes({"input_bytes": 921, "request_bytes": 3272}, (3, 32, 32)) == 921 + REQUEST_OVERHEAD_BYTES
+    assert request_bytes({"request_bytes": 3272}, (3, 32, 32)) == 3272
+    assert request_bytes({}, (3, 32, 32)) == 3072 + REQUEST_OVERHEAD_BYTES
+    doc = profile_document(tiers=DEFAULT_TIERS, input_shape=(3, 32, 32), input_bytes=921, pareto_front=[])
+    assert doc["input_bytes"] == 921 and doc["request_bytes"] == 1121 and doc["tiers"]["edge"]["cores"] == 1
+    with pytest.raises(ProfileError, match="input_bytes"):
+        request_bytes({"input_bytes": "a lot"}, (1, 8, 8))
+
+
+def test_profiles_read_the_request_size_from_the_bundle(variant_bundle: Path, tmp_path: Path) -> None:
+    assert profiles_from_manifest(variant_bundle).request_bytes == 64 + REQUEST_OVERHEAD_BYTES  # raw 8x8 digits
+    bundle = Path(shutil.copytree(variant_bundle, tmp_path / "b"))
+    doc = json.loads((bundle / "profile.json").read_text())
+    (bundle / "profile.json").write_text(json.dumps({**doc, "input_bytes": 40}))
+    manifest = load_manifest(bundle, verify=False)
+    assert profiles_from_manifest(bundle, manifest).request_bytes == 40 + REQUEST_OVERHEAD_BYTES
+
+
+def test_the_variant_builder_does_not_import_the_orchestrator() -> None:
+    code = ("import sys, compression.variants\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'orchestration')\n"
+            "assert not bad, bad")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
 
 
 def test_request_bytes_slows_the_transfers_only(variant_bundle: Path, tmp_path: Path,
@@ -107,7 +170,8 @@ def test_orchestrate_sim_names_a_bad_flag(variant_bundle: Path, tmp_path: Path,
 def test_orchestration_never_imports_torch() -> None:
     code = ("import sys, orchestration.profiles, orchestration.state, orchestration.learners, "
             "orchestration.policies, orchestration.simulator, orchestration.experiment, orchestration.report, "
-            "orchestration.agent, orchestration.metrics, orchestration.change\n"
+            "orchestration.agent, orchestration.metrics, orchestration.change, orchestration.scenario, "
+            "orchestration.links, orchestration.hardware, orchestration.bound, shared.variant_profile\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'torchvision'})\n"
             "assert not bad, bad")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)

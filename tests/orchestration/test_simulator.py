@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from orchestration.experiment import to_answered
-from orchestration.policies import PolicyError, fastest_per_tier, feasible_actions, make_policy, predicted_ms
+from orchestration.policies import (
+    MyopicOracle,
+    OraclePolicy,
+    PolicyError,
+    fastest_per_tier,
+    feasible_actions,
+    make_policy,
+    predicted_ms,
+)
 from orchestration.report import Answered, converged_after, summarize
 from orchestration.simulator import NetworkConfig, Phase, Scenario, Simulator, changing
 from orchestration.state import Observation, ServerLoad
@@ -48,8 +56,9 @@ def test_the_edge_server_queues_when_many_users_share_it(profiles, flat_trace) -
     assert np.mean([r.response_ms for r in many]) > 3 * np.mean([r.response_ms for r in few])
 
 
-def test_the_oracle_is_no_slower_than_any_static_policy(profiles, flat_trace) -> None:
-    oracle = np.mean([r.response_ms for r in run(profiles, flat_trace, "oracle", users=8, accuracy_req=0.95)])
+def test_the_myopic_oracle_is_no_slower_than_any_static_policy(profiles, flat_trace) -> None:
+    oracle = np.mean([r.response_ms for r in run(profiles, flat_trace, "myopic-oracle", users=8,
+                                                 accuracy_req=0.95)])
     for name in ("static:end:mid", "static:edge:mid", "static:cloud:mid", "static:edge:teacher"):
         assert oracle <= np.mean([r.response_ms for r in run(profiles, flat_trace, name, users=8,
                                                              accuracy_req=0.95)]) + 1e-9
@@ -93,6 +102,14 @@ def test_greedy_predicts_from_the_latest_measurements(profiles) -> None:
     policy = make_policy("greedy", profiles)
     actions = [(t, "mid") for t in Tier]
     assert policy.choose(obs, actions).action == (Tier.END, "mid")
+
+
+def test_the_oracles_old_name_still_makes_the_myopic_oracle(profiles) -> None:
+    # older bundles' reports and command lines say `oracle`; it is the same per-request, myopic policy
+    assert isinstance(make_policy("oracle", profiles), MyopicOracle)
+    assert OraclePolicy is MyopicOracle and MyopicOracle.name == "myopic-oracle"
+    with pytest.raises(PolicyError, match="mapping"):
+        make_policy("static-map", profiles)
 
 
 def test_unknown_policies_are_refused(profiles) -> None:
@@ -165,7 +182,7 @@ def bound(profiles, trace, **scenario) -> np.ndarray:
 
 def test_the_lower_bound_covers_the_same_requests_and_no_policy_beats_it(profiles, flat_trace) -> None:
     lower = bound(profiles, flat_trace, users=8, accuracy_req=0.95)
-    for name in ("oracle", "greedy", "static:end:mid", "static:edge:teacher"):
+    for name in ("myopic-oracle", "greedy", "static:end:mid", "static:edge:teacher"):
         records = run(profiles, flat_trace, name, users=8, accuracy_req=0.95)
         assert len(records) == len(lower)  # the same arrivals, request for request
         ms = np.array([r.response_ms for r in records])
