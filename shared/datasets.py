@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from shared.data import cifar, digits, idx, imagefolder, svhn
-from shared.data.base import Dataset, DatasetError, Split
+from shared.data.base import Dataset, DatasetError, Encoded, Split
 from shared.data.splits import channel_stats, stratified_split
 from shared.preprocess import normalize  # re-exported: datasets are normalised by the one shared function
 
@@ -28,6 +28,7 @@ __all__ = [
     "channel_stats",
     "input_spec",
     "load_dataset",
+    "load_for_bundle",
     "normalize",
 ]
 
@@ -68,31 +69,36 @@ def _require_dir(name: str, data_dir: Path | None) -> Path:
 
 
 def _official(name: str, data_dir: Path | None, rng: np.random.Generator,
-              image_size: tuple[int, int] | None) -> tuple[Split, Split, list[str]]:
-    """(full train, test, classes) for `name`; digits' test split is carved here with `rng`."""
+              image_size: tuple[int, int] | None) -> tuple[Split, Split, list[str], Encoded | None]:
+    """(full train, test, classes, the test files where there are any) for `name`; digits' test split is
+    carved here with `rng`."""
     if name == "digits":
         full, test = stratified_split(digits.load_digits_split(), fraction=DIGITS_TEST_FRACTION, rng=rng)
-        return full, test, list(digits.CLASSES)
+        return full, test, list(digits.CLASSES), None
     if name == "imagefolder":
         if data_dir is None:
             raise DatasetError("imagefolder reads your own images: pass --data-dir (data_dir=) pointing at "
                                f"{_EXPECTED_FILES[name][0]}")
         folder = imagefolder.load_image_folder(Path(data_dir), size=image_size or IMAGEFOLDER_SIZE)
-        return folder.train, folder.test, folder.classes
+        return folder.train, folder.test, folder.classes, _encoded(folder)
     root = _require_dir(name, data_dir)
     if name == "cifar10":
         if (cifar.batches_dir(root) / cifar.TEST_BATCH).is_file():
-            return cifar.load_cifar10(root)
+            return (*cifar.load_cifar10(root), None)
         # The JPEG image folders (../shared/data/cifar10), unpacked or as the archive.
         folder = imagefolder.load_image_folder(root, size=image_size)
         if folder.classes != cifar.CLASSES:
             raise DatasetError(f"{root}: class folders {folder.classes} are not CIFAR-10's {cifar.CLASSES}")
-        return folder.train, folder.test, folder.classes
+        return folder.train, folder.test, folder.classes, _encoded(folder)
     if name == "svhn":
-        return (*svhn.load_svhn(root), list(svhn.CLASSES))
+        return (*svhn.load_svhn(root), list(svhn.CLASSES), None)
     train, test = idx.load_idx_dataset(root)
     classes = FASHION_CLASSES if name == "fashion-mnist" else [str(d) for d in range(10)]
-    return train, test, list(classes)
+    return train, test, list(classes), None
+
+
+def _encoded(folder: imagefolder.ImageFolder) -> Encoded:
+    return Encoded(test_bytes=folder.test_bytes, test_head=folder.test_head, source=f"{folder.source}: test/")
 
 
 def load_dataset(name: str, *, data_dir: Path | None = None, seed: int = 0,
@@ -109,10 +115,10 @@ def load_dataset(name: str, *, data_dir: Path | None = None, seed: int = 0,
         raise DatasetError(f"val_fraction must be in [0, 1), got {val_fraction}")
     # One generator, drawn in a fixed order (digits' test carve, then val), keeps splits reproducible.
     rng = np.random.default_rng(seed)
-    full, test, classes = _official(name, data_dir, rng, _image_size(image_size))
+    full, test, classes, encoded = _official(name, data_dir, rng, _image_size(image_size))
     train, val = stratified_split(full, fraction=val_fraction, rng=rng)
     mean, std = channel_stats(train.x)
-    return Dataset(name=name, train=train, val=val, test=test, classes=classes, mean=mean, std=std)
+    return Dataset(name=name, train=train, val=val, test=test, classes=classes, mean=mean, std=std, encoded=encoded)
 
 
 def _image_size(size: int | tuple[int, int] | list[int] | None) -> tuple[int, int] | None:
@@ -122,6 +128,13 @@ def _image_size(size: int | tuple[int, int] | list[int] | None) -> tuple[int, in
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
         raise DatasetError(f"image_size must be a positive int or (height, width), got {size!r}")
     return (int(pair[0]), int(pair[1]))
+
+
+def load_for_bundle(manifest: Any, *, data_dir: Path | None = None, seed: int = 0) -> Dataset:
+    """The dataset a bundle was built on (its manifest's `dataset`), images sized as its models take them."""
+    shape = list(manifest.input.shape)
+    return load_dataset(manifest.dataset, data_dir=data_dir, seed=seed,
+                        image_size=(shape[1], shape[2]) if manifest.dataset == "imagefolder" else None)
 
 
 def input_spec(ds: Dataset) -> dict[str, Any]:

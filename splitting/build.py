@@ -30,6 +30,7 @@ from shared.preprocess import normalize
 from splitting.accuracy import accuracy_table, action_correctness
 from splitting.actions import ActionSpace
 from splitting.export import check_composition, export_head, export_tail, head_outputs, tail_outputs
+from splitting.inputs import write_input_bytes
 from splitting.segments import SegmentRunner, SplitPlan, head_name, segment_parameters, tail_name
 from splitting.setup import ACCURACY_JSON, ARTIFACT_ACCURACY, ARTIFACT_CORRECT, CORRECT_NPZ, SPLIT_DIR
 from splitting.train import SplitTrainConfig, train_branches
@@ -101,7 +102,9 @@ def build_split(src: Path, out: Path, dataset: Dataset, *, cfg: SplitTrainConfig
     arch = multibranch_arch(teacher.arch, bottleneck_channels=bottleneck_channels)
     net = MultiBranchNet(arch, backbone=teacher)
     mean, std = manifest.input.mean, manifest.input.std  # the teacher's own normalisation
-    history = train_branches(net, dataset, cfg, mean=mean, std=std, progress=progress)
+    # A stopped training resumes after its last epoch (compression/resume.py) when started again.
+    history = train_branches(net, dataset, cfg, mean=mean, std=std, progress=progress,
+                             state_path=out / SPLIT_DIR / "train_state.pt")
     net.eval()
     save_checkpoint(net, out / CHECKPOINT, history=history)  # type: ignore[arg-type]  # any module with .arch
 
@@ -164,4 +167,8 @@ def build_split(src: Path, out: Path, dataset: Dataset, *, cfg: SplitTrainConfig
     artifacts = {**staged.artifacts, ARTIFACT_ACCURACY: ACCURACY_JSON, ARTIFACT_CORRECT: CORRECT_NPZ}
     final = staged.model_copy(update={"artifacts": artifacts})
     B.write_manifest(out, final)
+    if dataset.encoded is not None:
+        # What a device holds is the file, not its pixels: the JPEG server-only baseline uploads these sizes.
+        write_input_bytes(out, dataset.encoded.test_bytes, source=dataset.encoded.source,
+                          samples=dataset.encoded.test_head)
     return B.load_manifest(out)

@@ -31,12 +31,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from compression.pack import pack
     from shared.bundle import BundleError, load_manifest
-    from shared.datasets import DatasetError, load_dataset
+    from shared.datasets import DatasetError, load_for_bundle
 
     try:
-        manifest = load_manifest(args.bundle)
-        size = manifest.input.shape[1:] if manifest.dataset == "imagefolder" else None
-        test = load_dataset(manifest.dataset, data_dir=args.data_dir, seed=args.seed, image_size=size).test
+        test = load_for_bundle(load_manifest(args.bundle), data_dir=args.data_dir, seed=args.seed).test
         packed = pack(args.bundle, args.out, test=test, fp16=[m for m in args.fp16.split(",") if m],
                       keep_checkpoints=args.keep_checkpoints, rebuild_command=args.rebuild)
     except (BundleError, DatasetError, ValueError) as err:

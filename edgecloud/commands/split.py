@@ -31,10 +31,19 @@ def add_parser(sub: Any) -> None:
                         help="a teacher checkpoint alone (e.g. train-teacher's teacher.pt): the output bundle holds "
                              "it and its split; needs --dataset")
     build.add_argument("--dataset", default=None, help="with --teacher: the dataset it was trained on")
+    build.add_argument("--image-size", type=int, default=None, metavar="PIXELS",
+                       help="with --teacher and an imagefolder dataset: the side its images were resized to")
     build.add_argument("--out", type=Path, required=True, help="output bundle (a copy of --bundle plus the split)")
     build.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
-    build.add_argument("--epochs", type=int, default=3, help="training epochs of heads and bottlenecks")
-    build.add_argument("--max-train-samples", type=int, default=20000, help="subsample the training split")
+    build.add_argument("--epochs", type=int, default=3,
+                       help="training epochs of heads and bottlenecks (each epoch's validation accuracy per exit and "
+                            "bottleneck is recorded, so convergence can be checked)")
+    build.add_argument("--max-train-samples", type=int, default=20000,
+                       help="subsample the training split (0: all of it)")
+    build.add_argument("--augment", default="none", choices=("none", "shift", "crop-flip"),
+                       help="training-time augmentation (crop-flip for natural images)")
+    build.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                       help="training arithmetic: bf16 autocast where the CPU runs it natively (auto)")
     build.add_argument("--bottleneck-channels", type=int, default=4,
                        help="channels of each learned bottleneck (0: split without bottlenecks)")
     build.add_argument("--seed", type=int, default=0, help="the bundle's dataset seed (splits) and training seed")
@@ -109,7 +118,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     setup_logging()
     from shared.bundle import BundleError, load_manifest
-    from shared.datasets import DatasetError, load_dataset
+    from shared.datasets import DatasetError, load_dataset, load_for_bundle
     from splitting.build import build_split, teacher_bundle
     from splitting.train import SplitTrainConfig
 
@@ -117,11 +126,12 @@ def run_build(args: argparse.Namespace) -> int:
         if args.teacher is not None:
             if args.dataset is None:
                 raise ValueError("--teacher needs --dataset (the dataset the teacher was trained on)")
-            dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed)
+            dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed, image_size=args.image_size)
             args.bundle = teacher_bundle(args.teacher, args.out, dataset)
         else:
-            dataset = load_dataset(load_manifest(args.bundle).dataset, data_dir=args.data_dir, seed=args.seed)
-        cfg = SplitTrainConfig(epochs=args.epochs, max_train_samples=args.max_train_samples, seed=args.seed)
+            dataset = load_for_bundle(load_manifest(args.bundle), data_dir=args.data_dir, seed=args.seed)
+        cfg = SplitTrainConfig(epochs=args.epochs, max_train_samples=args.max_train_samples or None,
+                               augment=args.augment, precision=args.precision, seed=args.seed)
         manifest = build_split(args.bundle, args.out, dataset, cfg=cfg,
                                bottleneck_channels=args.bottleneck_channels or None, progress=not args.no_progress)
     except (DatasetError, BundleError, ValueError) as err:

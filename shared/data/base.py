@@ -34,6 +34,18 @@ class Split:
 
 
 @dataclass(frozen=True)
+class Encoded:
+    """The test split's files as a device holds them, where the dataset has files (image folders)."""
+
+    test_bytes: np.ndarray
+    """(N_test,) int64: size of each test sample's file (a JPEG for CIFAR-10), in the test split's order."""
+    test_head: tuple[bytes, ...]
+    """the first few test files themselves, byte for byte (for timing a decoder)"""
+    source: str
+    """where the files are, for reports"""
+
+
+@dataclass(frozen=True)
 class Dataset:
     """A dataset with deterministic train/val/test splits and its normalisation constants."""
 
@@ -51,3 +63,5 @@ class Dataset:
     """Per-channel mean over the raw `train` pixels."""
     std: tuple[float, ...]
     """Per-channel population standard deviation over the raw `train` pixels."""
+    encoded: Encoded | None = None
+    """The test split's encoded files (image folders only: CIFAR-10's JPEGs, a user's images)."""

@@ -27,6 +27,8 @@ import numpy as np
 from shared.data.base import DatasetError, Split
 
 SPLITS: tuple[str, str] = ("train", "test")
+HEAD_FILES = 64
+"""Test files kept byte for byte (``ImageFolder.test_head``): enough to time a decoder, about 60 KB."""
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".tar.gz", ".tgz", ".tar")
 # Pillow modes that carry one grey channel; anything else is read as RGB.
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
@@ -54,6 +56,10 @@ class ImageFolder:
     """(N_train,) int64: size of each training image's file, in the order of ``train``."""
     test_bytes: np.ndarray
     """(N_test,) int64: size of each test image's file, in the order of ``test``."""
+    test_head: tuple[bytes, ...] = ()
+    """the first ``HEAD_FILES`` test files, byte for byte (for timing a decoder on real files)"""
+    source: str = ""
+    """the folder or archive read"""
 
 
 def _hidden(parts: tuple[str, ...]) -> bool:
@@ -190,7 +196,8 @@ def load_image_folder(data_dir: Path, *, size: tuple[int, int] | None = None) ->
     if not by_split["test"]:
         raise DatasetError(f"{source}: no images under test/<class>/; expected {_LAYOUT}")
     (train, train_bytes), (test, test_bytes) = _decode_all([by_split["train"], by_split["test"]], classes, size)
-    return ImageFolder(train=train, test=test, classes=classes, train_bytes=train_bytes, test_bytes=test_bytes)
+    return ImageFolder(train=train, test=test, classes=classes, train_bytes=train_bytes, test_bytes=test_bytes,
+                       test_head=tuple(e.data for e in by_split["test"][:HEAD_FILES]), source=str(source))
 
 
 def load_image_split(data_dir: Path, split: str, *, classes: list[str], shape: tuple[int, int, int]
