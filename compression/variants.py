@@ -14,9 +14,9 @@ samples. Every variant's test accuracy and per-tier latency profile go in its ma
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +36,12 @@ from shared.variant_profile import (
     PROFILE_ARTIFACT,
     measure_latency_ms,
     per_tier,
+    profile_document,
 )
 
 log = logging.getLogger(__name__)
 
 VARIANTS_DIR = "variants"
-REQUEST_OVERHEAD_BYTES = 200
-"""OIP JSON header + HTTP headers of one binary infer request, measured on the edge's client (~180 B)."""
 
 
 @dataclass
@@ -65,6 +64,11 @@ class VariantConfig:
     """torch device for distillation."""
     seed: int = 0
     """seeds distillation."""
+    student: bool = True
+    """the bundle's own student (the edge's 675 KB-class model) is in the family too, under its own name."""
+    imports: tuple[str, ...] = ()
+    """classifiers of other bundles of the same dataset, as NAME=BUNDLE:MODEL (e.g.
+    "alexnet=artifacts/c10-alexnet:teacher"): other families' networks, so the family spans them."""
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -74,6 +78,39 @@ class VariantConfig:
         if self.calibration_samples < 1 or self.latency_rounds < 1:
             raise ValueError("calibration_samples and latency_rounds must be >= 1, got "
                              f"{self.calibration_samples} and {self.latency_rounds}")
+        for spec in self.imports:
+            parse_import(spec)  # a malformed one fails here, before any work
+
+
+@dataclass(frozen=True)
+class Import:
+    """One classifier of another bundle to add to the family."""
+
+    name: str
+    bundle: Path
+    model: str
+
+
+def parse_import(spec: str) -> Import:
+    """NAME=BUNDLE:MODEL -> Import; ValueError naming the expected shape otherwise."""
+    name, eq, rest = spec.partition("=")
+    bundle, colon, model = rest.rpartition(":")
+    if not (eq and colon and name and bundle and model) or not name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"variant import {spec!r}: expected NAME=BUNDLE:MODEL, "
+                         "e.g. alexnet=artifacts/c10-alexnet:teacher")
+    return Import(name=name, bundle=Path(bundle), model=model)
+
+
+def _imported(spec: Import, manifest: B.Manifest) -> tuple[Path, B.ModelEntry]:
+    """The other bundle's ONNX classifier, after checking it takes and answers exactly what this bundle's do."""
+    other = B.load_manifest(spec.bundle, verify=True)
+    if spec.model not in other.models or other.models[spec.model].file is None:
+        raise B.BundleError(f"{spec.bundle}: no ONNX model {spec.model!r}; its models: {', '.join(other.models)}")
+    if other.input != manifest.input or other.classes != manifest.classes:
+        raise B.BundleError(f"{spec.bundle}: its input ({other.input}) or classes differ from this bundle's "
+                            f"({manifest.input}); a variant must take the same normalised images")
+    entry = other.models[spec.model]
+    return spec.bundle / str(entry.file), entry
 
 
 def read_episodes(reports_dir: Path) -> list[dict[str, Any]]:
@@ -188,8 +225,10 @@ def build_variants(bundle_dir: Path, dataset: Dataset, cfg: VariantConfig, *, di
         entry = _entry(role=role, file=str(path.relative_to(bundle_dir)), inputs=inputs, outputs=outputs,
                        arch=arch, accuracy=float(correct[name].mean()), onnx_path=path, host=host,
                        parameters=parameters)
-        if role is ModelRole.TEACHER:  # the teacher keeps its checkpoint and build metrics; add the profile
-            entry = teacher_entry.model_copy(update={"metrics": {**teacher_entry.metrics, **entry.metrics}})
+        if role in (ModelRole.TEACHER, ModelRole.STUDENT):
+            # The teacher and the student keep their checkpoint, offloader and build metrics; add the profile.
+            entry = manifest.models[name].model_copy(update={"metrics": {**manifest.models[name].metrics,
+                                                                         **entry.metrics}})
         models[name] = entry
         log.info("%s: accuracy %.4f, %d bytes, host %.2f ms/sample", name, entry.metrics["accuracy"],
                  entry.metrics["onnx_bytes"], host[1])
@@ -222,13 +261,28 @@ def build_variants(bundle_dir: Path, dataset: Dataset, cfg: VariantConfig, *, di
             quantize_int8(path, qpath, x_cal)
             add(f"{name}-int8", ModelRole.VARIANT, qpath, student.arch, {**params, "bits": 8, "from": name})
             bar.update()
+    if cfg.student and manifest.student in manifest.models and manifest.models[manifest.student].file is not None:
+        entry = manifest.models[manifest.student]
+        add(manifest.student, ModelRole.STUDENT, bundle_dir / str(entry.file), entry.arch, {})
+    for spec in map(parse_import, cfg.imports):
+        src, entry = _imported(spec, manifest)
+        path = out_dir / f"{spec.name}.onnx"
+        shutil.copy2(src, path)
+        params = {"bits": 32, "from": f"{spec.bundle}:{spec.model}"}
+        add(spec.name, ModelRole.VARIANT, path, entry.arch, params)
+        if cfg.quantize:
+            qpath = out_dir / f"{spec.name}-int8.onnx"
+            quantize_int8(path, qpath, x_cal)
+            add(f"{spec.name}-int8", ModelRole.VARIANT, qpath, entry.arch, {**params, "bits": 8})
     bar.close()
 
     np.savez_compressed(out_dir / "correct.npz", **correct)
-    profile = {"tiers": {t.value: dataclasses.asdict(s) for t, s in DEFAULT_TIERS.items()},
-               "batch": BATCH, "latency": "median of onnxruntime passes, 1 thread, on the build host",
-               "request_bytes": int(np.prod(shape)) + REQUEST_OVERHEAD_BYTES,
-               "pareto_front": [{"student_bytes": r["student_bytes"], "accuracy": r["accuracy"]} for r in front]}
+    # A device sends the image as it holds it: the dataset's own file (JPEG) where it has files.
+    encoded = None if dataset.encoded is None else round(float(dataset.encoded.test_bytes.mean()))
+    profile = profile_document(
+        tiers=DEFAULT_TIERS, input_shape=shape, input_bytes=encoded,
+        latency="median of onnxruntime passes, 1 thread, on the build host",
+        pareto_front=[{"student_bytes": r["student_bytes"], "accuracy": r["accuracy"]} for r in front])
     (out_dir / "profile.json").write_text(json.dumps(profile, indent=2) + "\n")
     artifacts = {**manifest.artifacts, PROFILE_ARTIFACT: f"{VARIANTS_DIR}/profile.json",
                  CORRECT_ARTIFACT: f"{VARIANTS_DIR}/correct.npz"}

@@ -141,7 +141,7 @@ def reprofile(bundle_dir: Path, *, rounds: int = 30, tiers: dict[Tier, TierSpec]
 
 
 def profiles_from_manifest(bundle_dir: Path, manifest: Manifest | None = None) -> Profiles:
-    """The variant family of a bundle (teacher + role `variant` with a latency profile)."""
+    """The variant family of a bundle (teacher, role `variant`, and the student where it has a latency profile)."""
     bundle_dir = Path(bundle_dir)
     manifest = manifest if manifest is not None else load_manifest(bundle_dir, verify=True)
     if PROFILE_ARTIFACT not in manifest.artifacts:
@@ -155,7 +155,7 @@ def profiles_from_manifest(bundle_dir: Path, manifest: Manifest | None = None) -
             correct = {k: np.asarray(data[k], dtype=bool) for k in data.files}
     variants: dict[str, VariantProfile] = {}
     for name, entry in manifest.models.items():
-        if entry.role not in (ModelRole.VARIANT, ModelRole.TEACHER):
+        if entry.role not in (ModelRole.VARIANT, ModelRole.TEACHER, ModelRole.STUDENT):
             continue
         m = entry.metrics
         if "latency_ms" not in m:

@@ -29,6 +29,11 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="distillation epochs per variant (default: the build's distill.epochs)")
     parser.add_argument("--no-quantize", action="store_true", help="skip the int8 copies")
+    parser.add_argument("--no-student", action="store_true",
+                        help="leave the bundle's own student out of the family (it is in by default, as `student`)")
+    parser.add_argument("--add", action="append", default=[], metavar="NAME=BUNDLE:MODEL",
+                        help="a classifier of another bundle of the same dataset to add (with its int8 copy), e.g. "
+                             "alexnet=artifacts/c10-alexnet:teacher; repeatable")
     parser.add_argument("--profile-only", action="store_true",
                         help="only measure the existing variants' latency again (torch-free; on the host they "
                              "will be profiled for)")
@@ -56,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         build = load_config(args.bundle)
         cfg = VariantConfig(count=args.count, max_fraction=args.max_fraction, quantize=not args.no_quantize,
-                            device=build.device, seed=build.seed)
+                            device=build.device, seed=build.seed, student=not args.no_student,
+                            imports=tuple(args.add))
         dataset = load_data(build, args.data_dir)
         manifest = build_variants(args.bundle, dataset, cfg, progress=not args.no_progress,
                                   distill_epochs=args.epochs or build.distill.epochs)

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compression.variants import onnx_predictions, pareto_front, pick_spread, quantize_int8
+from compression.variants import VariantConfig, onnx_predictions, pareto_front, pick_spread, quantize_int8
 from shared.bundle import load_manifest
 from shared.preprocess import normalize
 
@@ -46,3 +46,13 @@ def test_config_refuses_bad_values() -> None:
         VariantConfig(count=0)
     with pytest.raises(ValueError, match="max_fraction"):
         VariantConfig(max_fraction=1.5)
+
+
+def test_imports_are_parsed_and_refused_by_name() -> None:
+    from compression.variants import parse_import
+
+    spec = parse_import("alexnet=artifacts/c10-alexnet:teacher")
+    assert (spec.name, str(spec.bundle), spec.model) == ("alexnet", "artifacts/c10-alexnet", "teacher")
+    for bad in ("alexnet", "=b:m", "a=b", "a b=c:d"):
+        with pytest.raises(ValueError, match="expected NAME=BUNDLE:MODEL"):
+            VariantConfig(imports=(bad,))
