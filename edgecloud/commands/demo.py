@@ -75,7 +75,22 @@ def run(args: argparse.Namespace) -> int:
             print(table(report))
             print("\n".join(["", *cooperation_lines(report)]))
             print(f"report and plots: {args.out / 'cooperation'}")
-    except (DemoError, RuntimeError, TimeoutError) as err:
+        if "split" in parts:
+            from edgecloud.demo_sim import TRACES, run_split
+
+            result = run_split(inputs.split, args.out / "split")
+            print(f"\n## 2. Split inference (Niu et al.): emulated Pi 4, cellular uplinks ({TRACES.name})\n")
+            print(result.table)
+            print(f"plots: {', '.join(str(p) for p in result.plots)}")
+        if "orchestration" in parts:
+            from edgecloud.demo_sim import ORCHESTRATION_USERS, run_orchestration
+
+            result = run_orchestration(inputs.variants, args.out / "orchestration")
+            print(f"\n## 3. Orchestration (Shahhosseini et al.): {ORCHESTRATION_USERS} users, end / edge / cloud, "
+                  "requirements that switch\n")
+            print(result.table)
+            print(f"plots: {', '.join(str(p) for p in result.plots)}")
+    except (DemoError, RuntimeError, TimeoutError, ValueError) as err:
         print(f"edgecloud demo: {err}", file=sys.stderr)
         return 1
     return 0
