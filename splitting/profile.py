@@ -32,6 +32,7 @@ from shared import bundle as B
 from shared.feature_codec import quantize
 from shared.preprocess import ImagePreprocessor
 from splitting.segments import SegmentRunner, SplitPlan, head_name, open_session, tail_name
+from testbed.slowdown import Slowdown
 
 ROLES: tuple[str, ...] = ("device", "server")
 TEACHER_SEGMENT = "teacher"
@@ -63,6 +64,8 @@ class Profile:
     role: str
     where: str
     segments: dict[str, SegmentTiming]
+    emulation: dict[str, Any] | None = None
+    """how an emulated device was made (factor k, its calibration, the per-segment check), if it was"""
 
     def ms(self, segment: str) -> float:
         """Median latency of `segment`; KeyError names the segments there are."""
@@ -77,26 +80,33 @@ class Profile:
         return DEFAULT_JPEG_DECODE_MS if timing is None else timing.median_ms
 
     def to_json(self) -> dict[str, Any]:
-        return {"role": self.role, "where": self.where,
-                "segments": {k: vars(v) for k, v in self.segments.items()}}
+        raw: dict[str, Any] = {"role": self.role, "where": self.where,
+                               "segments": {k: vars(v) for k, v in self.segments.items()}}
+        if self.emulation is not None:
+            raw["emulation"] = self.emulation
+        return raw
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Profile:
         return cls(role=raw["role"], where=raw["where"],
-                   segments={k: SegmentTiming(**v) for k, v in raw["segments"].items()})
+                   segments={k: SegmentTiming(**v) for k, v in raw["segments"].items()},
+                   emulation=raw.get("emulation"))
 
 
 def quantize_segment(p: int, bits: int) -> str:
     return f"quantize_{p}_{bits}"
 
 
-def _time(fn: Callable[[], object], *, runs: int, warmup: int) -> SegmentTiming:
+def _time(fn: Callable[[], object], *, runs: int, warmup: int, device: Slowdown | None = None) -> SegmentTiming:
+    """Median, p90 and mean of `runs` calls after `warmup`; through `device` (an emulated slower device:
+    testbed/slowdown.py) when given, so the times are that device's."""
+    call = fn if device is None else (lambda: device.run(fn))
     for _ in range(warmup):
-        fn()
+        call()
     samples = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        fn()
+        call()
         samples.append(1000.0 * (time.perf_counter() - t0))
     a = np.asarray(samples)
     return SegmentTiming(median_ms=float(np.median(a)), p90_ms=float(np.percentile(a, 90)), mean_ms=float(a.mean()),
@@ -121,12 +131,47 @@ def measure_jpeg_decode(files: Sequence[bytes], *, channels: int = 3, runs: int 
     return _time(lambda: decode_image(next(cycle), channels=channels), runs=runs, warmup=warmup)
 
 
-def measure(bundle: Path, role: str, *, where: str, runs: int = 200, warmup: int = 20,
-            jpegs: Sequence[bytes] | None = None) -> Profile:
+def reference_host_ms(bundle: Path, *, runs: int = 200, warmup: int = 20) -> float:
+    """Median ms of one sample through the bundle's student here (one thread): the network of the kind and
+    size the published Pi 4 time is for (testbed.slowdown.PI4_CIFAR10), so their ratio is k."""
+    manifest = B.load_manifest(bundle)
+    student = manifest.models.get(manifest.student)
+    if student is None or student.file is None:
+        raise B.BundleError(f"{bundle}: no student ONNX to calibrate the device emulation on; pass --slowdown K")
+    session = open_session(B.verify_file(bundle, manifest, student.file))
+    x = ImagePreprocessor.from_spec(manifest.input).normalize(np.zeros((1, *manifest.input.shape), np.uint8))
+    name = session.get_inputs()[0].name
+    return _time(lambda: session.run(None, {name: x}), runs=runs, warmup=warmup).median_ms
+
+
+def check_emulation(bundle: Path, factor: float, *, runs: int = 50) -> dict[str, float]:
+    """Per device segment: emulated time / (factor x host time), the two measured interleaved here. Within
+    0.85-1.15 the emulation is what the calibrated model says (the issue's check)."""
+    manifest = B.load_manifest(bundle)
+    plan = SplitPlan.from_manifest(manifest)
+    pre = ImagePreprocessor.from_spec(manifest.input)
+    x = pre.normalize(np.zeros((1, *plan.raw_shape), dtype=np.uint8))
+    runner = SegmentRunner(bundle, manifest=manifest, heads=range(1, plan.n_stages + 1), tails=range(1, plan.n_stages))
+    device = Slowdown(factor)
+    ratios: dict[str, float] = {}
+    for p in range(1, plan.n_stages + 1):
+        host, emulated = [], []
+        for _ in range(runs):  # interleaved, so a busy moment of the host hits both alike
+            host.append(_time(lambda p=p: runner.head(p, x), runs=1, warmup=0).median_ms)
+            emulated.append(_time(lambda p=p: runner.head(p, x), runs=1, warmup=0, device=device).median_ms)
+        ratios[head_name(p)] = float(np.median(emulated) / (factor * np.median(host)))
+    return ratios
+
+
+def measure(bundle: Path, role: str, *, where: str, runs: int = 200, warmup: int | None = None,
+            jpegs: Sequence[bytes] | None = None, slowdown: float = 1.0) -> Profile:
     """Time this role's segments of `bundle` here, one sample per call. A server also times the decode of
-    `jpegs` (default: the files artifact split_input_bytes keeps, if any)."""
+    `jpegs` (default: the files artifact split_input_bytes keeps, if any). A device's segments run
+    through `slowdown` (testbed.slowdown: a device that many times slower than this host)."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    warmup = min(20, runs) if warmup is None else warmup
+    device = Slowdown(slowdown) if slowdown != 1.0 else None  # below 1: ValueError
     manifest = B.load_manifest(bundle)
     plan = SplitPlan.from_manifest(manifest)
     s = plan.n_stages
@@ -137,14 +182,15 @@ def measure(bundle: Path, role: str, *, where: str, runs: int = 200, warmup: int
         runner = SegmentRunner(bundle, manifest=manifest, heads=range(1, s + 1), tails=range(1, s))
         for p in range(1, s + 1):
             segments[head_name(p)] = _time(lambda p=p: runner.head(p, pre.normalize(
-                np.zeros((1, *plan.raw_shape), np.uint8))), runs=runs, warmup=warmup)
+                np.zeros((1, *plan.raw_shape), np.uint8))), runs=runs, warmup=warmup, device=device)
         for p in range(1, s):
             _, feature = runner.head(p, x)
             assert feature is not None
-            segments[tail_name(p)] = _time(lambda p=p, f=feature: runner.tail(p, f), runs=runs, warmup=warmup)
+            segments[tail_name(p)] = _time(lambda p=p, f=feature: runner.tail(p, f), runs=runs, warmup=warmup,
+                                           device=device)
             for b in plan.bits:
                 segments[quantize_segment(p, b)] = _time(lambda f=feature, b=b: quantize(f, b), runs=runs,
-                                                         warmup=warmup)
+                                                         warmup=warmup, device=device)
     else:
         runner = SegmentRunner(bundle, manifest=manifest, heads=range(1, s), tails=range(1, s))
         for p in range(1, s):
@@ -201,7 +247,8 @@ def add_segment(bundle: Path, role: str, name: str, timing: SegmentTiming) -> Pr
     """Add (or replace) one segment of a stored profile."""
     manifest = B.load_manifest(bundle)
     profile = load(bundle, manifest, role)
-    updated = Profile(role=profile.role, where=profile.where, segments={**profile.segments, name: timing})
+    updated = Profile(role=profile.role, where=profile.where, segments={**profile.segments, name: timing},
+                      emulation=profile.emulation)
     store(bundle, updated)
     return updated
 

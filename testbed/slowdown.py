@@ -48,10 +48,12 @@ PI4_CIFAR10 = PublishedTime(
 )
 
 
-def calibrate(host_ms: float, reference: PublishedTime = PI4_CIFAR10) -> float:
-    """k: how many times slower the reference device runs a network that takes ``host_ms`` here."""
+def calibrate(host_ms: float, reference: PublishedTime | None = None) -> float:
+    """k: how many times slower the reference device (default `PI4_CIFAR10`) runs a network that takes
+    ``host_ms`` here."""
     if not host_ms > 0:
         raise ValueError(f"host_ms must be > 0, got {host_ms}")
+    reference = PI4_CIFAR10 if reference is None else reference
     return max(1.0, reference.ms_per_image / host_ms)
 
 

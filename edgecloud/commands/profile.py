@@ -13,10 +13,14 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser(
         "profile", help="measure per-segment latency of a bundle's split and store it in the bundle",
         description="Times every split segment one sample at a time and stores the result as artifact "
-                    "split_profile_ROLE. On a real device (a Pi) run it there with --role device. On this machine, "
-                    "--cpus and --cpu-fraction emulate a slower device: the measurement runs in a child process "
-                    "pinned to those cores inside a cgroup with a CFS quota (needs root). Example: "
-                    "edgecloud profile --bundle B --role device --cpus 0 --cpu-fraction 0.25")
+                    "split_profile_ROLE. On a real device (a Pi) run it there with --role device; its profile "
+                    "replaces an emulated one unchanged. On this machine --pi4 emulates a Raspberry Pi 4: each "
+                    "segment runs on one pinned core and its answer is held until k times its CPU time has passed, "
+                    "k calibrated so that the bundle's student takes what the published Pi 4 measurement says "
+                    "(testbed/slowdown.py), and every head is checked against that model (within 15%%). "
+                    "--cpus and --cpu-fraction instead cap a child process with a CFS quota (needs root; a quota "
+                    "does not slow work shorter than its slice). Example: "
+                    "edgecloud profile --bundle B --role device --pi4 --cpus 0")
     parser.add_argument("--bundle", type=Path, required=True, help="bundle with split segments")
     parser.add_argument("--role", choices=("device", "server"), required=True,
                         help="device: heads, local tails, quantisation; server: tails and the teacher")
@@ -24,6 +28,11 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--cpu-fraction", type=float, default=None,
                         help="CPU quota as a fraction of one core, e.g. 0.25 (needs --cpus)")
     parser.add_argument("--period-us", type=int, default=10_000, help="CFS period of the quota")
+    parser.add_argument("--pi4", action="store_true",
+                        help="device: emulate a Raspberry Pi 4 (compute here, hold k times as long; k calibrated on "
+                             "the bundle's student against the seed paper's 17.4 ms Pi 4 time)")
+    parser.add_argument("--slowdown", type=float, default=None, metavar="K",
+                        help="device: emulate a device K times slower than this host (instead of --pi4's calibration)")
     parser.add_argument("--runs", type=int, default=200, help="timed calls per segment")
     parser.add_argument("--where", default=None, help="description stored with the numbers (default: generated)")
     parser.add_argument("--request-overhead", action="store_true",
@@ -40,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if args.cpu_fraction is not None and args.cpus is None:
         print("edgecloud profile: --cpu-fraction needs --cpus", file=sys.stderr)
         return 2
+    if args.pi4 or args.slowdown is not None:
+        return _emulated(args)
     if args.cpus is not None:
         cpus = tuple(int(c) for c in args.cpus.split(","))
         emulation = DeviceEmulation(cpus=cpus, cpu_fraction=args.cpu_fraction, period_us=args.period_us)
@@ -72,6 +83,52 @@ def run(args: argparse.Namespace) -> int:
     for name, t in profile.segments.items():
         print(f"| {name} | {t.median_ms:.3f} | {t.p90_ms:.3f} |")
     return 0
+
+
+def _emulated(args: argparse.Namespace) -> int:
+    """A device profile measured through testbed.slowdown on one pinned core (no root needed)."""
+    import os
+
+    from shared.bundle import BundleError
+    from splitting import profile as P
+    from testbed import slowdown
+
+    if args.role != "device":
+        print("edgecloud profile: --pi4 and --slowdown emulate the device; the server runs as it is", file=sys.stderr)
+        return 2
+    if args.cpu_fraction is not None:
+        print("edgecloud profile: --pi4/--slowdown replace --cpu-fraction; give one of them", file=sys.stderr)
+        return 2
+    try:
+        if args.cpus is not None:
+            os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+        emulation: dict[str, Any] = {"method": "compute on one host core, hold the answer k times its CPU time"}
+        if args.slowdown is not None:
+            k = args.slowdown
+        else:
+            host_ms = P.reference_host_ms(args.bundle, runs=args.runs)
+            k = slowdown.calibrate(host_ms)
+            emulation["calibration"] = {"reference": vars(slowdown.PI4_CIFAR10), "student_host_ms": host_ms}
+        emulation["k"] = k
+        emulation["check"] = P.check_emulation(args.bundle, k, runs=min(50, args.runs))
+        pinned = f", pinned to cores {args.cpus}" if args.cpus else ""
+        what = "Raspberry Pi 4" if args.pi4 and args.slowdown is None else f"device {k:.2f}x slower than the host"
+        where = args.where or f"emulated {what}: {P.host_description()}{pinned}, k = {k:.2f}"
+        profile = P.measure(args.bundle, "device", where=where, runs=args.runs, slowdown=k)
+        profile = P.Profile(role=profile.role, where=profile.where, segments=profile.segments, emulation=emulation)
+        path = P.store(args.bundle, profile)
+    except (BundleError, ValueError, OSError) as err:
+        print(f"edgecloud profile: {err}", file=sys.stderr)
+        return 2
+    print(f"device profile ({profile.where}) -> {path}")
+    print("| segment | median ms | p90 ms |\n|---|---:|---:|")
+    for name, t in profile.segments.items():
+        print(f"| {name} | {t.median_ms:.3f} | {t.p90_ms:.3f} |")
+    outside = {n: r for n, r in emulation["check"].items() if not 0.85 <= r <= 1.15}
+    print("emulation check (emulated / (k x host), per head): "
+          + ", ".join(f"{n} {r:.3f}" for n, r in emulation["check"].items())
+          + ("" if not outside else f"; OUTSIDE 15%: {', '.join(outside)}"))
+    return 0 if not outside else 1
 
 
 def _request_overhead(bundle: Path, group: Any, *, role: str) -> int:

@@ -72,3 +72,53 @@ def test_trace_replay_paces_chunks_one_after_another() -> None:
     assert abs(first - 5.010) < 1e-9 and abs(second - 5.020) < 1e-9
     late = link.finish(1250, now=12.0, loop_to_unix=0.0)
     assert abs(late - 12.1) < 1e-9
+
+
+def test_profile_pi4_calibrates_k_on_the_student_and_checks_every_head(
+    split_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import shutil
+
+    from edgecloud.cli import main
+    from shared.bundle import load_manifest
+    from splitting import profile as P
+    from testbed import slowdown
+
+    # The digits student is ~0.1 ms here: against the real 17.4 ms, k would be ~200 and the test minutes
+    # long. A reference device 3x the student's time keeps every held pass short; the mechanism is the same.
+    student_ms = P.reference_host_ms(split_bundle, runs=20)
+    PI4_CIFAR10 = slowdown.PublishedTime(device="a test device", model="the bundle's student",
+                                         ms_per_image=3 * student_ms, source="this test")
+    monkeypatch.setattr(slowdown, "PI4_CIFAR10", PI4_CIFAR10)
+    bundle = tmp_path / "b"
+    shutil.copytree(split_bundle, bundle)
+    code = main(["profile", "--bundle", str(bundle), "--role", "device", "--pi4", "--cpus", "0", "--runs", "20"])
+    printed = capsys.readouterr().out
+    assert "emulation check" in printed
+    profile = P.load(bundle, load_manifest(bundle), "device")
+    emulation = profile.emulation
+    assert emulation is not None and emulation["calibration"]["reference"]["ms_per_image"] == PI4_CIFAR10.ms_per_image
+    # k is the published time over the student's time here.
+    assert emulation["k"] == pytest.approx(PI4_CIFAR10.ms_per_image / emulation["calibration"]["student_host_ms"])
+    assert set(emulation["check"]) == {f"head_{p}" for p in range(1, 5)}
+    assert code == (0 if all(0.85 <= r <= 1.15 for r in emulation["check"].values()) else 1)
+    assert 1.5 < emulation["k"] < 6 and "Raspberry Pi 4" in profile.where
+    raw = json.loads((bundle / "split" / "profile_device.json").read_text())
+    assert raw["emulation"]["k"] == emulation["k"]
+
+
+def test_profile_slowdown_k_stretches_every_device_segment(split_bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from shared.bundle import load_manifest
+    from splitting import profile as P
+
+    bundle = tmp_path / "b"
+    shutil.copytree(split_bundle, bundle)
+    host = P.measure(bundle, "device", where="host", runs=30)
+    slow = P.measure(bundle, "device", where="slow", runs=30, slowdown=5.0)
+    assert slow.ms("head_4") > 3.0 * host.ms("head_4")  # k = 5 of CPU time, minus what the host's wall adds
+    assert load_manifest(bundle)  # measuring alone writes nothing
+    with pytest.raises(ValueError, match="slowdown factor must be >= 1"):
+        P.measure(bundle, "device", where="x", runs=1, slowdown=0.5)
