@@ -19,10 +19,11 @@ from typing import Literal
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from torch import nn
+
+from shared.onnx_session import SessionError, open_session
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,10 @@ def check_parity(model: nn.Module, onnx_path: Path, x: np.ndarray, *, atol: floa
     if not Path(onnx_path).is_file():
         raise FileNotFoundError(f"ONNX file {onnx_path} does not exist")
     try:
-        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        session = open_session(onnx_path)  # SessionError when onnxruntime cannot load the graph
         onnx_logits = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
-    except (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph, ort_errors.InvalidProtobuf,
-            ort_errors.RuntimeException) as exc:
+    except (SessionError, ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidGraph,
+            ort_errors.InvalidProtobuf, ort_errors.RuntimeException) as exc:
         raise ParityError(f"{onnx_path} cannot run on inputs of shape {x.shape}: {exc}") from exc
     was_training = model.training
     model.eval()

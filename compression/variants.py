@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from shared import bundle as B
 from shared.datasets import Dataset
 from shared.names import ModelRole
+from shared.onnx_session import batch_logits, open_session
 from shared.preprocess import normalize
 from shared.variant_profile import (
     BATCH,
@@ -171,11 +172,7 @@ def quantize_int8(src: Path, dst: Path, calibration: np.ndarray) -> None:
 
 def onnx_predictions(path: Path, x: np.ndarray, batch: int = 512) -> np.ndarray:
     """argmax labels of an ONNX classifier over normalised inputs, exactly as a server computes them."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(["logits"], {"input": x[i:i + batch]})[0].argmax(axis=1)
-                           for i in range(0, len(x), batch)])
+    return batch_logits(open_session(path), x, batch_size=batch).argmax(axis=1)
 
 
 def _entry(*, role: ModelRole, file: str, inputs: list, outputs: list, arch: dict, accuracy: float,

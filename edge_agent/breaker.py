@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -19,6 +20,16 @@ class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BreakerPolicy:
+    """When a client's breaker opens and for how long; checked when its CircuitBreaker is built."""
+
+    failures: int
+    """Consecutive failed calls that open the breaker (>= 1)."""
+    reset_s: float
+    """How long an open breaker refuses before it lets one probe through (> 0)."""
 
 
 class CircuitBreaker:
@@ -34,6 +45,10 @@ class CircuitBreaker:
         self._consecutive = 0
         self._opened_at = 0.0
         self._probe_in_flight = False
+
+    @classmethod
+    def from_policy(cls, policy: BreakerPolicy, *, clock: Callable[[], float] = time.monotonic) -> CircuitBreaker:
+        return cls(failures=policy.failures, reset_s=policy.reset_s, clock=clock)
 
     @property
     def state(self) -> BreakerState:

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.breaker import BreakerState
 from edge_agent.cloud_client import CloudClient, OffloadError, wire_pixels
 from serving.model import INPUT, ServedModel, single_input
 from shared.bundle import TensorSpec
@@ -119,7 +118,7 @@ class SplitAgent:
         now = time.monotonic()
         load = self.tracker.load
         # An open breaker means the server is known to be down: only device-only actions are valid then.
-        reachable = self.cloud is not None and self.cloud.breaker.state is not BreakerState.OPEN
+        reachable = self.cloud is not None and not self.cloud.circuit_open
         mask = self.space.mask(server_available=reachable)
         obs = self.tracker.observe(now_s=now, deadline_ms=deadline_ms)
         index = planner.choose(obs, mask, _View(self.tracker, deadline_ms, load))

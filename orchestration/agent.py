@@ -8,7 +8,9 @@ observes, and the `X-Edgecloud-Load` report that came with the answer, are the l
 next observation. A server that fails (refused, timed out, 5xx, a bad answer) costs the time it
 took, and the device's own variant answers (AnswerSource.FALLBACK with a FallbackReason), so no
 request is lost. Every offload carries its budget in `X-Deadline-Ms`, so a server drops the work
-its device has given up on instead of computing it for nobody.
+its device has given up on instead of computing it for nobody. The calls go through the device's one
+client to the next tier (edge_agent/cloud_client.py) under the orchestrator's own failure policy
+(`offload_policy`: one try, no breaker).
 
 Each request may carry its own accuracy requirement (OIP request parameter `accuracy_req`, a
 fraction); without it the device's configured one applies. With a `deadline_ms` the budget of an
@@ -25,14 +27,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-import httpx
 import numpy as np
 
+from edge_agent.cloud_client import STATUS_REASONS, ClientPolicy, CloudClient, OffloadError
+from edge_agent.settings import EdgeSettings
 from orchestration.learners import FAILURE_PENALTY, Action, Decision, QLearning, reward
 from orchestration.metrics import OrchestratorMetrics
 from orchestration.policies import Policy, feasible_actions, make_policy
@@ -41,7 +46,8 @@ from orchestration.state import Observation, ServerLoad
 from serving.model import INPUT, ServedModel, single_input
 from shared.bundle import TensorSpec, load_manifest
 from shared.names import AnswerSource, FallbackReason, Tier
-from shared.oip import DEADLINE_HEADER, ProtocolError, decode_response, encode_request, parse_load
+from shared.oip import ProtocolError
+from shared.onnx_session import open_session
 from shared.preprocess import ImagePreprocessor
 from testbed.slowdown import Slowdown
 
@@ -51,14 +57,10 @@ ORCHESTRATOR_MODEL = "orchestrator"
 OUTPUTS: tuple[str, ...] = ("label", "source", "tier", "variant", "fallback_reason", "response_ms")
 SOURCE_OF: dict[Tier, AnswerSource] = {Tier.END: AnswerSource.EDGE, Tier.EDGE: AnswerSource.EDGE_SERVER,
                                        Tier.CLOUD: AnswerSource.CLOUD}
-
-
-class ServerFailed(Exception):
-    """A remote tier gave no valid answer; `reason` says why."""
-
-    def __init__(self, reason: FallbackReason, message: str) -> None:
-        super().__init__(f"{reason}: {message}")
-        self.reason = reason
+OFFLOAD_STATUS_REASONS: Mapping[int, FallbackReason] = MappingProxyType(
+    {code: reason for code, reason in STATUS_REASONS.items() if code != 408})
+"""The orchestrator's reading of a failed status, as it has always been: the edge's, but a 408 (our
+server's slow-upload limit, serving/http.py) is a bad response, not a timeout."""
 
 
 @dataclass(frozen=True)
@@ -71,74 +73,33 @@ class Answer:
     response_ms: float
 
 
-class TierClient:
-    """OIP infer calls to one server by variant name, reading the load header; no retry (the device
-    answers itself instead, which is faster than a second try)."""
+def offload_policy(timeout_ms: float) -> ClientPolicy:
+    """The failure policy of the orchestrator's clients: one try within `timeout_ms`, no breaker.
 
-    def __init__(self, base_url: str, *, timeout_s: float, headers: dict[str, str] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self._headers = headers or {}
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s), transport=transport,
-                                       limits=httpx.Limits(max_connections=32, max_keepalive_connections=32))
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def infer(self, variant: str, x: np.ndarray, *, timeout_s: float | None = None
-                    ) -> tuple[np.ndarray, ServerLoad | None]:
-        """One infer call that gives up after `timeout_s` (at most the client's own timeout)."""
-        budget_s = self.timeout_s if timeout_s is None else max(0.0, min(self.timeout_s, timeout_s))
-        body, headers = encode_request({INPUT: x}, outputs=("label",))
-        # The server drops queued work past this budget (serving/batcher.py): work we gave up on.
-        headers = {**headers, **self._headers, DEADLINE_HEADER: f"{budget_s * 1000.0:.1f}"}
-        url = f"{self.base_url}/v2/models/{variant}/infer"
-        try:
-            async with asyncio.timeout(budget_s):
-                response = await self._http.post(url, content=body, headers=headers)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as err:
-            raise ServerFailed(FallbackReason.UNREACHABLE, f"{url}: {type(err).__name__}") from None
-        except (httpx.TimeoutException, TimeoutError):
-            raise ServerFailed(FallbackReason.TIMEOUT, f"{url}: no answer in {budget_s * 1000:.0f} ms") from None
-        except httpx.HTTPError as err:
-            raise ServerFailed(FallbackReason.UNREACHABLE, f"{url}: {type(err).__name__} {err}") from None
-        if response.status_code != 200:
-            reason = {503: FallbackReason.OVERLOADED, 429: FallbackReason.OVERLOADED, 401: FallbackReason.UNAUTHORIZED,
-                      403: FallbackReason.UNAUTHORIZED, 504: FallbackReason.TIMEOUT}.get(response.status_code,
-                                                                                           FallbackReason.BAD_RESPONSE)
-            raise ServerFailed(reason, f"{url} answered {response.status_code}: {response.text[:120]!r}")
-        try:
-            _, outputs = decode_response(response.content, response.headers)
-            labels = np.asarray(outputs["label"]).reshape(-1).astype(np.int64)
-        except (ProtocolError, KeyError, ValueError) as err:
-            raise ServerFailed(FallbackReason.BAD_RESPONSE, f"{url}: {err}") from None
-        if len(labels) != len(x):
-            raise ServerFailed(FallbackReason.BAD_RESPONSE, f"{url}: {len(labels)} labels for {len(x)} samples")
-        load = parse_load(response.headers)
-        return labels, (None if load is None else ServerLoad(queue_depth=load[0], service_ms=load[1],
-                                                              server_ms=load[2]))
+    No retry: when a server fails, the device answers itself with its fallback variant, which is
+    faster than a second try. No breaker: the orchestrator's policy itself learns to avoid a failing
+    tier (each fallback is penalised, learners.FAILURE_PENALTY), and its exploration, which finds a
+    tier that came back, needs its calls to go out.
+    """
+    timeout_s = timeout_ms / 1000.0
+    return ClientPolicy(deadline_ms=timeout_ms, connect_timeout_s=timeout_s, read_timeout_s=timeout_s, retries=0,
+                        backoff_s=0.0, breaker=None, max_inflight=32, binary=True,
+                        status_reasons=OFFLOAD_STATUS_REASONS)
 
 
 class LocalVariants:
     """The variants the device runs itself: one onnxruntime session each, one compute thread."""
 
     def __init__(self, bundle: Path, names: list[str], *, threads: int = 1, slowdown: float = 1.0) -> None:
-        import onnxruntime as ort
-
         self.device = Slowdown(slowdown)  # ValueError below 1
         manifest = load_manifest(bundle, verify=True)
         self.preprocessor = ImagePreprocessor.from_spec(manifest.input)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.sessions = {}
+        self.sessions: dict[str, Any] = {}
         for name in names:
             entry = manifest.models[name]
             if entry.file is None:
                 raise ValueError(f"variant {name!r} has no ONNX file; the device cannot run it")
-            self.sessions[name] = ort.InferenceSession(str(Path(bundle) / entry.file), options,
-                                                       providers=["CPUExecutionProvider"])
+            self.sessions[name] = open_session(Path(bundle) / entry.file, threads=threads)
         # One thread: the device is one core; requests for the device queue here, as on a real one.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgecloud-orchestrator")
         self.pending = 0
@@ -168,7 +129,7 @@ class Orchestrator:
     """Policy + observation + the device's variants + clients to the edge server and the cloud."""
 
     def __init__(self, *, profiles: Profiles, policy: Policy, local: LocalVariants,
-                 clients: dict[Tier, TierClient], accuracy_req: float, metrics: OrchestratorMetrics | None = None,
+                 clients: dict[Tier, CloudClient], accuracy_req: float, metrics: OrchestratorMetrics | None = None,
                  deadline_ms: float | None = None) -> None:
         if deadline_ms is not None and not deadline_ms > 0:
             raise ValueError(f"deadline_ms must be > 0 (or None), got {deadline_ms}")
@@ -226,11 +187,20 @@ class Orchestrator:
             labels = await self.local.infer(variant, x)
             source = AnswerSource.EDGE
         else:
+            client = self.clients[tier]
+            # The offload's budget, never past the client's own timeout.
+            budget_s = client.policy.deadline_ms / 1000.0
+            offload_s = self.offload_budget_s(fallback_variant)
+            if offload_s is not None:
+                budget_s = min(budget_s, offload_s)
             try:
-                labels, load = await self.clients[tier].infer(variant, x,
-                                                              timeout_s=self.offload_budget_s(fallback_variant))
+                reply = await client.infer_model(variant, {INPUT: x}, n=len(x), outputs=("label",),
+                                                 budget_s=budget_s)
+                labels = reply.labels
+                if reply.load is not None:
+                    load = ServerLoad(queue_depth=reply.load[0], service_ms=reply.load[1], server_ms=reply.load[2])
                 source = SOURCE_OF[tier]
-            except ServerFailed as err:
+            except OffloadError as err:
                 log.debug("%s failed: %s; the device answers", tier, err)
                 reason = err.reason.value
                 if self.metrics is not None:
@@ -316,7 +286,7 @@ def _accuracy_req(parameters: dict[str, Any]) -> float | None:
     return value
 
 
-def build_orchestrator(settings: Any, *, metrics: OrchestratorMetrics | None = None) -> OrchestratorModel:
+def build_orchestrator(settings: EdgeSettings, *, metrics: OrchestratorMetrics | None = None) -> OrchestratorModel:
     """Model `orchestrator` from EdgeSettings: every variant of the bundle on the device, the edge server
     and (if set) the cloud as remote tiers."""
     manifest = load_manifest(settings.bundle, verify=True)
@@ -326,14 +296,10 @@ def build_orchestrator(settings: Any, *, metrics: OrchestratorMetrics | None = N
         # or greedy (and Q-learning's model prior) would price device passes at the profile's own share
         # while each one takes `slowdown` times the host's time (as the simulator's --end-cpu-share does).
         profiles = profiles.with_tier_share(Tier.END, 1.0 / settings.device_slowdown)
-    timeout_s = settings.orchestrator_timeout_ms / 1000.0
-    token = settings.bearer_token()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    clients: dict[Tier, TierClient] = {}
-    if settings.base_edge_server_url is not None:
-        clients[Tier.EDGE] = TierClient(settings.base_edge_server_url, timeout_s=timeout_s, headers=headers)
-    if settings.base_cloud_url is not None:
-        clients[Tier.CLOUD] = TierClient(settings.base_cloud_url, timeout_s=timeout_s, headers=headers)
+    client_policy = offload_policy(settings.orchestrator_timeout_ms)
+    urls = {Tier.EDGE: settings.base_edge_server_url, Tier.CLOUD: settings.base_cloud_url}
+    clients = {tier: CloudClient(settings, base_url=url, policy=client_policy, num_classes=len(manifest.classes))
+               for tier, url in urls.items() if url is not None}
     local = LocalVariants(settings.bundle, profiles.names, threads=settings.threads,
                           slowdown=settings.device_slowdown)
     policy = make_policy(settings.policy, profiles, seed=settings.orchestrator_seed)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from shared.names import Tier
+from shared.onnx_session import open_session
 
 PROFILE_ARTIFACT = "variant_profile"
 """Name in Manifest.artifacts of the JSON that says how the tiers were emulated (`profile_document`)."""
@@ -144,12 +145,7 @@ def measure_latency_ms(onnx_path: Path, sample_shape: Sequence[int], *, batch_si
     caches), and requests to an orchestrated tier arrive one by one. The median of `rounds` passes
     after two warm-up passes: the host is shared, and the median ignores a neighbour's bursts.
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session = open_session(onnx_path, threads=threads)
     name = session.get_inputs()[0].name
     rng = np.random.default_rng(0)
     out: dict[int, float] = {}

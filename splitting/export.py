@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
 from networks.multibranch import MultiBranchNet, feature_shape
+from shared.onnx_session import open_session
 
 INPUT, FEATURE = "input", "feature"
 
@@ -95,10 +95,6 @@ def export_tail(net: MultiBranchNet, p: int, path: Path) -> Path:
                    outputs=tail_outputs(net, p))
 
 
-def _session(path: Path) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-
 def check_composition(net: MultiBranchNet, p: int, head_path: Path, tail_path: Path | None, x: np.ndarray,
                       *, atol: float = 1e-4) -> float:
     """Max |logit| difference between head_p -> tail_p in onnxruntime and the torch net split at p.
@@ -106,13 +102,13 @@ def check_composition(net: MultiBranchNet, p: int, head_path: Path, tail_path: P
     `x` is a normalised (N, C, H, W) float batch. SegmentError when it exceeds `atol` (or is not finite).
     """
     x = np.ascontiguousarray(x, dtype=np.float32)
-    head = _session(head_path)
+    head = open_session(head_path)
     outs = head.run(None, {INPUT: x})
     if p < net.n_stages:
         if tail_path is None:
             raise ValueError(f"partition {p} < {net.n_stages} stages needs a tail")
         feature = outs[-1]
-        outs = [*outs[:-1], *_session(tail_path).run(None, {FEATURE: feature})]
+        outs = [*outs[:-1], *open_session(tail_path).run(None, {FEATURE: feature})]
     with torch.inference_mode():
         reference = net(torch.from_numpy(x), split=None if p == net.n_stages else p)
     if len(outs) != len(reference):

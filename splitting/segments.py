@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
+from shared import onnx_session
 from shared.bundle import BundleError, Manifest, load_manifest, verify_file
 from shared.feature_codec import BITS, packed_bytes
 from shared.names import ModelRole
@@ -68,14 +68,13 @@ class SplitPlan:
         return packed_bytes(self.feature_shapes[partition], bits)
 
 
-def open_session(path: Path, *, threads: int = 1) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
+def open_session(path: Path, *, threads: int = 1) -> Any:
+    """A segment's session (shared.onnx_session, `threads` intra-op threads); a graph that cannot load is a
+    BundleError naming the file."""
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    except Exception as err:  # onnxruntime raises its own untyped errors for a bad graph
-        raise BundleError(f"{path}: onnxruntime cannot load it: {err}") from err
+        return onnx_session.open_session(path, threads=threads)
+    except onnx_session.SessionError as err:
+        raise BundleError(str(err)) from err
 
 
 class SegmentRunner:
@@ -89,7 +88,7 @@ class SegmentRunner:
         self._heads = {p: self._open(head_name(p), threads) for p in heads}
         self._tails = {p: self._open(tail_name(p), threads) for p in tails}
 
-    def _open(self, name: str, threads: int) -> ort.InferenceSession:
+    def _open(self, name: str, threads: int) -> Any:
         entry = self.manifest.models.get(name)
         if entry is None or entry.file is None:
             raise BundleError(f"{self.bundle}: no split segment {name!r} with an ONNX file")

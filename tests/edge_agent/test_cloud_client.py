@@ -6,14 +6,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from edge_agent.cloud_client import CloudClient, FallbackReason, OffloadError, wire_pixels
+from edge_agent.breaker import BreakerPolicy
+from edge_agent.cloud_client import ClientPolicy, CloudClient, FallbackReason, OffloadError, wire_pixels
 from edge_agent.settings import EdgeSettings
 from shared.bundle import load_manifest
 from shared.datasets import normalize
+from shared.oip import LOAD_HEADER, encode_response, format_load
 from testbed.services import Service
 from tests.edge_agent.helpers import StubBehaviour, closed_port_url, stalled_server, stub_labels
 
@@ -180,3 +183,58 @@ async def test_real_cloud_with_a_token(make_settings: Make, tiny_bundle: Path, t
             assert info.value.reason is FallbackReason.UNAUTHORIZED
     finally:
         stop_service(cloud)
+
+
+async def test_the_edges_policy_is_its_settings(make_settings: Make) -> None:
+    settings = make_settings(cloud_url="http://cloud:8001", connect_timeout_s=0.7, read_timeout_s=1.5,
+                             deadline_ms=900.0, retries=4, backoff_s=0.2, breaker_failures=7, breaker_reset_s=2.5,
+                             max_inflight=3, cloud_binary=False)
+    assert ClientPolicy.from_settings(settings) == ClientPolicy(
+        deadline_ms=900.0, connect_timeout_s=0.7, read_timeout_s=1.5, retries=4, backoff_s=0.2,
+        breaker=BreakerPolicy(failures=7, reset_s=2.5), max_inflight=3, binary=False)
+    async with CloudClient(settings, num_classes=10) as client:
+        assert client.policy == ClientPolicy.from_settings(settings) and client.base_url == "http://cloud:8001"
+        assert client.breaker is not None and client.breaker.failures_to_open == 7 and client.breaker.reset_s == 2.5
+    for bad, needle in (({"retries": -1}, "retries"), ({"deadline_ms": 0.0}, "deadline_ms"),
+                        ({"max_inflight": 0}, "max_inflight")):
+        with pytest.raises(ValueError, match=needle):
+            ClientPolicy(**{**vars(ClientPolicy.from_settings(settings)), **bad})
+
+
+def _status_server(status: int, seen: list[httpx.Request]) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(status, json={"error": "no"})
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.parametrize(("status", "reason", "tries"), [
+    (503, FallbackReason.OVERLOADED, 3), (429, FallbackReason.OVERLOADED, 1), (401, FallbackReason.UNAUTHORIZED, 1),
+    (403, FallbackReason.UNAUTHORIZED, 1), (408, FallbackReason.TIMEOUT, 1), (504, FallbackReason.TIMEOUT, 1),
+    (500, FallbackReason.BAD_RESPONSE, 1), (404, FallbackReason.BAD_RESPONSE, 1)])
+async def test_each_status_is_a_reason_and_only_503_is_retried(make_settings: Make, status: int,
+                                                               reason: FallbackReason, tries: int) -> None:
+    seen: list[httpx.Request] = []
+    async with CloudClient(make_settings(cloud_url="http://cloud", retries=2), num_classes=10,
+                           transport=_status_server(status, seen)) as cloud:
+        with pytest.raises(OffloadError) as info:
+            await cloud.infer(np.zeros((2, 1, 8, 8), dtype=np.uint8))
+    assert info.value.reason is reason and info.value.tried
+    assert len(seen) == tries
+
+
+async def test_the_answer_carries_the_servers_load_report(make_settings: Make) -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        body, headers = encode_response("teacher", {"label": np.array([3, 4], np.int64)}, binary=set())
+        if request.url.path.endswith("/reporting/infer"):
+            headers[LOAD_HEADER] = format_load(depth=4, service_ms=2.0, server_ms=9.0)
+        return httpx.Response(200, content=body, headers=headers)
+
+    x = {"input": np.zeros((2, 1, 8, 8), np.uint8)}
+    async with CloudClient(make_settings(cloud_url="http://cloud"), num_classes=10,
+                           transport=httpx.MockTransport(handle)) as cloud:
+        reported = await cloud.infer_model("reporting", x, n=2)
+        silent = await cloud.infer_model("silent", x, n=2)
+    assert reported.labels.tolist() == [3, 4] and reported.load == (4, 2.0, 9.0)
+    assert silent.load is None

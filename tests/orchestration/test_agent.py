@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -12,11 +14,13 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 
 from edge_agent.app import create_app
+from edge_agent.cloud_client import CloudClient, OffloadError
 from edge_agent.settings import EdgeSettings
-from orchestration.agent import LocalVariants, Orchestrator, OrchestratorModel, TierClient, build_orchestrator
+from orchestration.agent import LocalVariants, Orchestrator, OrchestratorModel, build_orchestrator, offload_policy
 from orchestration.metrics import OrchestratorMetrics
 from orchestration.policies import make_policy
 from orchestration.profiles import profiles_from_manifest
+from shared.bundle import load_manifest
 from shared.names import AnswerSource, FallbackReason, Tier
 from shared.oip import (
     DEADLINE_HEADER,
@@ -51,6 +55,13 @@ def refusing() -> httpx.MockTransport:
     return httpx.MockTransport(handle)
 
 
+def tier_client(bundle: Path, transport: httpx.AsyncBaseTransport, *, timeout_ms: float = 1000.0,
+                clock: Callable[[], float] = time.monotonic) -> CloudClient:
+    """The orchestrator's client to a server at http://edge, as build_orchestrator makes it."""
+    return CloudClient(EdgeSettings(bundle=bundle), base_url="http://edge", policy=offload_policy(timeout_ms),
+                       num_classes=len(load_manifest(bundle).classes), transport=transport, clock=clock)
+
+
 def orchestrator(bundle: Path, policy: str, clients: dict, registry: CollectorRegistry | None = None) -> Orchestrator:
     profiles = profiles_from_manifest(bundle)
     metrics = OrchestratorMetrics(registry) if registry is not None else None
@@ -64,7 +75,7 @@ def test_an_edge_server_answer_teaches_the_device_its_load(variant_bundle: Path,
 
     async def go() -> None:
         orch = orchestrator(variant_bundle, "static:edge:variant-b",
-                            {Tier.EDGE: TierClient("http://edge", timeout_s=1.0, transport=fake_server(7))})
+                            {Tier.EDGE: tier_client(variant_bundle, fake_server(7))})
         answer = await orch.answer(x)
         await orch.aclose()
         assert answer.source is AnswerSource.EDGE_SERVER and answer.tier is Tier.EDGE
@@ -83,7 +94,7 @@ def test_a_failed_server_is_answered_by_the_device_and_counted(variant_bundle: P
 
     async def go() -> list:
         orch = orchestrator(variant_bundle, "all-edge",
-                            {Tier.EDGE: TierClient("http://edge", timeout_s=1.0, transport=refusing())}, registry)
+                            {Tier.EDGE: tier_client(variant_bundle, refusing())}, registry)
         answers = [await orch.answer(x[i:i + 1]) for i in range(20)]
         await orch.aclose()
         return answers
@@ -102,15 +113,12 @@ def test_the_learner_moves_away_from_a_failing_edge_server(variant_bundle: Path,
     x = tiny_test_split[0][:1]
 
     def slow_refusal(request: httpx.Request) -> httpx.Response:
-        import time
-
         time.sleep(0.02)  # a failure costs time before the device answers
         raise httpx.ConnectError("refused", request=request)
 
     async def go() -> list:
         orch = orchestrator(variant_bundle, "qlearning",
-                            {Tier.EDGE: TierClient("http://edge", timeout_s=1.0,
-                                                   transport=httpx.MockTransport(slow_refusal))})
+                            {Tier.EDGE: tier_client(variant_bundle, httpx.MockTransport(slow_refusal))})
         answers = [await orch.answer(x) for _ in range(200)]
         await orch.aclose()
         return answers
@@ -143,8 +151,6 @@ def test_the_edge_agent_hosts_the_orchestrator_and_loses_no_request_when_the_edg
 
 def test_a_slower_device_holds_its_compute_thread_longer(variant_bundle: Path,
                                                         tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
-    import time
-
     x = tiny_test_split[0][:1]
     fast, slow = LocalVariants(variant_bundle, ["teacher"]), LocalVariants(variant_bundle, ["teacher"], slowdown=50.0)
 
@@ -196,8 +202,10 @@ def test_every_offload_carries_its_budget_and_a_deadline_keeps_the_fallbacks_res
     async def go(deadline_ms: float | None, delay_s: float = 0.0) -> tuple[list[dict[str, str]], object, str]:
         seen: list[dict[str, str]] = []
         orch = Orchestrator(profiles=profiles, policy=make_policy("static:edge:teacher", profiles),
-                            clients={Tier.EDGE: TierClient("http://edge", timeout_s=1.0,
-                                                           transport=recording_server(seen, delay_s=delay_s))},
+                            # A clock that stands still from the decision on: the header then carries the
+                            # budget itself, not the budget less the microseconds spent before sending.
+                            clients={Tier.EDGE: tier_client(variant_bundle, recording_server(seen, delay_s=delay_s),
+                                                            clock=lambda: 0.0)},
                             local=LocalVariants(variant_bundle, profiles.names), accuracy_req=0.0,
                             deadline_ms=deadline_ms)
         answer = await orch.answer(x)
@@ -236,3 +244,66 @@ def test_each_request_may_carry_its_own_requirement(variant_bundle: Path,
     plain, strict, via_oip = asyncio.run(go())
     assert plain != "teacher"  # the device's configured 0: its fastest variant
     assert strict == via_oip == "teacher"  # the only variant meeting the teacher's accuracy
+
+
+@pytest.mark.parametrize(("status", "reason"), [
+    (503, FallbackReason.OVERLOADED), (429, FallbackReason.OVERLOADED), (401, FallbackReason.UNAUTHORIZED),
+    (403, FallbackReason.UNAUTHORIZED), (504, FallbackReason.TIMEOUT), (408, FallbackReason.BAD_RESPONSE),
+    (500, FallbackReason.BAD_RESPONSE)])
+def test_a_failed_status_is_the_reason_it_always_was_and_is_never_retried(
+        variant_bundle: Path, status: int, reason: FallbackReason) -> None:
+    requests: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(status, json={"error": "no"})
+
+    async def go() -> OffloadError:
+        client = tier_client(variant_bundle, httpx.MockTransport(handle))
+        try:
+            with pytest.raises(OffloadError) as info:
+                await client.infer_model("teacher", {"input": np.zeros((1, 1, 8, 8), np.uint8)}, n=1)
+        finally:
+            await client.aclose()
+        return info.value
+
+    error = asyncio.run(go())
+    assert error.reason is reason and error.tried
+    assert len(requests) == 1  # one try: the device answers itself instead of retrying
+    assert str(requests[0].url) == "http://edge/v2/models/teacher/infer"
+
+
+def test_the_orchestrators_client_asks_for_labels_only_and_has_no_breaker(variant_bundle: Path) -> None:
+    seen: list[httpx.Request] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        raise httpx.ConnectError("refused", request=request)
+
+    async def go() -> None:
+        client = tier_client(variant_bundle, httpx.MockTransport(handle))
+        assert client.breaker is None and not client.circuit_open
+        for _ in range(30):  # far past the edge's breaker_failures: every call still goes out
+            with pytest.raises(OffloadError, match="unreachable"):
+                await client.infer_model("teacher", {"input": np.zeros((1, 1, 8, 8), np.uint8)}, n=1,
+                                         outputs=("label",))
+        await client.aclose()
+
+    asyncio.run(go())
+    assert len(seen) == 30
+    header, _ = decode_request(seen[0].content, seen[0].headers, max_bytes=1 << 20)
+    assert [o.name for o in header.outputs or []] == ["label"]
+    assert float(seen[0].headers[DEADLINE_HEADER]) <= 1000.0
+
+
+def test_build_orchestrator_gives_each_remote_tier_its_own_client(variant_bundle: Path) -> None:
+    model = build_orchestrator(EdgeSettings(bundle=variant_bundle, edge_server_url="http://127.0.0.1:9/",
+                                            cloud_url="http://127.0.0.1:10", policy="all-edge",
+                                            orchestrator_timeout_ms=250.0, retries=5))
+    clients = model.orchestrator.clients
+    assert {tier: c.base_url for tier, c in clients.items()} == {Tier.EDGE: "http://127.0.0.1:9",
+                                                                 Tier.CLOUD: "http://127.0.0.1:10"}
+    for client in clients.values():
+        assert client.policy == offload_policy(250.0)  # not the edge's retries
+        assert client.policy.retries == 0 and client.policy.breaker is None
+    asyncio.run(model.orchestrator.aclose())
