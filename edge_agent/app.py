@@ -89,7 +89,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
                         model.warm_up())
             return model
         if name == SPLIT_MODEL:
-            split = SplitModel(SplitAgent(bundle, cloud=link.cloud, threads=settings.threads))
+            split = SplitModel(SplitAgent(bundle, cloud=link.cloud, threads=settings.threads,
+                                          slowdown=settings.device_slowdown))
             logger.info("model %r from %s: cloud %s, warmed up in %.0f ms", SPLIT_MODEL, bundle,
                         settings.base_cloud_url or "none (device-only)", split.warm_up())
             return split

@@ -66,8 +66,9 @@ class EdgeSettings(ServerSettings):
         description="budget of one orchestrated request to a server; past it the device's own variant answers")
     device_slowdown: float = Field(
         default=1.0, ge=1.0, le=1000.0,
-        description="emulate a slower end device for the orchestrator's own variants: the compute thread is "
-                    "held this many times as long as each pass took (1 = this machine's speed)")
+        description="emulate a slower end device (a Pi 4: k from `edgecloud profile --pi4`) for the split model's "
+                    "segments and the orchestrator's own variants: the compute thread is held this many times as "
+                    "long as each pass took (1 = this machine's speed)")
     orchestrator_seed: int = Field(default=0, ge=0, description="seeds the orchestrator's exploration")
 
     @model_validator(mode="after")

@@ -41,6 +41,7 @@ from splitting.actions import Placement
 from splitting.segments import SegmentRunner, head_name, tail_name
 from splitting.setup import STRATEGIES, SplitSetup
 from splitting.state import StateTracker
+from testbed.slowdown import Slowdown
 
 SPLIT_MODEL = "split"
 LIVE_STRATEGIES: tuple[str, ...] = tuple(s for s in STRATEGIES if s != "oracle")
@@ -79,12 +80,15 @@ class SplitAnswer:
 class SplitAgent:
     """The split pipeline of one bundle: segments, planners, the device's measurements, the link."""
 
-    def __init__(self, bundle: Path, *, cloud: CloudClient | None, threads: int = 1) -> None:
+    def __init__(self, bundle: Path, *, cloud: CloudClient | None, threads: int = 1, slowdown: float = 1.0) -> None:
         self.setup = SplitSetup.load(bundle, need_spec=False)
         self.plan, self.space = self.setup.plan, self.setup.space
         s = self.plan.n_stages
         self.runner = SegmentRunner(bundle, manifest=self.setup.manifest, heads=range(1, s + 1), tails=range(1, s),
                                     threads=threads)
+        # An emulated slower device (a Raspberry Pi 4: `edgecloud profile --pi4` gives its k): every segment
+        # is computed here and its answer held k times its CPU time (testbed/slowdown.py), as the profile was.
+        self.device = Slowdown(slowdown)
         self.model = self.setup.cost_model()
         self.preprocessor = ImagePreprocessor.from_spec(self.setup.manifest.input)
         self.cloud = cloud
@@ -167,7 +171,7 @@ class SplitAgent:
 
     async def _timed_head(self, p: int, xn: np.ndarray) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
         t0 = time.perf_counter()
-        exits, feature = await asyncio.to_thread(self.runner.head, p, xn)
+        exits, feature = await asyncio.to_thread(self.device.run, self.runner.head, p, xn)
         # Device load: how much slower than profiled the head ran (1 = as profiled), per sample.
         self.tracker.record_load(1000.0 * (time.perf_counter() - t0) / len(xn), self.setup.device.ms(head_name(p)))
         return exits, feature
@@ -198,7 +202,7 @@ class SplitAgent:
                             started: float, deadline_ms: float) -> np.ndarray:
         """After a failed split: tail_p here if it fits the time left (unquantised feature), else exit p."""
         if self.model.local_ms(tail_name(p), load=self.tracker.load) <= self._left_ms(started, deadline_ms):
-            later = await asyncio.to_thread(self.runner.tail, p, feature)
+            later = await asyncio.to_thread(self.device.run, self.runner.tail, p, feature)
             return self._labels(later[exit_])
         return self._labels(exits[p])
 

@@ -3,7 +3,8 @@
 For each trace and strategy: the link (two namespaces, veth) carries the base RTT with the testbed's
 delay emulation, which also replays the trace's rate in each direction (delay_proxy --trace); the
 server (teacher and every tail_p) runs in the cloud namespace, the edge agent in the edge namespace
-as the emulated device (pinned, with a cgroup CPU quota: testbed/device.py), and
+as the emulated device (pinned; every segment held `slowdown` times its CPU time, testbed/slowdown.py,
+the k its device profile was measured with; optionally also a cgroup CPU quota, testbed/device.py), and
 `splitting.live_client` sends one request every period from trace time 0. The split model is
 reloaded for every run (a repository load of `split`) so that no strategy inherits another's
 measurements. The environment's prediction for the same trace, strategy, deadline and period is put
@@ -15,6 +16,7 @@ answered (by the device, labelled edge-fallback).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -55,7 +57,8 @@ def summarise_live(records: list[dict[str, Any]], deadline_ms: float) -> dict[st
 
 def live_eval(setup: SplitSetup, traces: list[Trace], names: list[str], *, trace_dir: Path, deadline_ms: float,
               duration_s: float, out: Path, device: DeviceEmulation, cloud_cpus: frozenset[int] | None,
-              data_dir: Path | None, kill_at_s: float | None = None, tag: str | None = None) -> dict[str, Any]:
+              data_dir: Path | None, kill_at_s: float | None = None, tag: str | None = None,
+              slowdown: float = 1.0) -> dict[str, Any]:
     out = Path(out).resolve()
     bundle = setup.bundle.resolve()
     spec = setup.spec
@@ -67,13 +70,17 @@ def live_eval(setup: SplitSetup, traces: list[Trace], names: list[str], *, trace
     cpus: dict[str, frozenset[int]] = {"edge": frozenset(device.cpus)}  # pinned from birth, every thread
     if cloud_cpus:
         cpus["cloud"] = cloud_cpus
-    with device.cgroup() as group, testbed(profile, log_dir=out / "logs", tag=tag, delay="shim", cpus=cpus) as bed:
+    quota = device.cpu_fraction is not None
+    with (device.cgroup() if quota else contextlib.nullcontext()) as group, \
+            testbed(profile, log_dir=out / "logs", tag=tag, delay="shim", cpus=cpus) as bed:
         cloud_args = ["cloud", "serve", "--bundle", str(bundle), "--models", tails]
         cloud = bed.start_edgecloud("cloud", "cloud", cloud_args, host="127.0.0.1", port=CLOUD_PORT + 10_000)
         cloud_url = f"http://{bed.link.cloud_ip}:{CLOUD_PORT}"
         edge = bed.start_edgecloud("edge", "edge", ["edge", "serve", "--bundle", str(bundle), "--cloud-url",
-                                                    cloud_url, "--retries", "0"], host="127.0.0.1", port=EDGE_PORT)
-        group.enter(edge.process.pid)  # the edge is the emulated device: its cores, and now its quota
+                                                    cloud_url, "--retries", "0", "--device-slowdown", f"{slowdown:g}"],
+                                   host="127.0.0.1", port=EDGE_PORT)
+        if group is not None:
+            group.enter(edge.process.pid)  # the edge is the emulated device: its cores, and now its quota
         for trace in traces:
             for name in names:
                 if cloud.process.poll() is not None:  # killed in the previous run: bring it back
@@ -119,7 +126,9 @@ def live_eval(setup: SplitSetup, traces: list[Trace], names: list[str], *, trace
               "period_s": spec.period_s, "link": {"rtt_ms": spec.link.rtt_ms, "delay": delay_label,
                                                   "rate": "trace replay in the delay proxy, each direction",
                                                   "ceiling_mbit": CEILING_MBIT},
-              "device": device.describe(), "cloud_cpus": sorted(cloud_cpus or []), "kill_at_s": kill_at_s,
+              "device": (device.describe() if quota else f"cores {sorted(device.cpus)}")
+              + (f", every segment held {slowdown:g}x its CPU time" if slowdown > 1.0 else ""),
+              "device_slowdown": slowdown, "cloud_cpus": sorted(cloud_cpus or []), "kill_at_s": kill_at_s,
               "strategies": results}
     (out / "report_live.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

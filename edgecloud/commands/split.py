@@ -105,7 +105,12 @@ def add_parser(sub: Any) -> None:
                     help="run through the real services over the link testbed (root; see deploy/testbed/README.md): "
                          "the trace replayed by the delay emulation, the edge as an emulated device")
     ev.add_argument("--device-cpus", default="0", help="with --live: cores of the emulated device (the edge)")
-    ev.add_argument("--cpu-fraction", type=float, default=0.25, help="with --live: the device's CPU quota")
+    ev.add_argument("--cpu-fraction", type=float, default=None,
+                    help="with --live: cap the device with a CFS quota instead (needs root; a quota does not slow "
+                         "work shorter than its slice, so the default is the profile's compute-then-hold emulation)")
+    ev.add_argument("--device-slowdown", type=float, default=None, metavar="K",
+                    help="with --live: hold every device segment K times its CPU time (default: the k the bundle's "
+                         "device profile was measured with, `edgecloud profile --pi4`; 1 for a real device's profile)")
     ev.add_argument("--cloud-cpus", default="1", help="with --live: cores of the server")
     ev.add_argument("--data-dir", type=Path, default=None, help="with --live: dataset folder (not for digits)")
     ev.add_argument("--kill-at-s", type=float, default=None,
@@ -223,9 +228,11 @@ def _run_live(args: argparse.Namespace, setup: Any, traces: list[Any], names: li
     from testbed.netns import TestbedError, parse_cpus
 
     device = DeviceEmulation(cpus=tuple(sorted(parse_cpus(args.device_cpus))), cpu_fraction=args.cpu_fraction)
+    emulated = (setup.device.emulation or {}).get("k", 1.0)
+    slowdown = args.device_slowdown if args.device_slowdown is not None else emulated
     try:
         report = live_eval(setup, traces, names, trace_dir=args.traces, deadline_ms=args.deadline_ms,
-                           duration_s=args.duration_s or 60.0, out=args.out, device=device,
+                           duration_s=args.duration_s or 60.0, out=args.out, device=device, slowdown=slowdown,
                            cloud_cpus=parse_cpus(args.cloud_cpus) if args.cloud_cpus else None,
                            data_dir=args.data_dir, kill_at_s=args.kill_at_s)
     except (TestbedError, EmulationError) as err:
