@@ -93,7 +93,7 @@ def out_of_fold_logits(
             fold_logits = np.load(done)["logits"]
             log.info("fold %d/%d: reusing %s", k + 1, folds, done)
         else:
-            fold_logits = _fold(student_init, teacher, dataset, held, dataclasses.replace(cfg, seed=seed + k),
+            fold_logits = _fold(student_init, teacher, dataset, held, cfg.model_copy(update={"seed": seed + k}),
                                 state=None if state_dir is None else Path(state_dir) / f"fold{k}.pt",
                                 what=f"fold {k + 1}/{folds}")
             if done is not None:

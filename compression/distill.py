@@ -19,13 +19,13 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import field_validator, model_validator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -33,6 +33,7 @@ from compression import resume
 from compression.data import augment_name, loader_generator, make_loader
 from compression.precision import PRECISIONS, autocast, channels_last, resolve_precision, to_channels_last
 from compression.teacher import TrainConfig, build_optimizer, evaluate, resolve_device
+from shared.run_config import ConfigModel
 
 if TYPE_CHECKING:
     from shared.datasets import Dataset, Split
@@ -94,8 +95,7 @@ def hinton_loss(logits_s: Tensor, logits_t: Tensor, *, temperature: float) -> Te
     return kl * temperature**2
 
 
-@dataclass
-class DistillConfig:
+class DistillConfig(ConfigModel):
     """Knowledge-distillation run settings."""
 
     method: Literal["sp", "hinton", "none"] = "sp"
@@ -118,7 +118,7 @@ class DistillConfig:
     """L2 weight decay."""
     gamma: float = 3000.0
     """SP loss weight γ: Tung & Mori's CIFAR-10 value, kept for the search's short episodes. The build's
-    final distillation and its cross-fit students use edgecloud.presets.DistillSpec.gamma (300), which
+    final distillation and its cross-fit students default to 300 (edgecloud.presets.BUILD_DEFAULTS), which
     distilled better students on digits and MNIST (docs/results.md, "SP-KD weight")."""
     alpha: float = 0.9
     """Hinton only: weight of the soft-target loss; cross-entropy gets 1 − alpha."""
@@ -138,13 +138,17 @@ class DistillConfig:
     eval_batch_size: int = 512
     """batch size for the validation pass after each epoch."""
 
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+    @field_validator("method", "optimizer", "schedule", mode="before")
+    @classmethod
+    def _one_of(cls, value: Any, info: Any) -> Any:
+        # Before the Literal check, so the message names the field and its choices.
+        choices = {"method": METHODS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}[info.field_name]
+        if value not in choices:
+            raise ValueError(f"{info.field_name} must be one of {choices}, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -164,6 +168,7 @@ class DistillConfig:
         augment_name(self.augment)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        return self
 
 
 def _train_split(dataset: Dataset, cfg: DistillConfig) -> Split:
@@ -248,7 +253,7 @@ def distill(
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr_factor(s, total_steps, cfg.schedule)
     )
-    key = json.dumps({"cfg": dataclasses.asdict(cfg), "n_train": len(train.y),
+    key = json.dumps({"cfg": cfg.model_dump(mode="json"), "n_train": len(train.y),
                       "student": getattr(student, "arch", None)}, sort_keys=True, default=str)
     done, history = resume.load_state(state_path, key=key, model=student, optimizer=optimizer,
                                       scheduler=scheduler, generator=loader_generator(loader))

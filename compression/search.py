@@ -18,19 +18,22 @@ import dataclasses
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import torch
+from pydantic import model_validator
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from compression.budget import budget_bytes, project_to_budget
 from compression.distill import DistillConfig, distill
 from compression.policy import GRUPolicy
+from compression.precision import PRECISIONS
 from compression.surgery import ACTIONS, layer_states, shrink
 from networks.family import build_model, model_bytes
+from shared.run_config import ConfigModel
 
 if TYPE_CHECKING:
     from shared.datasets import Dataset
@@ -94,14 +97,7 @@ def reinforce_update(
     return pg_loss.item(), new_baseline
 
 
-def _episode_distill() -> DistillConfig:
-    # A few dozen SP steps on a subset: enough to rank students, cheap enough for hundreds of them.
-    # On digits (ResNet-18 w16 teacher) 21 such steps took inherited students to ~0.95 val accuracy.
-    return DistillConfig(epochs=1, max_steps=50, batch_size=64, lr=0.02, train_subset=2048)
-
-
-@dataclass
-class SearchConfig:
+class SearchConfig(ConfigModel):
     """RL compression-search settings (Algorithm 1)."""
 
     episodes: int = 50
@@ -126,19 +122,24 @@ class SearchConfig:
     """stacked GRU layers."""
     max_grad_norm: float | None = None
     """clip the policy gradient's norm to this value, if set."""
-    episode_distill: DistillConfig = field(default_factory=_episode_distill)
-    """the short per-rollout distillation that measures A; its device is replaced by `device`."""
+    episode_steps: int = 50
+    """SP-KD steps each sampled student gets before its accuracy A is measured (eq. 7)."""
+    episode_subset: int = 2048
+    """training samples those short runs draw from."""
     inherit: bool = True
     """students start from the teacher's kept weights (surgery.shrink) rather than a fresh init."""
     size_budget: float | None = None
     """if set, every student is at most this fraction of the teacher's bytes (compression.budget)."""
     seed: int = 0
-    """seeds the policy's init and its action sampling."""
+    """seeds the policy's init and its action sampling, and the per-rollout distillations."""
     device: str = "auto"
     """device for teacher and students during the per-rollout distillation."""
+    precision: str = "auto"
+    """arithmetic of the per-rollout distillation (compression.precision): fp32, bf16 or auto."""
 
-    def __post_init__(self) -> None:
-        for name in ("episodes", "rollouts", "hidden_size", "num_layers"):
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        for name in ("episodes", "rollouts", "hidden_size", "num_layers", "episode_steps", "episode_subset"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -149,6 +150,17 @@ class SearchConfig:
             raise ValueError(f"size_budget must be None or in (0, 1], got {self.size_budget}")
         if self.max_grad_norm is not None and self.max_grad_norm <= 0:
             raise ValueError(f"max_grad_norm must be None or > 0, got {self.max_grad_norm}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        return self
+
+    def episode_distill(self) -> DistillConfig:
+        """The short per-rollout distillation that measures A: `episode_steps` SP-KD steps on
+        `episode_subset` samples, enough to rank students, cheap enough for hundreds of them (on
+        digits, with a ResNet-18 w16 teacher, 21 such steps took inherited students to ~0.95 val accuracy)."""
+        return DistillConfig(epochs=1, max_steps=self.episode_steps, batch_size=64, lr=0.02,
+                             train_subset=self.episode_subset, device=self.device, precision=self.precision,
+                             seed=self.seed)
 
 
 @dataclass
@@ -234,7 +246,7 @@ def search(teacher: nn.Module, dataset: Dataset, cfg: SearchConfig, *, progress:
     optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     # The policy samples from its own generator: distill() reseeds torch's global RNG every rollout.
     generator = torch.Generator().manual_seed(cfg.seed)
-    episode_cfg = dataclasses.replace(cfg.episode_distill, device=cfg.device)
+    episode_cfg = cfg.episode_distill()
     # distill() is seeded, so A is a function of the action sequence: a repeat is looked up, not retrained.
     cache: dict[tuple[float, ...], _Evaluation] = {}
     max_bytes = None if cfg.size_budget is None else budget_bytes(teacher_arch, cfg.size_budget)

@@ -10,23 +10,24 @@ Typical use (the pipeline in ``edgecloud`` wraps exactly this)::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import numpy as np
 import torch
+from pydantic import model_validator
 from torch import nn
 from tqdm.auto import tqdm
 
 from compression import resume
 from compression.data import augment_name, loader_generator, make_loader
 from compression.precision import PRECISIONS, autocast, channels_last, resolve_precision, to_channels_last
+from shared.run_config import ConfigModel
 
 if TYPE_CHECKING:
     from shared.datasets import Dataset, Split
@@ -41,8 +42,7 @@ class DeviceUnavailableError(RuntimeError):
     """The requested torch device does not exist on this machine."""
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(ConfigModel):
     epochs: int = 10
     """passes over the training split"""
     batch_size: int = 128
@@ -69,7 +69,8 @@ class TrainConfig:
     seed: int = 0
     """seeds the data order, the augmentation and torch's global RNG (the model's init is the caller's)"""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -89,6 +90,7 @@ class TrainConfig:
         augment_name(self.augment)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        return self
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -151,7 +153,7 @@ def train_model(model: nn.Module, dataset: Dataset, cfg: TrainConfig, *, progres
     optimizer = build_optimizer(model.parameters(), cfg)
     scheduler = build_scheduler(optimizer, cfg, steps_per_epoch=len(loader))
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    key = json.dumps({"cfg": dataclasses.asdict(cfg), "n_train": len(dataset.train.y)}, sort_keys=True)
+    key = json.dumps({"cfg": cfg.model_dump(mode="json"), "n_train": len(dataset.train.y)}, sort_keys=True)
     done, history = resume.load_state(state_path, key=key, model=model, optimizer=optimizer,
                                       scheduler=scheduler, generator=loader_generator(loader))
     for epoch in range(done + 1, cfg.epochs + 1):

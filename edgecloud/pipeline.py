@@ -13,14 +13,17 @@ import logging
 import pickle
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgecloud.presets import BuildConfig
 from shared import bundle as B
 from shared.datasets import Dataset, input_spec, load_dataset, normalize
 from shared.names import ModelRole
+from shared.run_config import write_run_config
+
+if TYPE_CHECKING:  # presets imports the stages' settings classes, and with them torch
+    from edgecloud.presets import BuildConfig
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +42,35 @@ def _reports(out: Path) -> Path:
 
 
 def save_config(out: Path, cfg: BuildConfig) -> None:
-    (_reports(out) / BUILD_JSON).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    """reports/build.json: the settings the stages ran with (the build's config.json, under its old name)."""
+    write_run_config(cfg, _reports(out), name=BUILD_JSON)
 
 
 def load_config(out: Path) -> BuildConfig:
+    from edgecloud.presets import BuildConfig
+
     path = out / B.REPORTS / BUILD_JSON
     if not path.is_file():
         raise StageError(f"{path}: missing; run `edgecloud train-teacher --out {out}` first")
     return BuildConfig.from_dict(json.loads(path.read_text()))
 
 
-def update_config(out: Path, overrides: dict[str, Any], *, sections: tuple[str, ...]) -> BuildConfig:
-    """Merge `overrides` (a partial build.json) into the bundle's saved settings and save them.
+def update_config(out: Path, layers: list[Any], *, sections: tuple[str, ...]) -> BuildConfig:
+    """The bundle's saved settings with `layers` (shared.run_config.Layer: a file, variables, flags) over
+    them, saved again.
 
-    Only `sections` may change: a later stage must not rewrite the settings an earlier one already used.
+    Only `sections` may change: a later stage must not rewrite the settings an earlier one already used
+    (repeating one of them unchanged is fine, so that one file or set of variables can drive every stage).
     """
-    from edgecloud.presets import apply_overrides
+    from edgecloud.presets import resolve_build
 
-    frozen = sorted(set(overrides) - set(sections))
+    saved = load_config(out)
+    cfg = resolve_build(layers, base=saved)
+    before, after = saved.to_dict(), cfg.to_dict()
+    frozen = sorted(k for k in after if k not in sections and after[k] != before[k])
     if frozen:
         raise ValueError(f"settings {', '.join(frozen)} belong to an earlier stage; this stage may change "
                          f"only {', '.join(sections)}")
-    cfg = apply_overrides(load_config(out), overrides)
     save_config(out, cfg)
     return cfg
 
@@ -94,7 +104,7 @@ def train_teacher(cfg: BuildConfig, out: Path, dataset: Dataset, *, progress: bo
     import torch
 
     from compression.export import ExportError, ParityError, check_parity, export_onnx
-    from compression.teacher import TrainConfig, evaluate, train_model
+    from compression.teacher import evaluate, train_model
     from networks.checkpoint import save_checkpoint
     from networks.family import build_model, default_arch, model_bytes
 
@@ -105,11 +115,9 @@ def train_teacher(cfg: BuildConfig, out: Path, dataset: Dataset, *, progress: bo
     arch = default_arch(cfg.teacher.family, in_channels=c, num_classes=len(dataset.classes), input_size=(h, w),
                         **cfg.teacher.arch)
     model = build_model(arch)
-    train_cfg = TrainConfig(epochs=cfg.teacher.epochs, batch_size=cfg.teacher.batch_size, lr=cfg.teacher.lr,
-                            augment=cfg.teacher.augment, device=cfg.device, precision=cfg.precision, seed=cfg.seed)
     started = time.perf_counter()
     # A stopped run resumes from its last epoch (compression/resume.py) when started again.
-    history = train_model(model, dataset, train_cfg, progress=progress,
+    history = train_model(model, dataset, cfg.teacher, progress=progress,
                           state_path=_reports(out) / "teacher_state.pt")
     seconds = time.perf_counter() - started
     model = model.cpu().eval()
@@ -153,9 +161,9 @@ def compress(out: Path, dataset: Dataset, *, progress: bool = True, reuse_search
     """
     import torch
 
-    from compression.distill import DistillConfig, distill
+    from compression.distill import distill
     from compression.export import check_parity, export_onnx
-    from compression.search import SearchConfig, search, write_search_report
+    from compression.search import search, write_search_report
     from compression.teacher import evaluate
     from networks.checkpoint import load_checkpoint, save_checkpoint
     from networks.family import model_bytes
@@ -165,20 +173,13 @@ def compress(out: Path, dataset: Dataset, *, progress: bool = True, reuse_search
     torch.manual_seed(cfg.seed)
     teacher = load_checkpoint(_require(out / B.TEACHER_PT, "train-teacher")).eval()
     data = fit_dataset(cfg, dataset)
-    s = cfg.search
     search_metrics: dict[str, Any] = {}
     if reuse_search:
         student = load_checkpoint(_require(_reports(out) / SEARCH_BEST_PT, "compress")).train()
         log.info("reusing the search's best student from %s", _reports(out) / SEARCH_BEST_PT)
     else:
-        search_cfg = SearchConfig(
-            episodes=s.episodes, rollouts=s.rollouts, lr=s.lr, alpha=s.alpha, beta=s.beta, c0=s.c0, a0=s.a0,
-            inherit=s.inherit, size_budget=s.size_budget, seed=cfg.seed, device=cfg.device,
-            episode_distill=DistillConfig(epochs=1, max_steps=s.episode_steps, batch_size=64, lr=0.02,
-                                          train_subset=s.episode_subset, precision=cfg.precision, seed=cfg.seed),
-        )
         started = time.perf_counter()
-        result = search(teacher, data, search_cfg, progress=progress)
+        result = search(teacher, data, cfg.search, progress=progress)
         search_seconds = time.perf_counter() - started
         write_search_report(result, _reports(out))
         # Algorithm 1 keeps the best student seen; it now gets the full distillation budget.
@@ -189,7 +190,7 @@ def compress(out: Path, dataset: Dataset, *, progress: bool = True, reuse_search
                           "search_best_accuracy": result.best_accuracy, "search_seconds": search_seconds}
     started = time.perf_counter()
     # A stopped distillation resumes from its last epoch (compression/resume.py) when started again.
-    history = distill(student, teacher, data, _final_distill(cfg), progress=progress,
+    history = distill(student, teacher, data, cfg.distill, progress=progress,
                       state_path=_reports(out) / "distill_state.pt")
     distill_seconds = time.perf_counter() - started
     student = student.cpu().eval()
@@ -204,16 +205,8 @@ def compress(out: Path, dataset: Dataset, *, progress: bool = True, reuse_search
         out, student_accuracy=accuracy, student_bytes=model_bytes(student.arch),
         student_params=model_bytes(student.arch) // 4, student_onnx_bytes=(out / B.STUDENT_ONNX).stat().st_size,
         student_arch=student.arch, **search_metrics, distill_seconds=distill_seconds,
-        onnx_max_abs_logit_delta=delta, student_distilled_on=len(data.train.y), size_budget=s.size_budget,
+        onnx_max_abs_logit_delta=delta, student_distilled_on=len(data.train.y), size_budget=cfg.search.size_budget,
     )
-
-
-def _final_distill(cfg: BuildConfig) -> Any:
-    from compression.distill import DistillConfig
-
-    d = cfg.distill
-    return DistillConfig(method=d.method, epochs=d.epochs, lr=d.lr, gamma=d.gamma, augment=d.augment,
-                         device=cfg.device, precision=cfg.precision, seed=cfg.seed)
 
 
 def onnx_logits(onnx_path: Path, x_raw: np.ndarray, mean: Any, std: Any) -> np.ndarray:
@@ -230,17 +223,14 @@ def crossfit_logits(out: Path, cfg: BuildConfig, dataset: Dataset, teacher: Any,
     The cache is keyed by everything the logits depend on (folds, distillation settings, seed and the
     search's best student's bytes), so a changed setting recomputes them and an unchanged one reuses them.
     """
-    import dataclasses
-
     from compression.crossfit import out_of_fold_logits
     from networks.checkpoint import load_checkpoint
 
     init_path = _require(_reports(out) / SEARCH_BEST_PT, "compress")
     o = cfg.offload
-    distill_cfg = _final_distill(cfg)
-    if o.fold_epochs is not None:
-        distill_cfg = dataclasses.replace(distill_cfg, epochs=o.fold_epochs)
-    key = json.dumps({"folds": o.folds, "distill": dataclasses.asdict(distill_cfg), "seed": cfg.seed,
+    # The fold students distil as the final student does, for their own number of epochs.
+    distill_cfg = cfg.distill if o.fold_epochs is None else cfg.distill.model_copy(update={"epochs": o.fold_epochs})
+    key = json.dumps({"folds": o.folds, "distill": distill_cfg.model_dump(mode="json"), "seed": cfg.seed,
                       "init_sha256": B.sha256_file(init_path), "n_train": len(dataset.train.y)}, sort_keys=True)
     path = _reports(out) / CROSSFIT_NPZ
     if path.is_file():
@@ -279,7 +269,6 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True, cfg: 
     from compression.teacher import predict_logits
     from networks.checkpoint import load_checkpoint
     from offloading.report import write_offloading_report
-    from offloading.train import OffloaderConfig
     from offloading.train import train_offloader as fit_offloader
 
     cfg = cfg if cfg is not None else load_config(out)
@@ -298,16 +287,9 @@ def train_offloader(out: Path, dataset: Dataset, *, progress: bool = True, cfg: 
     labels = {k: v.y for k, v in splits.items()}
     logits_seconds = time.perf_counter() - started
     fit = offloader_fit_set(out, cfg, dataset, s_logits["train"], teacher, progress=progress)
-    o = cfg.offload
     started = time.perf_counter()
-    result = fit_offloader(
-        student_logits=s_logits, teacher_logits=t_logits, labels=labels, fit=fit,
-        cfg=OffloaderConfig(model=o.model, r=o.r, committee_size=o.committee_size, features=o.features,
-                            rule=o.rule, budget=o.budget, target_accuracy=o.target_accuracy,
-                            confidence_z=o.confidence_z,
-                            calibrate=o.calibrate, fusion=o.fusion, bootstrap_draws=o.bootstrap_draws,
-                            seed=cfg.seed),
-    )
+    result = fit_offloader(student_logits=s_logits, teacher_logits=t_logits, labels=labels, fit=fit,
+                           cfg=cfg.offload)
     with (out / B.OFFLOADER_PKL).open("wb") as handle:
         pickle.dump(result.model, handle, protocol=pickle.HIGHEST_PROTOCOL)
     write_offloading_report(result, _reports(out))

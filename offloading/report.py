@@ -18,7 +18,7 @@ import numpy as np
 from offloading.comparison import Curve
 from offloading.filters import CONFIDENCE_FILTERS
 from offloading.resampling import ReachBootstrap
-from offloading.train import OffloaderResult
+from offloading.train import OffloaderConfig, OffloaderResult
 
 CANDIDATES_CSV = "offloader_candidates.csv"
 CANDIDATES_MD = "offloader_candidates.md"
@@ -252,7 +252,8 @@ def _summary(result: OffloaderResult) -> dict[str, Any]:
         "student_test_accuracy": result.student_test_accuracy,
         "teacher_test_accuracy": result.teacher_test_accuracy,
         "selection": {"complex": result.n_complex, "random": result.n_random, "qbc": result.n_qbc},
-        "config": asdict(result.config),
+        # OffloaderConfig's own settings (a build's offload section adds how the fit set was made).
+        "config": result.config.model_dump(include=set(OffloaderConfig.model_fields)),
         "candidates": [asdict(row) for row in result.candidates],
         "qbc_vs_random": [asdict(row) for row in result.qbc_vs_random],
         "filters": [asdict(row) for row in result.filters],

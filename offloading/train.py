@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
+from pydantic import model_validator
 
 from offloading.calibration import CalibrationError, fit_temperature, platt_calibrate
 from offloading.comparison import (
@@ -36,6 +37,7 @@ from offloading.operating_point import Rule, accuracy_offload_curve, choose_oper
 from offloading.qbc import qbc_select, random_select
 from offloading.resampling import ReachBootstrap, bootstrap_reach
 from offloading.scoring import Estimator, PlattCalibrated, offloader_scores
+from shared.run_config import ConfigModel
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,9 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 AUTO = "auto"  # OffloaderConfig.model: pick the candidate by its out-of-fold AUC on the fit set
 
 
-@dataclass
-class OffloaderConfig:
+class OffloaderConfig(ConfigModel):
+    """The SL offloader's training (Algorithm 2), its operating point and fusion."""
+
     model: str = "auto"
     """the offloader that ships in the bundle: a name in models.CANDIDATES, or "auto" for the candidate
     that ranks "student wrong" best out of fold on the fit set (see `comparison.choose_candidate`)"""
@@ -82,7 +85,8 @@ class OffloaderConfig:
     """paired bootstrap draws of the test split for the offloader-against-filters verdict
     (resampling.py); 0 skips it"""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         unknown = [name for name in (self.model, *self.candidates) if name not in (*CANDIDATES, AUTO)]
         if unknown or AUTO in self.candidates:
             raise ValueError(f"unknown offloader model(s) {unknown or [AUTO]}; choose from {sorted(CANDIDATES)}"
@@ -111,6 +115,7 @@ class OffloaderConfig:
             raise ValueError(f"bootstrap_draws must be >= 0, got {self.bootstrap_draws}")
         if self.fusion_min_samples < 1:
             raise ValueError(f"fusion_min_samples must be >= 1, got {self.fusion_min_samples}")
+        return self
 
 
 @dataclass(frozen=True)

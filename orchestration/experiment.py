@@ -4,6 +4,8 @@
                               accuracy_req=0.0, requirements=RequirementMix(levels=(0.80, 0.88, 0.92))),
                       out=Path("artifacts/orchestrate/sim8"))
 
+The spec (orchestration/spec.py) is what `edgecloud orchestrate sim` reads from its layers.
+
 The static reference (`static-map`) is found on the same runs: every static (tier, variant) pair is
 run over the same requests (all levels), and per requirement level the pair with the lowest mean
 response on that level's requests, among the pairs meeting it, is kept (`best_mapping`); the mapping
@@ -16,17 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from orchestration.hardware import TierHardware, apply
+from orchestration.hardware import apply
 from orchestration.learners import Action
 from orchestration.policies import (
-    BASELINES,
-    LEARNERS,
     STATIC_MAP,
     StaticMapping,
     make_policy,
@@ -43,62 +42,11 @@ from orchestration.report import (
     summarize,
     write_report,
 )
-from orchestration.scenario import SCENARIOS, RequirementMix
-from orchestration.simulator import NetworkConfig, RequestRecord, Simulator
+from orchestration.scenario import SCENARIOS
+from orchestration.simulator import RequestRecord, Simulator
+from orchestration.spec import SimSpec
 from shared.names import Tier
 from shared.traces import Trace, load_traces
-
-
-@dataclass
-class SimSpec:
-    """What `edgecloud orchestrate sim` runs."""
-
-    bundle: Path
-    """bundle with a variant family (`edgecloud variants`)."""
-    users: int
-    """end devices."""
-    traces: Path
-    """folder of uplink traces, one per device in turn (tune on cellular-up/, report on cellular-up-test/)."""
-    accuracy_req: float = 0.0
-    """every request's accuracy requirement in [0, 1], when `requirements` is None."""
-    requirements: RequirementMix | None = None
-    """the requirement levels requests carry, switching per user (None: every request `accuracy_req`)."""
-    deadline_ms: float | None = 1000.0
-    """each request's deadline (orchestration.scenario.Scenario.deadline_ms: why 1000 ms)."""
-    scenario: str = "change"
-    """steady, change (users join at 1/3, bandwidth drops at 2/3) or churn (users join and leave)."""
-    duration_s: float = 90.0
-    """seconds of arrivals per run."""
-    rate_per_user: float = 4.0
-    """requests per second per active device."""
-    arrivals: str = "poisson"
-    """poisson or bursty."""
-    seeds: int = 3
-    """independent runs per policy (trace offsets, arrivals, noise); their requests are pooled."""
-    policies: list[str] = field(default_factory=lambda: [*LEARNERS, *BASELINES, "static", STATIC_MAP])
-    """policy names; `static` expands to every (tier, variant) pair meeting the lowest level, `static-map`
-    to the best pair per level (found on the static pairs' runs)."""
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    """the links between the tiers."""
-    hardware: TierHardware = field(default_factory=TierHardware)
-    """the tiers' machines: the emulated Pi 4, the edge server's cores, the cloud's cores and speed."""
-    request_bytes: int | None = None
-    """bytes of one request on the wire instead of the profile's (an input-size sweep: a larger image
-    costs more to send, nothing else changes)."""
-
-    def __post_init__(self) -> None:
-        if self.scenario not in SCENARIOS:
-            raise ValueError(f"scenario must be one of {sorted(SCENARIOS)}, got {self.scenario!r}")
-        if self.request_bytes is not None and self.request_bytes < 1:
-            raise ValueError(f"request_bytes must be >= 1, got {self.request_bytes}")
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
-        if not 0.0 <= self.accuracy_req <= 1.0:
-            raise ValueError(f"accuracy_req must be in [0, 1], got {self.accuracy_req}")
-
-    @property
-    def mix(self) -> RequirementMix:
-        return self.requirements if self.requirements is not None else RequirementMix(levels=(self.accuracy_req,))
 
 
 def expand(names: Sequence[str], profiles: Profiles, levels: Sequence[float]) -> list[str]:
@@ -214,7 +162,7 @@ def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | Non
                          "switch_s": mix.switch_s},
         "deadline_ms": spec.deadline_ms, "scenario": spec.scenario, "duration_s": spec.duration_s,
         "rate_per_user": spec.rate_per_user, "arrivals": spec.arrivals, "seeds": spec.seeds,
-        "change_times_s": change_times, "network": dataclasses.asdict(spec.network), "hardware": hardware,
+        "change_times_s": change_times, "network": spec.network.model_dump(), "hardware": hardware,
         "end_cpu_share": profiles.tiers[Tier.END].cpu_share, "request_bytes": profiles.request_bytes,
         "variants": {n: {"accuracy": v.accuracy, "latency_ms": {t.value: ms for t, ms in v.latency_ms.items()}}
                      for n, v in profiles.variants.items()},

@@ -22,11 +22,13 @@ The WAN between the edge of the access network and the cloud is orchestration.li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
+
+from pydantic import ConfigDict, model_validator
 
 from orchestration.profiles import Profiles
 from shared.names import Tier
+from shared.run_config import ConfigModel
 from testbed.slowdown import PI4_CIFAR10, PublishedTime, calibrate
 
 REFERENCE_BYTES = 675_000
@@ -34,9 +36,10 @@ REFERENCE_BYTES = 675_000
 variant nearest it."""
 
 
-@dataclass(frozen=True)
-class TierHardware:
+class TierHardware(ConfigModel):
     """The machines of the three tiers, relative to the host the profile was measured on."""
+
+    model_config = ConfigDict(frozen=True)
 
     device_reference: str | None = None
     """variant whose host time calibrates the device's slowdown k against the published Pi 4 time
@@ -50,13 +53,15 @@ class TierHardware:
     cloud_speed: float = 2.0
     """one cloud pass is this many times faster than on a host core (the edge server's)."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if self.device_slowdown is not None and not 1.0 <= self.device_slowdown <= 10_000.0:
             raise ValueError(f"device_slowdown must be in [1, 10000], got {self.device_slowdown}")
         if not 1 <= self.edge_cores <= 256 or not 1 <= self.cloud_cores <= 256:
             raise ValueError(f"cores must be in [1, 256], got edge {self.edge_cores}, cloud {self.cloud_cores}")
         if not 0.0 < self.cloud_speed <= 16.0:
             raise ValueError(f"cloud_speed must be in (0, 16], got {self.cloud_speed}")
+        return self
 
 
 def reference_variant(profiles: Profiles, hw: TierHardware) -> str:

@@ -20,19 +20,22 @@ server finishes (the fix for a bound that timed it at the request's arrival, orc
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import Self
 
 import numpy as np
+from pydantic import ConfigDict, model_validator
 
 from orchestration.scenario import Scenario
 from orchestration.state import LINK_WINDOW_S
 from shared.names import Tier
+from shared.run_config import ConfigModel
 from shared.traces import STALL_MBIT_S, Trace
 
 
-@dataclass(frozen=True)
-class NetworkConfig:
+class NetworkConfig(ConfigModel):
     """The links between the tiers (the access link's rate comes from each device's trace)."""
+
+    model_config = ConfigDict(frozen=True)
 
     access_rtt_ms: float = 20.0
     """device <-> edge server round trip on the access link, without queueing."""
@@ -56,12 +59,14 @@ class NetworkConfig:
     cloud_connect_ms: float = 0.0
     """the same for each device's first request to the cloud."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if min(self.access_rtt_ms, self.wan_rtt_ms, self.end_overhead_ms, self.edge_overhead_ms,
                self.cloud_overhead_ms, self.edge_connect_ms, self.cloud_connect_ms) < 0 \
                 or self.wan_mbit_s <= 0 or self.response_bytes < 0 \
                 or (self.downlink_mbit_s is not None and self.downlink_mbit_s <= 0):
-            raise ValueError(f"bad network config {self}")
+            raise ValueError(f"bad network config {self!r}")
+        return self
 
     def overhead_ms(self, tier: Tier) -> float:
         return {Tier.END: self.end_overhead_ms, Tier.EDGE: self.edge_overhead_ms,

@@ -33,18 +33,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-from orchestration.links import NetworkConfig
 from orchestration.policies import LEARNERS
 from orchestration.profiles import Profiles, profiles_from_manifest
 from orchestration.report import Answered, comparisons, plot_cdf, plot_choices, summarize, write_report
 from orchestration.scenario import SCENARIOS, Scenario, arrival_times
+from orchestration.spec import LiveSpec
 from shared.names import AnswerSource, Tier
 from shared.oip import decode_response, encode_request
 from testbed.services import Service, free_port, start_service, stop_service, wait_ready
@@ -55,32 +55,6 @@ log = logging.getLogger(__name__)
 
 class LiveError(RuntimeError):
     """The live run cannot start or a service died; the message names it and its log."""
-
-
-@dataclass
-class LiveSpec:
-    """What `edgecloud orchestrate live` runs."""
-
-    bundle: Path
-    users: int
-    traces: Path
-    accuracy_req: float
-    out: Path
-    scenario: str = "steady"
-    """steady, or change (users join at 1/3; the bandwidth drop is not emulated live)."""
-    duration_s: float = 60.0
-    rate_per_user: float = 4.0
-    arrivals: str = "poisson"
-    rounds: int = 1
-    """rounds per policy, interleaved (policy A, B, ..., A, B, ...)."""
-    policies: list[str] = field(default_factory=lambda: [*LEARNERS, "greedy", "all-edge"])
-    network: NetworkConfig = field(default_factory=NetworkConfig)
-    data_dir: Path | None = None
-    """dataset folder for the test samples (not needed for digits)."""
-    kill_edge_at_s: float | None = None
-    """kill the edge server this many seconds into each round (fault test)."""
-    end_cpu_share: float | None = None
-    """the devices' share of a core instead of the profile's (the simulator's --end-cpu-share)."""
 
 
 def _pin(service: Service, cores: set[int]) -> None:
@@ -290,7 +264,7 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
         "duration_s": spec.duration_s, "rate_per_user": spec.rate_per_user, "arrivals": spec.arrivals,
         "rounds": spec.rounds, "device_cpu_share": share, "device_slowdown": 1.0 / share,
         "kill_edge_at_s": spec.kill_edge_at_s, "change_times_s": scenario.change_times,
-        "network": asdict(spec.network), "cores": sorted(os.sched_getaffinity(0)),
+        "network": spec.network.model_dump(), "cores": sorted(os.sched_getaffinity(0)),
         "policies": policies,
         "comparison": comparisons(policies, teacher_accuracy=profiles.variants[profiles.teacher].accuracy),
     }

@@ -22,9 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
+from pydantic import ConfigDict, model_validator
+
+from shared.run_config import ConfigModel
 
 Arrivals = Literal["poisson", "bursty"]
 ARRIVALS: tuple[str, ...] = ("poisson", "bursty")
@@ -41,9 +44,10 @@ class Phase:
     bandwidth_scale: float = 1.0
 
 
-@dataclass(frozen=True)
-class RequirementMix:
+class RequirementMix(ConfigModel):
     """The accuracy requirements requests carry: a few levels, per user a Markov switch between them."""
+
+    model_config = ConfigDict(frozen=True)
 
     levels: tuple[float, ...] = (0.0,)
     """accuracy requirements in [0, 1], e.g. a low, a middle and a high one."""
@@ -52,7 +56,8 @@ class RequirementMix:
     switch_s: float = 20.0
     """mean time a user keeps an application (and its level) before drawing again (inf: never)."""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if not self.levels or any(not 0.0 <= level <= 1.0 for level in self.levels):
             raise ValueError(f"requirement levels must be in [0, 1], got {self.levels}")
         if len(set(self.levels)) != len(self.levels):
@@ -62,6 +67,7 @@ class RequirementMix:
             raise ValueError(f"need one weight >= 0 per level (not all 0), got {self.weights} for {self.levels}")
         if not self.switch_s > 0:
             raise ValueError(f"switch_s must be > 0, got {self.switch_s}")
+        return self
 
     @property
     def probabilities(self) -> np.ndarray:

@@ -25,9 +25,12 @@ car drives into a dead zone; the answer is ~360 bytes, so the downlink's rate ma
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
+
+from pydantic import ConfigDict, field_validator, model_validator
+
+from shared.run_config import ConfigModel
 
 
 class ServerPayload(StrEnum):
@@ -41,9 +44,10 @@ DEFAULT_PRIOR_MBIT_S = 1.0
 """MNIST's bandwidth prior: used where a regime records none (`Regime.bandwidth_prior`)."""
 
 
-@dataclass(frozen=True)
-class Regime:
+class Regime(ConfigModel):
     """Request stream, deadline, link and payload conditions a planner is trained and evaluated for."""
+
+    model_config = ConfigDict(frozen=True)
 
     period_s: float = 0.25
     """time between requests (MNIST: a camera at 4 frames/s)"""
@@ -67,7 +71,14 @@ class Regime:
     """what server-only uploads: `jpeg` (the dataset's own files; needs a bundle with split_input_bytes
     for their sizes, else a documented default ratio) or `raw` pixels"""
 
-    def __post_init__(self) -> None:
+    @field_validator("uplink_traces", "downlink_traces", mode="before")
+    @classmethod
+    def _folders(cls, value: Any) -> Any:
+        # Folders given as paths (a command line's) are recorded as the strings they were given as.
+        return tuple(str(f) for f in value) if isinstance(value, list | tuple) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         for name in ("period_s", "deadline_ms"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"regime {name} must be > 0, got {getattr(self, name)!r}")
@@ -76,10 +87,7 @@ class Regime:
                 raise ValueError(f"regime {name} must be >= 0, got {getattr(self, name)!r}")
         if self.prior_mbit_s is not None and not self.prior_mbit_s > 0:
             raise ValueError(f"regime prior_mbit_s must be > 0, got {self.prior_mbit_s!r}")
-        # Accept the wire string and lists (JSON) for the typed fields, so from_json needs no special cases.
-        object.__setattr__(self, "server_payload", ServerPayload(self.server_payload))
-        object.__setattr__(self, "uplink_traces", tuple(str(f) for f in self.uplink_traces))
-        object.__setattr__(self, "downlink_traces", tuple(str(f) for f in self.downlink_traces))
+        return self
 
     @property
     def bandwidth_prior(self) -> float:
@@ -88,21 +96,19 @@ class Regime:
 
     def override(self, **values: Any) -> Regime:
         """A copy with every field given a value other than None replaced (command-line flags over the bundle)."""
-        known = {f.name for f in fields(self)}
+        known = set(type(self).model_fields)
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"regime has no field {unknown[0]!r}; it has {sorted(known)}")
-        return replace(self, **{k: v for k, v in values.items() if v is not None})
+        changes = {k: v for k, v in values.items() if v is not None}
+        return type(self).model_validate({**self.model_dump(), **changes}) if changes else self
 
     def to_json(self) -> dict[str, Any]:
-        raw = asdict(self)
-        raw["uplink_traces"], raw["downlink_traces"] = list(self.uplink_traces), list(self.downlink_traces)
-        raw["server_payload"] = self.server_payload.value
-        return raw
+        return self.model_dump(mode="json")
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Regime:
-        return cls(**raw)
+        return cls.model_validate(raw)
 
 
 MNIST = Regime()

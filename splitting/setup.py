@@ -40,6 +40,9 @@ ARTIFACT_ACCURACY = "split_accuracy"
 ARTIFACT_CORRECT = "split_correct"
 ARTIFACT_SPEC = "split_planner"
 SPEC_JSON = f"{SPLIT_DIR}/planner.json"
+ARTIFACT_CONFIG = "split_config"
+CONFIG_JSON = f"{SPLIT_DIR}/config.json"
+"""The settings `edgecloud split train` ran with (splitting.config.SplitConfig), beside the planners."""
 SPEC_VERSION = 2
 
 
@@ -116,8 +119,8 @@ class PlannerSpec:
         # so that callers written against it keep working.
         regime = regime or MNIST
         if link is not None:
-            regime = replace(regime, rtt_ms=link.rtt_ms, request_overhead_bytes=link.request_overhead_bytes,
-                             response_bytes=link.response_bytes)
+            regime = regime.override(rtt_ms=link.rtt_ms, request_overhead_bytes=link.request_overhead_bytes,
+                                     response_bytes=link.response_bytes)
         regime = regime.override(deadline_ms=deadline_ms, period_s=period_s,
                                  uplink_traces=tuple(train_traces) if train_traces is not None else None)
         self.regime = regime

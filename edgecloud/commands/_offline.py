@@ -11,7 +11,7 @@ DEFAULT_OUT = Path("artifacts/bundle")
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="digits",
+    parser.add_argument("--dataset", default=None,
                         help="digits (embedded, the default), mnist, fashion-mnist, cifar10, svhn, or imagefolder "
                              "(your own train/<class>/*.jpg and test/<class>/*.jpg)")
     parser.add_argument("--data-dir", type=Path, default=None,
@@ -22,8 +22,8 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="auto", help="torch device: auto (cuda if present), cpu or cuda")
-    parser.add_argument("--seed", type=int, default=0, help="seeds splits, training, search and QBC")
+    parser.add_argument("--device", default=None, help="torch device: auto (cuda if present; the default), cpu or cuda")
+    parser.add_argument("--seed", type=int, default=None, help="seeds splits, training, search and QBC (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -37,36 +37,35 @@ def add_budget_arg(parser: argparse.ArgumentParser) -> None:
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, metavar="JSON",
                         help="JSON file of settings merged over the preset, in the shape of reports/build.json, "
-                             'e.g. {"teacher": {"epochs": 5}, "search": {"episodes": 50}}')
+                             'e.g. {"teacher": {"epochs": 5}, "search": {"episodes": 50}}; variables '
+                             "EDGECLOUD_BUILD__<SECTION>__<FIELD> (e.g. EDGECLOUD_BUILD__TEACHER__EPOCHS=5) go over "
+                             "the file, flags over both")
 
 
-def read_overrides(path: Path | None) -> dict[str, Any]:
-    """The JSON object in a --config file ({} without one); ValueError naming the file otherwise."""
-    import json
-
-    if path is None:
-        return {}
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"--config {path}: {err}") from err
-    if not isinstance(raw, dict):
-        raise ValueError(f"--config {path}: expected a JSON object, got {type(raw).__name__}")
-    return raw
+BUILD_FLAGS: dict[str, str] = {"dataset": "dataset", "preset": "preset", "seed": "seed", "device": "device",
+                               "image_size": "image_size", "search.size_budget": "size_budget"}
+"""The build setting each flag sets (dotted path -> argparse dest); a stage has those of its flags."""
 
 
-def resolve_config(args: argparse.Namespace, train_size: int) -> Any:
-    """The BuildConfig for these CLI arguments: preset, then --config, then --size-budget."""
-    from edgecloud.presets import apply_overrides, make_config
+def config_layers(args: argparse.Namespace) -> list[Any]:
+    """The layers over the preset (or a bundle's saved settings): --config, EDGECLOUD_BUILD__..., flags."""
+    from shared.run_config import Scope, env_layer, file_layer, flag_layer
 
-    cfg = make_config(args.preset, dataset=args.dataset, train_size=train_size, seed=args.seed, device=args.device)
-    if args.config is not None:
-        cfg = apply_overrides(cfg, read_overrides(args.config))
-    if args.size_budget is not None:
-        cfg.search.size_budget = args.size_budget
-    if getattr(args, "image_size", None) is not None:
-        cfg.image_size = args.image_size
-    return cfg
+    return [file_layer(getattr(args, "config", None)), env_layer(Scope.BUILD), flag_layer(args, BUILD_FLAGS)]
+
+
+def resolve_config(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The BuildConfig for these CLI arguments and the dataset it is sized for: the preset (for the
+    dataset the layers name), then --config, EDGECLOUD_BUILD__... variables and flags over it."""
+    from edgecloud.presets import make_config, resolve_build
+    from shared.datasets import load_dataset
+
+    layers = config_layers(args)
+    named = resolve_build(layers)  # what the layers say, over the defaults: which dataset, preset and seed
+    dataset = load_dataset(named.dataset, data_dir=args.data_dir, seed=named.seed, image_size=named.image_size)
+    preset = make_config(named.preset, dataset=named.dataset, train_size=len(dataset.train.y), seed=named.seed,
+                         device=named.device)
+    return resolve_build(layers, base=preset), dataset
 
 
 def setup_logging() -> None:

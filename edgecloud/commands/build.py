@@ -31,7 +31,7 @@ def add_parser(sub: Any) -> None:
     )
     add_dataset_args(parser)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle directory")
-    parser.add_argument("--preset", default="fast", choices=("fast", "paper"),
+    parser.add_argument("--preset", default=None, choices=("fast", "paper"),
                         help="fast: CPU-sized (default); paper: ResNet-18 at width 64, long search/distillation")
     add_budget_arg(parser)
     add_config_arg(parser)
@@ -44,13 +44,11 @@ def run(args: argparse.Namespace) -> int:
     from edgecloud.pipeline import build
     from edgecloud.tables import summary
     from shared.bundle import BundleError
-    from shared.datasets import DatasetError, load_dataset
+    from shared.datasets import DatasetError
 
     started = time.perf_counter()
     try:
-        dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed,
-                               image_size=args.image_size)
-        cfg = resolve_config(args, len(dataset.train.y))
+        cfg, dataset = resolve_config(args)
         manifest = build(cfg, args.out, dataset, progress=not args.no_progress)
     except (DatasetError, BundleError, ValueError) as err:
         print(f"edgecloud build: {err}", file=sys.stderr)

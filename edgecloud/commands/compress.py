@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgecloud.commands._offline import DEFAULT_OUT, add_budget_arg, add_config_arg, read_overrides, setup_logging
+from edgecloud.commands._offline import DEFAULT_OUT, add_budget_arg, add_config_arg, config_layers, setup_logging
 
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("compress", help="stage 2: RL-compress the teacher, distil and export student.onnx",
                             description="Reads teacher.pt and reports/build.json from the bundle directory. "
-                                        "--config and --size-budget change the search, distill and offload "
-                                        "settings saved in reports/build.json before the stage runs.")
+                                        "--config, EDGECLOUD_BUILD__... variables and --size-budget change the "
+                                        "search, distill and offload settings saved in reports/build.json "
+                                        "before the stage runs.")
     parser.add_argument("--bundle", type=Path, default=DEFAULT_OUT, help="bundle directory from train-teacher")
     parser.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
     parser.add_argument("--reuse-search", action="store_true",
@@ -28,18 +29,15 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging()
-    from edgecloud.pipeline import StageError, compress, load_config, load_data, update_config
+    from edgecloud.pipeline import StageError, compress, load_data, update_config
     from edgecloud.tables import table_architecture, table_models
     from shared.datasets import DatasetError
 
     try:
-        overrides = read_overrides(args.config)
-        if args.size_budget is not None:
-            overrides = {**overrides, "search": {**overrides.get("search", {}), "size_budget": args.size_budget}}
-        if overrides:
-            update_config(args.bundle, overrides, sections=("search", "distill", "offload"))
-        dataset = load_data(load_config(args.bundle), args.data_dir)
-        metrics = compress(args.bundle, dataset, progress=not args.no_progress, reuse_search=args.reuse_search)
+        cfg = update_config(args.bundle, config_layers(args), sections=("search", "distill", "offload"))
+        dataset = load_data(cfg, args.data_dir)
+        metrics = compress(args.bundle, dataset, progress=not args.no_progress, reuse_search=args.reuse_search,
+                           cfg=cfg)
     except (StageError, DatasetError, ValueError) as err:
         print(f"edgecloud compress: {err}", file=sys.stderr)
         return 2

@@ -8,9 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from splitting.config import TRACES, PlannerTraining, SplitEval
 from splitting.regime import add_regime_arguments
 
-TRACES = Path("../shared/data/traces")
+CONFIG_HELP = ("JSON file of settings in the shape of the config.json a run writes, e.g. "
+               '{"regime": {"deadline_ms": 300}, "train": {"steps": 20000}}; variables EDGECLOUD_SPLIT__<SECTION>__'
+               "<FIELD> (e.g. EDGECLOUD_SPLIT__REGIME__RTT_MS=60) go over the file, flags over both")
 
 
 def add_parser(sub: Any) -> None:
@@ -54,18 +57,23 @@ def add_parser(sub: Any) -> None:
         "train", help="train the SAC and DQN planners on training traces and store them in the bundle",
         description="Example: edgecloud split train --bundle B --deadline-ms 100 --traces "
                     "../shared/data/traces/fcc ../shared/data/traces/norway-hsdpa")
-    train.add_argument("--bundle", type=Path, required=True, help="bundle with split segments and both profiles")
-    train.add_argument("--traces", type=Path, nargs="+", default=[TRACES / "fcc", TRACES / "norway-hsdpa"],
-                       help="training trace folders (a test folder is refused)")
+    # Flags default to None (not given): the settings' defaults are PlannerTraining's and the bundle's regime.
+    t = PlannerTraining()
+    train.add_argument("--bundle", type=Path, default=None, help="bundle with split segments and both profiles")
+    train.add_argument("--traces", type=Path, nargs="+", default=None,
+                       help="training trace folders (a test folder is refused; default: "
+                            f"{' '.join(map(str, t.traces))})")
     add_regime_arguments(train)
-    train.add_argument("--acc-weight", type=float, default=20.0, help="reward per unit of accuracy")
-    train.add_argument("--miss-penalty", type=float, default=2.0, help="reward penalty of a missed deadline")
-    train.add_argument("--steps", type=int, default=30000, help="environment steps per planner")
-    train.add_argument("--target-entropy-ratio", type=float, default=0.3,
-                       help="SAC target entropy as a fraction of log(#valid actions)")
-    train.add_argument("--gamma", type=float, default=0.5, help="discount of both planners")
-    train.add_argument("--no-dqn", action="store_true", help="train SAC only")
-    train.add_argument("--seed", type=int, default=0, help="seed")
+    train.add_argument("--acc-weight", type=float, default=None, help=f"reward per unit of accuracy ({t.acc_weight:g})")
+    train.add_argument("--miss-penalty", type=float, default=None,
+                       help=f"reward penalty of a missed deadline ({t.miss_penalty:g})")
+    train.add_argument("--steps", type=int, default=None, help=f"environment steps per planner ({t.steps})")
+    train.add_argument("--target-entropy-ratio", type=float, default=None,
+                       help=f"SAC target entropy as a fraction of log(#valid actions) ({t.target_entropy_ratio:g})")
+    train.add_argument("--gamma", type=float, default=None, help=f"discount of both planners ({t.gamma:g})")
+    train.add_argument("--no-dqn", action="store_true", default=None, help="train SAC only")
+    train.add_argument("--seed", type=int, default=None, help=f"seed ({t.seed})")
+    train.add_argument("--config", type=Path, default=None, metavar="JSON", help=CONFIG_HELP)
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.set_defaults(handler=run_train)
 
@@ -90,8 +98,9 @@ def add_parser(sub: Any) -> None:
         "eval", help="every strategy over every trace of a folder -> report.json + plots",
         description="Example: edgecloud split eval --bundle B --traces ../shared/data/traces/norway-hsdpa-test "
                     "--deadline-ms 100 --out artifacts/split-eval")
-    ev.add_argument("--bundle", type=Path, required=True, help="bundle with segments, profiles and planners")
-    ev.add_argument("--traces", type=Path, required=True, help="folder of trace files")
+    e = SplitEval()
+    ev.add_argument("--bundle", type=Path, default=None, help="bundle with segments, profiles and planners")
+    ev.add_argument("--traces", type=Path, default=None, help="folder of trace files (required)")
     ev.add_argument("--deadline-ms", type=float, default=None,
                     help="latency deadline of every request (default: the one the bundle was trained for)")
     ev.add_argument("--downlink-traces", type=Path, default=None,
@@ -101,20 +110,22 @@ def add_parser(sub: Any) -> None:
     ev.add_argument("--strategies", nargs="+", default=None, help="subset of strategies (default: all)")
     ev.add_argument("--duration-s", type=float, default=None, help="replay only the first seconds of each trace")
     ev.add_argument("--max-traces", type=int, default=None, help="use only the first N traces (by name)")
-    ev.add_argument("--live", action="store_true",
+    ev.add_argument("--live", action="store_true", default=None,
                     help="run through the real services over the link testbed (root; see deploy/testbed/README.md): "
                          "the trace replayed by the delay emulation, the edge as an emulated device")
-    ev.add_argument("--device-cpus", default="0", help="with --live: cores of the emulated device (the edge)")
+    ev.add_argument("--device-cpus", default=None,
+                    help=f"with --live: cores of the emulated device (the edge; default {e.device_cpus})")
     ev.add_argument("--cpu-fraction", type=float, default=None,
                     help="with --live: cap the device with a CFS quota instead (needs root; a quota does not slow "
                          "work shorter than its slice, so the default is the profile's compute-then-hold emulation)")
     ev.add_argument("--device-slowdown", type=float, default=None, metavar="K",
                     help="with --live: hold every device segment K times its CPU time (default: the k the bundle's "
                          "device profile was measured with, `edgecloud profile --pi4`; 1 for a real device's profile)")
-    ev.add_argument("--cloud-cpus", default="1", help="with --live: cores of the server")
+    ev.add_argument("--cloud-cpus", default=None, help=f"with --live: cores of the server (default {e.cloud_cpus})")
     ev.add_argument("--data-dir", type=Path, default=None, help="with --live: dataset folder (not for digits)")
     ev.add_argument("--kill-at-s", type=float, default=None,
                     help="with --live: SIGKILL the server this far into every run (no request may be lost)")
+    ev.add_argument("--config", type=Path, default=None, metavar="JSON", help=CONFIG_HELP)
     ev.set_defaults(handler=run_eval)
 
 
@@ -159,55 +170,71 @@ def run_train(args: argparse.Namespace) -> int:
 
     setup_logging()
     from shared.bundle import BundleError
+    from shared.run_config import run_config_json
     from shared.traces import TraceError
-    from splitting.dqn import DqnConfig
-    from splitting.regime import regime_overrides
-    from splitting.sac import SacConfig
-    from splitting.setup import PlannerSpec, SplitSetup
+    from splitting.config import TRAIN_FLAGS, resolve_split, split_layers
+    from splitting.setup import ARTIFACT_CONFIG, CONFIG_JSON, PlannerSpec, SplitSetup, store_artifact
     from splitting.train_planners import train_planners
 
-    try:  # the bundle's regime (its own, or the default for its data), the flags over it
-        overrides = regime_overrides(args)
-        downlink = overrides.pop("downlink_traces")
-        regime = SplitSetup.load(args.bundle, need_spec=False).regime.override(**overrides)
+    def regime_to_retrain(bundle: Path) -> Any:
+        # The bundle's regime, without the folders an earlier training recorded: training records its own.
+        return SplitSetup.load(bundle, need_spec=False).regime.override(uplink_traces=(), downlink_traces=())
+
+    try:  # the bundle's regime (its own, or the default for its data), the file, variables and flags over it
+        cfg = resolve_split(split_layers(args, TRAIN_FLAGS), bundle_regime=regime_to_retrain)
     except (BundleError, ValueError) as err:
         print(f"edgecloud split train: {err}", file=sys.stderr)
         return 2
-    spec = PlannerSpec(regime, acc_weight=args.acc_weight, miss_penalty=args.miss_penalty)
-    sac = SacConfig(total_steps=args.steps, target_entropy_ratio=args.target_entropy_ratio, gamma=args.gamma,
-                    seed=args.seed)
-    dqn = None if args.no_dqn else DqnConfig(total_steps=args.steps, gamma=args.gamma, seed=args.seed)
+    t = cfg.train
+    spec = PlannerSpec(cfg.regime, acc_weight=t.acc_weight, miss_penalty=t.miss_penalty)
+    downlink = [Path(f) for f in cfg.regime.downlink_traces]
     try:
-        spec = train_planners(args.bundle, args.traces, spec, sac=sac, dqn=dqn, progress=not args.no_progress,
-                              downlink_folders=[Path(f) for f in downlink] if downlink else None)
+        spec = train_planners(cfg.bundle, list(t.traces), spec, sac=t.sac(), dqn=t.dqn_config(),
+                              progress=not args.no_progress, downlink_folders=downlink or None)
     except (BundleError, TraceError, ValueError) as err:
         print(f"edgecloud split train: {err}", file=sys.stderr)
         return 2
+    store_artifact(cfg.bundle, ARTIFACT_CONFIG, CONFIG_JSON, run_config_json(cfg, exclude={"eval"}).encode())
     last = spec.training["sac"]["history"][-1] if spec.training["sac"]["history"] else {}
-    print(f"planners -> {args.bundle}; SAC final alpha {last.get('alpha', float('nan')):.4f}, "
+    print(f"planners -> {cfg.bundle}; SAC final alpha {last.get('alpha', float('nan')):.4f}, "
           f"entropy {last.get('entropy', float('nan')):.3f} (target {spec.training['sac']['target_entropy']:.3f}); "
           f"training traces' mean {spec.train_mean_mbit_s:.3f} Mbit/s")
     return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from functools import cache
+
     from shared.bundle import BundleError
+    from shared.run_config import write_run_config
     from shared.traces import TraceError, load_traces, pair_traces
+    from splitting.config import EVAL_FLAGS, resolve_split, split_layers
     from splitting.report import write_report
     from splitting.setup import SplitSetup
 
+    load = cache(lambda bundle: SplitSetup.load(bundle, need_spec=False))
     try:
-        setup = SplitSetup.load(args.bundle, need_spec=False)
-        traces = load_traces(args.traces)[: args.max_traces]
-        downlink = (pair_traces(traces, load_traces(args.downlink_traces)) if args.downlink_traces is not None
+        cfg = resolve_split(split_layers(args, EVAL_FLAGS), bundle_regime=lambda bundle: load(bundle).regime)
+        e = cfg.eval
+        if e.traces is None:
+            raise ValueError("split eval needs the traces to replay: --traces, eval.traces in --config or "
+                             "EDGECLOUD_SPLIT__EVAL__TRACES")
+        setup = load(cfg.bundle)
+        # The deadline is the evaluation's own (report.json's deadline_ms); the rest of the regime is the
+        # conditions evaluated under, the bundle's unless a layer changed them.
+        regime = cfg.regime.override(deadline_ms=setup.regime.deadline_ms)
+        if regime != setup.regime:
+            setup = setup.with_regime(regime)
+        traces = load_traces(e.traces)[: e.max_traces]
+        downlink = (pair_traces(traces, load_traces(e.downlink_traces)) if e.downlink_traces is not None
                     else None)
-        names = setup.resolve_strategies(args.strategies)  # default: every strategy the bundle has
-        args.deadline_ms = args.deadline_ms or setup.regime.deadline_ms
-        if args.live:
-            return _run_live(args, setup, traces, names)
-        report = write_report(setup, traces, names, deadline_ms=args.deadline_ms, out=args.out,
-                              duration_s=args.duration_s, traces_dir=args.traces, downlink=downlink,
-                              downlink_dir=args.downlink_traces)
+        names = setup.resolve_strategies(e.strategies)  # default: every strategy the bundle has
+        write_run_config(cfg, args.out, exclude={"train"})
+        if e.live:
+            return _run_live(cfg, args.out, setup, traces, names)
+        report = write_report(setup, traces, names, deadline_ms=cfg.regime.deadline_ms, out=args.out,
+                              duration_s=e.duration_s, traces_dir=e.traces, downlink=downlink,
+                              downlink_dir=e.downlink_traces)
     except (BundleError, TraceError, ValueError) as err:
         print(f"edgecloud split eval: {err}", file=sys.stderr)
         return 2
@@ -218,23 +245,24 @@ def run_eval(args: argparse.Namespace) -> int:
                     f"{s['bytes_per_request']:.0f} |")
     print("\n".join(rows))
     print(f"report: {args.out / 'report.json'}  plots: latency_over_time.png, latency_cdf.png")
-    print(json.dumps({"traces": len(traces), "deadline_ms": args.deadline_ms}))
+    print(json.dumps({"traces": len(traces), "deadline_ms": cfg.regime.deadline_ms}))
     return 0
 
 
-def _run_live(args: argparse.Namespace, setup: Any, traces: list[Any], names: list[str]) -> int:
+def _run_live(cfg: Any, out: Path, setup: Any, traces: list[Any], names: list[str]) -> int:
     from splitting.live import live_eval
     from testbed.device import DeviceEmulation, EmulationError
     from testbed.netns import TestbedError, parse_cpus
 
-    device = DeviceEmulation(cpus=tuple(sorted(parse_cpus(args.device_cpus))), cpu_fraction=args.cpu_fraction)
+    e = cfg.eval
+    device = DeviceEmulation(cpus=tuple(sorted(parse_cpus(e.device_cpus))), cpu_fraction=e.cpu_fraction)
     emulated = (setup.device.emulation or {}).get("k", 1.0)
-    slowdown = args.device_slowdown if args.device_slowdown is not None else emulated
+    slowdown = e.device_slowdown if e.device_slowdown is not None else emulated
     try:
-        report = live_eval(setup, traces, names, trace_dir=args.traces, deadline_ms=args.deadline_ms,
-                           duration_s=args.duration_s or 60.0, out=args.out, device=device, slowdown=slowdown,
-                           cloud_cpus=parse_cpus(args.cloud_cpus) if args.cloud_cpus else None,
-                           data_dir=args.data_dir, kill_at_s=args.kill_at_s)
+        report = live_eval(setup, traces, names, trace_dir=e.traces, deadline_ms=cfg.regime.deadline_ms,
+                           duration_s=e.duration_s or 60.0, out=out, device=device, slowdown=slowdown,
+                           cloud_cpus=parse_cpus(e.cloud_cpus) if e.cloud_cpus else None,
+                           data_dir=e.data_dir, kill_at_s=e.kill_at_s)
     except (TestbedError, EmulationError) as err:
         print(f"edgecloud split eval --live: {err}", file=sys.stderr)
         return 2
@@ -247,7 +275,7 @@ def _run_live(args: argparse.Namespace, setup: Any, traces: list[Any], names: li
             print(f"| {name} | {trace} | {live['mean_latency_ms']:.1f} | {env['mean_latency_ms']:.1f} | "
                   f"{r['live_over_environment_mean_latency']:.3f} | {100 * live['accuracy']:.2f}% | {live['lost']} | "
                   f"{100 * live['fallback_rate']:.0f}% |")
-    print(f"report: {args.out / 'report_live.json'}")
+    print(f"report: {out / 'report_live.json'}")
     return 0
 
 

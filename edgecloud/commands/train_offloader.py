@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edgecloud.commands._offline import DEFAULT_OUT, add_config_arg, read_overrides, setup_logging
+from edgecloud.commands._offline import DEFAULT_OUT, add_config_arg, config_layers, setup_logging
 
 
 def add_parser(sub: Any) -> None:
@@ -26,17 +26,15 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     setup_logging()
-    from edgecloud.pipeline import StageError, load_config, load_data, train_offloader, update_config
+    from edgecloud.pipeline import StageError, load_data, train_offloader, update_config
     from edgecloud.tables import summary
     from shared.bundle import BundleError
     from shared.datasets import DatasetError
 
     try:
-        overrides = read_overrides(args.config)
-        if overrides:
-            update_config(args.bundle, overrides, sections=("offload",))
-        dataset = load_data(load_config(args.bundle), args.data_dir)
-        train_offloader(args.bundle, dataset, progress=not args.no_progress)
+        cfg = update_config(args.bundle, config_layers(args), sections=("offload",))
+        dataset = load_data(cfg, args.data_dir)
+        train_offloader(args.bundle, dataset, progress=not args.no_progress, cfg=cfg)
     except (StageError, DatasetError, BundleError, ValueError) as err:
         print(f"edgecloud train-offloader: {err}", file=sys.stderr)
         return 2

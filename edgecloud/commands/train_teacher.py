@@ -24,7 +24,7 @@ def add_parser(sub: Any) -> None:
                                         "reports/build.json, which the later stages read.")
     add_dataset_args(parser)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle directory")
-    parser.add_argument("--preset", default="fast", choices=("fast", "paper"), help="settings preset")
+    parser.add_argument("--preset", default=None, choices=("fast", "paper"), help="settings preset (default fast)")
     add_budget_arg(parser)
     add_config_arg(parser)
     add_common_args(parser)
@@ -34,12 +34,10 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     setup_logging()
     from edgecloud.pipeline import train_teacher
-    from shared.datasets import DatasetError, load_dataset
+    from shared.datasets import DatasetError
 
     try:
-        dataset = load_dataset(args.dataset, data_dir=args.data_dir, seed=args.seed,
-                               image_size=args.image_size)
-        cfg = resolve_config(args, len(dataset.train.y))
+        cfg, dataset = resolve_config(args)
         metrics = train_teacher(cfg, args.out, dataset, progress=not args.no_progress)
     except (DatasetError, ValueError) as err:
         print(f"edgecloud train-teacher: {err}", file=sys.stderr)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import random
 
 import pytest
 import torch
 
 from compression.budget import BudgetError, budget_bytes, project_to_budget
-from compression.distill import DistillConfig
 from compression.search import SearchConfig, search
 from compression.surgery import ACTIONS, derive_arch, prunable_layers
 from networks.resnet import build_model, model_bytes, resnet_arch
@@ -67,8 +65,7 @@ def test_budget_fraction_must_be_a_fraction(fraction: float) -> None:
 def test_budgeted_search_only_evaluates_students_within_budget(digits: Dataset) -> None:
     torch.manual_seed(0)
     teacher = build_model(resnet_arch(18, in_channels=1, num_classes=10, width=8, input_size=(8, 8))).eval()
-    cfg = SearchConfig(episodes=2, rollouts=2, lr=1e-2, size_budget=0.05,
-                       episode_distill=DistillConfig(epochs=1, max_steps=2, batch_size=32, train_subset=128))
+    cfg = SearchConfig(episodes=2, rollouts=2, lr=1e-2, size_budget=0.05, episode_steps=2, episode_subset=128)
     result = search(teacher, digits, cfg, progress=False)
     limit = budget_bytes(teacher.arch, 0.05)
     for record in result.history:
@@ -76,4 +73,4 @@ def test_budgeted_search_only_evaluates_students_within_budget(digits: Dataset) 
         assert record.actions == project_to_budget(teacher.arch, record.sampled_actions, max_bytes=limit)
     assert result.best_compression >= 0.95
     with pytest.raises(ValueError, match="size_budget must be None or in"):
-        dataclasses.replace(cfg, size_budget=2.0)
+        SearchConfig.model_validate({**cfg.model_dump(), "size_budget": 2.0})

@@ -130,9 +130,17 @@ def test_reinforce_learns_the_action_with_the_known_higher_reward() -> None:
 
 
 def _tiny_search_config(**overrides: object) -> SearchConfig:
-    short = DistillConfig(epochs=1, max_steps=3, batch_size=32, train_subset=128, device="cpu")
-    return SearchConfig(**{"episodes": 2, "rollouts": 2, "lr": 1e-2, "device": "cpu",
-                           "episode_distill": short, **overrides})
+    return SearchConfig(**{"episodes": 2, "rollouts": 2, "lr": 1e-2, "device": "cpu", "episode_steps": 3,
+                           "episode_subset": 128, **overrides})
+
+
+def test_the_episode_distillation_is_derived_from_the_search_settings() -> None:
+    cfg = SearchConfig(episode_steps=7, episode_subset=300, device="cpu", precision="fp32", seed=4)
+    assert cfg.episode_distill() == DistillConfig(epochs=1, max_steps=7, batch_size=64, lr=0.02, train_subset=300,
+                                                  device="cpu", precision="fp32", seed=4)
+    assert cfg.episode_distill().gamma == 3000.0  # Tung & Mori's weight, kept for the short episodes
+    with pytest.raises(ValueError, match="episode_steps must be >= 1, got 0"):
+        SearchConfig(episode_steps=0)
 
 
 def test_search_smoke_returns_a_buildable_best_student_and_writes_reports(

@@ -95,14 +95,16 @@ def test_build_json_from_before_the_rule_setting_still_loads() -> None:
 
 
 @pytest.mark.parametrize(("offload", "message"), [
+    # The section is offloading.train.OffloaderConfig plus the fit set's settings: its checks are that class's.
     ({"fit_source": "test"}, "unknown offload fit_source 'test'"),
-    ({"rule": "best"}, "unknown offload rule 'best'"),
-    ({"features": "pixels"}, "unknown offload features 'pixels'"),
+    ({"rule": "best"}, "offload: unknown operating-point rule 'best'"),
+    ({"features": "pixels"}, "offload: unknown offloader features 'pixels'"),
     ({"folds": 1}, "folds must be >= 2, got 1"),
     ({"holdout_fraction": 0.0}, r"holdout_fraction must be in \(0, 1\), got 0.0"),
-    ({"confidence_z": -0.5}, "offload confidence_z must be finite and >= 0, got -0.5"),
-    ({"confidence_z": float("nan")}, "offload confidence_z must be finite and >= 0, got nan"),
-    ({"bootstrap_draws": -1}, "offload bootstrap_draws must be >= 0, got -1"),
+    ({"confidence_z": -0.5}, "offload: confidence_z must be finite and >= 0, got -0.5"),
+    ({"confidence_z": float("nan")}, "offload: confidence_z must be finite and >= 0, got nan"),
+    ({"bootstrap_draws": -1}, "offload: bootstrap_draws must be >= 0, got -1"),
+    ({"rule": "boundary", "target_accuracy": 0.9}, "offload: target_accuracy=0.9 needs rule 'target'"),
 ])
 def test_offload_settings_are_checked(offload: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
