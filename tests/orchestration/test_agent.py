@@ -242,8 +242,14 @@ def test_each_request_may_carry_its_own_requirement(variant_bundle: Path,
         return [plain.variant, strict.variant, outputs["variant"][0]]
 
     plain, strict, via_oip = asyncio.run(go())
-    assert plain != "teacher"  # the device's configured 0: its fastest variant
-    assert strict == via_oip == "teacher"  # the only variant meeting the teacher's accuracy
+    # The device's configured requirement 0: its fastest variant on the device by the profile (on a loaded
+    # host the tiny variants' profiled times are close, so the expectation comes from the profile too).
+    def fastest(req: float) -> str:
+        return min(profiles.meeting(req), key=lambda n: profiles.variants[n].latency_ms[Tier.END])
+
+    assert plain == fastest(0.0)
+    assert strict == via_oip == fastest(teacher)  # the fastest of the variants meeting the teacher's accuracy
+    assert profiles.variants[strict].accuracy >= teacher
 
 
 @pytest.mark.parametrize(("status", "reason"), [
