@@ -54,6 +54,7 @@ COPY edge_agent ./edge_agent
 COPY cloud_server ./cloud_server
 COPY orchestration ./orchestration
 COPY splitting ./splitting
+COPY testbed ./testbed
 # Not editable: the image runs from site-packages, and the source copy could be dropped. Only the
 # `cloud` extra: with WITH_TORCH=true torch is already in place, and nothing the server runs needs the
 # `train` extra (onnx export, xgboost, ...).

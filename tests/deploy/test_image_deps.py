@@ -67,7 +67,10 @@ def modules_outside_the_image() -> frozenset[str]:
     """Top-level modules that the project's other extras install and the image's set does not."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     extras: dict[str, list[str]] = project["optional-dependencies"]
-    in_image = _closure([*project["dependencies"], *(r for e in IMAGE_EXTRAS for r in extras[e])])
+    # The image installs the project itself; an extra made of other extras (demo = edgecloud[edge,cloud])
+    # names it, and must not make its own packages look absent.
+    in_image = _closure([project["name"], *project["dependencies"],
+                         *(r for e in IMAGE_EXTRAS for r in extras[e])])
     everything = _closure([r for requirements in extras.values() for r in requirements])
     outside = everything - in_image
     modules = metadata.packages_distributions()
