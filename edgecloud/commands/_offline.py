@@ -42,6 +42,28 @@ def add_config_arg(parser: argparse.ArgumentParser) -> None:
                              "the file, flags over both")
 
 
+def add_build_args(parser: argparse.ArgumentParser, *, preset_help: str) -> None:
+    """The flags of a run that starts from a dataset (build, train-teacher): the data, the bundle it
+    writes, the preset, the size budget, the layers over the preset, device, seed and progress."""
+    add_dataset_args(parser)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle directory")
+    parser.add_argument("--preset", default=None, choices=("fast", "paper"), help=preset_help)
+    add_budget_arg(parser)
+    add_config_arg(parser)
+    add_common_args(parser)
+
+
+def add_stage_args(parser: argparse.ArgumentParser, *, source: str, budget: bool = False) -> None:
+    """The flags of a later stage (compress, train-offloader), which reads the bundle ``source`` wrote:
+    the bundle, its dataset's folder, the size budget if ``budget``, the layers and progress."""
+    parser.add_argument("--bundle", type=Path, default=DEFAULT_OUT, help=f"bundle directory from {source}")
+    parser.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
+    if budget:
+        add_budget_arg(parser)
+    add_config_arg(parser)
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
 BUILD_FLAGS: dict[str, str] = {"dataset": "dataset", "preset": "preset", "seed": "seed", "device": "device",
                                "image_size": "image_size", "search.size_budget": "size_budget"}
 """The build setting each flag sets (dotted path -> argparse dest); a stage has those of its flags."""
@@ -66,6 +88,15 @@ def resolve_config(args: argparse.Namespace) -> tuple[Any, Any]:
     preset = make_config(named.preset, dataset=named.dataset, train_size=len(dataset.train.y), seed=named.seed,
                          device=named.device)
     return resolve_build(layers, base=preset), dataset
+
+
+def load_stage(args: argparse.Namespace, sections: tuple[str, ...]) -> tuple[Any, Any]:
+    """A later stage's BuildConfig (the bundle's saved settings, ``sections`` of it changed by --config,
+    EDGECLOUD_BUILD__... variables and flags) and the dataset it names."""
+    from edgecloud.pipeline import load_data, update_config
+
+    cfg = update_config(args.bundle, config_layers(args), sections=sections)
+    return cfg, load_data(cfg, args.data_dir)
 
 
 def setup_logging() -> None:

@@ -5,18 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from edgecloud.commands._offline import (
-    DEFAULT_OUT,
-    add_budget_arg,
-    add_common_args,
-    add_config_arg,
-    add_dataset_args,
-    resolve_config,
-    setup_logging,
-)
+from edgecloud.commands._offline import add_build_args, resolve_config, setup_logging
 
 
 def add_parser(sub: Any) -> None:
@@ -29,13 +20,8 @@ def add_parser(sub: Any) -> None:
             "edgecloud build --dataset mnist --data-dir ../shared/data/mnist --out artifacts/mnist"
         ),
     )
-    add_dataset_args(parser)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle directory")
-    parser.add_argument("--preset", default=None, choices=("fast", "paper"),
-                        help="fast: CPU-sized (default); paper: ResNet-18 at width 64, long search/distillation")
-    add_budget_arg(parser)
-    add_config_arg(parser)
-    add_common_args(parser)
+    add_build_args(parser,
+                   preset_help="fast: CPU-sized (default); paper: ResNet-18 at width 64, long search/distillation")
     parser.set_defaults(handler=run)
 
 

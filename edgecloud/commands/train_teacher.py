@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
-from edgecloud.commands._offline import (
-    DEFAULT_OUT,
-    add_budget_arg,
-    add_common_args,
-    add_config_arg,
-    add_dataset_args,
-    resolve_config,
-    setup_logging,
-)
+from edgecloud.commands._offline import add_build_args, resolve_config, setup_logging
 
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("train-teacher", help="stage 1: train the teacher ResNet into a bundle directory",
                             description="Trains the teacher and writes teacher.pt (+ teacher.onnx) and "
                                         "reports/build.json, which the later stages read.")
-    add_dataset_args(parser)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bundle directory")
-    parser.add_argument("--preset", default=None, choices=("fast", "paper"), help="settings preset (default fast)")
-    add_budget_arg(parser)
-    add_config_arg(parser)
-    add_common_args(parser)
+    add_build_args(parser, preset_help="settings preset (default fast)")
     parser.set_defaults(handler=run)
 
 
