@@ -50,7 +50,8 @@ class VariantConfig:
     """What `build_variants` makes."""
 
     count: int = 3
-    """distilled variants picked from the search's Pareto front, tiny to mid-size."""
+    """distilled variants picked from the search's Pareto front, tiny to mid-size (0: none; the family is
+    then the teacher, the student, their int8 copies and the imports)."""
     max_fraction: float = 0.5
     """largest variant as a fraction of the teacher's bytes ("mid-size")."""
     distill_epochs: int | None = None
@@ -72,8 +73,8 @@ class VariantConfig:
     "alexnet=artifacts/c10-alexnet:teacher"): other families' networks, so the family spans them."""
 
     def __post_init__(self) -> None:
-        if self.count < 1:
-            raise ValueError(f"count must be >= 1, got {self.count}")
+        if self.count < 0:
+            raise ValueError(f"count must be >= 0, got {self.count}")
         if not 0.0 < self.max_fraction <= 1.0:
             raise ValueError(f"max_fraction must be in (0, 1], got {self.max_fraction}")
         if self.calibration_samples < 1 or self.latency_rounds < 1:
@@ -138,6 +139,8 @@ def pareto_front(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def pick_spread(front: Sequence[dict[str, Any]], count: int, *, max_bytes: int) -> list[dict[str, Any]]:
     """`count` front points nearest to log-spaced sizes from the smallest to `max_bytes`."""
     usable = [r for r in front if r["student_bytes"] <= max_bytes] or list(front[:1])
+    if count == 0:
+        return []
     if len(usable) <= count:
         return list(usable)
     sizes = np.log(np.array([r["student_bytes"] for r in usable], dtype=float))
@@ -231,7 +234,9 @@ def build_variants(bundle_dir: Path, dataset: Dataset, cfg: VariantConfig, *, di
                  entry.metrics["onnx_bytes"], host[1])
 
     teacher_onnx = bundle_dir / teacher_entry.file
-    steps = len(picked) + 1
+    with_student = (cfg.student and manifest.student in manifest.models
+                    and manifest.models[manifest.student].file is not None)
+    steps = len(picked) + 1 + int(with_student) + len(cfg.imports)
     bar = tqdm(total=steps * (2 if cfg.quantize else 1), desc="variants", disable=not progress)
     add(manifest.teacher, ModelRole.TEACHER, teacher_onnx, teacher.arch, {})
     bar.update()
@@ -258,19 +263,28 @@ def build_variants(bundle_dir: Path, dataset: Dataset, cfg: VariantConfig, *, di
             quantize_int8(path, qpath, x_cal)
             add(f"{name}-int8", ModelRole.VARIANT, qpath, student.arch, {**params, "bits": 8, "from": name})
             bar.update()
-    if cfg.student and manifest.student in manifest.models and manifest.models[manifest.student].file is not None:
+    if with_student:
         entry = manifest.models[manifest.student]
         add(manifest.student, ModelRole.STUDENT, bundle_dir / str(entry.file), entry.arch, {})
+        bar.update()
+        if cfg.quantize:
+            # The edge's own model in int8: the cheapest rung of the ladder on a device without a GPU.
+            qpath = out_dir / f"{manifest.student}-int8.onnx"
+            quantize_int8(bundle_dir / str(entry.file), qpath, x_cal)
+            add(f"{manifest.student}-int8", ModelRole.VARIANT, qpath, entry.arch, {"bits": 8, "from": manifest.student})
+            bar.update()
     for spec in map(parse_import, cfg.imports):
         src, entry = _imported(spec, manifest)
         path = out_dir / f"{spec.name}.onnx"
         shutil.copy2(src, path)
         params = {"bits": 32, "from": f"{spec.bundle}:{spec.model}"}
         add(spec.name, ModelRole.VARIANT, path, entry.arch, params)
+        bar.update()
         if cfg.quantize:
             qpath = out_dir / f"{spec.name}-int8.onnx"
             quantize_int8(path, qpath, x_cal)
             add(f"{spec.name}-int8", ModelRole.VARIANT, qpath, entry.arch, {**params, "bits": 8})
+            bar.update()
     bar.close()
 
     np.savez_compressed(out_dir / "correct.npz", **correct)

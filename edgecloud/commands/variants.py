@@ -23,7 +23,9 @@ def add_parser(sub: Any) -> None:
     )
     parser.add_argument("--bundle", type=Path, default=DEFAULT_OUT, help="bundle directory from `edgecloud build`")
     parser.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
-    parser.add_argument("--count", type=int, default=3, help="distilled variants to pick from the Pareto front")
+    parser.add_argument("--count", type=int, default=3,
+                        help="distilled variants to pick from the Pareto front (0: none; the teacher, the student, "
+                             "their int8 copies and --add only)")
     parser.add_argument("--max-fraction", type=float, default=0.5,
                         help="largest variant as a fraction of the teacher's bytes")
     parser.add_argument("--epochs", type=int, default=None,

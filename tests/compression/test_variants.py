@@ -43,7 +43,7 @@ def test_config_refuses_bad_values() -> None:
     from compression.variants import VariantConfig
 
     with pytest.raises(ValueError, match="count"):
-        VariantConfig(count=0)
+        VariantConfig(count=-1)
     with pytest.raises(ValueError, match="max_fraction"):
         VariantConfig(max_fraction=1.5)
 
