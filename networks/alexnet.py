@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from networks.arch_checks import check_common, odd_kernel, positive_int
 from networks.family import FamilyModule
 from networks.staged import StagedModule, he_init
 
@@ -67,28 +68,10 @@ def alexnet_arch(*, in_channels: int = 3, num_classes: int = 10, input_size: tup
     return arch
 
 
-def _positive_int(value: object, where: str) -> int:
-    # bool is an int subclass; True as a width is always a bug upstream.
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"arch{where} must be a positive int, got {value!r}")
-    return value
-
-
 def validate_arch(arch: dict[str, Any]) -> None:
     """Raise ValueError naming the first malformed field of ``arch``; return None if it is usable."""
-    if not isinstance(arch, dict):
-        raise ValueError(f"arch must be a dict, got {type(arch).__name__}")
-    for key in _FIELDS:
-        if key not in arch:
-            raise ValueError(f"arch is missing the field {key!r}")
-    if arch["family"] != "alexnet":
-        raise ValueError(f"arch['family'] must be 'alexnet', got {arch['family']!r}")
-    _positive_int(arch["in_channels"], "['in_channels']")
-    _positive_int(arch["num_classes"], "['num_classes']")
+    h, w = check_common(arch, fields=_FIELDS, family="alexnet")
     size = arch["input_size"]
-    if not isinstance(size, list | tuple) or len(size) != 2:
-        raise ValueError(f"arch['input_size'] must be [H, W], got {size!r}")
-    h, w = _positive_int(size[0], "['input_size'][0]"), _positive_int(size[1], "['input_size'][1]")
     convs = arch["convs"]
     if not isinstance(convs, list) or not convs:
         raise ValueError(f"arch['convs'] must be a non-empty list, got {convs!r}")
@@ -100,10 +83,8 @@ def validate_arch(arch: dict[str, Any]) -> None:
             missing, unknown = sorted(_CONV_FIELDS - conv.keys()), sorted(conv.keys() - _CONV_FIELDS)
             raise ValueError(f"arch{where} must have exactly {sorted(_CONV_FIELDS)}; "
                              f"missing {missing}, unknown {unknown}")
-        _positive_int(conv["out"], f"{where}['out']")
-        if _positive_int(conv["kernel"], f"{where}['kernel']") % 2 == 0:
-            # padding = k // 2 only preserves the spatial shape for odd kernels.
-            raise ValueError(f"arch{where}['kernel'] must be an odd kernel size, got {conv['kernel']}")
+        positive_int(conv["out"], f"{where}['out']")
+        odd_kernel(conv["kernel"], f"{where}['kernel']")
         if not isinstance(conv["pool"], bool):
             raise ValueError(f"arch{where}['pool'] must be a bool, got {conv['pool']!r}")
         if conv["pool"]:
@@ -117,7 +98,7 @@ def validate_arch(arch: dict[str, Any]) -> None:
     if not isinstance(fc, list):
         raise ValueError(f"arch['fc'] must be a list of hidden widths, got {fc!r}")
     for j, width in enumerate(fc):
-        _positive_int(width, f"['fc'][{j}]")
+        positive_int(width, f"['fc'][{j}]")
     p = arch["dropout"]
     if isinstance(p, bool) or not isinstance(p, int | float) or not 0.0 <= p < 1.0:
         raise ValueError(f"arch['dropout'] must be a probability in [0, 1), got {p!r}")

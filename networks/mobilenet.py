@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from networks.arch_checks import check_common, positive_int
 from networks.family import FamilyModule
 from networks.staged import StagedModule
 
@@ -141,13 +142,6 @@ def blocks_of(arch: dict[str, Any]) -> list[BlockIO]:
     return blocks
 
 
-def _positive_int(value: object, where: str) -> int:
-    # bool is an int subclass; True as a width is always a bug upstream.
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"arch{where} must be a positive int, got {value!r}")
-    return value
-
-
 def _field(mapping: object, key: str, where: str) -> object:
     if not isinstance(mapping, dict) or key not in mapping:
         raise ValueError(f"arch{where} is missing the field {key!r}")
@@ -156,22 +150,11 @@ def _field(mapping: object, key: str, where: str) -> object:
 
 def validate_arch(arch: dict[str, Any]) -> None:
     """Raise ValueError naming the first malformed field of ``arch``; return None if it is usable."""
-    if not isinstance(arch, dict):
-        raise ValueError(f"arch must be a dict, got {type(arch).__name__}")
-    for key in ("family", "in_channels", "num_classes", "input_size", "stem", "stages", "head"):
-        _field(arch, key, "")
-    if arch["family"] != "mobilenet":
-        raise ValueError(f"arch['family'] must be 'mobilenet', got {arch['family']!r}")
-    _positive_int(arch["in_channels"], "['in_channels']")
-    _positive_int(arch["num_classes"], "['num_classes']")
-    size = arch["input_size"]
-    if not isinstance(size, list | tuple) or len(size) != 2:
-        raise ValueError(f"arch['input_size'] must be [H, W], got {size!r}")
-    _positive_int(size[0], "['input_size'][0]")
-    _positive_int(size[1], "['input_size'][1]")
-    _positive_int(_field(arch["stem"], "out", "['stem']"), "['stem']['out']")
-    _positive_int(_field(arch["stem"], "stride", "['stem']"), "['stem']['stride']")
-    _positive_int(arch["head"], "['head']")
+    check_common(arch, fields=("family", "in_channels", "num_classes", "input_size", "stem", "stages", "head"),
+                 family="mobilenet")
+    positive_int(_field(arch["stem"], "out", "['stem']"), "['stem']['out']")
+    positive_int(_field(arch["stem"], "stride", "['stem']"), "['stem']['stride']")
+    positive_int(arch["head"], "['head']")
     stages = arch["stages"]
     if not isinstance(stages, list) or not stages:
         raise ValueError(f"arch['stages'] must be a non-empty list, got {stages!r}")
@@ -182,7 +165,7 @@ def validate_arch(arch: dict[str, Any]) -> None:
         for b, block in enumerate(blocks):
             where = f"['stages'][{s}]['blocks'][{b}]"
             for key in ("expand", "mid", "out", "stride"):
-                _positive_int(_field(block, key, where), f"{where}[{key!r}]")
+                positive_int(_field(block, key, where), f"{where}[{key!r}]")
             if not isinstance(_field(block, "residual", where), bool):
                 raise ValueError(f"arch{where}['residual'] must be a bool, got {block['residual']!r}")
     for io in blocks_of(arch):

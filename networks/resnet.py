@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from networks.arch_checks import check_common, odd_kernel, positive_int
 from networks.family import FamilyModule
 from networks.staged import StagedModule, he_init
 
@@ -65,51 +66,26 @@ def resnet_arch(
     return arch
 
 
-def _positive_int(value: object, where: str) -> int:
-    # bool is an int subclass; True as a width is always a bug upstream.
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"arch{where} must be a positive int, got {value!r}")
-    return value
-
-
-def _odd_kernel(value: object, where: str) -> int:
-    k = _positive_int(value, where)
-    if k % 2 == 0:
-        # padding = k // 2 only preserves the spatial shape for odd kernels.
-        raise ValueError(f"arch{where} must be an odd kernel size, got {k}")
-    return k
-
-
 def validate_arch(arch: dict[str, Any]) -> None:
     """Raise ValueError naming the first malformed field of ``arch``; return None if it is usable."""
-    if not isinstance(arch, dict):
-        raise ValueError(f"arch must be a dict, got {type(arch).__name__}")
-    for key in ("depth", "in_channels", "num_classes", "input_size", "stem", "stages"):
-        if key not in arch:
-            raise ValueError(f"arch is missing the field {key!r}")
-    _positive_int(arch["in_channels"], "['in_channels']")
-    _positive_int(arch["num_classes"], "['num_classes']")
-    size = arch["input_size"]
-    if not isinstance(size, list | tuple) or len(size) != 2:
-        raise ValueError(f"arch['input_size'] must be [H, W], got {size!r}")
-    _positive_int(size[0], "['input_size'][0]")
-    _positive_int(size[1], "['input_size'][1]")
-    _positive_int(arch["stem"].get("out"), "['stem']['out']")
-    _odd_kernel(arch["stem"].get("kernel"), "['stem']['kernel']")
+    # No family check: an arch without "family" (written before the seam) is a ResNet.
+    check_common(arch, fields=("depth", "in_channels", "num_classes", "input_size", "stem", "stages"))
+    positive_int(arch["stem"].get("out"), "['stem']['out']")
+    odd_kernel(arch["stem"].get("kernel"), "['stem']['kernel']")
     stages = arch["stages"]
     if not isinstance(stages, list) or not stages:
         raise ValueError(f"arch['stages'] must be a non-empty list, got {stages!r}")
     for s, stage in enumerate(stages):
-        _positive_int(stage.get("width"), f"['stages'][{s}]['width']")
-        _positive_int(stage.get("stride"), f"['stages'][{s}]['stride']")
+        positive_int(stage.get("width"), f"['stages'][{s}]['width']")
+        positive_int(stage.get("stride"), f"['stages'][{s}]['stride']")
         blocks = stage.get("blocks")
         if not isinstance(blocks, list) or not blocks:
             raise ValueError(f"arch['stages'][{s}]['blocks'] must be a non-empty list, got {blocks!r}")
         for b, block in enumerate(blocks):
             where = f"['stages'][{s}]['blocks'][{b}]"
-            _positive_int(block.get("mid"), f"{where}['mid']")
-            _odd_kernel(block.get("kernel1"), f"{where}['kernel1']")
-            _odd_kernel(block.get("kernel2"), f"{where}['kernel2']")
+            positive_int(block.get("mid"), f"{where}['mid']")
+            odd_kernel(block.get("kernel1"), f"{where}['kernel1']")
+            odd_kernel(block.get("kernel2"), f"{where}['kernel2']")
 
 
 def block_io(arch: dict[str, Any]) -> list[list[tuple[int, int, int]]]:
