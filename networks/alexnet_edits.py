@@ -37,8 +37,8 @@ from networks.edits import (
     cut_conv,
     cut_linear,
     l1_filters,
-    prove,
-    scaled_kernel,
+    new_student,
+    scaled_conv,
     scaled_width,
     snap_actions,
     top,
@@ -70,9 +70,7 @@ def derive_arch(teacher_arch: dict[str, Any], actions: Sequence[float]) -> dict[
     phis = snap_actions(n_convs + len(teacher_arch["fc"]), actions)
     arch = copy.deepcopy(teacher_arch)
     # eq. (4); φ = 0 is read as the smallest width by scaled_width/scaled_kernel (nothing is removable).
-    arch["convs"] = [{"out": scaled_width(phi, conv["out"]), "kernel": scaled_kernel(phi, conv["kernel"]),
-                      "pool": conv["pool"]}
-                     for phi, conv in zip(phis[:n_convs], teacher_arch["convs"], strict=True)]
+    arch["convs"] = [scaled_conv(phi, conv) for phi, conv in zip(phis[:n_convs], teacher_arch["convs"], strict=True)]
     arch["fc"] = [scaled_width(phi, width) for phi, width in zip(phis[n_convs:], teacher_arch["fc"], strict=True)]
     validate_arch(arch)
     return arch
@@ -104,11 +102,4 @@ def _inherit(teacher: AlexNet, student: AlexNet) -> None:
 
 def shrink(teacher: AlexNet, actions: Sequence[float], *, inherit: bool = True) -> AlexNet:
     """A new student for ``actions`` (teacher untouched), on the teacher's device and in its mode."""
-    arch = derive_arch(teacher.arch, actions)
-    device = next(teacher.parameters()).device
-    student = AlexNet(arch).to(device)
-    if inherit:
-        _inherit(teacher, student)
-    student.train(teacher.training)
-    prove(student, device)
-    return student
+    return new_student(teacher, derive_arch(teacher.arch, actions), AlexNet, _inherit if inherit else None)

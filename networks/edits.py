@@ -12,7 +12,8 @@ they are told to keep and check the indices.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +21,9 @@ from torch import Tensor, nn
 ACTIONS: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 SMALLEST = ACTIONS[1]
 """φ = 0 on a layer that cannot be removed means this, the smallest width."""
+
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class SurgeryError(RuntimeError):
@@ -53,6 +57,11 @@ def scaled_kernel(phi: float, kernel: int) -> int:
     """The smallest odd k' ≥ φ·k (odd so that padding k' // 2 keeps the spatial shape)."""
     k = max(1, _ceil(max(phi, SMALLEST) * kernel))
     return k if k % 2 == 1 else k + 1
+
+
+def scaled_conv(phi: float, conv: dict[str, Any]) -> dict[str, Any]:
+    """eq. (4) on a conv's arch entry: its ``out`` width and ``kernel`` scaled by φ, any other key kept."""
+    return {**conv, "out": scaled_width(phi, conv["out"]), "kernel": scaled_kernel(phi, conv["kernel"])}
 
 
 # ---- what to keep -------------------------------------------------------------------------------
@@ -113,6 +122,13 @@ def cut_bn(src: nn.BatchNorm2d | nn.BatchNorm1d, dst: nn.BatchNorm2d | nn.BatchN
 
 
 @torch.no_grad()
+def cut_conv_bn(src: nn.Sequential, dst: nn.Sequential, *, out_idx: Tensor, in_idx: Tensor) -> None:
+    """A conv-BN(-activation) unit: the conv keeps ``out_idx`` filters over ``in_idx`` inputs, BN follows."""
+    cut_conv(src[0], dst[0], out_idx=out_idx, in_idx=in_idx)
+    cut_bn(src[1], dst[1], out_idx)
+
+
+@torch.no_grad()
 def cut_linear(src: nn.Linear, dst: nn.Linear, *, in_idx: Tensor, out_idx: Tensor | None = None) -> None:
     """Keep the columns ``in_idx`` and the rows ``out_idx`` (all rows, e.g. every class, by default)."""
     check_idx(in_idx, src.in_features, dst.in_features, "linear in")
@@ -122,6 +138,22 @@ def cut_linear(src: nn.Linear, dst: nn.Linear, *, in_idx: Tensor, out_idx: Tenso
     dst.weight.copy_(src.weight.index_select(0, rows.to(dev)).index_select(1, in_idx.to(dev)))
     if src.bias is not None and dst.bias is not None:
         dst.bias.copy_(src.bias.index_select(0, rows.to(dev)))
+
+
+def new_student(teacher: M, arch: dict[str, Any], build: Callable[[dict[str, Any]], M],
+                inherit: Callable[[M, M], None] | None) -> M:
+    """A student of ``arch`` (teacher untouched), made by ``build`` on the teacher's device and in its mode.
+
+    ``inherit(teacher, student)`` copies the kept weights (the family's own job); None leaves the fresh
+    random init. Every student is proven by a forward pass before it is returned.
+    """
+    device = next(teacher.parameters()).device
+    student = build(arch).to(device)
+    if inherit is not None:
+        inherit(teacher, student)
+    student.train(teacher.training)
+    prove(student, device)
+    return student
 
 
 @torch.no_grad()

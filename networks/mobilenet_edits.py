@@ -39,12 +39,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from networks.edits import cut_bn, cut_conv, cut_linear, l1_filters, prove, scaled_width, snap_actions, top
+from networks.edits import cut_conv_bn, cut_linear, l1_filters, new_student, scaled_width, snap_actions, top
 from networks.family import LayerInfo
 from networks.mobilenet import KERNEL, BlockIO, InvertedResidual, MobileNet, blocks_of, validate_arch
 
@@ -182,40 +183,28 @@ def _kept_channels(teacher: MobileNet, plan: _Plan) -> dict[int, Tensor]:
 # ---- the cutting --------------------------------------------------------------------------------
 
 
-def _cut_conv_bn(src: nn.Sequential, dst: nn.Sequential, *, out_idx: Tensor, in_idx: Tensor) -> None:
-    """A conv-BN(-ReLU6) unit: the conv keeps ``out_idx`` filters over ``in_idx`` inputs, BN follows."""
-    cut_conv(src[0], dst[0], out_idx=out_idx, in_idx=in_idx)
-    cut_bn(src[1], dst[1], out_idx)
-
-
 def _inherit(teacher: MobileNet, student: MobileNet, plan: _Plan) -> None:
     keep = _kept_channels(teacher, plan)
-    _cut_conv_bn(teacher.stem, student.stem, out_idx=keep[_STEM_SPACE],
-                 in_idx=torch.arange(teacher.arch["in_channels"]))
+    cut_conv_bn(teacher.stem, student.stem, out_idx=keep[_STEM_SPACE],
+                in_idx=torch.arange(teacher.arch["in_channels"]))
     t_ios = blocks_of(teacher.arch)
     for i, s_io in zip(plan.kept, blocks_of(student.arch), strict=True):
         src, dst = _block(teacher, t_ios[i]), _block(student, s_io)
         reads, writes = plan.spaces[i]
         if src.expand is not None and dst.expand is not None:
             mid_idx = top(l1_filters(src.expand[0]), s_io.mid)
-            _cut_conv_bn(src.expand, dst.expand, out_idx=mid_idx, in_idx=keep[reads])
+            cut_conv_bn(src.expand, dst.expand, out_idx=mid_idx, in_idx=keep[reads])
         else:
             mid_idx = keep[reads]  # no expansion conv: the mid channels are the input's
         # Depthwise: each kept mid channel keeps its own 3x3 filter (cut_conv ignores in_idx per group).
-        _cut_conv_bn(src.dw, dst.dw, out_idx=mid_idx, in_idx=mid_idx)
-        _cut_conv_bn(src.project, dst.project, out_idx=keep[writes], in_idx=mid_idx)
+        cut_conv_bn(src.dw, dst.dw, out_idx=mid_idx, in_idx=mid_idx)
+        cut_conv_bn(src.project, dst.project, out_idx=keep[writes], in_idx=mid_idx)
     head_idx = top(l1_filters(teacher.head[0]), student.arch["head"])
-    _cut_conv_bn(teacher.head, student.head, out_idx=head_idx, in_idx=keep[plan.spaces[plan.kept[-1]][1]])
+    cut_conv_bn(teacher.head, student.head, out_idx=head_idx, in_idx=keep[plan.spaces[plan.kept[-1]][1]])
     cut_linear(teacher.fc, student.fc, in_idx=head_idx)
 
 
 def shrink(teacher: MobileNet, actions: Sequence[float], *, inherit: bool = True) -> MobileNet:
     """A new student for ``actions`` (teacher untouched), on the teacher's device and in its mode."""
     plan = _plan(teacher.arch, actions)
-    device = next(teacher.parameters()).device
-    student = MobileNet(plan.arch).to(device)
-    if inherit:
-        _inherit(teacher, student, plan)
-    student.train(teacher.training)
-    prove(student, device)
-    return student
+    return new_student(teacher, plan.arch, MobileNet, partial(_inherit, plan=plan) if inherit else None)

@@ -36,6 +36,7 @@ import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -45,9 +46,11 @@ from networks.edits import (
     SurgeryError,
     cut_bn,
     cut_conv,
+    cut_conv_bn,
     cut_linear,
     l1_filters,
-    prove,
+    new_student,
+    scaled_conv,
     scaled_kernel,
     scaled_width,
     snap_actions,
@@ -117,8 +120,7 @@ def _plan(teacher_arch: dict[str, Any], actions: Sequence[float]) -> _Plan:
     phis = snap_actions(len(prunable_layers(teacher_arch)), actions)
     arch = copy.deepcopy(teacher_arch)
     stem_phi, rest = phis[0], phis[1:]
-    arch["stem"] = {"out": scaled_width(stem_phi, teacher_arch["stem"]["out"]),
-                    "kernel": scaled_kernel(stem_phi, teacher_arch["stem"]["kernel"])}
+    arch["stem"] = scaled_conv(stem_phi, teacher_arch["stem"])
     t = 0
     kept_blocks: list[list[int]] = []
     for stage in arch["stages"]:
@@ -215,9 +217,7 @@ def _selection_shortcut(dst: nn.Sequential, *, out_idx: Tensor, in_idx: Tensor) 
 
 def _inherit(teacher: ResNet, student: ResNet, plan: _Plan) -> None:
     keep = _kept_channels(teacher, plan)
-    cut_conv(teacher.stem[0], student.stem[0], out_idx=keep[_STEM],
-              in_idx=torch.arange(teacher.arch["in_channels"]))
-    cut_bn(teacher.stem[1], student.stem[1], keep[_STEM])
+    cut_conv_bn(teacher.stem, student.stem, out_idx=keep[_STEM], in_idx=torch.arange(teacher.arch["in_channels"]))
     for s, kept in enumerate(plan.kept_blocks):
         in_space = s - 1  # stage 0 reads the stem's space (-1)
         for j, b in enumerate(kept):
@@ -231,8 +231,7 @@ def _inherit(teacher: ResNet, student: ResNet, plan: _Plan) -> None:
             cut_bn(src.bn2, dst.bn2, keep[s])
             if isinstance(dst.shortcut, nn.Sequential):
                 if isinstance(src.shortcut, nn.Sequential):
-                    cut_conv(src.shortcut[0], dst.shortcut[0], out_idx=keep[s], in_idx=in_idx)
-                    cut_bn(src.shortcut[1], dst.shortcut[1], keep[s])
+                    cut_conv_bn(src.shortcut, dst.shortcut, out_idx=keep[s], in_idx=in_idx)
                 else:
                     _selection_shortcut(dst.shortcut, out_idx=keep[s], in_idx=in_idx)
             elif isinstance(src.shortcut, nn.Sequential):
@@ -244,10 +243,4 @@ def _inherit(teacher: ResNet, student: ResNet, plan: _Plan) -> None:
 def shrink(teacher: ResNet, actions: Sequence[float], *, inherit: bool = True) -> ResNet:
     """A new student for ``actions`` (teacher untouched), on the teacher's device and in its mode."""
     plan = _plan(teacher.arch, actions)
-    device = next(teacher.parameters()).device
-    student = build_model(plan.arch).to(device)
-    if inherit:
-        _inherit(teacher, student, plan)
-    student.train(teacher.training)
-    prove(student, device)
-    return student
+    return new_student(teacher, plan.arch, build_model, partial(_inherit, plan=plan) if inherit else None)
