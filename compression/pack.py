@@ -66,7 +66,31 @@ def pack(src: Path, out: Path, *, test: Split, fp16: Sequence[str] = (), keep_ch
                           **({"rebuild": rebuild_command} if rebuild_command else {})}}
     final = packed.model_copy(update={"metrics": B.Metrics(**metrics)})
     B.write_manifest(out, final)
+    _write_readme(out, final)
     return B.load_manifest(out, verify=True)
+
+
+def _write_readme(out: Path, manifest: B.Manifest) -> None:
+    """README.md: what the bundle holds, its measured figures and the command that rebuilds it (for people;
+    like the reports, it is not part of the manifest's hashes)."""
+    metrics = manifest.metrics.model_dump()
+    packed = metrics["packed"]
+    lines = [f"# {out.name}: a packed `{manifest.dataset}` bundle", "",
+             "Written by `edgecloud pack`; `manifest.json` holds the sha256 of every file it references, "
+             "checked whenever the bundle is loaded.", "",
+             "| model | role | file | bytes | storage |", "|---|---|---|---:|---|"]
+    for name, entry in manifest.models.items():
+        if entry.file is not None:
+            size = (out / entry.file).stat().st_size
+            lines.append(f"| {name} | {entry.role.value} | `{entry.file}` | {size:,} | "
+                         f"{entry.metrics.get('storage', 'float32')} |")
+    lines += ["", f"Measured again on the {packed['test_samples']:,} test samples with the packed files:", ""]
+    lines += [f"- {key}: {metrics[key]:.4f}" for key in FIGURES if metrics.get(key) is not None]
+    if packed["changed_figures"]:
+        lines.append(f"- changed by packing: {packed['changed_figures']}")
+    if packed.get("rebuild"):
+        lines += ["", "Rebuild:", "", "```", packed["rebuild"], "```"]
+    (out / "README.md").write_text("\n".join(lines) + "\n")
 
 
 def _copy_reports(src: Path, out: Path) -> None:

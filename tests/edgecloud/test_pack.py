@@ -48,6 +48,9 @@ def test_pack_copies_what_is_served_and_measures_it_again(
     for key in ("teacher_accuracy", "student_accuracy", "cooperative_accuracy", "offload_rate"):
         assert figures[key] == manifest.metrics.model_dump()[key], key
     assert manifest.models[manifest.teacher].metrics["storage"].startswith("fp16")
+    readme = (out / "README.md").read_text()
+    assert "make it again" in readme and "fp16" in readme
+    assert f"cooperative_accuracy: {figures['cooperative_accuracy']:.4f}" in readme
     # A second pack into the same place is refused.
     assert main(["pack", "--bundle", str(tiny_bundle), "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err
