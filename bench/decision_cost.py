@@ -12,16 +12,13 @@ batch by batch, and the decisions of both are compared.
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
+from _edge_bench import edge_parser, load_test_samples
 
 from edge_agent.engine import EdgeEngine
 from offloading.filters import SLFilter
-from shared.bundle import load_manifest
-from shared.datasets import load_dataset
 
 
 def sklearn_reference(engine: EdgeEngine) -> SLFilter | None:
@@ -61,19 +58,9 @@ def measure(engine: EdgeEngine, x: np.ndarray, *, batch_size: int, repeats: int,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--dataset", help="default: the bundle's dataset")
-    parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
-    parser.add_argument("--limit", type=int, help="only the first N test samples")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = edge_parser(__doc__, threads_help="onnxruntime intra-op threads", repeats=3).parse_args()
 
-    manifest = load_manifest(args.bundle)
-    dataset = args.dataset or manifest.dataset
-    x = load_dataset(dataset, data_dir=args.data_dir).test.x[: args.limit]
+    dataset, x, _ = load_test_samples(args)
     engine = EdgeEngine.load(args.bundle, threads=args.threads)
     reference = sklearn_reference(engine)
     student, decision, ref_decision, differ = measure(engine, x, batch_size=args.batch_size,

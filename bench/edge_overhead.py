@@ -11,19 +11,19 @@ metrics, ordered streaming, writing one JSON line per sample). Target: ratio >= 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _edge_bench import edge_parser, load_test_samples
 
 from edge_agent.agent import open_agent
 from edge_agent.runner import run_to_file
 from edge_agent.settings import EdgeSettings
 from shared.bundle import load_manifest
-from shared.datasets import load_dataset, normalize
+from shared.datasets import normalize
 from shared.onnx_session import open_session
 
 TARGET = 0.85
@@ -68,19 +68,10 @@ def agent_throughput(settings: EdgeSettings, x: np.ndarray, y: np.ndarray, *, re
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--dataset", help="default: the bundle's dataset")
-    parser.add_argument("--data-dir", type=Path)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads, both sides")
-    parser.add_argument("--limit", type=int, help="only the first N test samples")
-    parser.add_argument("--repeats", type=int, default=5, help="passes per side; the best one counts")
-    args = parser.parse_args()
+    args = edge_parser(__doc__, threads_help="onnxruntime intra-op threads, both sides", repeats=5,
+                       repeats_help="passes per side; the best one counts").parse_args()
 
-    dataset = args.dataset or load_manifest(args.bundle).dataset
-    test = load_dataset(dataset, data_dir=args.data_dir).test
-    x, y = test.x[: args.limit], test.y[: args.limit]
+    dataset, x, y = load_test_samples(args)
     settings = EdgeSettings(bundle=args.bundle, batch_size=args.batch_size, threads=args.threads)
     raw = raw_throughput(args.bundle, x, batch_size=args.batch_size, threads=args.threads, repeats=args.repeats)
     agent = agent_throughput(settings, x, y, repeats=args.repeats)
