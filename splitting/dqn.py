@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from splitting.env import SplitEnv
-from splitting.sac import OffPolicyConfig, ReplayBuffer, mlp
+from splitting.sac import OffPolicyConfig, ReplayBuffer, collect, mlp
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,7 @@ def train_dqn(env: SplitEnv, cfg: DqnConfig, *, progress: bool = True) -> tuple[
             with torch.no_grad():
                 scores = q(torch.from_numpy(obs[None]))[0].numpy()
             action = int(np.argmax(np.where(mask, scores, -np.inf)))
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        buffer.add(obs, action, reward, next_obs, terminated, info["action_mask"])
-        window.append(reward)
-        obs, mask = next_obs, info["action_mask"]
-        if terminated or truncated:
-            obs, info = env.reset()
-            mask = info["action_mask"]
+        obs, mask = collect(env, buffer, obs, action, window)
         if step > cfg.learning_starts:
             b_obs, b_act, b_rew, b_next, b_done, b_mask = buffer.sample(cfg.batch_size)
             with torch.no_grad():

@@ -105,6 +105,20 @@ class ReplayBuffer:
                 torch.from_numpy(self.dones[idx]), torch.from_numpy(self.next_masks[idx]))
 
 
+def collect(env: SplitEnv, buffer: ReplayBuffer, obs: np.ndarray, action: int,
+            rewards: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """One environment step stored in ``buffer`` (its reward appended to ``rewards``); the next
+    observation and action mask, from a fresh episode when this one ended."""
+    next_obs, reward, terminated, truncated, info = env.step(action)
+    buffer.add(obs, action, reward, next_obs, terminated, info["action_mask"])
+    rewards.append(reward)
+    obs, mask = next_obs, info["action_mask"]
+    if terminated or truncated:
+        obs, info = env.reset()
+        mask = info["action_mask"]
+    return obs, mask
+
+
 def masked_log_probs(logits: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
     """(probabilities, log-probabilities) over valid actions; invalid ones get p = 0 and log p = 0."""
     logits = logits.masked_fill(~mask, -1e9)
@@ -192,13 +206,7 @@ def train_sac(env: SplitEnv, cfg: SacConfig, *, progress: bool = True) -> tuple[
             action = int(rng.choice(np.flatnonzero(mask)))
         else:
             action = agent.sample_action(obs, mask, rng)
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        buffer.add(obs, action, reward, next_obs, terminated, info["action_mask"])
-        window.append(reward)
-        obs, mask = next_obs, info["action_mask"]
-        if terminated or truncated:
-            obs, info = env.reset()
-            mask = info["action_mask"]
+        obs, mask = collect(env, buffer, obs, action, window)
         if step > cfg.learning_starts:
             stats = agent.update(buffer.sample(cfg.batch_size), valid_t)
         if step % 1000 == 0:
