@@ -34,15 +34,23 @@ STATIC_PREFIXES: tuple[str, ...] = ("static:", "static-map", "all-")
 
 
 @dataclass(frozen=True)
-class Answered:
-    """One answered request, as the report needs it (from the simulator or the live run)."""
+class Outcome:
+    """What every answered request records, in the simulator and in the live run alike."""
 
     arrival_s: float
     response_ms: float
     tier: Tier
+    """the tier the request was sent to (a fallback was still sent there first)."""
     variant: str
+    """the variant that answered (the fallback's, for a fallback)."""
     correct: bool
     reward: float
+
+
+@dataclass(frozen=True)
+class Answered(Outcome):
+    """One answered request, as the report needs it (from the simulator or the live run)."""
+
     user: int = 0
     fallback: bool = False
     """answered by the device after the offload failed (or ran out of time)."""

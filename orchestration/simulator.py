@@ -38,6 +38,7 @@ from orchestration.learners import FAILURE_PENALTY, Action, Decision, reward
 from orchestration.links import NetworkConfig, UserLink
 from orchestration.policies import MyopicOracle, Policy, feasible_actions
 from orchestration.profiles import Profiles
+from orchestration.report import Outcome
 from orchestration.scenario import (
     ARRIVALS,
     SCENARIOS,
@@ -60,19 +61,11 @@ __all__ = ["ARRIVALS", "SCENARIOS", "Arrivals", "NetworkConfig", "Phase", "Reque
            "Scenario", "Simulator", "arrival_times", "changing", "churn", "steady"]
 
 
-@dataclass
-class RequestRecord:
-    """One answered request."""
+@dataclass(frozen=True)
+class RequestRecord(Outcome):
+    """One answered request, as the simulator records it (the tier is the one the policy chose)."""
 
     user: int
-    arrival_s: float
-    response_ms: float
-    tier: Tier
-    """the tier the policy chose (a fallback was still sent there first)."""
-    variant: str
-    """the variant that answered (the fallback's, for a fallback)."""
-    correct: bool
-    reward: float
     explored: bool = False
     accuracy_req: float = 0.0
     """the request's own requirement."""
