@@ -256,15 +256,10 @@ def start_triton(bundle: Path, manifest: Manifest, cfg: CompareConfig, *, libdir
 
 def wait_model_ready(service: Service, model: str, *, timeout_s: float) -> None:
     """Poll /v2/models/MODEL/ready: pytriton loads the model only after tritonserver itself is up."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if service.process.poll() is not None:
-            raise CompareError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{service.url}/v2/models/{model}/ready", timeout=1.0).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise CompareError(f"{service.name} at {service.url} not ready after {timeout_s:.0f} s:\n{service.log_tail()}")
+    try:
+        wait_ready(service, timeout_s=timeout_s, path=f"/v2/models/{model}/ready", poll_s=0.3)
+    except (RuntimeError, TimeoutError) as err:  # the process died, or the model never came up
+        raise CompareError(str(err)) from err
 
 
 def stop_triton(service: Service, *, grace_s: float = 45.0) -> None:

@@ -46,16 +46,18 @@ def start_service(name: str, args: Sequence[str], *, port: int, log_dir: Path,
     return Service(name, f"http://{host}:{port}", process, log_path)
 
 
-def wait_ready(service: Service, *, timeout_s: float = 120.0) -> None:
-    """Poll /v2/health/ready; fail fast, with the service's log, if the process dies."""
+def wait_ready(service: Service, *, timeout_s: float = 120.0, path: str = "/v2/health/ready",
+               poll_s: float = 0.2) -> None:
+    """Poll ``path`` (the server's readiness) every ``poll_s`` until it answers 200; fail fast, with the
+    service's log, if the process dies."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if service.process.poll() is not None:
             raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{service.url}/v2/health/ready", timeout=1.0).status_code == 200:
+            if httpx.get(f"{service.url}{path}", timeout=1.0).status_code == 200:
                 return
-        time.sleep(0.2)
+        time.sleep(poll_s)
     raise TimeoutError(f"{service.name} at {service.url} not ready after {timeout_s:.0f} s:\n{service.log_tail()}")
 
 
