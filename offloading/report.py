@@ -7,8 +7,10 @@ offloading_summary.json.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -163,7 +165,9 @@ def _dict_markdown(rows: list[dict[str, str]], headers: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _plot(result: OffloaderResult, path: Path) -> Path:
+@contextlib.contextmanager
+def _accuracy_plot(path: Path, *, title: str, legend_fontsize: int) -> Iterator[Any]:
+    """Axes of cooperative accuracy against offload rate to draw on; labelled and saved to ``path`` after."""
     # Figure + the Agg canvas directly: no pyplot, so no global backend state and no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -171,60 +175,54 @@ def _plot(result: OffloaderResult, path: Path) -> Path:
     fig = Figure(figsize=(6.4, 4.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for name, curve in result.curves.items():
-        if len(curve.rates) == 1:
-            ax.scatter(curve.rates, curve.accs, marker="s", zorder=3, label=name)
-        else:
-            label = {"sl": f"sl ({result.model_name})", "sl_fusion": f"sl ({result.model_name}) + fusion"}
-            ax.plot(curve.rates, curve.accs, linewidth=2.0 if name.startswith("sl") else 1.2,
-                    linestyle="--" if name == "sl_fusion" else "-", label=label.get(name, name))
-    ax.scatter([result.test_offload_rate], [result.test_accuracy], marker="*", s=200, color="black",
-               zorder=4, label="operating point")
-    if result.operating_point["budget"] is not None:
-        ax.axvline(result.operating_point["budget"], color="grey", linestyle=":", label="budget")
-    ax.axhline(result.teacher_test_accuracy, color="black", linewidth=0.8, linestyle=":", label="teacher")
-    # Zoom on where the filters differ: from the student's accuracy up, and offload rates up to
-    # twice the operating point's or 20%, whichever is more.
-    top = max(result.curves[n].accs.max() for n in result.curves)
-    ax.set_ylim(result.student_test_accuracy - 0.1 * (top - result.student_test_accuracy + 1e-3), top + 0.002)
-    ax.set_xlim(-0.005, min(1.0, max(0.2, 2 * result.test_offload_rate)))
+    yield ax
     ax.set_xlabel("offload rate (fraction sent to the cloud)")
     ax.set_ylabel("cooperative accuracy (test)")
-    ax.set_title("Accuracy against offload rate")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=legend_fontsize, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def _plot(result: OffloaderResult, path: Path) -> Path:
+    with _accuracy_plot(path, title="Accuracy against offload rate", legend_fontsize=8) as ax:
+        for name, curve in result.curves.items():
+            if len(curve.rates) == 1:
+                ax.scatter(curve.rates, curve.accs, marker="s", zorder=3, label=name)
+            else:
+                label = {"sl": f"sl ({result.model_name})", "sl_fusion": f"sl ({result.model_name}) + fusion"}
+                ax.plot(curve.rates, curve.accs, linewidth=2.0 if name.startswith("sl") else 1.2,
+                        linestyle="--" if name == "sl_fusion" else "-", label=label.get(name, name))
+        ax.scatter([result.test_offload_rate], [result.test_accuracy], marker="*", s=200, color="black",
+                   zorder=4, label="operating point")
+        if result.operating_point["budget"] is not None:
+            ax.axvline(result.operating_point["budget"], color="grey", linestyle=":", label="budget")
+        ax.axhline(result.teacher_test_accuracy, color="black", linewidth=0.8, linestyle=":", label="teacher")
+        # Zoom on where the filters differ: from the student's accuracy up, and offload rates up to
+        # twice the operating point's or 20%, whichever is more.
+        top = max(result.curves[n].accs.max() for n in result.curves)
+        ax.set_ylim(result.student_test_accuracy - 0.1 * (top - result.student_test_accuracy + 1e-3), top + 0.002)
+        ax.set_xlim(-0.005, min(1.0, max(0.2, 2 * result.test_offload_rate)))
     return path
 
 
 def _plot_candidates(result: OffloaderResult, path: Path) -> Path:
     """Every candidate's test curve against the three confidence filters', zoomed on low offload rates."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6.4, 4.8))
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for name in CONFIDENCE_FILTERS:
-        curve = result.curves[name]
-        ax.plot(curve.rates, curve.accs, color="black", linewidth=1.0,
-                linestyle={"max_softmax": "-", "entropy": "--", "margin": ":"}[name], label=f"{name} (filter)")
-    for name, curve in result.candidate_curves.items():
-        ax.plot(curve.rates, curve.accs, linewidth=2.0 if name == result.model_name else 1.0,
-                label=f"{name} (shipped)" if name == result.model_name else name)
-    ax.axhline(result.teacher_test_accuracy, color="grey", linewidth=0.8, linestyle=":", label="teacher")
-    rates = [r.test_rate_to_teacher for r in result.candidates if r.test_rate_to_teacher is not None]
-    ax.set_xlim(-0.002, min(1.0, max([0.05, 1.5 * max(rates, default=0.0)])))
-    low = result.student_test_accuracy
-    ax.set_ylim(low - 0.1 * (result.teacher_test_accuracy - low + 1e-3), result.teacher_test_accuracy + 0.004)
-    ax.set_xlabel("offload rate (fraction sent to the cloud)")
-    ax.set_ylabel("cooperative accuracy (test)")
-    ax.set_title("Offloader candidates against the confidence filters")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    title = "Offloader candidates against the confidence filters"
+    with _accuracy_plot(path, title=title, legend_fontsize=7) as ax:
+        for name in CONFIDENCE_FILTERS:
+            curve = result.curves[name]
+            ax.plot(curve.rates, curve.accs, color="black", linewidth=1.0,
+                    linestyle={"max_softmax": "-", "entropy": "--", "margin": ":"}[name], label=f"{name} (filter)")
+        for name, curve in result.candidate_curves.items():
+            ax.plot(curve.rates, curve.accs, linewidth=2.0 if name == result.model_name else 1.0,
+                    label=f"{name} (shipped)" if name == result.model_name else name)
+        ax.axhline(result.teacher_test_accuracy, color="grey", linewidth=0.8, linestyle=":", label="teacher")
+        rates = [r.test_rate_to_teacher for r in result.candidates if r.test_rate_to_teacher is not None]
+        ax.set_xlim(-0.002, min(1.0, max([0.05, 1.5 * max(rates, default=0.0)])))
+        low = result.student_test_accuracy
+        ax.set_ylim(low - 0.1 * (result.teacher_test_accuracy - low + 1e-3), result.teacher_test_accuracy + 0.004)
     return path
 
 
