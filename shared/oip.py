@@ -71,16 +71,21 @@ class ProtocolError(ValueError):
 # --------------------------------------------------------------------------------------- schemas
 
 
-class InferInputTensor(BaseModel):
-    """`$request_input`: one input tensor; `data` is absent when the bytes follow the JSON."""
-
-    model_config = ConfigDict(extra="forbid")
+class _Tensor(BaseModel):
+    """The fields a request's input and a response's output tensor share; `data` is absent when the
+    bytes follow the JSON."""
 
     name: str
     shape: list[StrictInt]
     datatype: str
     parameters: dict[str, Any] | None = None
     data: list[Any] | None = None
+
+
+class InferInputTensor(_Tensor):
+    """`$request_input`: one input tensor; `data` is absent when the bytes follow the JSON."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class InferRequestedOutput(BaseModel):
@@ -103,16 +108,10 @@ class InferRequest(BaseModel):
     outputs: list[InferRequestedOutput] | None = None
 
 
-class InferOutputTensor(BaseModel):
+class InferOutputTensor(_Tensor):
     """`$response_output`; other servers add fields we do not use, so extras are ignored."""
 
     model_config = ConfigDict(extra="ignore")
-
-    name: str
-    shape: list[StrictInt]
-    datatype: str
-    parameters: dict[str, Any] | None = None
-    data: list[Any] | None = None
 
 
 class InferResponse(BaseModel):
@@ -390,7 +389,7 @@ def _validate(model: type[BaseModel], header: dict[str, Any]) -> Any:
         raise ProtocolError(f"invalid {model.__name__}: {problems}", status_code=422) from None
 
 
-def _binary_size(tensor: InferInputTensor | InferOutputTensor, what: str) -> int | None:
+def _binary_size(tensor: _Tensor, what: str) -> int | None:
     size = (tensor.parameters or {}).get("binary_data_size")
     if size is None:
         return None
@@ -498,7 +497,7 @@ def _from_bytes(raw: memoryview, datatype: str, shape: list[int], count: int, wh
     return array
 
 
-def _decode_tensors(tensors: Sequence[InferInputTensor | InferOutputTensor], rest: memoryview, *,
+def _decode_tensors(tensors: Sequence[_Tensor], rest: memoryview, *,
                     kind: str, max_bytes: int | None) -> dict[str, np.ndarray]:
     sizes = [_binary_size(t, f"{kind} {t.name!r}") for t in tensors]
     declared = sum(s for s in sizes if s is not None)
