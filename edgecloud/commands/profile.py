@@ -78,11 +78,16 @@ def run(args: argparse.Namespace) -> int:
     except (BundleError, ValueError) as err:
         print(f"edgecloud profile: {err}", file=sys.stderr)
         return 2
-    print(f"{args.role} profile ({profile.where}) -> {path}")
+    _print_profile(profile, path)
+    return 0
+
+
+def _print_profile(profile: Any, path: Path) -> None:
+    """Where the stored profile was measured and its table: median and p90 milliseconds per segment."""
+    print(f"{profile.role} profile ({profile.where}) -> {path}")
     print("| segment | median ms | p90 ms |\n|---|---:|---:|")
     for name, t in profile.segments.items():
         print(f"| {name} | {t.median_ms:.3f} | {t.p90_ms:.3f} |")
-    return 0
 
 
 def _emulated(args: argparse.Namespace) -> int:
@@ -120,10 +125,7 @@ def _emulated(args: argparse.Namespace) -> int:
     except (BundleError, ValueError, OSError) as err:
         print(f"edgecloud profile: {err}", file=sys.stderr)
         return 2
-    print(f"device profile ({profile.where}) -> {path}")
-    print("| segment | median ms | p90 ms |\n|---|---:|---:|")
-    for name, t in profile.segments.items():
-        print(f"| {name} | {t.median_ms:.3f} | {t.p90_ms:.3f} |")
+    _print_profile(profile, path)
     outside = {n: r for n, r in emulation["check"].items() if not 0.85 <= r <= 1.15}
     print("emulation check (emulated / (k x host), per head): "
           + ", ".join(f"{n} {r:.3f}" for n, r in emulation["check"].items())
