@@ -50,6 +50,14 @@ def _common(parser: argparse.ArgumentParser, scenarios: list[str], defaults: Any
     parser.add_argument("--config", type=Path, default=None, metavar="JSON", help=CONFIG_HELP)
 
 
+def _rtt_flags(parser: argparse.ArgumentParser, network: Any) -> None:
+    """The two round trips sim and live both take; their defaults are ``network``'s (a NetworkConfig)."""
+    parser.add_argument("--access-rtt-ms", type=float, default=None,
+                        help=f"device <-> edge server round trip (default {network.access_rtt_ms:g})")
+    parser.add_argument("--wan-rtt-ms", type=float, default=None,
+                        help=f"extra round trip to the cloud (default {network.wan_rtt_ms:g})")
+
+
 def add_parser(sub: Any) -> None:
     # Light modules (numpy, pydantic): the flags' help shows the defaults of the settings they set.
     from orchestration.scenario import SCENARIOS, RequirementMix
@@ -77,10 +85,7 @@ def add_parser(sub: Any) -> None:
                           f"is left is abandoned and the device answers (default {spec.deadline_ms:g}, the live "
                           "agent's budget; 0: no deadline)")
     sim.add_argument("--seeds", type=int, default=None, help=f"independent runs per policy, pooled ({spec.seeds})")
-    sim.add_argument("--access-rtt-ms", type=float, default=None,
-                     help=f"device <-> edge server round trip (default {network.access_rtt_ms:g})")
-    sim.add_argument("--wan-rtt-ms", type=float, default=None,
-                     help=f"extra round trip to the cloud (default {network.wan_rtt_ms:g})")
+    _rtt_flags(sim, network)
     sim.add_argument("--downlink-mbit-s", type=float, default=None,
                      help="rate the answers come down at (default: the device's own trace)")
     sim.add_argument("--device-reference", default=None, metavar="VARIANT",
@@ -122,10 +127,7 @@ def add_parser(sub: Any) -> None:
     live.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
     live.add_argument("--kill-edge-at", type=float, default=None, metavar="SECONDS",
                       help="kill the edge server this many seconds into each round (no request may be lost)")
-    live.add_argument("--access-rtt-ms", type=float, default=None,
-                      help=f"device <-> edge server round trip (default {defaults.network.access_rtt_ms:g})")
-    live.add_argument("--wan-rtt-ms", type=float, default=None,
-                      help=f"extra round trip to the cloud (default {defaults.network.wan_rtt_ms:g})")
+    _rtt_flags(live, defaults.network)
     live.set_defaults(handler=run_live)
 
 
