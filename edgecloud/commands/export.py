@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
+
+from pydantic_settings import BaseSettings
 
 from cloud_server.kserve_export import KServeExportSettings
 from cloud_server.triton_export import TritonExportSettings
@@ -17,8 +20,9 @@ def add_parser(sub: Any) -> None:
                             description="Exports for serving engines that speak the same Open Inference Protocol "
                                         "as `edgecloud cloud serve`, so the edge works unchanged against them.")
     export_sub = parser.add_subparsers(dest="export_command", metavar="TARGET", required=True)
-    triton = export_sub.add_parser(
-        "triton", help="a Triton model repository (onnxruntime backend, raw UINT8 input, dynamic batching)",
+    _target(
+        export_sub, "triton", TritonExportSettings, run_triton,
+        help_text="a Triton model repository (onnxruntime backend, raw UINT8 input, dynamic batching)",
         description=(
             "Writes OUT/NAME/config.pbtxt, OUT/NAME/labels.txt and OUT/NAME/1/model.onnx for the bundle's teacher "
             "(or --models). The graph takes raw pixels: the bundle's normalisation is folded into it as Cast, Mul "
@@ -26,13 +30,10 @@ def add_parser(sub: Any) -> None:
             "our cloud serves (input `input`, outputs `logits`, `label`). Each graph is checked against the "
             "original one on random raw pixels, and each config.pbtxt is parsed with Triton's ModelConfig "
             "protobuf, before anything is written. Then: tritonserver --model-repository OUT. "
-            "Example: edgecloud export triton --bundle artifacts/mnist --out triton-repo"),
-        allow_abbrev=False)
-    triton_fields = add_settings_arguments(triton, TritonExportSettings, TritonExportSettings.model_fields)
-    triton.set_defaults(handler=run_triton, settings_fields=triton_fields)
-
-    kserve = export_sub.add_parser(
-        "kserve", help="KServe InferenceService manifests (Triton over the exported repository; our image)",
+            "Example: edgecloud export triton --bundle artifacts/mnist --out triton-repo"))
+    _target(
+        export_sub, "kserve", KServeExportSettings, run_kserve,
+        help_text="KServe InferenceService manifests (Triton over the exported repository; our image)",
         description=(
             "Writes two InferenceService manifests (serving.kserve.io/v1beta1) to OUT: "
             "inferenceservice-triton.yaml, KServe's Triton runtime over a model repository from `edgecloud "
@@ -40,10 +41,15 @@ def add_parser(sub: Any) -> None:
             "custom predictor serving the bundle from --bundle-uri. Both speak the v2 protocol on the same paths, "
             "so the edge's --cloud-url may point at either. Example: edgecloud export kserve --bundle "
             "artifacts/mnist --out kserve/ --repository-uri s3://models/triton-repo --bundle-uri "
-            "s3://models/mnist --image registry.example/edgecloud:0.1.0"),
-        allow_abbrev=False)
-    kserve_fields = add_settings_arguments(kserve, KServeExportSettings, KServeExportSettings.model_fields)
-    kserve.set_defaults(handler=run_kserve, settings_fields=kserve_fields)
+            "s3://models/mnist --image registry.example/edgecloud:0.1.0"))
+
+
+def _target(export_sub: Any, name: str, settings_cls: type[BaseSettings], handler: Callable[[argparse.Namespace], int],
+            *, help_text: str, description: str) -> None:
+    """One export target: its flags come from its settings class, and its handler reads them back from there."""
+    target = export_sub.add_parser(name, help=help_text, description=description, allow_abbrev=False)
+    fields = add_settings_arguments(target, settings_cls, settings_cls.model_fields)
+    target.set_defaults(handler=handler, settings_fields=fields)
 
 
 def _settings(cls: type, args: argparse.Namespace, prog: str) -> Any:
