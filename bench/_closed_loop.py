@@ -1,6 +1,7 @@
 """Closed-loop load for one OIP endpoint: N clients, each sending its next request when the last is answered.
 
-Shared by bench/cloud_batching.py and bench/triton_compare.py. Each client holds one keep-alive
+Shared by bench/cloud_batching.py, bench/ray_replicas.py and bench/triton_compare.py, with the flags
+that set it (`add_load_flags`). Each client holds one keep-alive
 connection (_keepalive.py). The first `warmup_s` are not counted; of the `seconds` after it:
 - throughput counts the 200 answers that *arrived* inside the window (so a window cannot claim
   answers that came after it);
@@ -10,6 +11,7 @@ connection (_keepalive.py). The first `warmup_s` are not counted; of the `second
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from dataclasses import dataclass
@@ -45,6 +47,20 @@ class LoadResult:
         if len(self.latencies_s) == 0:
             return float("nan")
         return float(np.percentile(self.latencies_s, percentile) * 1000.0)
+
+
+def add_load_flags(parser: argparse.ArgumentParser, *, phases: str, warmup: str | None = None, seconds: float = 5.0,
+                   warmup_s: float = 1.0, rounds: int = 3, concurrency: int = 32, samples_per_request: int = 1) -> None:
+    """--seconds, --warmup (when ``warmup`` names what it precedes), --rounds (of ``phases``), --concurrency and
+    --samples-per-request: the load of a benchmark that measures phases side by side, round after round."""
+    parser.add_argument("--seconds", type=float, default=seconds, help="counted seconds per phase (%(default)s)")
+    if warmup is not None:
+        parser.add_argument("--warmup", type=float, default=warmup_s,
+                            help=f"uncounted seconds of load before {warmup} (%(default)s)")
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"rounds of {phases} (%(default)s)")
+    parser.add_argument("--concurrency", type=int, default=concurrency, help="closed-loop clients (%(default)s)")
+    parser.add_argument("--samples-per-request", type=int, default=samples_per_request,
+                        help="samples in each request body (%(default)s)")
 
 
 async def _client(connection: KeepAliveConnection, path: str, body: bytes, headers: dict[str, str], *,

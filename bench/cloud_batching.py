@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _closed_loop import closed_loop  # bench/ is on sys.path when run as a script
+from _closed_loop import add_load_flags, closed_loop  # bench/ is on sys.path when run as a script
 
 from serving.backends import OnnxBackend, measure_throughput
 from serving.settings import default_threads
@@ -70,10 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, required=True)
-    parser.add_argument("--seconds", type=float, default=5.0, help="counted seconds per phase (5.0)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of raw then served (3)")
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--samples-per-request", type=int, default=1)
+    add_load_flags(parser, phases="raw then served")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-queue-delay-ms", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=None,

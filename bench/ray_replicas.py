@@ -36,7 +36,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from _closed_loop import closed_loop  # bench/ is on sys.path when run as a script
+from _closed_loop import add_load_flags, closed_loop  # bench/ is on sys.path when run as a script
 
 from edgecloud.ray_cluster import LocalRayCluster
 from serving.backends import OnnxBackend
@@ -103,11 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, required=True, help="bundle from `edgecloud build` (or the tiny one)")
     parser.add_argument("--data-dir", type=Path, default=None, help="the bundle's dataset, for real samples")
-    parser.add_argument("--seconds", type=float, default=5.0, help="counted seconds per phase (%(default)s)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="uncounted seconds before each (%(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of one, two (%(default)s)")
-    parser.add_argument("--concurrency", type=int, default=32, help="closed-loop clients (%(default)s)")
-    parser.add_argument("--samples-per-request", type=int, default=1, help="samples per request (%(default)s)")
+    add_load_flags(parser, phases="one, two", warmup="each phase")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per replica (%(default)s)")
     parser.add_argument("--cpus-per-node", type=float, default=2.0,
                         help="logical CPUs each of the two Ray nodes offers; three replicas of --threads CPUs "

@@ -45,6 +45,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from _closed_loop import add_load_flags
 from _side_by_side import CompareConfig, CompareError, compare, format_report  # bench/ is on sys.path
 from cloud_batching import split_cores
 
@@ -57,16 +58,9 @@ _DEFAULTS = {name: f.default for name, f in CompareConfig.__dataclass_fields__.i
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, required=True, help="bundle from `edgecloud build` (or the tiny one)")
-    parser.add_argument("--seconds", type=float, default=_DEFAULTS["seconds"],
-                        help="counted seconds per phase (%(default)s)")
-    parser.add_argument("--warmup", type=float, default=_DEFAULTS["warmup_s"],
-                        help="uncounted seconds of load before each server's window (%(default)s)")
-    parser.add_argument("--rounds", type=int, default=_DEFAULTS["rounds"],
-                        help="rounds of raw, ours, Triton (%(default)s)")
-    parser.add_argument("--concurrency", type=int, default=_DEFAULTS["concurrency"],
-                        help="closed-loop clients (%(default)s)")
-    parser.add_argument("--samples-per-request", type=int, default=_DEFAULTS["samples_per_request"],
-                        help="samples in each request body (%(default)s)")
+    add_load_flags(parser, phases="raw, ours, Triton", warmup="each server's window", seconds=_DEFAULTS["seconds"],
+                   warmup_s=_DEFAULTS["warmup_s"], rounds=_DEFAULTS["rounds"], concurrency=_DEFAULTS["concurrency"],
+                   samples_per_request=_DEFAULTS["samples_per_request"])
     parser.add_argument("--max-batch-size", type=int, default=_DEFAULTS["max_batch_size"],
                         help="both servers' dynamic batch limit in samples, and the raw batch (%(default)s)")
     parser.add_argument("--max-queue-delay-ms", type=float, default=_DEFAULTS["max_queue_delay_ms"],
