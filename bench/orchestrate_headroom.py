@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestration.bound import lower_bound_ms
 from orchestration.experiment import SimSpec, prepare, simulate, simulators
 from orchestration.hardware import TierHardware
 from orchestration.links import NetworkConfig
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         policies = report["policies"]
         comparison = report["comparison"]
         # The bound over the very requests the policies ran (the same simulators, seed for seed).
-        bound = float(np.mean(np.concatenate([sim.lower_bound_ms()
+        bound = float(np.mean(np.concatenate([lower_bound_ms(sim)
                                               for sim in simulators(spec, profiles=base, traces=traces)])))
         best, pair = comparison["best_static"], comparison["best_static_pair"]
         reference = _row(policies.get(best)) if best else None

@@ -174,12 +174,6 @@ class Simulator:
         out.sort()
         return links, out
 
-    def lower_bound_ms(self) -> np.ndarray:
-        """Per request, in arrival order, a response time no policy can beat (orchestration.bound)."""
-        from orchestration.bound import lower_bound_ms
-
-        return lower_bound_ms(self)
-
     # -- one run ---------------------------------------------------------------------------------------
     def run(self, make_policy: Callable[[int], Policy], *, progress: Callable[[float], None] | None = None
             ) -> list[RequestRecord]:

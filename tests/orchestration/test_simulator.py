@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from orchestration.bound import lower_bound_ms
 from orchestration.experiment import to_answered
 from orchestration.policies import (
     MyopicOracle,
@@ -177,7 +178,7 @@ def test_convergence_is_judged_within_each_phase() -> None:
 
 def bound(profiles, trace, **scenario) -> np.ndarray:
     sc = Scenario(**{"users": 4, "duration_s": 20.0, "rate_per_user": 5.0, "service_cv": 0.0, **scenario})
-    return Simulator(profiles, sc, [trace], network=NetworkConfig(access_rtt_ms=20.0, wan_rtt_ms=60.0)).lower_bound_ms()
+    return lower_bound_ms(Simulator(profiles, sc, [trace], network=NetworkConfig(access_rtt_ms=20.0, wan_rtt_ms=60.0)))
 
 
 def test_the_lower_bound_covers_the_same_requests_and_no_policy_beats_it(profiles, flat_trace) -> None:
