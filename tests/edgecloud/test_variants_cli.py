@@ -32,7 +32,7 @@ def test_variants_span_the_search_front_the_student_and_imports(
     printed = capsys.readouterr().out
     manifest = B.load_manifest(out)
     variants = set(manifest.models_with_role(ModelRole.VARIANT))
-    assert {"copy", "copy-int8", "teacher-int8", "variant-a", "variant-a-int8"} <= variants
+    assert {"copy", "copy-int8", "teacher-int8", "variant-a", "variant-a-int8", "student-int8"} <= variants
     # The edge's own student is in the family under its own name, still the student with its offloader.
     assert "latency_ms" in manifest.models["student"].metrics and manifest.models["student"].offloader
     assert manifest.models["copy"].parameters["from"] == f"{other}:teacher"
@@ -50,3 +50,8 @@ def test_variants_span_the_search_front_the_student_and_imports(
     assert main(["variants", "--bundle", str(out), "--count", "1", "--epochs", "1", "--no-progress",
                  "--add", f"bad={broken}:teacher"]) == 2
     assert "a variant must take the same normalised images" in capsys.readouterr().err
+    # --count 0 distils nothing: the family is the teacher, the student and their int8 copies.
+    assert main(["variants", "--bundle", str(other), "--count", "0", "--no-progress"]) == 0
+    zero = B.load_manifest(other)
+    assert set(zero.models_with_role(ModelRole.VARIANT)) == {"teacher-int8", "student-int8"}
+    assert zero.models["student-int8"].parameters == {"bits": 8, "from": "student"}
