@@ -12,14 +12,13 @@ sha256 first. `run_build_demo` is the offline half too: it builds a digits bundl
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgecloud.evaluation.run import EvalConfig, run_eval
-from shared.bundle import BundleError, Manifest, load_manifest
+from shared.bundle import BundleError, Manifest, load_manifest, sha256_file
 from shared.data.imagefolder import load_image_split
 from shared.datasets import Split, load_dataset
 from testbed.services import running
@@ -47,14 +46,6 @@ class DemoInputs:
     sample_sha256: str = SAMPLE_SHA256
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verified_bundle(path: Path) -> Manifest:
     """The bundle's manifest after every sha256 in it has been checked."""
     try:
@@ -68,7 +59,7 @@ def sample_images(inputs: DemoInputs, manifest: Manifest) -> Split:
     """The embedded test JPEGs, checked against their sha256, decoded to the bundle's input shape."""
     if not inputs.sample.is_file():
         raise DemoError(f"{inputs.sample}: missing; it is part of the repository (data/cifar10-sample)")
-    actual = sha256_of(inputs.sample)
+    actual = sha256_file(inputs.sample)
     if actual != inputs.sample_sha256:
         raise DemoError(f"{inputs.sample}: sha256 {actual} is not {inputs.sample_sha256} "
                         "(data/cifar10-sample/README.md says how it was made)")

@@ -3,7 +3,6 @@ what its files compute on the CIFAR-10 test split, and the demo's three parts ru
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from edgecloud.cli import main
 from edgecloud.demo import SAMPLE, SAMPLE_SHA256, DemoInputs
 from edgecloud.demo_sim import TRACES
 from offloading.bundle_figures import bundle_figures
-from shared.bundle import load_manifest
+from shared.bundle import load_manifest, sha256_file
 from shared.datasets import load_for_bundle
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -28,15 +27,11 @@ BUNDLES = {"cooperation": DemoInputs().cooperation, "split": DemoInputs().split,
 MAX_BUNDLE_BYTES = {"cooperation": 20 * 1024 * 1024, "split": 32 * 1024 * 1024, "variants": 20 * 1024 * 1024}
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_the_embedded_images_and_traces_are_the_published_ones() -> None:
-    assert _sha256(SAMPLE) == SAMPLE_SHA256
+    assert sha256_file(SAMPLE) == SAMPLE_SHA256
     assert {p.name for p in TRACES.iterdir()} == set(TRACE_SHA256)
     for name, digest in TRACE_SHA256.items():
-        assert _sha256(TRACES / name) == digest, name
+        assert sha256_file(TRACES / name) == digest, name
 
 
 @pytest.mark.parametrize("part", sorted(BUNDLES))
