@@ -28,6 +28,7 @@ from serving.batcher import Batcher
 from serving.metrics import ModelMetrics
 from shared.names import AnswerSource, Strategy
 from shared.oip import ProtocolError
+from shared.preprocess import is_encoded
 
 STRATEGIES: tuple[str, ...] = tuple(Strategy)
 """`cooperation` follows the offloader; the other two are the paper's reference points (Table VII)."""
@@ -181,20 +182,26 @@ class EdgeAgent:
 
     async def infer(self, x: np.ndarray, *, strategy: str = Strategy.COOPERATION, started: float | None = None,
                     timeout_s: float = 30.0) -> Answers:
-        """Answer one (N, C, H, W) raw-pixel batch. `started` (perf_counter) is when it arrived.
+        """Answer one batch: (N, C, H, W) raw pixels or (N,) encoded images. `started` is when it arrived.
 
         Concurrent calls share student passes (the batcher); each answer is still its own. `timeout_s`
         bounds the wait for the student (the offload has its own deadline, `deadline_ms`).
         """
         chosen = self._check_strategy(strategy)
         started = time.perf_counter() if started is None else started
-        self.engine.check_input(x)  # here, so that a bad request fails alone, never a merged pass
+        # Checked here, so that a bad request fails alone, never a merged pass. Encoded images are
+        # decoded off the event loop (a photo takes milliseconds); `x` itself is what an offload sends,
+        # so the cloud gets the device's file, not pixels 3-12x its size.
+        if is_encoded(x):
+            pixels = await asyncio.to_thread(self.engine.check_input, x)
+        else:
+            pixels = self.engine.check_input(x)
         decide = chosen is Strategy.COOPERATION and self.cloud is not None  # edge-only: the decision is moot
         if len(x) == 0:
             out = StudentOutput(logits=np.zeros((0, self.engine.num_classes), np.float32),
                                 offload=np.zeros(0, bool), student_s=0.0, decision_s=0.0)
         else:
-            rows = await self.batcher.submit(x, timeout_s=timeout_s, tag=decide)
+            rows = await self.batcher.submit(pixels, timeout_s=timeout_s, tag=decide)
             out = StudentOutput(logits=rows["logits"], offload=rows["offload"], student_s=0.0, decision_s=0.0)
         if chosen is Strategy.CLOUD_ONLY:
             mask = np.ones(len(out.logits), dtype=bool)

@@ -13,8 +13,9 @@ timeouts, how many retries (after a connect error or a 503) with what backoff, a
 none, how many calls in flight, binary or JSON tensors. Its users:
 
 - the edge agent's cloud client (`CloudClient(settings, ...)`): the policy from EdgeSettings
-  (`ClientPolicy.from_settings`), bounded retries and a breaker; `infer` sends raw pixels (UINT8:
-  a sample costs its pixel bytes plus a small JSON header) to the cloud teacher;
+  (`ClientPolicy.from_settings`), bounded retries and a breaker; `infer` sends the sample as the edge
+  got it, an encoded image (BYTES: its file's bytes) or raw pixels (UINT8), plus a small JSON header,
+  to the cloud teacher;
 - the split model (edge_agent/split.py), through the same client: `infer_model` sends any tensors
   (and request parameters) to any model of the next tier, e.g. packed features to a server's `tail_p`;
 - the orchestrator (orchestration/agent.py), one client per remote tier with its own policy: no
@@ -151,8 +152,9 @@ def _ssl_context(settings: EdgeSettings, base_url: str) -> ssl.SSLContext | bool
 
 
 def wire_pixels(x: np.ndarray) -> np.ndarray:
-    """Raw pixels as sent: float32 batches holding whole values in [0, 255] go as UINT8 (4x fewer bytes)."""
-    if x.dtype == np.uint8:
+    """A batch as sent: encoded images (BYTES) and UINT8 as they are; float32 batches holding whole
+    values in [0, 255] go as UINT8 (4x fewer bytes)."""
+    if x.dtype in (np.uint8, object):
         return x
     if x.size and np.all((x >= 0) & (x <= 255)) and np.array_equal(x, np.rint(x)):
         return x.astype(np.uint8)
@@ -216,7 +218,8 @@ class CloudClient:
         await self._http.aclose()
 
     async def infer(self, x: np.ndarray) -> CloudAnswer:
-        """Labels for a (N, C, H, W) raw-pixel batch from the teacher, or OffloadError with a reason."""
+        """Labels for a batch ((N, C, H, W) raw pixels or (N,) encoded images) from the teacher, or
+        OffloadError with a reason."""
         return await self.infer_model(self.settings.cloud_model, {"input": wire_pixels(x)}, n=len(x))
 
     async def infer_model(self, model: str, inputs: dict[str, np.ndarray], *, n: int,

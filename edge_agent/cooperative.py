@@ -1,6 +1,7 @@
 """The edge's model on the runtime: `edge`, the cooperative pipeline behind the Open Inference Protocol.
 
-Input `input` (UINT8 raw pixels, or FP32 on the raw scale, [N, C, H, W]); outputs `label` (INT64),
+Input `input`: UINT8 raw pixels, or FP32 on the raw scale, [N, C, H, W], or BYTES encoded images
+(JPEG, PNG; [N]), which an offload forwards to the next tier as they came; outputs `label` (INT64),
 `source` (BYTES: an AnswerSource) and `fallback_reason` (BYTES: a FallbackReason, empty unless the
 source is `edge-fallback`). The request parameter `strategy` (a Strategy) picks whether the agent
 follows its offloader, never offloads or always offloads; the default is cooperation.

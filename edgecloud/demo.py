@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgecloud.evaluation.run import EvalConfig, run_eval
 from shared.bundle import BundleError, Manifest, load_manifest, sha256_file
 from shared.data.imagefolder import load_image_split
@@ -55,29 +57,33 @@ def verified_bundle(path: Path) -> Manifest:
                         "has them; `git status` shows a changed one)") from err
 
 
-def sample_images(inputs: DemoInputs, manifest: Manifest) -> Split:
-    """The embedded test JPEGs, checked against their sha256, decoded to the bundle's input shape."""
+def sample_images(inputs: DemoInputs, manifest: Manifest) -> tuple[Split, np.ndarray]:
+    """The embedded test JPEGs, checked against their sha256: decoded to the bundle's input shape (for
+    their labels and the offline checks), and as (N,) files, which the requests carry."""
     if not inputs.sample.is_file():
         raise DemoError(f"{inputs.sample}: missing; it is part of the repository (data/cifar10-sample)")
     actual = sha256_file(inputs.sample)
     if actual != inputs.sample_sha256:
         raise DemoError(f"{inputs.sample}: sha256 {actual} is not {inputs.sample_sha256} "
                         "(data/cifar10-sample/README.md says how it was made)")
-    split, _ = load_image_split(inputs.sample, "test", classes=list(manifest.classes),
-                                shape=tuple(manifest.input.shape))  # type: ignore[arg-type]
-    return split
+    split, files = load_image_split(inputs.sample, "test", classes=list(manifest.classes),
+                                    shape=tuple(manifest.input.shape))  # type: ignore[arg-type]
+    encoded = np.empty(len(files), dtype=object)
+    encoded[:] = files
+    return split, encoded
 
 
 def run_cooperation(inputs: DemoInputs, out: Path, *, progress: bool = True, concurrency: int = 4
                     ) -> dict[str, Any]:
     """Part 1: serve the CIFAR-10 bundle and run the three strategies on the embedded images."""
     manifest = verified_bundle(inputs.cooperation)
-    test = sample_images(inputs, manifest)
+    test, files = sample_images(inputs, manifest)
     with running(inputs.cooperation, log_dir=out / "logs") as (cloud, edge):
         log.info("cloud at %s, edge at %s", cloud.url, edge.url)
         cfg = EvalConfig(edge_url=edge.url, cloud_url=cloud.url, concurrency=concurrency)
+        # The requests carry the JPEG files, as a device holds them; the edge forwards offloads as they are.
         return run_eval(inputs.cooperation, test, cfg, out / "cooperation", dataset=manifest.dataset,
-                        progress=progress)
+                        progress=progress, inputs=files)
 
 
 def ensure_bundle(bundle: Path, *, dataset: str, seed: int, progress: bool, rebuild: bool = False) -> bool:

@@ -6,7 +6,8 @@ models share: name, version, tensor metadata, the ready flag and the in-flight c
 hot swap retire an old model without failing a request. Subclasses say how to compute:
 
 - `ClassifierModel` (this module): an image classifier from a bundle (teacher, student, variant):
-  raw pixels -> the one normalisation -> graph -> logits and label, through a dynamic batcher;
+  raw pixels (or encoded images, decoded by shared/image_codec.py) -> the one normalisation -> graph
+  -> logits and label, through a dynamic batcher;
 - the edge's cooperative model (edge_agent/cooperative.py): student + offloader + the next tier.
 """
 
@@ -26,7 +27,7 @@ from serving.batcher import Batcher
 from serving.errors import ModelNotReadyError
 from shared.bundle import ModelEntry, TensorSpec
 from shared.oip import ModelMetadata, ProtocolError, TensorMetadata
-from shared.preprocess import ImagePreprocessor
+from shared.preprocess import ImagePreprocessor, is_encoded
 
 logger = logging.getLogger(__name__)
 
@@ -181,11 +182,13 @@ class ClassifierModel(ServedModel):
 
     async def predict(self, tensors: dict[str, np.ndarray], *, timeout_s: float,
                       parameters: dict[str, Any]) -> dict[str, np.ndarray]:
-        x = self.preprocessor.check(single_input(self.name, tensors))
+        x = single_input(self.name, tensors)
         assert self.batcher is not None
-        if x.shape[0] > self.batcher.max_queue_size:
+        if isinstance(x, np.ndarray) and x.ndim and x.shape[0] > self.batcher.max_queue_size:
             raise ProtocolError(f"input {INPUT!r}: a batch of {x.shape[0]} samples exceeds max_queue_size "
                                 f"{self.batcher.max_queue_size}; split it", status_code=413)
+        # Encoded images are decoded off the event loop: a large photo takes milliseconds.
+        x = await asyncio.to_thread(self.preprocessor.check, x) if is_encoded(x) else self.preprocessor.check(x)
         if len(x) == 0:
             return {LOGITS: np.zeros((0, self.num_classes), np.float32), LABEL: np.zeros(0, np.int64)}
         return await self.batcher.submit(x, timeout_s=timeout_s)

@@ -98,7 +98,7 @@ def _official(name: str, data_dir: Path | None, rng: np.random.Generator,
 
 
 def _encoded(folder: imagefolder.ImageFolder) -> Encoded:
-    return Encoded(test_bytes=folder.test_bytes, test_head=folder.test_head, source=f"{folder.source}: test/")
+    return Encoded(test_bytes=folder.test_bytes, test_files=folder.test_files, source=f"{folder.source}: test/")
 
 
 def load_dataset(name: str, *, data_dir: Path | None = None, seed: int = 0,

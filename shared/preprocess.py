@@ -17,10 +17,16 @@ from typing import Any
 
 import numpy as np
 
+from shared.image_codec import ImageDecodeError, decode_batch
 from shared.oip import ProtocolError, datatype_of
 
 ACCEPTED_DTYPES: tuple[np.dtype[Any], ...] = (np.dtype(np.uint8), np.dtype(np.float32))
 """UINT8 are raw pixels as the dataset stores them; FP32 are pixel values on that same raw scale."""
+
+
+def is_encoded(x: np.ndarray) -> bool:
+    """True for a BYTES tensor as OIP decodes it (an object array): encoded images, not pixels."""
+    return x.dtype == object
 
 
 def _datatype(x: np.ndarray) -> str:
@@ -87,12 +93,27 @@ class ImagePreprocessor:
         return cls(shape=spec.shape, dtype=spec.dtype, mean=spec.mean, std=spec.std)
 
     def check(self, x: Any, *, name: str = "input") -> np.ndarray:
-        """`x` if it is a (N, C, H, W) batch of raw uint8 or float32 pixels, else InputError naming why."""
+        """The (N, C, H, W) raw pixels of `x`, else InputError naming why.
+
+        `x` is a batch of raw uint8 or float32 pixels, returned as it is, or an (N,) BYTES batch of
+        encoded images (JPEG, PNG: what a device holds), decoded and resized to the model's input.
+        """
         if not isinstance(x, np.ndarray):
             raise InputError(f"input {name!r}: must be an array, got {type(x).__name__}")
+        if is_encoded(x):
+            if x.ndim != 1:
+                raise InputError(f"input {name!r}: encoded images go as a BYTES tensor of shape [N], got "
+                                 f"{list(x.shape)}")
+            if self.raw_dtype != np.uint8:
+                raise InputError(f"input {name!r}: this model's inputs are {self.raw_dtype}, not images; send "
+                                 "raw values")
+            try:
+                return decode_batch(x, shape=self.sample_shape, name=name)  # (N, C, H, W) uint8
+            except ImageDecodeError as err:
+                raise InputError(str(err)) from err
         if x.dtype not in ACCEPTED_DTYPES:
-            raise InputError(f"input {name!r}: datatype {_datatype(x)} is not accepted; send UINT8 raw pixels "
-                             "or FP32 raw-scale pixels")
+            raise InputError(f"input {name!r}: datatype {_datatype(x)} is not accepted; send UINT8 raw pixels, "
+                             "FP32 raw-scale pixels or BYTES encoded images")
         if x.ndim != 4 or tuple(x.shape[1:]) != self.sample_shape:
             want = ", ".join(str(d) for d in self.sample_shape)
             raise InputError(f"input {name!r}: expected shape [-1, {want}], got {list(x.shape)}")

@@ -41,6 +41,10 @@ def add_parser(sub: Any) -> None:
                         help="run the strategies N times, interleaved, and report each one's median-runtime run "
                              "(default 1; use 3 or 5 on a shared or noisy machine)")
     parser.add_argument("--limit", type=int, default=None, help="only the first N test samples")
+    parser.add_argument("--payload", choices=("auto", "files", "pixels"), default="auto",
+                        help="what a request carries: the test images' files (OIP BYTES, as a device holds "
+                             "them; the edge forwards offloads as they are), or raw uint8 pixels; auto: files "
+                             "where the dataset has them (image folders such as cifar10), else pixels")
     parser.add_argument("--strategies", default="edge_only,cloud_only,cooperation",
                         help="comma-separated subset of edge_only, cloud_only, cooperation")
     parser.add_argument("--seed", type=int, default=0, help="split seed (must match the build's)")
@@ -51,7 +55,7 @@ def add_parser(sub: Any) -> None:
 def _eval_args(args: argparse.Namespace) -> list[str]:
     """This command's options again, for the evaluation client that `--link` runs inside the edge namespace."""
     argv = ["--batch-size", str(args.batch_size), "--concurrency", str(args.concurrency), "--repeat", str(args.repeat),
-            "--strategies", args.strategies, "--seed", str(args.seed)]
+            "--strategies", args.strategies, "--seed", str(args.seed), "--payload", args.payload]
     for flag, value in (("--dataset", args.dataset), ("--data-dir", args.data_dir), ("--limit", args.limit)):
         if value is not None:
             argv += [flag, str(Path(value).resolve()) if flag == "--data-dir" else str(value)]
@@ -93,20 +97,24 @@ def run(args: argparse.Namespace) -> int:
               "start yourself with taskset", file=sys.stderr)
         return 2
     from edgecloud.evaluation.report import table
-    from edgecloud.evaluation.run import EvalConfig, run_eval
+    from edgecloud.evaluation.run import EvalConfig, request_inputs, run_eval
     from shared.bundle import BundleError, load_manifest
     from shared.datasets import DatasetError, Split, load_dataset
 
     try:
         manifest = load_manifest(args.bundle)
         name = args.dataset or manifest.dataset
-        test = load_dataset(name, data_dir=args.data_dir, seed=args.seed).test
+        # A user's image folder is read at the bundle's input size (the edge resizes a file alike).
+        size = tuple(manifest.input.shape[1:]) if name == "imagefolder" else None
+        dataset = load_dataset(name, data_dir=args.data_dir, seed=args.seed, image_size=size)
+        test, inputs = dataset.test, request_inputs(dataset, args.payload)
         if args.limit is not None:
-            test = Split(x=test.x[: args.limit], y=test.y[: args.limit])
+            test, inputs = Split(x=test.x[: args.limit], y=test.y[: args.limit]), inputs[: args.limit]
         cfg = EvalConfig(edge_url=args.edge_url, cloud_url=args.cloud_url, batch_size=args.batch_size,
                          concurrency=args.concurrency, strategies=tuple(args.strategies.split(",")),
                          repeat=args.repeat)
-        report = run_eval(args.bundle, test, cfg, args.out, dataset=name, progress=not args.no_progress)
+        report = run_eval(args.bundle, test, cfg, args.out, dataset=name, progress=not args.no_progress,
+                          inputs=inputs)
     except (BundleError, DatasetError, ValueError, TimeoutError) as err:
         print(f"edgecloud eval: {err}", file=sys.stderr)
         return 2

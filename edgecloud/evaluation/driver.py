@@ -53,7 +53,7 @@ async def _one_request(client: httpx.AsyncClient, url: str, x: np.ndarray, strat
 
 async def run_strategy(edge_url: str, x: np.ndarray, strategy: str, *, batch_size: int, concurrency: int,
                        timeout_s: float = 30.0, on_batch: Callable[[int], None] | None = None) -> StrategyRun:
-    """Send `x` (raw uint8 (N,C,H,W)) to the edge in batches, `concurrency` requests in flight."""
+    """Send `x` (raw uint8 (N,C,H,W), or (N,) encoded files) to the edge in batches, `concurrency` in flight."""
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     n = len(x)

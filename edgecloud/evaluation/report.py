@@ -43,8 +43,11 @@ def table(report: dict[str, Any]) -> str:
                     f"| {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {sent} | {s['answered']}/{s['samples']} |")
     strategies = report["strategies"]
     repeat = int(report.get("repeat", 1))
+    payload = report.get("payload")
     lines = ["\n".join(rows), *([f"runtimes: the median of {repeat} interleaved rounds per strategy "
-                                 "(report.json has every round's)"] if repeat > 1 else []), "",
+                                 "(report.json has every round's)"] if repeat > 1 else []),
+             *([f"requests carry {'image files' if payload == 'files' else 'raw pixels'}: "
+                f"{report['payload_bytes_per_sample']:,.0f} B a sample on average"] if payload else []), "",
              f"teacher accuracy (bundle, test split): {100 * report['teacher_accuracy']:.2f}%  "
              f"student accuracy: {100 * report['student_accuracy']:.2f}%"]
     if set(Strategy) <= set(strategies):

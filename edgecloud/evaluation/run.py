@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 from tqdm import tqdm
 
 from edgecloud.evaluation.driver import STRATEGIES, StrategyRun, fetch_metrics, run_strategy, scrape_counter
 from edgecloud.evaluation.report import summarise, write_report
 from shared.bundle import REPORTS, load_manifest
-from shared.datasets import Split
+from shared.datasets import Dataset, Split
+from shared.preprocess import is_encoded
 
 OFFLOAD_BYTES = "edgecloud_edge_offload_bytes_total"
 
@@ -69,8 +71,29 @@ async def _bytes_sent(edge_url: str) -> float | None:
     return scrape_counter(text, OFFLOAD_BYTES) if OFFLOAD_BYTES in text else None
 
 
+def request_inputs(dataset: Dataset, payload: str = "auto") -> np.ndarray:
+    """What each test request carries: (N,) encoded files (BYTES) or the (N, C, H, W) raw pixels.
+
+    `payload` is files, pixels or auto (files where the dataset has them). A device holds a photo as
+    its file, so files are the fair payload for anything that uploads it (cloud-only, an offload).
+    """
+    if payload not in ("auto", "files", "pixels"):
+        raise ValueError(f"payload must be auto, files or pixels, got {payload!r}")
+    if payload == "pixels" or (payload == "auto" and dataset.encoded is None):
+        return dataset.test.x
+    if dataset.encoded is None:
+        raise ValueError(f"dataset {dataset.name!r} has no image files to send; use --payload pixels")
+    files = np.empty(len(dataset.encoded.test_files), dtype=object)
+    files[:] = dataset.encoded.test_files
+    return files
+
+
 async def evaluate(bundle: Path, test: Split, cfg: EvalConfig, *, dataset: str, progress: bool = True,
-                   ) -> tuple[dict[str, Any], dict[str, StrategyRun]]:
+                   inputs: np.ndarray | None = None) -> tuple[dict[str, Any], dict[str, StrategyRun]]:
+    """Run every strategy over the test split; `inputs` (default: test.x) is what the requests carry."""
+    x = test.x if inputs is None else inputs
+    if len(x) != len(test.y):
+        raise ValueError(f"{len(x)} request inputs for {len(test.y)} test labels")
     manifest = load_manifest(bundle)
     await wait_ready(cfg.edge_url)
     if cfg.cloud_url:
@@ -79,12 +102,12 @@ async def evaluate(bundle: Path, test: Split, cfg: EvalConfig, *, dataset: str, 
     for round_no in range(cfg.repeat):
         for strategy in cfg.strategies:
             if cfg.warmup:
-                await run_strategy(cfg.edge_url, test.x[: cfg.warmup], strategy, batch_size=cfg.batch_size,
+                await run_strategy(cfg.edge_url, x[: cfg.warmup], strategy, batch_size=cfg.batch_size,
                                    concurrency=cfg.concurrency, timeout_s=cfg.timeout_s)
             before = await _bytes_sent(cfg.edge_url)
             desc = strategy if cfg.repeat == 1 else f"{strategy} {round_no + 1}/{cfg.repeat}"
             with tqdm(total=len(test.y), desc=desc, unit="sample", disable=not progress) as bar:
-                run = await run_strategy(cfg.edge_url, test.x, strategy, batch_size=cfg.batch_size,
+                run = await run_strategy(cfg.edge_url, x, strategy, batch_size=cfg.batch_size,
                                          concurrency=cfg.concurrency, timeout_s=cfg.timeout_s, on_batch=bar.update)
             after = await _bytes_sent(cfg.edge_url)
             rounds[strategy].append((run, None if before is None or after is None else after - before))
@@ -101,6 +124,8 @@ async def evaluate(bundle: Path, test: Split, cfg: EvalConfig, *, dataset: str, 
         "dataset": dataset,
         "bundle": str(bundle),
         "samples": len(test.y),
+        "payload": "files" if is_encoded(x) else "pixels",
+        "payload_bytes_per_sample": payload_bytes(x),
         "batch_size": cfg.batch_size,
         "concurrency": cfg.concurrency,
         "repeat": cfg.repeat,
@@ -121,8 +146,17 @@ def offline_curves(bundle: Path) -> dict[str, Any] | None:
     return curves or None
 
 
+def payload_bytes(x: np.ndarray) -> float:
+    """Mean bytes of one sample as a request carries it (a file's length, or its pixels' bytes)."""
+    if not len(x):
+        return 0.0
+    if is_encoded(x):
+        return float(np.mean([len(item) for item in x]))
+    return float(x[0].nbytes)
+
+
 def run_eval(bundle: Path, test: Split, cfg: EvalConfig, out: Path, *, dataset: str,
-             progress: bool = True) -> dict[str, Any]:
-    report, runs = asyncio.run(evaluate(bundle, test, cfg, dataset=dataset, progress=progress))
+             progress: bool = True, inputs: np.ndarray | None = None) -> dict[str, Any]:
+    report, runs = asyncio.run(evaluate(bundle, test, cfg, dataset=dataset, progress=progress, inputs=inputs))
     write_report(report, runs, out, curve=offline_curves(bundle))
     return report

@@ -39,10 +39,15 @@ class Encoded:
 
     test_bytes: np.ndarray
     """(N_test,) int64: size of each test sample's file (a JPEG for CIFAR-10), in the test split's order."""
-    test_head: tuple[bytes, ...]
-    """the first few test files themselves, byte for byte (for timing a decoder)"""
+    test_files: tuple[bytes, ...]
+    """every test file, byte for byte, in the test split's order (what a device sends instead of pixels)"""
     source: str
     """where the files are, for reports"""
+
+    @property
+    def test_head(self) -> tuple[bytes, ...]:
+        """The first 64 test files (enough to time a decoder on real files)."""
+        return self.test_files[:64]
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from the folder and from its archive.
 
 from __future__ import annotations
 
-import io
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,13 +24,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from shared.data.base import DatasetError, Split
+from shared.image_codec import GREY_MODES, ImageDecodeError, open_image, pixels_of
 
 SPLITS: tuple[str, str] = ("train", "test")
 HEAD_FILES = 64
-"""Test files kept byte for byte (``ImageFolder.test_head``): enough to time a decoder, about 60 KB."""
+"""Test files in ``ImageFolder.test_head``: enough to time a decoder, about 60 KB for CIFAR-10."""
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".tar.gz", ".tgz", ".tar")
-# Pillow modes that carry one grey channel; anything else is read as RGB.
-_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 _LAYOUT = "train/<class>/<image> and test/<class>/<image>"
 
 
@@ -56,8 +54,13 @@ class ImageFolder:
     """(N_train,) int64: size of each training image's file, in the order of ``train``."""
     test_bytes: np.ndarray
     """(N_test,) int64: size of each test image's file, in the order of ``test``."""
-    test_head: tuple[bytes, ...] = ()
-    """the first ``HEAD_FILES`` test files, byte for byte (for timing a decoder on real files)"""
+    test_files: tuple[bytes, ...] = ()
+    """every test file, byte for byte, in the order of ``test`` (what a device would send; CIFAR-10: 10 MB)"""
+
+    @property
+    def test_head(self) -> tuple[bytes, ...]:
+        """The first ``HEAD_FILES`` test files (for timing a decoder on real files)."""
+        return self.test_files[:HEAD_FILES]
     source: str = ""
     """the folder or archive read"""
 
@@ -130,27 +133,14 @@ def _from_archive(archive: Path) -> Iterator[_Entry]:
 def _open(entry: _Entry, *, load: bool):  # -> PIL.Image.Image
     """Open with Pillow; ``load`` decodes the pixels too, so a truncated file fails here, naming it."""
     try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError as exc:  # pragma: no cover - Pillow is a core dependency
-        raise DatasetError("image folders need Pillow (pip install pillow)") from exc
-    try:
-        image = Image.open(io.BytesIO(entry.data))
-        if load:
-            image.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise DatasetError(f"{entry.where}: not a readable image ({exc})") from exc
-    return image
+        return open_image(entry.data, where=entry.where, load=load)
+    except ImageDecodeError as exc:
+        raise DatasetError(str(exc)) from exc
 
 
 def _pixels(entry: _Entry, *, grey: bool, size: tuple[int, int]) -> np.ndarray:
-    """(C, H, W) uint8 of one image, converted and resized to ``size`` (H, W)."""
-    from PIL import Image
-
-    image = _open(entry, load=True).convert("L" if grey else "RGB")
-    if image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)  # PIL sizes are (W, H)
-    array = np.asarray(image, dtype=np.uint8)
-    return (array[None] if array.ndim == 2 else array.transpose(2, 0, 1))  # (C, H, W)
+    """(C, H, W) uint8 of one image, converted and resized to ``size`` (H, W), as a served file is."""
+    return pixels_of(_open(entry, load=True), channels=1 if grey else 3, size=size)
 
 
 def _entries(data_dir: Path) -> tuple[Path, dict[str, list[_Entry]]]:
@@ -165,7 +155,7 @@ def _decode_all(groups: list[list[_Entry]], classes: list[str], size: tuple[int,
     # Headers only (no pixels yet): the channel count and, without `size`, the one common size.
     headers = [[_open(e, load=False) for e in group] for group in groups]
     grey = channels == 1 if channels is not None else all(
-        img.mode in _GREY_MODES for group in headers for img in group)
+        img.mode in GREY_MODES for group in headers for img in group)
     if size is None:
         first, where = headers[0][0].size, groups[0][0].where
         for group, entries in zip(headers, groups, strict=True):
@@ -197,13 +187,13 @@ def load_image_folder(data_dir: Path, *, size: tuple[int, int] | None = None) ->
         raise DatasetError(f"{source}: no images under test/<class>/; expected {_LAYOUT}")
     (train, train_bytes), (test, test_bytes) = _decode_all([by_split["train"], by_split["test"]], classes, size)
     return ImageFolder(train=train, test=test, classes=classes, train_bytes=train_bytes, test_bytes=test_bytes,
-                       test_head=tuple(e.data for e in by_split["test"][:HEAD_FILES]), source=str(source))
+                       test_files=tuple(e.data for e in by_split["test"]), source=str(source))
 
 
 def load_image_split(data_dir: Path, split: str, *, classes: list[str], shape: tuple[int, int, int]
-                     ) -> tuple[Split, np.ndarray]:
+                     ) -> tuple[Split, tuple[bytes, ...]]:
     """One split (e.g. a test sample with no train/) labelled with a bundle's ``classes`` and decoded to
-    its input ``shape`` (C, H, W); returns the split and each image's encoded bytes."""
+    its input ``shape`` (C, H, W); returns the split and each image's file, byte for byte, in its order."""
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
     source, by_split = _entries(data_dir)
@@ -212,5 +202,5 @@ def load_image_split(data_dir: Path, split: str, *, classes: list[str], shape: t
     unknown = sorted({e.label for e in by_split[split]} - set(classes))
     if unknown:
         raise DatasetError(f"{source}: {split}/ has classes the model does not know: {', '.join(unknown)}")
-    ((x, sizes),) = _decode_all([by_split[split]], list(classes), (shape[1], shape[2]), channels=shape[0])
-    return x, sizes
+    ((x, _),) = _decode_all([by_split[split]], list(classes), (shape[1], shape[2]), channels=shape[0])
+    return x, tuple(e.data for e in by_split[split])

@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.image_codec import decode_batch
 from shared.oip import DEADLINE_HEADER, decode_request, encode_response
 from testbed.services import free_port
 
@@ -44,12 +45,15 @@ class StubBehaviour:
     deadlines_ms: list[float] = field(default_factory=list)
     authorization: list[str | None] = field(default_factory=list)
     batch_sizes: list[int] = field(default_factory=list)
+    datatypes: list[str] = field(default_factory=list)
+    """per request: BYTES when the edge forwarded encoded images, else the pixels' numpy dtype"""
 
     def reset(self, mode: str = "ok", delay_s: float = 0.0) -> None:
         self.mode, self.delay_s, self.requests = mode, delay_s, 0
         self.deadlines_ms.clear()
         self.authorization.clear()
         self.batch_sizes.clear()
+        self.datatypes.clear()
 
 
 def stub_cloud_app(behaviour: StubBehaviour) -> FastAPI:
@@ -69,6 +73,9 @@ def stub_cloud_app(behaviour: StubBehaviour) -> FastAPI:
         behaviour.authorization.append(request.headers.get("authorization"))
         _, tensors = decode_request(await request.body(), request.headers, max_bytes=1 << 24)
         x = tensors["input"]
+        behaviour.datatypes.append("BYTES" if x.dtype == object else str(x.dtype))
+        if x.dtype == object:  # encoded images, as the edge forwards them: the tiny bundle's 1x8x8 digits
+            x = decode_batch(x, shape=(1, 8, 8))
         behaviour.batch_sizes.append(len(x))
         if behaviour.delay_s:
             await asyncio.sleep(behaviour.delay_s)

@@ -3,6 +3,7 @@ what its files compute on the CIFAR-10 test split, and the demo's three parts ru
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,7 @@ def test_the_demo_runs_its_three_parts(tmp_path: Path, capsys: pytest.CaptureFix
         assert heading in out
     for row in ("| edge_only |", "| cloud_only |", "| cooperation |"):
         assert row in out
-    assert (tmp_path / "cooperation" / "report.json").is_file()
+    cooperation = json.loads((tmp_path / "cooperation" / "report.json").read_text())
+    assert cooperation["payload"] == "files" and 500 < cooperation["payload_bytes_per_sample"] < 3072
     assert (tmp_path / "split" / "report.json").is_file()
     assert list((tmp_path / "orchestration").glob("*.png"))

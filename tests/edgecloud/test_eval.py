@@ -114,6 +114,49 @@ def test_repeat_interleaves_rounds_and_reports_the_median_round(
                  "--out", str(out)]) == 2
     assert "repeat must be >= 1" in capsys.readouterr().err
 
+def _png_folder(root: Path, x: np.ndarray, y: np.ndarray, split: str) -> None:
+    """Digits as a user's image folder: <split>/<class>/<i>.png, grey, lossless."""
+    from PIL import Image
+
+    for i, (sample, label) in enumerate(zip(x, y, strict=True)):
+        folder = root / split / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(sample[0]).save(folder / f"{i:04d}.png")
+
+
+def test_eval_sends_image_files_and_the_edge_forwards_them(
+    services: tuple[Service, Service], tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _cloud, edge = services
+    digits = load_dataset("digits", seed=0)
+    root = tmp_path / "photos"
+    _png_folder(root, digits.train.x[:200], digits.train.y[:200], "train")
+    _png_folder(root, digits.test.x[:120], digits.test.y[:120], "test")
+    reports = {}
+    for payload in ("files", "pixels"):
+        out = tmp_path / payload
+        assert main(["eval", "--bundle", str(tiny_bundle), "--edge-url", edge.url, "--dataset", "imagefolder",
+                     "--data-dir", str(root), "--payload", payload, "--out", str(out), "--no-progress"]) == 0
+        reports[payload] = json.loads((out / "report.json").read_text())
+    assert "requests carry image files" in capsys.readouterr().out
+    files, pixels = reports["files"], reports["pixels"]
+    assert files["payload"] == "files" and pixels["payload"] == "pixels"
+    assert pixels["payload_bytes_per_sample"] == 64  # 1x8x8 uint8
+    # The folder is read at the bundle's 8x8 and PNG is lossless: both payloads are the same samples.
+    test = load_dataset("imagefolder", data_dir=root, image_size=(8, 8)).test
+    want = _expected(tiny_bundle, test.x, test.y)
+    png_bytes = sum(p.stat().st_size for p in (root / "test").rglob("*.png"))
+    assert files["payload_bytes_per_sample"] == pytest.approx(png_bytes / 120)
+    for report in (files, pixels):
+        for name, row in report["strategies"].items():
+            assert row["answered"] == 120 and row["accuracy"] == pytest.approx(want[name]), name
+    # Cloud-only forwards every file as it came: the wire carries at least all of them.
+    assert files["strategies"]["cloud_only"]["bytes_sent"] >= png_bytes
+    assert main(["eval", "--bundle", str(tiny_bundle), "--edge-url", edge.url, "--payload", "files",
+                 "--out", str(tmp_path / "x"), "--no-progress"]) == 2
+    assert "has no image files to send; use --payload pixels" in capsys.readouterr().err
+
+
 def test_eval_names_an_unreachable_edge(tiny_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import edgecloud.evaluation.run as run_module

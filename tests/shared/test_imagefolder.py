@@ -156,8 +156,11 @@ def test_one_split_with_a_models_classes_and_shape(tmp_path: Path) -> None:
     from shared.data.imagefolder import load_image_split
 
     root = _folder(tmp_path / "pets")
-    test, sizes = load_image_split(root, "test", classes=["bird", "cat", "dog"], shape=(3, 8, 8))
-    assert test.y.tolist() == [1, 2] and test.x.shape == (2, 3, 8, 8) and len(sizes) == 2
+    test, files = load_image_split(root, "test", classes=["bird", "cat", "dog"], shape=(3, 8, 8))
+    assert test.y.tolist() == [1, 2] and test.x.shape == (2, 3, 8, 8) and len(files) == 2
+    # The files are the split's own, in its order: decoding them again gives its pixels.
+    from shared.image_codec import decode_batch
+    np.testing.assert_array_equal(decode_batch(np.array(files, dtype=object), shape=(3, 8, 8)), test.x)
     grey, _ = load_image_split(root, "test", classes=["cat", "dog"], shape=(1, 4, 6))
     assert grey.x.shape == (2, 1, 4, 6)
     with pytest.raises(DatasetError, match="classes the model does not know: dog"):
