@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from edgecloud.evaluation.driver import run_strategy
-from edgecloud.evaluation.run import request_inputs
 from shared.bundle import load_manifest
-from shared.datasets import load_dataset
+from shared.datasets import load_dataset, request_inputs
 from shared.names import Strategy
 from testbed.services import running
 

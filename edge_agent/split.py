@@ -36,7 +36,7 @@ from shared.bundle import TensorSpec
 from shared.feature_codec import FEATURE, parameters_of, quantize
 from shared.names import AnswerSource, FallbackReason
 from shared.oip import ProtocolError
-from shared.preprocess import ImagePreprocessor
+from shared.preprocess import ImagePreprocessor, is_encoded
 from splitting.actions import Placement
 from splitting.segments import SegmentRunner, head_name, tail_name
 from splitting.setup import STRATEGIES, SplitSetup
@@ -113,11 +113,14 @@ class SplitAgent:
         if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, int | float) or not 0 < deadline_ms < 600_000:
             raise ProtocolError(f"parameter deadline_ms must be a number in (0, 600000), got {deadline_ms!r}")
         planner = self._planner(strategy) if action is None else _Fixed(self._action_index(action))
-        x = self.preprocessor.check(x_raw)
+        x = await asyncio.to_thread(self.preprocessor.check, x_raw) if is_encoded(x_raw) else \
+            self.preprocessor.check(x_raw)
         async with self._lock:
-            return await self._infer(x, planner, float(deadline_ms))
+            return await self._infer(x, planner, float(deadline_ms), encoded=x_raw if is_encoded(x_raw) else None)
 
-    async def _infer(self, x: np.ndarray, planner: Any, deadline_ms: float) -> SplitAnswer:
+    async def _infer(self, x: np.ndarray, planner: Any, deadline_ms: float, *, encoded: np.ndarray | None = None
+                     ) -> SplitAnswer:
+        """`x` is the decoded pixels; `encoded` the files they came as, if they came as files."""
         started = time.perf_counter()
         now = time.monotonic()
         load = self.tracker.load
@@ -134,11 +137,14 @@ class SplitAgent:
             exits = await self._head(a.exit, xn)
             return SplitAnswer(self._labels(exits[a.exit]), AnswerSource.EDGE, "", label, 0)
         if kind is Placement.SERVER:
-            payload = int(x.size)
+            # Server-only uploads the sample as the device holds it: its file when it came as one (the
+            # server decodes it), else its raw pixels.
+            sample = wire_pixels(x) if encoded is None else encoded
+            payload = int(x.size) if encoded is None else sum(len(item) for item in encoded)
             reserve_s = self.model.reserve_ms(index, load=load) / 1000.0
             budget_s = deadline_ms / 1000.0 - (time.perf_counter() - started) - reserve_s
             try:
-                answer = await self._offload(index, self.setup.manifest.teacher, {INPUT: wire_pixels(x)}, None,
+                answer = await self._offload(index, self.setup.manifest.teacher, {INPUT: sample}, None,
                                              budget_s, len(x))
             except OffloadError as err:
                 labels = await self._finish_from_raw(xn, started, deadline_ms)

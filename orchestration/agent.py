@@ -48,7 +48,7 @@ from shared.bundle import TensorSpec, load_manifest
 from shared.names import AnswerSource, FallbackReason, Tier
 from shared.oip import ProtocolError
 from shared.onnx_session import open_session
-from shared.preprocess import ImagePreprocessor
+from shared.preprocess import ImagePreprocessor, is_encoded
 from testbed.slowdown import Slowdown
 
 log = logging.getLogger(__name__)
@@ -171,8 +171,13 @@ class Orchestrator:
     def _local_busy_ms(self) -> float:
         return self.local.pending * self.profiles.variants[self.fallback_variant].compute_ms(Tier.END)
 
-    async def answer(self, x: np.ndarray, *, accuracy_req: float | None = None) -> Answer:
-        """Answer one request, with its own requirement (None: the device's configured one)."""
+    async def answer(self, x: np.ndarray, *, accuracy_req: float | None = None,
+                     encoded: np.ndarray | None = None) -> Answer:
+        """Answer one request, with its own requirement (None: the device's configured one).
+
+        `x` is the request's pixels; `encoded` the image files they were decoded from, if the device
+        sent files: an offload then uploads the files (what the profiles' `input_bytes` counts).
+        """
         started = time.perf_counter()
         req = self.accuracy_req if accuracy_req is None else accuracy_req
         actions, fallback_variant = self._plan(req)
@@ -194,7 +199,8 @@ class Orchestrator:
             if offload_s is not None:
                 budget_s = min(budget_s, offload_s)
             try:
-                reply = await client.infer_model(variant, {INPUT: x}, n=len(x), outputs=("label",),
+                sample = x if encoded is None else encoded
+                reply = await client.infer_model(variant, {INPUT: sample}, n=len(x), outputs=("label",),
                                                  budget_s=budget_s)
                 labels = reply.labels
                 if reply.load is not None:
@@ -263,8 +269,11 @@ class OrchestratorModel(ServedModel):
 
     async def predict(self, tensors: dict[str, np.ndarray], *, timeout_s: float,
                       parameters: dict[str, Any]) -> dict[str, np.ndarray]:
-        x = self.orchestrator.local.preprocessor.check(single_input(self.name, tensors))
-        a = await self.orchestrator.answer(x, accuracy_req=_accuracy_req(parameters))
+        raw = single_input(self.name, tensors)
+        check = self.orchestrator.local.preprocessor.check
+        encoded = raw if isinstance(raw, np.ndarray) and is_encoded(raw) else None
+        x = await asyncio.to_thread(check, raw) if encoded is not None else check(raw)
+        a = await self.orchestrator.answer(x, accuracy_req=_accuracy_req(parameters), encoded=encoded)
         n = len(x)
         return {"label": a.labels, "source": np.full(n, a.source.value, dtype=object),
                 "tier": np.full(n, a.tier.value, dtype=object), "variant": np.full(n, a.variant, dtype=object),

@@ -211,14 +211,16 @@ async def drive(spec: LiveSpec, scenario: Scenario, agents: Sequence[Service], x
 def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
     """Every policy, `rounds` times, interleaved; report.json and plots under `spec.out`."""
     from shared.bundle import load_manifest
-    from shared.datasets import load_dataset
+    from shared.datasets import load_dataset, request_inputs
 
     profiles = profiles_from_manifest(spec.bundle)
     if spec.end_cpu_share is not None:
         profiles = profiles.with_tier_share(Tier.END, spec.end_cpu_share)
     manifest = load_manifest(spec.bundle, verify=False)
     data = load_dataset(manifest.dataset, data_dir=spec.data_dir)
-    x, y = data.test.x, data.test.y
+    # Devices send their images as files where the dataset has them (CIFAR-10's JPEGs), as the
+    # simulator's request size (`input_bytes`) assumes; an offload forwards the file.
+    x, y = request_inputs(data), data.test.y
     log_dir = spec.out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     share = profiles.tiers[Tier.END].cpu_share

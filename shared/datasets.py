@@ -30,6 +30,7 @@ __all__ = [
     "load_dataset",
     "load_for_bundle",
     "normalize",
+    "request_inputs",
 ]
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "svhn", "imagefolder")
@@ -145,3 +146,21 @@ def input_spec(ds: Dataset) -> dict[str, Any]:
         "mean": [float(v) for v in ds.mean],
         "std": [float(v) for v in ds.std],
     }
+
+
+def request_inputs(dataset: Dataset, payload: str = "auto") -> np.ndarray:
+    """What each test request carries: (N,) encoded files (BYTES) or the (N, C, H, W) raw pixels.
+
+    `payload` is files, pixels or auto (files where the dataset has them; `edgecloud eval --payload`).
+    A device holds a photo as its file, so files are the fair payload for anything that uploads it
+    (cloud-only, an offload, split inference's server-only).
+    """
+    if payload not in ("auto", "files", "pixels"):
+        raise ValueError(f"payload must be auto, files or pixels, got {payload!r}")
+    if payload == "pixels" or (payload == "auto" and dataset.encoded is None):
+        return dataset.test.x
+    if dataset.encoded is None:
+        raise ValueError(f"dataset {dataset.name!r} has no image files to send; use --payload pixels")
+    files = np.empty(len(dataset.encoded.test_files), dtype=object)
+    files[:] = dataset.encoded.test_files
+    return files

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from shared.bundle import load_manifest
-from shared.datasets import load_dataset
+from shared.datasets import load_dataset, request_inputs
 from shared.oip import decode_response, encode_request
 
 
@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _prepare(args.edge_url, args.cloud_url, reload=args.reload, until=args.start_unix)
 
-    test = load_dataset(load_manifest(args.bundle, verify=False).dataset, data_dir=args.data_dir).test
+    dataset = load_dataset(load_manifest(args.bundle, verify=False).dataset, data_dir=args.data_dir)
+    # The device holds each image as its file (CIFAR-10's JPEGs) where the dataset has files: server-only
+    # uploads that file, as the environment's server_only_jpeg assumes; device-side actions decode it first.
+    test, inputs = dataset.test, request_inputs(dataset)
     steps = int(args.duration_s / args.period_s)
     replay = json.loads(args.actions.read_text()) if args.actions else None
     url = f"{args.edge_url}/v2/models/split/infer"
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 params["action"] = replay[n % len(replay)]
             else:
                 params["strategy"] = args.strategy
-            x = test.x[n % len(test.y)][None]
+            x = inputs[n % len(test.y)][None]
             body, headers = encode_request({"input": x}, parameters=params)
             sent = time.time()
             record: dict[str, object] = {"n": n, "t_s": sent - args.start_unix}

@@ -97,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
               "start yourself with taskset", file=sys.stderr)
         return 2
     from edgecloud.evaluation.report import table
-    from edgecloud.evaluation.run import EvalConfig, request_inputs, run_eval
+    from edgecloud.evaluation.run import EvalConfig, run_eval
     from shared.bundle import BundleError, load_manifest
-    from shared.datasets import DatasetError, Split, load_dataset
+    from shared.datasets import DatasetError, Split, load_dataset, request_inputs
 
     try:
         manifest = load_manifest(args.bundle)

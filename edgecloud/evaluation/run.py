@@ -15,7 +15,7 @@ from tqdm import tqdm
 from edgecloud.evaluation.driver import STRATEGIES, StrategyRun, fetch_metrics, run_strategy, scrape_counter
 from edgecloud.evaluation.report import summarise, write_report
 from shared.bundle import REPORTS, load_manifest
-from shared.datasets import Dataset, Split
+from shared.datasets import Split
 from shared.preprocess import is_encoded
 
 OFFLOAD_BYTES = "edgecloud_edge_offload_bytes_total"
@@ -69,23 +69,6 @@ async def wait_ready(url: str, *, timeout_s: float = 60.0) -> None:
 async def _bytes_sent(edge_url: str) -> float | None:
     text = await fetch_metrics(edge_url)
     return scrape_counter(text, OFFLOAD_BYTES) if OFFLOAD_BYTES in text else None
-
-
-def request_inputs(dataset: Dataset, payload: str = "auto") -> np.ndarray:
-    """What each test request carries: (N,) encoded files (BYTES) or the (N, C, H, W) raw pixels.
-
-    `payload` is files, pixels or auto (files where the dataset has them). A device holds a photo as
-    its file, so files are the fair payload for anything that uploads it (cloud-only, an offload).
-    """
-    if payload not in ("auto", "files", "pixels"):
-        raise ValueError(f"payload must be auto, files or pixels, got {payload!r}")
-    if payload == "pixels" or (payload == "auto" and dataset.encoded is None):
-        return dataset.test.x
-    if dataset.encoded is None:
-        raise ValueError(f"dataset {dataset.name!r} has no image files to send; use --payload pixels")
-    files = np.empty(len(dataset.encoded.test_files), dtype=object)
-    files[:] = dataset.encoded.test_files
-    return files
 
 
 async def evaluate(bundle: Path, test: Split, cfg: EvalConfig, *, dataset: str, progress: bool = True,

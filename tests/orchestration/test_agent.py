@@ -313,3 +313,41 @@ def test_build_orchestrator_gives_each_remote_tier_its_own_client(variant_bundle
         assert client.policy == offload_policy(250.0)  # not the edge's retries
         assert client.policy.retries == 0 and client.policy.breaker is None
     asyncio.run(model.orchestrator.aclose())
+
+
+def test_image_files_are_decoded_for_the_device_and_uploaded_as_they_came(
+        variant_bundle: Path, tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    import io
+
+    from PIL import Image
+
+    x = tiny_test_split[0][:1]
+    buffer = io.BytesIO()
+    Image.fromarray(x[0, 0]).save(buffer, format="PNG")
+    files = np.empty(1, dtype=object)
+    files[0] = buffer.getvalue()
+    seen: list[np.ndarray] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        _, tensors = decode_request(request.content, request.headers, max_bytes=1 << 20)
+        seen.append(tensors["input"])
+        body, headers = encode_response("m", {"label": np.full(1, 3, np.int64)}, binary=set())
+        return httpx.Response(200, content=body, headers=headers)
+
+    async def go() -> tuple[dict, dict, dict]:
+        local = orchestrator(variant_bundle, "all-end", {})
+        remote = orchestrator(variant_bundle, "static:edge:variant-b",
+                              {Tier.EDGE: tier_client(variant_bundle, httpx.MockTransport(handle))})
+        on_device = OrchestratorModel(local, sample_shape=tuple(x.shape[1:]))
+        offloaded = OrchestratorModel(remote, sample_shape=tuple(x.shape[1:]))
+        out = (await on_device.predict({"input": files}, timeout_s=1.0, parameters={}),
+               await on_device.predict({"input": x}, timeout_s=1.0, parameters={}),
+               await offloaded.predict({"input": files}, timeout_s=1.0, parameters={}))
+        await local.aclose()
+        await remote.aclose()
+        return out
+
+    from_file, from_pixels, sent = asyncio.run(go())
+    assert from_file["label"].tolist() == from_pixels["label"].tolist()  # PNG is lossless: the same pixels
+    assert sent["label"].tolist() == [3] and sent["tier"].tolist() == ["edge"]
+    assert seen[0].dtype == object and seen[0].tolist() == [files[0]]  # the file itself went to the server

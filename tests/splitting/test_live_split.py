@@ -37,6 +37,17 @@ def _ask(url: str, x: np.ndarray, **params: object) -> dict[str, np.ndarray]:
     return decode_response(response.content, response.headers)[1]
 
 
+def _png(sample: np.ndarray) -> bytes:
+    """One (1, H, W) uint8 digit as a PNG file (lossless)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(sample[0]).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def _labels(out: dict[str, np.ndarray], key: str) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in out[key]]
 
@@ -51,6 +62,15 @@ def test_every_placement_answers_and_a_dead_server_loses_nothing(live_bundle: Pa
             assert _labels(out, "source") == [source] and _labels(out, "action") == [action]
             assert 0 <= int(out["label"][0]) < 10
         assert int(_ask(edge.url, x, action="split@2:2b:exit4", deadline_ms=5000)["payload_bytes"][0]) > 0
+        # A device that holds the image as a file: device actions decode it, server-only uploads the file.
+        file = np.empty(1, dtype=object)
+        file[0] = _png(x[0])
+        from_pixels = _ask(edge.url, x, action="server", deadline_ms=5000)
+        from_file = _ask(edge.url, file, action="server", deadline_ms=5000)
+        assert _labels(from_file, "source") == ["cloud"] and int(from_file["label"][0]) == int(from_pixels["label"][0])
+        assert int(from_file["payload_bytes"][0]) == len(file[0]) and int(from_pixels["payload_bytes"][0]) == 64
+        on_device = _ask(edge.url, file, action="device:exit2", deadline_ms=5000)
+        assert int(on_device["label"][0]) == int(_ask(edge.url, x, action="device:exit2", deadline_ms=5000)["label"][0])
         for strategy in ("device_only", "server_only", "server_only_raw", "server_only_jpeg", "neurosurgeon", "edgent"):
             assert _labels(_ask(edge.url, x, strategy=strategy, deadline_ms=5000), "source")[0] in ("edge", "cloud")
 
