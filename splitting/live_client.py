@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 from shared.bundle import load_manifest
 from shared.datasets import load_dataset, request_inputs
@@ -50,6 +51,12 @@ def _prepare(edge_url: str, cloud_url: str | None, *, reload: bool, until: float
                 raise SystemExit(f"reloading the split model failed: {response.status_code} {response.text[:200]}")
         for url in filter(None, (edge_url, cloud_url)):
             _wait_ready(http, url, until)
+
+
+def request(inputs: np.ndarray, k: int, params: dict[str, object]) -> tuple[bytes, dict[str, str]]:
+    """The OIP request for sample `k` of `inputs` ((N, C, H, W) pixels or (N,) files), binary."""
+    x = inputs[k:k + 1]  # (1, C, H, W) or (1,): a slice keeps an object array an array
+    return encode_request({"input": x}, parameters=params)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                 params["action"] = replay[n % len(replay)]
             else:
                 params["strategy"] = args.strategy
-            x = inputs[n % len(test.y)][None]
-            body, headers = encode_request({"input": x}, parameters=params)
+            k = n % len(test.y)
+            body, headers = request(inputs, k, params)
             sent = time.time()
             record: dict[str, object] = {"n": n, "t_s": sent - args.start_unix}
             try:
@@ -98,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                     record["error"] = f"{response.status_code}: {response.text[:200]}"
                 else:
                     outputs = decode_response(response.content, response.headers)[1]
-                    truth = test.y[n % len(test.y)]
+                    truth = test.y[k]
                     record.update(label=int(outputs["label"][0]), correct=bool(outputs["label"][0] == truth),
                                   source=_text(outputs["source"][0]), reason=_text(outputs["fallback_reason"][0]),
                                   action=_text(outputs["action"][0]), payload_bytes=int(outputs["payload_bytes"][0]))

@@ -14,7 +14,7 @@ import pytest
 
 from shared.datasets import load_dataset
 from shared.feature_codec import FEATURE, quantize
-from shared.oip import decode_response, encode_request
+from shared.oip import decode_request, decode_response, encode_request
 from splitting.setup import ARTIFACT_SPEC, SPEC_JSON, PlannerSpec, store_artifact
 from testbed.services import running
 from tests.cloud_server.helpers import metric
@@ -102,3 +102,20 @@ def test_bad_request_parameters_are_named(live_bundle: Path, tmp_path: Path) -> 
             body, headers = encode_request({"input": x}, parameters=params)
             response = httpx.post(f"{edge.url}/v2/models/split/infer", content=body, headers=headers, timeout=30)
             assert response.status_code == 400 and needle in response.json()["error"]
+
+
+def test_the_live_client_sends_one_sample_as_pixels_or_as_its_file() -> None:
+    from splitting.live_client import request
+
+    pixels = load_dataset("digits").test.x[:3]
+    files = np.empty(3, dtype=object)
+    files[:] = [_png(x) for x in pixels]
+    for inputs, datatype in ((pixels, "UINT8"), (files, "BYTES")):
+        body, headers = request(inputs, 2, {"strategy": "sac", "deadline_ms": 200.0})
+        _, tensors = decode_request(body, headers, max_bytes=1 << 20)
+        sent = tensors["input"]
+        assert len(sent) == 1 and (sent.dtype == object) == (datatype == "BYTES")
+        if datatype == "BYTES":
+            assert sent[0] == files[2]
+        else:
+            np.testing.assert_array_equal(sent, pixels[2:3])
