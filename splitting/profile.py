@@ -157,7 +157,12 @@ def check_emulation(bundle: Path, factor: float, *, runs: int = 50) -> dict[str,
     for p in range(1, plan.n_stages + 1):
         host, emulated = [], []
         for _ in range(runs):  # interleaved, so a busy moment of the host hits both alike
+            # One untimed call before each timed one: the emulated call sleeps, and a pass right after a
+            # sleep runs on cold caches (about 20% slower here), so without it the host side would be timed
+            # cold and the emulated side warm, and the check would measure that, not the emulation.
+            runner.head(p, x)
             host.append(_time(lambda p=p: runner.head(p, x), runs=1, warmup=0).median_ms)
+            runner.head(p, x)
             emulated.append(_time(lambda p=p: runner.head(p, x), runs=1, warmup=0, device=device).median_ms)
         ratios[head_name(p)] = float(np.median(emulated) / (factor * np.median(host)))
     return ratios

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             with emulation.cgroup() as group:
                 code = subprocess.run(child, preexec_fn=group.enter, check=False).returncode
-                if code == 0 and args.role == "device" and args.request_overhead:
-                    code = _request_overhead(args.bundle, group, role="device")
+                if code == 0 and args.request_overhead:
+                    code = _request_overhead(args.bundle, group, role=args.role)
                 return code
         except (EmulationError, OSError) as err:
             print(f"edgecloud profile: cannot emulate the device: {err}", file=sys.stderr)
@@ -126,6 +127,11 @@ def _emulated(args: argparse.Namespace) -> int:
         print(f"edgecloud profile: {err}", file=sys.stderr)
         return 2
     _print_profile(profile, path)
+    if args.request_overhead:
+        # The edge agent serves inside the same pinning, holding each segment k times (as live).
+        code = _request_overhead(args.bundle, None, role="device", slowdown=k)
+        if code:
+            return code
     outside = {n: r for n, r in emulation["check"].items() if not 0.85 <= r <= 1.15}
     print("emulation check (emulated / (k x host), per head): "
           + ", ".join(f"{n} {r:.3f}" for n, r in emulation["check"].items())
@@ -133,9 +139,10 @@ def _emulated(args: argparse.Namespace) -> int:
     return 0 if not outside else 1
 
 
-def _request_overhead(bundle: Path, group: Any, *, role: str) -> int:
+def _request_overhead(bundle: Path, group: Any, *, role: str, slowdown: float | None = None) -> int:
     """Serve the bundle (the edge's split model inside the emulation, or the server's teacher) and time a
-    request's overhead from outside."""
+    request's overhead from outside. `slowdown`: the device emulation's k, which the edge agent then
+    applies to its segments as `edgecloud split eval --live` does (the agent's own Python is not held)."""
     from shared.bundle import BundleError, load_manifest
     from splitting import profile as P
     from testbed.services import Service, free_port, stop_service, wait_ready
@@ -145,9 +152,13 @@ def _request_overhead(bundle: Path, group: Any, *, role: str) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         serve = ["edge", "serve"] if role == "device" else ["cloud", "serve"]
+        env = dict(os.environ)
+        if slowdown is not None:
+            env["EDGECLOUD_DEVICE_SLOWDOWN"] = str(slowdown)
         process = subprocess.Popen([sys.executable, "-m", "edgecloud", *serve, "--bundle", str(bundle),
                                     "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                   preexec_fn=group.enter if group is not None else None, start_new_session=True)
+                                   preexec_fn=group.enter if group is not None else None, start_new_session=True,
+                                   env=env)
     service = Service("edge", f"http://127.0.0.1:{port}", process, log)
     try:
         wait_ready(service, timeout_s=180)

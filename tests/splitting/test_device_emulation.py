@@ -122,3 +122,25 @@ def test_profile_slowdown_k_stretches_every_device_segment(split_bundle: Path, t
     assert load_manifest(bundle)  # measuring alone writes nothing
     with pytest.raises(ValueError, match="slowdown factor must be >= 1"):
         P.measure(bundle, "device", where="x", runs=1, slowdown=0.5)
+
+
+@pytest.mark.slow
+def test_request_overhead_is_measured_on_both_roles_pinned_and_emulated(split_bundle: Path, tmp_path: Path) -> None:
+    """`--request-overhead` serves the bundle and stores a `request` segment, also with --cpus and --slowdown
+    (it was silently skipped on those paths)."""
+    import shutil
+
+    from edgecloud.cli import main
+    from shared.bundle import load_manifest
+    from splitting import profile as P
+
+    bundle = tmp_path / "b"
+    shutil.copytree(split_bundle, bundle)
+    assert main(["profile", "--bundle", str(bundle), "--role", "server", "--cpus", "0", "--runs", "10",
+                 "--request-overhead"]) == 0
+    assert main(["profile", "--bundle", str(bundle), "--role", "device", "--slowdown", "2", "--cpus", "0",
+                 "--runs", "10", "--request-overhead"]) in (0, 1)  # 1: the emulation check's verdict, timing
+    manifest = load_manifest(bundle)
+    for role in ("server", "device"):
+        request = P.load(bundle, manifest, role).segments[P.REQUEST_SEGMENT]
+        assert request.runs > 0 and 0.0 <= request.median_ms <= request.p90_ms < 1000.0, role
