@@ -3,8 +3,10 @@
 One request of one sample, for action (exit e, partition p, bits b):
 
     latency = device + up + RTT + server + down
-    device  = load * (request + head_p + quantise_{p,b})   split;  load * (request + head_e)  device-only
-              (request: the device's own serving overhead per request, HTTP + protocol + planner, profiled)
+    device  = load * (request + offload + head_p + quantise_{p,b})   split;  load * (request + head_e)  device-only;
+              load * (request + offload)  server-only
+              (request: the device's own serving overhead per request, HTTP + protocol + planner; offload: its
+              HTTP client's work for one offload; both profiled, `edgecloud profile --request-overhead`)
     up      = time for payload(p, b) + request overhead bytes to cross the uplink, starting after `device`
               (server-only: raw pixels, or the image file as the device holds it, `Regime.server_payload`)
     server  = request + tail_p (split), request + teacher (server-only raw), request + decode + teacher
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 from shared.traces import Trace
 from splitting.actions import Action, ActionSpace, Placement
 from splitting.inputs import InputBytes
-from splitting.profile import REQUEST_SEGMENT, TEACHER_SEGMENT, Profile, quantize_segment
+from splitting.profile import OFFLOAD_SEGMENT, REQUEST_SEGMENT, TEACHER_SEGMENT, Profile, quantize_segment
 from splitting.regime import MNIST, Regime, ServerPayload
 from splitting.segments import SplitPlan, head_name, tail_name
 
@@ -105,11 +107,14 @@ class CostModel:
         return self.plan.payload_bytes(a.partition, a.bits)
 
     def _device(self, a: Action, s: int) -> float:
-        # Every request also costs the device its serving overhead (HTTP, protocol, planner), when profiled.
-        overhead = self.device.segments[REQUEST_SEGMENT].median_ms if REQUEST_SEGMENT in self.device.segments else 0.0
+        # Every request also costs the device its serving overhead (HTTP, protocol, planner), and every
+        # offload its client's work (sending, reading the answer), each when profiled.
+        segments = self.device.segments
+        overhead = segments[REQUEST_SEGMENT].median_ms if REQUEST_SEGMENT in segments else 0.0
         kind = a.placement(s)
         if kind is Placement.DEVICE:
             return overhead + self.device.ms(head_name(a.exit))
+        overhead += segments[OFFLOAD_SEGMENT].median_ms if OFFLOAD_SEGMENT in segments else 0.0
         if kind is Placement.SERVER:
             return overhead
         return overhead + self.device.ms(head_name(a.partition)) + self.device.ms(quantize_segment(a.partition, a.bits))

@@ -38,6 +38,9 @@ ROLES: tuple[str, ...] = ("device", "server")
 TEACHER_SEGMENT = "teacher"
 REQUEST_SEGMENT = "request"
 """The device's serving overhead per request besides its segments (HTTP, protocol, planner, pre-processing)."""
+OFFLOAD_SEGMENT = "offload"
+"""The device's own cost of one offload besides its request overhead: the HTTP client sending it and
+reading the answer (measured on loopback against a running server, less both sides' profiled times)."""
 JPEG_DECODE_SEGMENT = "jpeg_decode"
 """The server's decode of an uploaded image file to the (C, H, W) uint8 pixels the teacher reads."""
 DEFAULT_JPEG_DECODE_MS = 0.1

@@ -142,40 +142,80 @@ def _emulated(args: argparse.Namespace) -> int:
 def _request_overhead(bundle: Path, group: Any, *, role: str, slowdown: float | None = None) -> int:
     """Serve the bundle (the edge's split model inside the emulation, or the server's teacher) and time a
     request's overhead from outside. `slowdown`: the device emulation's k, which the edge agent then
-    applies to its segments as `edgecloud split eval --live` does (the agent's own Python is not held)."""
+    applies to its segments as `edgecloud split eval --live` does (the agent's own Python is not held).
+
+    On the device, with a server profile that has its own request overhead, it also times what an
+    offload costs the device: the edge's server-only path against a teacher served on loopback, less
+    the device's and the server's request overheads and the teacher's compute (segment `offload`).
+    """
     from shared.bundle import BundleError, load_manifest
     from splitting import profile as P
-    from testbed.services import Service, free_port, stop_service, wait_ready
+    from testbed.services import free_port, stop_service, wait_ready
 
-    port = free_port()
-    log = Path(bundle) / "reports" / "profile-edge.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        serve = ["edge", "serve"] if role == "device" else ["cloud", "serve"]
-        env = dict(os.environ)
-        if slowdown is not None:
-            env["EDGECLOUD_DEVICE_SLOWDOWN"] = str(slowdown)
-        process = subprocess.Popen([sys.executable, "-m", "edgecloud", *serve, "--bundle", str(bundle),
-                                    "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                   preexec_fn=group.enter if group is not None else None, start_new_session=True,
-                                   env=env)
-    service = Service("edge", f"http://127.0.0.1:{port}", process, log)
+    manifest = load_manifest(bundle)
+    env = dict(os.environ)
+    if slowdown is not None:
+        env["EDGECLOUD_DEVICE_SLOWDOWN"] = str(slowdown)
+    started = []
     try:
+        server = P.load(bundle, manifest, "server") if role == "device" else None
+        cloud_url = None
+        if server is not None and P.REQUEST_SEGMENT in server.segments:
+            # The server on every core, not inside the device's pinning: it stands for the other machine.
+            cloud = _serve(bundle, ["cloud", "serve", "--models", manifest.teacher], port=free_port(),
+                           preexec=_all_cores, env=env, log_name="profile-cloud.log")
+            started.append(cloud)
+            wait_ready(cloud, timeout_s=180)
+            cloud_url = cloud.url
+        serve = ["edge", "serve", *(["--cloud-url", cloud_url] if cloud_url else [])] if role == "device" \
+            else ["cloud", "serve"]
+        service = _serve(bundle, serve, port=free_port(), preexec=group.enter if group is not None else None, env=env,
+                         log_name="profile-edge.log")
+        started.append(service)
         wait_ready(service, timeout_s=180)
-        manifest = load_manifest(bundle)
+        rows = []
         if role == "device":
             timing = P.measure_request_overhead(service.url, "split", parameters={"action": "device:exit1",
                                                                                   "deadline_ms": 10_000},
                                                 compute_ms=P.load(bundle, manifest, "device").ms("head_1"))
+            P.add_segment(bundle, role, P.REQUEST_SEGMENT, timing)
+            rows.append((f"{P.REQUEST_SEGMENT} (device serving overhead per request)", timing))
+            if cloud_url is not None and server is not None:
+                known = (timing.median_ms + server.segments[P.REQUEST_SEGMENT].median_ms
+                         + server.ms(P.TEACHER_SEGMENT))
+                offload = P.measure_request_overhead(service.url, "split", parameters={"action": "server",
+                                                                                       "deadline_ms": 10_000},
+                                                     compute_ms=known)
+                P.add_segment(bundle, role, P.OFFLOAD_SEGMENT, offload)
+                rows.append((f"{P.OFFLOAD_SEGMENT} (device's client work per offload)", offload))
         else:
             timing = P.measure_request_overhead(service.url, manifest.teacher,
                                                 compute_ms=P.load(bundle, manifest, "server").ms(P.TEACHER_SEGMENT))
-        P.add_segment(bundle, role, P.REQUEST_SEGMENT, timing)
+            P.add_segment(bundle, role, P.REQUEST_SEGMENT, timing)
+            rows.append((f"{P.REQUEST_SEGMENT} (server serving overhead per request)", timing))
     except (BundleError, ValueError, RuntimeError, TimeoutError) as err:
         print(f"edgecloud profile: request overhead: {err}", file=sys.stderr)
         return 2
     finally:
-        stop_service(service)
-    print(f"| {P.REQUEST_SEGMENT} ({role} serving overhead per request) | {timing.median_ms:.3f} | "
-          f"{timing.p90_ms:.3f} |")
+        for service in reversed(started):
+            stop_service(service)
+    for name, t in rows:
+        print(f"| {name} | {t.median_ms:.3f} | {t.p90_ms:.3f} |")
     return 0
+
+
+def _all_cores() -> None:
+    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
+def _serve(bundle: Path, command: list[str], *, port: int, preexec: Any, env: dict[str, str], log_name: str) -> Any:
+    """`edgecloud <command> --bundle B` on 127.0.0.1:`port` as a subprocess, logging to reports/`log_name`."""
+    from testbed.services import Service
+
+    log = Path(bundle) / "reports" / log_name
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "edgecloud", *command, "--bundle", str(bundle),
+                                    "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                   preexec_fn=preexec, start_new_session=True, env=env)
+    return Service(command[0], f"http://127.0.0.1:{port}", process, log)

@@ -144,3 +144,19 @@ def test_request_overhead_is_measured_on_both_roles_pinned_and_emulated(split_bu
     for role in ("server", "device"):
         request = P.load(bundle, manifest, role).segments[P.REQUEST_SEGMENT]
         assert request.runs > 0 and 0.0 <= request.median_ms <= request.p90_ms < 1000.0, role
+    # With the server's overhead known, the device's client work per offload is timed too, and every
+    # offloading action's device time includes it (device-only actions do not).
+    device = P.load(bundle, manifest, "device")
+    offload = device.segments[P.OFFLOAD_SEGMENT]
+    assert offload.runs > 0 and 0.0 <= offload.median_ms < 1000.0
+    from splitting.actions import Placement
+    from splitting.setup import SplitSetup
+
+    model = SplitSetup.load(bundle, need_spec=False).cost_model()
+    space, n = model.space, model.plan.n_stages
+    server = space.server_only()
+    device_only = next(i for i, a in enumerate(space.actions)
+                       if space.valid[i] and a.placement(n) is Placement.DEVICE and a.exit == 1)
+    request = device.segments[P.REQUEST_SEGMENT].median_ms
+    assert model.cost(server, load=1.0, mbit_s=100.0).device_ms == pytest.approx(request + offload.median_ms)
+    assert model.cost(device_only, load=1.0, mbit_s=100.0).device_ms == pytest.approx(request + device.ms("head_1"))
