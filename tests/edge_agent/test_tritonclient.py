@@ -37,3 +37,30 @@ def test_tritonclient_infers_label_and_source(make_settings: Callable[..., EdgeS
     np.testing.assert_array_equal(labels[sources == "cloud"], stub_labels(x[sources == "cloud"]))
     assert set(result.as_numpy("fallback_reason").tolist()) == {b""}
     assert result.get_response()["id"] == "t-1"
+
+
+def test_tritonclient_sends_image_files_as_bytes(make_settings: Callable[..., EdgeSettings],
+                                                 stub: tuple[str, StubBehaviour],
+                                                 tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    """What a camera app does with tritonclient: one BYTES element per image file, forwarded as it is."""
+    import io
+
+    from PIL import Image
+
+    x = tiny_test_split[0][:16]
+    files = np.empty(len(x), dtype=object)
+    for i, sample in enumerate(x):
+        buffer = io.BytesIO()
+        Image.fromarray(sample[0]).save(buffer, format="PNG")
+        files[i] = buffer.getvalue()
+    with serve_in_thread(create_app(make_settings(cloud_url=stub[0]))) as url:
+        client = httpclient.InferenceServerClient(url=url.removeprefix("http://"))
+        try:
+            inp = httpclient.InferInput("input", [len(files)], "BYTES")
+            inp.set_data_from_numpy(files)
+            result = client.infer("edge", [inp], parameters={"strategy": "cloud_only"},
+                                  outputs=[httpclient.InferRequestedOutput("label")])
+        finally:
+            client.close()
+    np.testing.assert_array_equal(result.as_numpy("label"), stub_labels(x))
+    assert stub[1].datatypes == ["BYTES"]
