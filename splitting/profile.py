@@ -141,6 +141,12 @@ def reference_host_ms(bundle: Path, *, runs: int = 200, warmup: int = 20) -> flo
     student = manifest.models.get(manifest.student)
     if student is None or student.file is None:
         raise B.BundleError(f"{bundle}: no student ONNX to calibrate the device emulation on; pass --slowdown K")
+    family = (student.arch or {}).get("family", "resnet")
+    if family != "resnet":
+        # The published time is for a ResNet student; another family's student has other FLOPs per byte,
+        # so the ratio would not be the Pi's speed (an AlexNet student made it 80x instead of 34x).
+        raise B.BundleError(f"{bundle}: its student is {family!r}, but the Pi 4 reference time is for a ResNet "
+                            "student; calibrate on a ResNet bundle and pass its k with --slowdown K")
     session = open_session(B.verify_file(bundle, manifest, student.file))
     x = ImagePreprocessor.from_spec(manifest.input).normalize(np.zeros((1, *manifest.input.shape), np.uint8))
     name = session.get_inputs()[0].name

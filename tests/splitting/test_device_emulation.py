@@ -160,3 +160,21 @@ def test_request_overhead_is_measured_on_both_roles_pinned_and_emulated(split_bu
     request = device.segments[P.REQUEST_SEGMENT].median_ms
     assert model.cost(server, load=1.0, mbit_s=100.0).device_ms == pytest.approx(request + offload.median_ms)
     assert model.cost(device_only, load=1.0, mbit_s=100.0).device_ms == pytest.approx(request + device.ms("head_1"))
+
+
+def test_pi4_calibration_refuses_a_student_that_is_not_a_resnet(split_bundle: Path, tmp_path: Path) -> None:
+    """The published Pi 4 time is for a ResNet student; k from another family's student would be wrong."""
+    import json
+    import shutil
+
+    from shared.bundle import BundleError
+    from splitting import profile as P
+
+    bundle = tmp_path / "b"
+    shutil.copytree(split_bundle, bundle)
+    raw = json.loads((bundle / "manifest.json").read_text())
+    student = raw["models"][raw["student"]]
+    student["arch"] = {**(student.get("arch") or {}), "family": "alexnet"}
+    (bundle / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=r"its student is .alexnet.. .*pass its k with --slowdown K"):
+        P.reference_host_ms(bundle, runs=2, warmup=0)
