@@ -28,7 +28,6 @@ from serving.batcher import Batcher
 from serving.metrics import ModelMetrics
 from shared.names import AnswerSource, Strategy
 from shared.oip import ProtocolError
-from shared.preprocess import is_encoded
 
 STRATEGIES: tuple[str, ...] = tuple(Strategy)
 """`cooperation` follows the offloader; the other two are the paper's reference points (Table VII)."""
@@ -189,13 +188,9 @@ class EdgeAgent:
         """
         chosen = self._check_strategy(strategy)
         started = time.perf_counter() if started is None else started
-        # Checked here, so that a bad request fails alone, never a merged pass. Encoded images are
-        # decoded off the event loop (a photo takes milliseconds); `x` itself is what an offload sends,
-        # so the cloud gets the device's file, not pixels 3-12x its size.
-        if is_encoded(x):
-            pixels = await asyncio.to_thread(self.engine.check_input, x)
-        else:
-            pixels = self.engine.check_input(x)
+        # Checked here, so that a bad request fails alone, never a merged pass. `x` itself is what an
+        # offload sends, so the cloud gets the device's file, not pixels 3-12x its size.
+        pixels = await self.engine.preprocessor.check_async(x)
         decide = chosen is Strategy.COOPERATION and self.cloud is not None  # edge-only: the decision is moot
         if len(x) == 0:
             out = StudentOutput(logits=np.zeros((0, self.engine.num_classes), np.float32),

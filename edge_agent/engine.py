@@ -95,7 +95,8 @@ class EdgeEngine:
         return 1000.0 * (time.perf_counter() - started)
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
-        """`x` if it is a (N, C, H, W) batch of raw uint8 or float32 pixels, else InputError naming why."""
+        """The (N, C, H, W) raw pixels of `x` (pixels as they are, or encoded images decoded), else
+        InputError naming why."""
         return self.preprocessor.check(x)
 
     def normalise(self, x_raw: np.ndarray) -> np.ndarray:

@@ -113,8 +113,7 @@ class SplitAgent:
         if isinstance(deadline_ms, bool) or not isinstance(deadline_ms, int | float) or not 0 < deadline_ms < 600_000:
             raise ProtocolError(f"parameter deadline_ms must be a number in (0, 600000), got {deadline_ms!r}")
         planner = self._planner(strategy) if action is None else _Fixed(self._action_index(action))
-        x = await asyncio.to_thread(self.preprocessor.check, x_raw) if is_encoded(x_raw) else \
-            self.preprocessor.check(x_raw)
+        x = await self.preprocessor.check_async(x_raw)
         async with self._lock:
             return await self._infer(x, planner, float(deadline_ms), encoded=x_raw if is_encoded(x_raw) else None)
 

@@ -23,6 +23,7 @@ from edgecloud.evaluation.run import EvalConfig, run_eval
 from shared.bundle import BundleError, Manifest, load_manifest, sha256_file
 from shared.data.imagefolder import load_image_split
 from shared.datasets import Split, load_dataset
+from shared.image_codec import as_bytes_tensor
 from testbed.services import running
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,7 @@ def sample_images(inputs: DemoInputs, manifest: Manifest) -> tuple[Split, np.nda
                         "(data/cifar10-sample/README.md says how it was made)")
     split, files = load_image_split(inputs.sample, "test", classes=list(manifest.classes),
                                     shape=tuple(manifest.input.shape))  # type: ignore[arg-type]
-    encoded = np.empty(len(files), dtype=object)
-    encoded[:] = files
-    return split, encoded
+    return split, as_bytes_tensor(files)
 
 
 def run_cooperation(inputs: DemoInputs, out: Path, *, progress: bool = True, concurrency: int = 4

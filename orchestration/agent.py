@@ -270,10 +270,9 @@ class OrchestratorModel(ServedModel):
     async def predict(self, tensors: dict[str, np.ndarray], *, timeout_s: float,
                       parameters: dict[str, Any]) -> dict[str, np.ndarray]:
         raw = single_input(self.name, tensors)
-        check = self.orchestrator.local.preprocessor.check
-        encoded = raw if isinstance(raw, np.ndarray) and is_encoded(raw) else None
-        x = await asyncio.to_thread(check, raw) if encoded is not None else check(raw)
-        a = await self.orchestrator.answer(x, accuracy_req=_accuracy_req(parameters), encoded=encoded)
+        x = await self.orchestrator.local.preprocessor.check_async(raw)
+        a = await self.orchestrator.answer(x, accuracy_req=_accuracy_req(parameters),
+                                           encoded=raw if is_encoded(raw) else None)
         n = len(x)
         return {"label": a.labels, "source": np.full(n, a.source.value, dtype=object),
                 "tier": np.full(n, a.tier.value, dtype=object), "variant": np.full(n, a.variant, dtype=object),

@@ -27,7 +27,7 @@ from serving.batcher import Batcher
 from serving.errors import ModelNotReadyError
 from shared.bundle import ModelEntry, TensorSpec
 from shared.oip import ModelMetadata, ProtocolError, TensorMetadata
-from shared.preprocess import ImagePreprocessor, is_encoded
+from shared.preprocess import ImagePreprocessor
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +187,7 @@ class ClassifierModel(ServedModel):
         if isinstance(x, np.ndarray) and x.ndim and x.shape[0] > self.batcher.max_queue_size:
             raise ProtocolError(f"input {INPUT!r}: a batch of {x.shape[0]} samples exceeds max_queue_size "
                                 f"{self.batcher.max_queue_size}; split it", status_code=413)
-        # Encoded images are decoded off the event loop: a large photo takes milliseconds.
-        x = await asyncio.to_thread(self.preprocessor.check, x) if is_encoded(x) else self.preprocessor.check(x)
+        x = await self.preprocessor.check_async(x)
         if len(x) == 0:
             return {LOGITS: np.zeros((0, self.num_classes), np.float32), LABEL: np.zeros(0, np.int64)}
         return await self.batcher.submit(x, timeout_s=timeout_s)

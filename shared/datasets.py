@@ -18,6 +18,7 @@ import numpy as np
 from shared.data import cifar, digits, idx, imagefolder, svhn
 from shared.data.base import Dataset, DatasetError, Encoded, Split
 from shared.data.splits import channel_stats, stratified_split
+from shared.image_codec import as_bytes_tensor
 from shared.preprocess import normalize  # re-exported: datasets are normalised by the one shared function
 
 __all__ = [
@@ -161,6 +162,4 @@ def request_inputs(dataset: Dataset, payload: str = "auto") -> np.ndarray:
         return dataset.test.x
     if dataset.encoded is None:
         raise ValueError(f"dataset {dataset.name!r} has no image files to send; use --payload pixels")
-    files = np.empty(len(dataset.encoded.test_files), dtype=object)
-    files[:] = dataset.encoded.test_files
-    return files
+    return as_bytes_tensor(dataset.encoded.test_files)

@@ -11,6 +11,7 @@ form of the sample is the one the device already has). Training data is read thr
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,20 +28,23 @@ class ImageDecodeError(ValueError):
 
 
 def open_image(data: bytes, *, where: str, load: bool = True) -> Any:  # -> PIL.Image.Image
-    """Pillow image of `data`; `load` decodes the pixels too, so a truncated file fails here, naming `where`."""
+    """Pillow image of `data`; `load` decodes the pixels too, so a truncated file fails here, naming `where`.
+    The header's size is checked first: past `MAX_PIXELS` nothing is decoded."""
     from PIL import Image, UnidentifiedImageError
 
+    unreadable = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
     try:
         image = Image.open(io.BytesIO(data))
-        if image.size[0] * image.size[1] > MAX_PIXELS:
-            raise ImageDecodeError(f"{where}: {image.size[0]}x{image.size[1]} pixels is more than "
-                                   f"{MAX_PIXELS:,}; send a smaller image")
-        if load:
-            image.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        if isinstance(exc, ImageDecodeError):
-            raise
+    except unreadable as exc:
         raise ImageDecodeError(f"{where}: not a readable image ({exc})") from exc
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(f"{where}: {width}x{height} pixels is more than {MAX_PIXELS:,}; send a smaller image")
+    if load:
+        try:
+            image.load()
+        except unreadable as exc:
+            raise ImageDecodeError(f"{where}: not a readable image ({exc})") from exc
     return image
 
 
@@ -70,11 +74,18 @@ def decode_batch(encoded: np.ndarray, *, shape: tuple[int, int, int], name: str 
     return out
 
 
-def encode_jpeg(pixels: np.ndarray, *, quality: int = 90) -> bytes:
-    """One (C, H, W) uint8 image as a JPEG file (tests and the demo build requests with it)."""
+def as_bytes_tensor(files: Sequence[bytes]) -> np.ndarray:
+    """(N,) object array of files: what a BYTES tensor is on either side of the wire (shared.oip)."""
+    out = np.empty(len(files), dtype=object)
+    out[:] = list(files)
+    return out
+
+
+def encode_image(pixels: np.ndarray, *, fmt: str = "PNG", quality: int = 90) -> bytes:
+    """One (C, H, W) uint8 image as a file (PNG: lossless; JPEG at `quality`), as a device would hold it."""
     from PIL import Image
 
     array = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)  # (H, W) or (H, W, C)
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format=fmt, quality=quality)
     return buffer.getvalue()

@@ -12,6 +12,7 @@ training loop and the parity check fed it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,9 +25,9 @@ ACCEPTED_DTYPES: tuple[np.dtype[Any], ...] = (np.dtype(np.uint8), np.dtype(np.fl
 """UINT8 are raw pixels as the dataset stores them; FP32 are pixel values on that same raw scale."""
 
 
-def is_encoded(x: np.ndarray) -> bool:
+def is_encoded(x: Any) -> bool:
     """True for a BYTES tensor as OIP decodes it (an object array): encoded images, not pixels."""
-    return x.dtype == object
+    return isinstance(x, np.ndarray) and x.dtype == object
 
 
 def _datatype(x: np.ndarray) -> str:
@@ -129,6 +130,13 @@ class ImagePreprocessor:
                     raise InputError(f"input {name!r}: values must be raw pixels in [{low}, {high}] "
                                      f"({self.raw_dtype} as stored), got values in [{x.min():g}, {x.max():g}]")
         return x
+
+    async def check_async(self, x: Any, *, name: str = "input") -> np.ndarray:
+        """`check` for a server's event loop: encoded images are decoded in a worker thread (a photo
+        takes milliseconds), raw pixels are checked inline (microseconds; a thread hop would cost more)."""
+        if is_encoded(x):
+            return await asyncio.to_thread(self.check, x, name=name)
+        return self.check(x, name=name)
 
     def normalize(self, x_raw: np.ndarray) -> np.ndarray:
         """(N, C, H, W) raw pixels -> float32 normalised, exactly as in training."""

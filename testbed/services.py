@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,15 +34,17 @@ class Service:
 
 
 def start_service(name: str, args: Sequence[str], *, port: int, log_dir: Path,
-                  env: dict[str, str] | None = None, host: str = "127.0.0.1") -> Service:
-    """Run `edgecloud ARGS --host H --port P` with its output in LOG_DIR/NAME.log."""
+                  env: dict[str, str] | None = None, host: str = "127.0.0.1",
+                  preexec_fn: Callable[[], None] | None = None) -> Service:
+    """Run `edgecloud ARGS --host H --port P` with its output in LOG_DIR/NAME.log. `preexec_fn` runs in
+    the child before it starts (e.g. entering a device emulation's cgroup, or pinning cores)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     cmd = [sys.executable, "-m", "edgecloud", *args, "--host", host, "--port", str(port)]
     with log_path.open("wb") as log:
         # A new session, so a Ctrl-C in the terminal reaches us, and we stop the children in order.
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                   env={**os.environ, **(env or {})})
+                                   env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)
     return Service(name, f"http://{host}:{port}", process, log_path)
 
 

@@ -150,27 +150,28 @@ def _request_overhead(bundle: Path, group: Any, *, role: str, slowdown: float | 
     """
     from shared.bundle import BundleError, load_manifest
     from splitting import profile as P
-    from testbed.services import free_port, stop_service, wait_ready
+    from testbed.services import free_port, start_service, stop_service, wait_ready
 
     manifest = load_manifest(bundle)
-    env = dict(os.environ)
-    if slowdown is not None:
-        env["EDGECLOUD_DEVICE_SLOWDOWN"] = str(slowdown)
+    env = {} if slowdown is None else {"EDGECLOUD_DEVICE_SLOWDOWN": str(slowdown)}
+    log_dir = Path(bundle) / "reports"
     started = []
     try:
+        # The edge hosts `split` only with both profiles, so the device's overhead needs the server's first.
         server = P.load(bundle, manifest, "server") if role == "device" else None
         cloud_url = None
         if server is not None and P.REQUEST_SEGMENT in server.segments:
             # The server on every core, not inside the device's pinning: it stands for the other machine.
-            cloud = _serve(bundle, ["cloud", "serve", "--models", manifest.teacher], port=free_port(),
-                           preexec=_all_cores, env=env, log_name="profile-cloud.log")
+            cloud = start_service("profile-cloud", ["cloud", "serve", "--bundle", str(bundle), "--models",
+                                                    manifest.teacher],
+                                  port=free_port(), log_dir=log_dir, env=env, preexec_fn=_all_cores)
             started.append(cloud)
             wait_ready(cloud, timeout_s=180)
             cloud_url = cloud.url
         serve = ["edge", "serve", *(["--cloud-url", cloud_url] if cloud_url else [])] if role == "device" \
             else ["cloud", "serve"]
-        service = _serve(bundle, serve, port=free_port(), preexec=group.enter if group is not None else None, env=env,
-                         log_name="profile-edge.log")
+        service = start_service("profile-edge", [*serve, "--bundle", str(bundle)], port=free_port(),
+                                log_dir=log_dir, env=env, preexec_fn=group.enter if group is not None else None)
         started.append(service)
         wait_ready(service, timeout_s=180)
         rows = []
@@ -206,16 +207,3 @@ def _request_overhead(bundle: Path, group: Any, *, role: str, slowdown: float | 
 
 def _all_cores() -> None:
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-
-
-def _serve(bundle: Path, command: list[str], *, port: int, preexec: Any, env: dict[str, str], log_name: str) -> Any:
-    """`edgecloud <command> --bundle B` on 127.0.0.1:`port` as a subprocess, logging to reports/`log_name`."""
-    from testbed.services import Service
-
-    log = Path(bundle) / "reports" / log_name
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "edgecloud", *command, "--bundle", str(bundle),
-                                    "--host", "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                   preexec_fn=preexec, start_new_session=True, env=env)
-    return Service(command[0], f"http://127.0.0.1:{port}", process, log)

@@ -33,6 +33,10 @@ class Split:
         return len(self.y)
 
 
+HEAD_FILES = 64
+"""Test files in `Encoded.test_head`: enough to time a decoder, about 60 KB for CIFAR-10."""
+
+
 @dataclass(frozen=True)
 class Encoded:
     """The test split's files as a device holds them, where the dataset has files (image folders)."""
@@ -46,8 +50,8 @@ class Encoded:
 
     @property
     def test_head(self) -> tuple[bytes, ...]:
-        """The first 64 test files (enough to time a decoder on real files)."""
-        return self.test_files[:64]
+        """The first `HEAD_FILES` test files (enough to time a decoder on real files)."""
+        return self.test_files[:HEAD_FILES]
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,6 @@ from shared.data.base import DatasetError, Split
 from shared.image_codec import GREY_MODES, ImageDecodeError, open_image, pixels_of
 
 SPLITS: tuple[str, str] = ("train", "test")
-HEAD_FILES = 64
-"""Test files in ``ImageFolder.test_head``: enough to time a decoder, about 60 KB for CIFAR-10."""
 ARCHIVE_SUFFIXES: tuple[str, ...] = (".tar.gz", ".tgz", ".tar")
 _LAYOUT = "train/<class>/<image> and test/<class>/<image>"
 
@@ -56,11 +54,6 @@ class ImageFolder:
     """(N_test,) int64: size of each test image's file, in the order of ``test``."""
     test_files: tuple[bytes, ...] = ()
     """every test file, byte for byte, in the order of ``test`` (what a device would send; CIFAR-10: 10 MB)"""
-
-    @property
-    def test_head(self) -> tuple[bytes, ...]:
-        """The first ``HEAD_FILES`` test files (for timing a decoder on real files)."""
-        return self.test_files[:HEAD_FILES]
     source: str = ""
     """the folder or archive read"""
 

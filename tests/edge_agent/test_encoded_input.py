@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from edge_agent.app import create_app
 from edge_agent.settings import EdgeSettings
+from shared.image_codec import as_bytes_tensor, encode_image
 from shared.oip import decode_response, encode_request
 from testbed.services import Service
 from tests.edge_agent.helpers import StubBehaviour, metric, stub_labels
@@ -22,12 +21,7 @@ INFER = "/v2/models/edge/infer"
 
 def png_files(x: np.ndarray) -> np.ndarray:
     """(N,) object array of PNG files of (N, 1, H, W) uint8 digits (lossless: they decode to `x` exactly)."""
-    out = np.empty(len(x), dtype=object)
-    for i, sample in enumerate(x):
-        buffer = io.BytesIO()
-        Image.fromarray(sample[0]).save(buffer, format="PNG")
-        out[i] = buffer.getvalue()
-    return out
+    return as_bytes_tensor([encode_image(sample) for sample in x])
 
 
 def infer(client: TestClient, x: np.ndarray, strategy: str) -> dict[str, np.ndarray]:

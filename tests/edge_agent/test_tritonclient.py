@@ -43,16 +43,10 @@ def test_tritonclient_sends_image_files_as_bytes(make_settings: Callable[..., Ed
                                                  stub: tuple[str, StubBehaviour],
                                                  tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
     """What a camera app does with tritonclient: one BYTES element per image file, forwarded as it is."""
-    import io
-
-    from PIL import Image
+    from shared.image_codec import as_bytes_tensor, encode_image
 
     x = tiny_test_split[0][:16]
-    files = np.empty(len(x), dtype=object)
-    for i, sample in enumerate(x):
-        buffer = io.BytesIO()
-        Image.fromarray(sample[0]).save(buffer, format="PNG")
-        files[i] = buffer.getvalue()
+    files = as_bytes_tensor([encode_image(sample) for sample in x])
     with serve_in_thread(create_app(make_settings(cloud_url=stub[0]))) as url:
         client = httpclient.InferenceServerClient(url=url.removeprefix("http://"))
         try:

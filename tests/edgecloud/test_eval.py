@@ -116,12 +116,12 @@ def test_repeat_interleaves_rounds_and_reports_the_median_round(
 
 def _png_folder(root: Path, x: np.ndarray, y: np.ndarray, split: str) -> None:
     """Digits as a user's image folder: <split>/<class>/<i>.png, grey, lossless."""
-    from PIL import Image
+    from shared.image_codec import encode_image
 
     for i, (sample, label) in enumerate(zip(x, y, strict=True)):
         folder = root / split / str(label)
         folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(sample[0]).save(folder / f"{i:04d}.png")
+        (folder / f"{i:04d}.png").write_bytes(encode_image(sample))
 
 
 def test_eval_sends_image_files_and_the_edge_forwards_them(

@@ -317,15 +317,10 @@ def test_build_orchestrator_gives_each_remote_tier_its_own_client(variant_bundle
 
 def test_image_files_are_decoded_for_the_device_and_uploaded_as_they_came(
         variant_bundle: Path, tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
-    import io
-
-    from PIL import Image
+    from shared.image_codec import as_bytes_tensor, encode_image
 
     x = tiny_test_split[0][:1]
-    buffer = io.BytesIO()
-    Image.fromarray(x[0, 0]).save(buffer, format="PNG")
-    files = np.empty(1, dtype=object)
-    files[0] = buffer.getvalue()
+    files = as_bytes_tensor([encode_image(x[0])])
     seen: list[np.ndarray] = []
 
     def handle(request: httpx.Request) -> httpx.Response:

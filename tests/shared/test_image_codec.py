@@ -8,22 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.image_codec import MAX_PIXELS, ImageDecodeError, decode_batch, encode_jpeg
+from shared.image_codec import MAX_PIXELS, ImageDecodeError, as_bytes_tensor, decode_batch, encode_image
 from shared.preprocess import ImagePreprocessor, InputError
 
 
 def png(array: np.ndarray) -> bytes:
     """(C, H, W) uint8 as a PNG file (lossless, so decoding must give the pixels back exactly)."""
-    image = Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def as_bytes_tensor(files: list[bytes]) -> np.ndarray:
-    out = np.empty(len(files), dtype=object)  # what shared.oip decodes a BYTES tensor to
-    out[:] = files
-    return out
+    return encode_image(array, fmt="PNG")
 
 
 def test_png_round_trips_exactly_in_rgb_and_grey() -> None:
@@ -36,7 +27,7 @@ def test_png_round_trips_exactly_in_rgb_and_grey() -> None:
 
 def test_jpeg_decodes_close_to_its_pixels_and_other_sizes_are_resized() -> None:
     smooth = np.broadcast_to(np.linspace(0, 255, 32, dtype=np.uint8)[None, None, :], (3, 32, 32)).copy()
-    out = decode_batch(as_bytes_tensor([encode_jpeg(smooth, quality=95)]), shape=(3, 32, 32))
+    out = decode_batch(as_bytes_tensor([encode_image(smooth, fmt="JPEG", quality=95)]), shape=(3, 32, 32))
     assert out.shape == (1, 3, 32, 32) and out.dtype == np.uint8
     assert np.abs(out[0].astype(int) - smooth.astype(int)).mean() < 3  # lossy, but close on a gradient
     big = np.full((3, 96, 64), 200, dtype=np.uint8)

@@ -125,7 +125,8 @@ def test_profile_slowdown_k_stretches_every_device_segment(split_bundle: Path, t
 
 
 @pytest.mark.slow
-def test_request_overhead_is_measured_on_both_roles_pinned_and_emulated(split_bundle: Path, tmp_path: Path) -> None:
+def test_request_overhead_is_measured_on_both_roles_pinned_and_emulated(split_bundle: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """`--request-overhead` serves the bundle and stores a `request` segment, also with --cpus and --slowdown
     (it was silently skipped on those paths)."""
     import shutil
@@ -136,6 +137,10 @@ def test_request_overhead_is_measured_on_both_roles_pinned_and_emulated(split_bu
 
     bundle = tmp_path / "b"
     shutil.copytree(split_bundle, bundle)
+    # The device's overheads need the server profile first (the edge hosts `split` only with both): a clear 2.
+    assert main(["profile", "--bundle", str(bundle), "--role", "device", "--slowdown", "2", "--cpus", "0",
+                 "--runs", "10", "--request-overhead"]) == 2
+    assert "no server profile; run `edgecloud profile" in capsys.readouterr().err
     assert main(["profile", "--bundle", str(bundle), "--role", "server", "--cpus", "0", "--runs", "10",
                  "--request-overhead"]) == 0
     assert main(["profile", "--bundle", str(bundle), "--role", "device", "--slowdown", "2", "--cpus", "0",

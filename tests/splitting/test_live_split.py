@@ -14,6 +14,7 @@ import pytest
 
 from shared.datasets import load_dataset
 from shared.feature_codec import FEATURE, quantize
+from shared.image_codec import as_bytes_tensor, encode_image
 from shared.oip import decode_request, decode_response, encode_request
 from splitting.setup import ARTIFACT_SPEC, SPEC_JSON, PlannerSpec, store_artifact
 from testbed.services import running
@@ -37,17 +38,6 @@ def _ask(url: str, x: np.ndarray, **params: object) -> dict[str, np.ndarray]:
     return decode_response(response.content, response.headers)[1]
 
 
-def _png(sample: np.ndarray) -> bytes:
-    """One (1, H, W) uint8 digit as a PNG file (lossless)."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(sample[0]).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def _labels(out: dict[str, np.ndarray], key: str) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in out[key]]
 
@@ -63,8 +53,7 @@ def test_every_placement_answers_and_a_dead_server_loses_nothing(live_bundle: Pa
             assert 0 <= int(out["label"][0]) < 10
         assert int(_ask(edge.url, x, action="split@2:2b:exit4", deadline_ms=5000)["payload_bytes"][0]) > 0
         # A device that holds the image as a file: device actions decode it, server-only uploads the file.
-        file = np.empty(1, dtype=object)
-        file[0] = _png(x[0])
+        file = as_bytes_tensor([encode_image(x[0])])
         from_pixels = _ask(edge.url, x, action="server", deadline_ms=5000)
         from_file = _ask(edge.url, file, action="server", deadline_ms=5000)
         assert _labels(from_file, "source") == ["cloud"] and int(from_file["label"][0]) == int(from_pixels["label"][0])
@@ -108,8 +97,7 @@ def test_the_live_client_sends_one_sample_as_pixels_or_as_its_file() -> None:
     from splitting.live_client import request
 
     pixels = load_dataset("digits").test.x[:3]
-    files = np.empty(3, dtype=object)
-    files[:] = [_png(x) for x in pixels]
+    files = as_bytes_tensor([encode_image(x) for x in pixels])
     for inputs, datatype in ((pixels, "UINT8"), (files, "BYTES")):
         body, headers = request(inputs, 2, {"strategy": "sac", "deadline_ms": 200.0})
         _, tensors = decode_request(body, headers, max_bytes=1 << 20)
