@@ -9,6 +9,10 @@ hindsight oracle's from the environment, through the live path). Per request:
 1. the planner picks (exit e, partition p, bits b) from the state it measured itself (splitting/state.py);
 2. device-only: head_e here. Split: head_p here, the feature quantised to b bits and sent to the
    server's `tail_p`, which answers with exit e. Server-only: raw pixels to the server's teacher;
+   Hedge (a planner trained with `--hedge`): the server-only upload and the whole network here at once;
+   the first answer wins, the device's labelled `edge-fallback` / `local_first`. The upload is left
+   to finish in the background (its measurement feeds the state; cancelling it would cost the
+   connection);
 3. the offload gets what is left of the deadline (less, for server-only, the time of exit 1 here). If
    the server is down, slow or overloaded, the device finishes on its own (splitting/latency.py's rule,
    which the environment models too): a split runs tail_p here if the profile says it fits the time
@@ -39,7 +43,7 @@ from shared.oip import ProtocolError
 from shared.preprocess import ImagePreprocessor, is_encoded
 from splitting.actions import Placement
 from splitting.segments import SegmentRunner, head_name, tail_name
-from splitting.setup import STRATEGIES, SplitSetup
+from splitting.setup import LEGACY_STRATEGIES, STRATEGIES, SplitSetup
 from splitting.state import StateTracker
 from testbed.slowdown import Slowdown
 
@@ -93,9 +97,11 @@ class SplitAgent:
         self.preprocessor = ImagePreprocessor.from_spec(self.setup.manifest.input)
         self.cloud = cloud
         self.tracker = StateTracker(self.setup.spec.state, initial_rtt_ms=self.setup.spec.link.rtt_ms)
-        self.planners = {name: self.setup.planner(name, self.model) for name in LIVE_STRATEGIES
-                         if name not in ("sac", "dqn") or name in self.setup.policies}
+        self.planners = {name: self.setup.planner(name, self.model) for name in self.setup.strategies()
+                         if name in LIVE_STRATEGIES} | {
+            legacy: self.setup.planner(legacy, self.model) for legacy in LEGACY_STRATEGIES}
         self._lock = asyncio.Lock()  # one request at a time: the device is one core, and the state is shared
+        self._background: set[asyncio.Task[Any]] = set()  # hedged uploads the device no longer waits for
 
     def _action_index(self, label: Any) -> int:
         labels = {a.label(self.plan.n_stages): i for i, a in enumerate(self.space.actions) if self.space.valid[i]}
@@ -135,11 +141,10 @@ class SplitAgent:
         if kind is Placement.DEVICE:
             exits = await self._head(a.exit, xn)
             return SplitAnswer(self._labels(exits[a.exit]), AnswerSource.EDGE, "", label, 0)
+        if kind is Placement.HEDGE:
+            return await self._hedge(index, label, x, xn, encoded, started, deadline_ms)
         if kind is Placement.SERVER:
-            # Server-only uploads the sample as the device holds it: its file when it came as one (the
-            # server decodes it), else its raw pixels.
-            sample = wire_pixels(x) if encoded is None else encoded
-            payload = int(x.size) if encoded is None else sum(len(item) for item in encoded)
+            sample, payload = self._server_sample(x, encoded)
             reserve_s = self.model.reserve_ms(index, load=load) / 1000.0
             budget_s = deadline_ms / 1000.0 - (time.perf_counter() - started) - reserve_s
             try:
@@ -160,6 +165,42 @@ class SplitAgent:
             labels = await self._finish_split(a.partition, a.exit, exits, feature, started, deadline_ms)
             return SplitAnswer(labels, AnswerSource.FALLBACK, err.reason.value, label, code.nbytes)
         return SplitAnswer(answer, AnswerSource.CLOUD, "", label, code.nbytes)
+
+    @staticmethod
+    def _server_sample(x: np.ndarray, encoded: np.ndarray | None) -> tuple[np.ndarray, int]:
+        """What server-only uploads, and its payload bytes: the sample as the device holds it, its file when
+        it came as one (the server decodes it), else its raw pixels."""
+        if encoded is None:
+            return wire_pixels(x), int(x.size)
+        return encoded, sum(len(item) for item in encoded)
+
+    async def _hedge(self, index: int, label: str, x: np.ndarray, xn: np.ndarray, encoded: np.ndarray | None,
+                     started: float, deadline_ms: float) -> SplitAnswer:
+        """Upload as server-only and run exit S here at once; the first answer wins (splitting/latency.py
+        models the same race)."""
+        sample, payload = self._server_sample(x, encoded)
+        s = self.plan.n_stages
+        budget_s = deadline_ms / 1000.0 - (time.perf_counter() - started)
+        offload = asyncio.create_task(self._offload(index, self.setup.manifest.teacher, {INPUT: sample}, None,
+                                                    budget_s, len(x)))
+        local = asyncio.create_task(self._head(s, xn))
+        done, _ = await asyncio.wait({offload, local}, return_when=asyncio.FIRST_COMPLETED)
+        if offload in done:
+            try:
+                answer = offload.result()
+            except OffloadError as err:
+                exits = await local
+                return SplitAnswer(self._labels(exits[s]), AnswerSource.FALLBACK, err.reason.value, label, payload)
+            # The device's pass runs on in its thread (a thread cannot be stopped); nothing waits for it.
+            local.add_done_callback(_retrieve)
+            return SplitAnswer(answer, AnswerSource.CLOUD, "", label, payload)
+        # The device was first. Its upload goes on (it records its own transfer when it ends).
+        self._background.add(offload)
+        offload.add_done_callback(self._background.discard)
+        offload.add_done_callback(_retrieve)
+        exits = local.result()
+        return SplitAnswer(self._labels(exits[s]), AnswerSource.FALLBACK, FallbackReason.LOCAL_FIRST.value, label,
+                           payload)
 
     @staticmethod
     def _labels(logits: np.ndarray) -> np.ndarray:
@@ -186,7 +227,7 @@ class SplitAgent:
         if self.cloud is None:
             raise OffloadError(FallbackReason.UNREACHABLE, "this edge has no cloud_url", tried=False)
         t0 = time.monotonic()
-        server_ms = self.model.cost(index, load=1.0, mbit_s=1.0).server_ms
+        server_ms = self.model.server_ms(index)
         wire = self.model.request_bytes(index) + self.model.link.response_bytes
         try:
             answer = await self.cloud.infer_model(model, inputs, n=n, parameters=params, budget_s=budget_s)
@@ -219,6 +260,13 @@ class SplitAgent:
         e = fits[0] if fits else 1
         exits = await self._head(e, xn)
         return self._labels(exits[e])
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Done callback of a task nobody awaits: read its outcome, so that an expected failure (a hedged
+    upload timing out after the device answered) is not logged as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class SplitModel(ServedModel):

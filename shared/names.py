@@ -47,6 +47,7 @@ class FallbackReason(StrEnum):
     CIRCUIT_OPEN = "circuit_open"
     BAD_RESPONSE = "bad_response"
     UNAUTHORIZED = "unauthorized"
+    LOCAL_FIRST = "local_first"  # a hedged request (splitting/actions.py): the device's own pass answered first
 
 
 class Tier(StrEnum):

@@ -8,6 +8,14 @@ runs stages 1..p:
 - 0 < p < S: split; the device sends the p-feature at b bits, the server answers with exit e > p.
 Every other cell (an exit before the split, a second copy of a device-only or server-only choice)
 is invalid and masked, so the planner's logits cover the whole grid but it only ever picks a valid cell.
+
+With `hedge` (a regime trained with `edgecloud split train --hedge`), one more action follows the grid:
+**hedge**, server-only whose device does not wait idle. It uploads the image as server-only does and,
+at the same time, runs its own whole network (exit S); the first answer wins. A Raspberry Pi 4 has
+four cores and an upload needs almost none of them, so the race costs the device energy (it computes
+every request, as device-only does), not time. Neither Niu et al. nor the baselines (Neurosurgeon,
+Edgent) have it: they choose from the grid only, and the `hedge` strategy (splitting/baselines.py)
+always takes it, the simplest planner that uses it.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ class Placement(StrEnum):
     DEVICE = "device"  # p = S: everything on the device
     SERVER = "server"  # p = 0: the image (raw or its JPEG file) to the server
     SPLIT = "split"    # head on the device, tail on the server
+    HEDGE = "hedge"    # server-only and the device's own whole network at once; the first answer wins
 
 
 @dataclass(frozen=True)
@@ -31,8 +40,11 @@ class Action:
     exit: int       # 1..S: which exit answers
     partition: int  # 0..S: stages run on the device
     bits: int       # bit width of the sent feature (8 for raw pixels and device-only)
+    hedge: bool = False  # server-only raced against the device's own exit S (module docstring)
 
     def placement(self, n_stages: int) -> Placement:
+        if self.hedge:
+            return Placement.HEDGE
         if self.partition == n_stages:
             return Placement.DEVICE
         return Placement.SERVER if self.partition == 0 else Placement.SPLIT
@@ -43,22 +55,30 @@ class Action:
             return f"device:exit{self.exit}"
         if kind is Placement.SERVER:
             return "server"
+        if kind is Placement.HEDGE:
+            return "hedge"
         return f"split@{self.partition}:{self.bits}b:exit{self.exit}"
 
 
 class ActionSpace:
-    """The (exit, partition, bits) grid of a net with `n_stages` stages, and which cells are valid."""
+    """The (exit, partition, bits) grid of a net with `n_stages` stages, and which cells are valid; with
+    `hedge`, the hedge action after the grid."""
 
-    def __init__(self, n_stages: int, bits: tuple[int, ...] = BITS) -> None:
+    def __init__(self, n_stages: int, bits: tuple[int, ...] = BITS, *, hedge: bool = False) -> None:
         if n_stages < 2:
             raise ValueError(f"a split needs at least 2 stages, got {n_stages}")
         self.n_stages = n_stages
         self.bits = tuple(bits)
+        self.hedge = hedge
         self.actions = [Action(e, p, b) for e in range(1, n_stages + 1) for p in range(n_stages + 1)
                         for b in self.bits]
+        if hedge:
+            self.actions.append(Action(n_stages, 0, self.bits[0], hedge=True))
         self.valid = np.array([self._valid(a) for a in self.actions], dtype=bool)
 
     def _valid(self, a: Action) -> bool:
+        if a.hedge:
+            return True
         if a.partition == self.n_stages:
             return a.bits == self.bits[0]
         if a.partition == 0:
@@ -82,7 +102,17 @@ class ActionSpace:
         """Valid cells; without a reachable server only device-only ones."""
         if server_available:
             return self.valid.copy()
-        return self.valid & np.array([a.partition == self.n_stages for a in self.actions])
+        return self.valid & np.array([a.partition == self.n_stages and not a.hedge for a in self.actions])
+
+    def grid_mask(self) -> np.ndarray:
+        """Valid cells of the (exit, partition, bits) grid alone: what the published baselines choose from."""
+        return self.valid & np.array([not a.hedge for a in self.actions])
+
+    def hedged(self) -> int:
+        """Index of the hedge action (ValueError in a space without it)."""
+        if not self.hedge:
+            raise ValueError("this action space has no hedge action (a planner trained with --hedge has)")
+        return len(self.actions) - 1
 
     def device_only(self, exit_: int) -> int:
         return self.index(Action(exit_, self.n_stages, self.bits[0]))

@@ -11,6 +11,10 @@ Each `choose(obs, mask, view)` sees the observation vector, the valid-action mas
 - Edgent (Li, Zhou, Chen 2018): per request, the most accurate (exit, partition, bits) whose
   predicted latency at the bandwidth of the last transfer meets the deadline (the lowest latency among
   equally accurate ones; if none meets it, the fastest); before any transfer, the prior bandwidth;
+- Hedge: always the hedge action (splitting/actions.py; only in a space trained with it): upload the
+  image and run the whole network on the device at once, the first answer wins. The strongest simple
+  planner once the device may race its own pass against the server; Neurosurgeon and Edgent choose
+  from the (exit, partition, bits) grid only, as published;
 - Learned: a trained SAC actor or DQN (splitting/policy.py), greedy;
 - Oracle: with hindsight, the action of highest reward at the bandwidth that actually occurred.
 """
@@ -62,7 +66,7 @@ class Neurosurgeon:
 
     def __init__(self, model: CostModel, *, mean_mbit_s: float, rtt_ms: float) -> None:
         s = model.space.n_stages
-        candidates = [i for i in model.space.valid_indices() if model.space.actions[i].exit == s]
+        candidates = [i for i in np.flatnonzero(model.space.grid_mask()) if model.space.actions[i].exit == s]
         costs = {int(i): model.cost(int(i), load=1.0, mbit_s=mean_mbit_s, rtt_ms=rtt_ms).latency_ms
                  for i in candidates}
         self.index = min(costs, key=costs.__getitem__)
@@ -82,7 +86,7 @@ class Edgent:
     def choose(self, obs: np.ndarray, mask: np.ndarray, view: Any) -> int:
         mbit_s = view.tracker.last_mbit_s or self.prior_mbit_s
         best, best_key, fastest, fastest_ms = -1, (-np.inf, 0.0), -1, np.inf
-        for i in np.flatnonzero(mask):
+        for i in np.flatnonzero(mask & self.model.space.grid_mask()):
             ms = self.model.cost(int(i), load=view.load, mbit_s=mbit_s, rtt_ms=view.tracker.rtt_ms).latency_ms
             if ms < fastest_ms:
                 fastest, fastest_ms = int(i), ms
@@ -90,6 +94,18 @@ class Edgent:
             if ms <= view.deadline_ms and key > best_key:
                 best, best_key = int(i), key
         return best if best >= 0 else fastest
+
+
+class Hedge:
+    name = "hedge"
+
+    def __init__(self, model: CostModel) -> None:
+        self.index = model.space.hedged()
+        self.device_index = model.space.device_only(model.space.n_stages)
+
+    def choose(self, obs: np.ndarray, mask: np.ndarray, view: Any) -> int:
+        # No reachable server (the live breaker open): the device's own pass is all a hedge would get.
+        return self.index if mask[self.index] else self.device_index
 
 
 class Learned:

@@ -106,7 +106,8 @@ TRAIN_FLAGS: dict[str, str] = {
     "train.miss_penalty": "miss_penalty", "train.steps": "steps", "train.target_entropy_ratio": "target_entropy_ratio",
     "train.gamma": "gamma", "train.dqn": "no_dqn", "train.seed": "seed",
     **{f"regime.{name}": name for name in ("period_s", "deadline_ms", "rtt_ms", "request_overhead_bytes",
-                                           "response_bytes", "prior_mbit_s", "server_payload", "downlink_traces")},
+                                           "response_bytes", "prior_mbit_s", "server_payload", "downlink_traces",
+                                           "hedge")},
 }
 """`split train`'s flags: the setting each sets (dotted path -> argparse dest)."""
 EVAL_FLAGS: dict[str, str] = {

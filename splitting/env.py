@@ -192,5 +192,5 @@ class SplitEnv(gym.Env):
         on_link_ms = max(cost.network_ms - self.rtt_ms, 1e-3)
         mbit_s = 8.0 * cost.wire_bytes / (on_link_ms * 1000.0)
         noise = float(np.exp(self._rng.normal(0.0, self.cfg.measure_noise))) if self.cfg.measure_noise else 1.0
-        self.tracker.record_throughput(mbit_s * noise, now_s=self.t + cost.latency_ms / 1000.0,
-                                       completed=cost.fallback is None)
+        self.tracker.record_throughput(mbit_s * noise, now_s=self.t + cost.measured_at_ms / 1000.0,
+                                       completed=cost.completed)

@@ -26,6 +26,14 @@ Such a request takes the deadline, and is answered by that device exit (`Cost.fa
 were handed to the link already, so they still occupy it (and the server still answers): a stall
 leaves a backlog the next requests wait behind.
 
+A hedge (splitting/actions.py) uploads as server-only does and starts the device's whole network once
+the request is sent (`local = device + load * head_S`; one core does both, so the client's work comes
+first): it answers with the server if that answer arrives by the deadline and before the device's own,
+else with the device's exit S (`Cost.fallback`). The upload is not cancelled when the device wins (a
+cancelled HTTP request costs its connection, and the next offload a handshake): it finishes or times
+out at the deadline in the background, and the device measures it then (`Cost.measured_at_ms`). A
+hedge never falls back to an early exit.
+
 The same formula serves the environment (with the traces' real throughput over each transfer), the
 planners that predict from an estimate (a constant Mbit/s on an idle link: Neurosurgeon, Edgent) and
 the hindsight oracle. Overheads are HTTP and OIP headers, counted because on a slow link they are
@@ -75,6 +83,19 @@ class Cost:
     fallback: int | None = None  # device-only action that answered instead, when the offload timed out
     uplink_free_s: float | None = None    # trace time the uplink has sent this request (None: not on a trace)
     downlink_free_s: float | None = None  # trace time the downlink has sent its answer (None: not on a trace)
+    transfer_done_ms: float | None = None  # when the device learns how its transfer went (None: latency_ms)
+    transfer_completed: bool | None = None  # whether that transfer completed (None: when nothing fell back)
+
+    @property
+    def measured_at_ms(self) -> float:
+        """When, after the request started, the device measures its transfer: at the answer, except for a
+        hedge the device won, whose upload goes on and reports when it ends."""
+        return self.latency_ms if self.transfer_done_ms is None else self.transfer_done_ms
+
+    @property
+    def completed(self) -> bool:
+        """Whether the transfer completed (else it was abandoned at the deadline: an upper-bound sample)."""
+        return self.fallback is None if self.transfer_completed is None else self.transfer_completed
 
 
 class CostModel:
@@ -92,7 +113,8 @@ class CostModel:
         self.plan, self.space, self.device, self.server, self.link = plan, space, device, server, link
         self.server_payload = ServerPayload(server_payload)
         self.input_bytes = input_bytes if input_bytes is not None else InputBytes.default(plan.raw_shape)
-        self._server_index = space.server_only()
+        # The actions that upload the image itself (server-only and the hedge): their payload is the file.
+        self._file_indices = {space.server_only(), *([space.hedged()] if space.hedge else [])}
         s = plan.n_stages
         self._device_ms, self._server_ms, self._payload = [], [], []
         for a in space.actions:
@@ -115,7 +137,7 @@ class CostModel:
         if kind is Placement.DEVICE:
             return overhead + self.device.ms(head_name(a.exit))
         overhead += segments[OFFLOAD_SEGMENT].median_ms if OFFLOAD_SEGMENT in segments else 0.0
-        if kind is Placement.SERVER:
+        if kind in (Placement.SERVER, Placement.HEDGE):
             return overhead
         return overhead + self.device.ms(head_name(a.partition)) + self.device.ms(quantize_segment(a.partition, a.bits))
 
@@ -124,7 +146,7 @@ class CostModel:
         if kind is Placement.DEVICE:
             return 0.0
         overhead = self.server.segments[REQUEST_SEGMENT].median_ms if REQUEST_SEGMENT in self.server.segments else 0.0
-        if kind is Placement.SERVER:
+        if kind in (Placement.SERVER, Placement.HEDGE):
             decode = self.server.decode_ms if self.server_payload is ServerPayload.JPEG else 0.0
             return overhead + decode + self.server.ms(TEACHER_SEGMENT)
         return overhead + self.server.ms(tail_name(a.partition))
@@ -135,17 +157,24 @@ class CostModel:
     def payload_bytes(self, index: int, sample: int | None = None) -> int:
         """Tensor (or file) bytes action `index` uploads; for server-only JPEG, test sample `sample`'s file
         (None: the mean, as a planner predicts)."""
-        if sample is not None and index == self._server_index and self.server_payload is ServerPayload.JPEG:
+        if sample is not None and index in self._file_indices and self.server_payload is ServerPayload.JPEG:
             return round(self.input_bytes.at(sample))
         return self._payload[index]
 
     def request_bytes(self, index: int, sample: int | None = None) -> int:
         return self.payload_bytes(index, sample) + self.link.request_overhead_bytes if self.offloads(index) else 0
 
+    def server_ms(self, index: int) -> float:
+        """The server's profiled time for action `index` (0 for device-only)."""
+        return self._server_ms[index]
+
     def fallback_action(self, index: int) -> int:
-        """The device-only action that answers when offloading `index` fails: exit p (split) or exit 1."""
+        """The device-only action that answers when offloading `index` fails: exit p (split) or exit 1; a
+        hedge's own pass, exit S."""
         a = self.space.actions[index]
         s = self.plan.n_stages
+        if a.hedge:
+            return self.space.device_only(s)
         return self.space.device_only(a.partition if a.placement(s) is Placement.SPLIT else 1)
 
     def reserve_ms(self, index: int, *, load: float) -> float:
@@ -198,6 +227,21 @@ class CostModel:
         else:
             raise ValueError("cost needs a trace or a positive mbit_s")
         total = device_ms + network + server_ms
+        if self.space.actions[index].hedge:
+            local_ms = device_ms + load * self.device.ms(head_name(self.plan.n_stages))
+            in_time = deadline_ms is None or total <= deadline_ms
+            if in_time and local_ms < total:
+                # The device answers first; the upload is left to finish, so the device still measures it.
+                return Cost(latency_ms=local_ms, device_ms=local_ms, network_ms=network, server_ms=server_ms,
+                            payload_bytes=payload, wire_bytes=up_bytes + down_bytes,
+                            fallback=self.fallback_action(index), uplink_free_s=up_free, downlink_free_s=down_free,
+                            transfer_done_ms=total, transfer_completed=True)
+            if not in_time:
+                assert deadline_ms is not None
+                return Cost(latency_ms=local_ms, device_ms=local_ms, network_ms=max(deadline_ms - device_ms, 0.0),
+                            server_ms=0.0, payload_bytes=payload, wire_bytes=up_bytes,
+                            fallback=self.fallback_action(index), uplink_free_s=up_free, downlink_free_s=down_free,
+                            transfer_done_ms=max(deadline_ms, device_ms), transfer_completed=False)
         reserve = self.reserve_ms(index, load=load)
         if deadline_ms is not None and total > deadline_ms - reserve:
             give_up = max(deadline_ms - reserve, device_ms)

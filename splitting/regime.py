@@ -70,6 +70,10 @@ class Regime(ConfigModel):
     server_payload: ServerPayload = ServerPayload.RAW
     """what server-only uploads: `jpeg` (the dataset's own files; needs a bundle with split_input_bytes
     for their sizes, else a documented default ratio) or `raw` pixels"""
+    hedge: bool = False
+    """the planners may also hedge: upload as server-only and run the whole network on the device at the
+    same time, the first answer winning (splitting/actions.py); it adds one action, so planners trained
+    with and without it are not interchangeable"""
 
     @field_validator("uplink_traces", "downlink_traces", mode="before")
     @classmethod
@@ -139,6 +143,10 @@ def add_regime_arguments(parser: argparse.ArgumentParser, *, exclude: tuple[str,
         parser.add_argument("--server-payload", choices=[p.value for p in ServerPayload], default=None,
                             help="what server-only uploads: jpeg (the dataset's files) or raw pixels "
                                  "(default: the bundle's regime; raw without one)")
+    if "hedge" not in exclude:
+        parser.add_argument("--hedge", action=argparse.BooleanOptionalAction, default=None,
+                            help="add the hedge action: upload as server-only and run the whole network on the "
+                                 "device at once, first answer wins (default: the bundle's regime; off without one)")
     if "downlink_traces" not in exclude:
         parser.add_argument("--downlink-traces", nargs="+", default=None, metavar="FOLDER",
                             help="trace folders of the server-to-device direction (default: each uplink trace "
@@ -149,6 +157,7 @@ def regime_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The regime fields a parsed command line sets (None where a flag was not given)."""
     values: dict[str, Any] = {name: getattr(args, name, None) for name in _FLAGS}
     values["server_payload"] = getattr(args, "server_payload", None)
+    values["hedge"] = getattr(args, "hedge", None)
     downlink = getattr(args, "downlink_traces", None)
     values["downlink_traces"] = tuple(str(f) for f in downlink) if downlink else None
     return values

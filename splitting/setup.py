@@ -25,7 +25,7 @@ import numpy as np
 from shared import bundle as B
 from splitting import profile as P
 from splitting.actions import ActionSpace
-from splitting.baselines import DeviceOnly, Edgent, Learned, Neurosurgeon, Oracle, Planner, ServerOnly
+from splitting.baselines import DeviceOnly, Edgent, Hedge, Learned, Neurosurgeon, Oracle, Planner, ServerOnly
 from splitting.inputs import ARTIFACT_INPUT_BYTES, InputBytes, read_input_bytes
 from splitting.latency import CostModel, LinkModel
 from splitting.policy import MlpPolicy
@@ -56,6 +56,7 @@ class SplitStrategy(StrEnum):
     SERVER_ONLY_RAW = "server_only_raw"    # raw pixels
     NEUROSURGEON = "neurosurgeon"
     EDGENT = "edgent"
+    HEDGE = "hedge"  # server-only raced against the device's own pass; only where the regime has `hedge`
     ORACLE = "oracle"
 
 
@@ -203,9 +204,15 @@ class SplitSetup:
         bundle = Path(bundle)
         manifest = B.load_manifest(bundle)
         plan = SplitPlan.from_manifest(manifest)
-        space = ActionSpace(plan.n_stages, plan.bits)
+        spec = PlannerSpec(default_regime(manifest))
+        if ARTIFACT_SPEC in manifest.artifacts:
+            raw = B.read_verified(bundle, manifest, manifest.artifacts[ARTIFACT_SPEC])
+            spec = PlannerSpec.from_json(json.loads(raw))
+        elif need_spec:
+            raise B.BundleError(f"{bundle}: no trained planners; run `edgecloud split train --bundle {bundle}`")
+        grid = ActionSpace(plan.n_stages, plan.bits)
         report = read_accuracy(bundle, manifest)
-        val = np.zeros(len(space))
+        val = np.zeros(len(grid))
         for row in report["actions"]:
             val[row["index"]] = row["val_accuracy"]
         correct = None
@@ -213,12 +220,7 @@ class SplitSetup:
             data = B.read_verified(bundle, manifest, manifest.artifacts[ARTIFACT_CORRECT])
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 correct = z["correct"]
-        spec = PlannerSpec(default_regime(manifest))
-        if ARTIFACT_SPEC in manifest.artifacts:
-            raw = B.read_verified(bundle, manifest, manifest.artifacts[ARTIFACT_SPEC])
-            spec = PlannerSpec.from_json(json.loads(raw))
-        elif need_spec:
-            raise B.BundleError(f"{bundle}: no trained planners; run `edgecloud split train --bundle {bundle}`")
+        space, val, correct = _with_hedge(grid, val, correct, spec.regime.hedge)
         policies = {name: MlpPolicy.from_bytes(B.read_verified(bundle, manifest, manifest.artifacts[art]))
                     for name in LEARNED if (art := policy_artifact(name)) in manifest.artifacts}
         for name, policy in policies.items():
@@ -237,8 +239,17 @@ class SplitSetup:
         return self.spec.regime
 
     def with_regime(self, regime: Regime) -> SplitSetup:
-        """This setup under another regime (command-line flags over the bundle's); policies unchanged."""
-        return replace(self, spec=self.spec.with_regime(regime))
+        """This setup under another regime (command-line flags over the bundle's); policies unchanged, except
+        that turning `hedge` on or off changes the actions, and the policies trained for the other set go."""
+        if regime.hedge == self.space.hedge:
+            return replace(self, spec=self.spec.with_regime(regime))
+        grid = ActionSpace(self.plan.n_stages, self.plan.bits)
+        n = len(grid)
+        space, val, correct = _with_hedge(grid, self.val_accuracy[:n],
+                                          None if self.test_correct is None else self.test_correct[:n], regime.hedge)
+        policies = {k: p for k, p in self.policies.items() if p.n_actions == len(space)}
+        return replace(self, spec=self.spec.with_regime(regime), space=space, val_accuracy=val, test_correct=correct,
+                       policies=policies)
 
     def cost_model(self, link: LinkModel | None = None, *, server_payload: ServerPayload | None = None) -> CostModel:
         return CostModel(plan=self.plan, space=self.space, device=self.device, server=self.server,
@@ -247,7 +258,8 @@ class SplitSetup:
 
     def strategies(self) -> list[str]:
         """Every strategy this bundle has: the learned ones only once trained (no legacy names)."""
-        return [s.value for s in SplitStrategy if s not in LEARNED or s in self.policies]
+        return [s.value for s in SplitStrategy if (s not in LEARNED or s in self.policies)
+                and (s is not SplitStrategy.HEDGE or self.space.hedge)]
 
     def resolve_strategies(self, names: list[str] | None) -> list[str]:
         """`names` checked (order kept, duplicates dropped); None: every strategy the bundle has. An unknown
@@ -257,6 +269,9 @@ class SplitSetup:
         out = list(dict.fromkeys(names))
         for name in out:
             canonical_strategy(name)
+        if SplitStrategy.HEDGE in out and not self.space.hedge:
+            raise B.BundleError(f"{self.bundle}: its planners were trained without the hedge action; run "
+                                f"`edgecloud split train --bundle {self.bundle} --hedge`")
         untrained = [n for n in out if n in LEARNED and n not in self.policies]
         if untrained:
             raise B.BundleError(f"{self.bundle}: no trained {untrained[0]} policy; run "
@@ -280,9 +295,29 @@ class SplitSetup:
             return Edgent(model, self.val_accuracy, prior_mbit_s=self.spec.state.prior_mbit_s)
         if strategy is SplitStrategy.ORACLE:
             return Oracle()
+        if strategy is SplitStrategy.HEDGE:
+            if not self.space.hedge:
+                raise B.BundleError(f"{self.bundle}: its planners were trained without the hedge action; run "
+                                    f"`edgecloud split train --bundle {self.bundle} --hedge`")
+            return Hedge(model)
         if strategy.value not in self.policies:
             raise B.BundleError(f"{self.bundle}: no trained {strategy.value} policy; run `edgecloud split train`")
         return Learned(strategy.value, self.policies[strategy.value])
+
+
+def _with_hedge(grid: ActionSpace, val: np.ndarray, correct: np.ndarray | None, hedge: bool
+                ) -> tuple[ActionSpace, np.ndarray, np.ndarray | None]:
+    """The action space, validation accuracies and per-sample correctness with the hedge action when
+    `hedge`: its row is server-only's, as both answer with the teacher when the server answers (a hedge
+    the device wins answers with the device's exit S, the same network)."""
+    if not hedge:
+        return grid, val, correct
+    space = ActionSpace(grid.n_stages, grid.bits, hedge=True)
+    server = grid.server_only()
+    val = np.append(val, val[server])
+    if correct is not None:
+        correct = np.concatenate([correct, correct[server][None]], axis=0)
+    return space, val, correct
 
 
 def read_accuracy(bundle: Path, manifest: B.Manifest) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def train_planners(bundle: Path, folders: list[Path], spec: PlannerSpec, *, sac:
     traces = training_traces(folders)
     downlink = training_traces(downlink_folders) if downlink_folders else None
     spec = regime_for_training(spec, folders, downlink_folders, traces)
-    setup = replace(setup, spec=spec)
+    setup = replace(setup.with_regime(spec.regime), spec=spec)  # the regime sets the actions (hedge)
     cfg = training_env_config(spec)
     agent, sac_history = train_sac(make_env(setup, traces, cfg, seed=sac.seed, downlink=downlink), sac,
                                    progress=progress)
@@ -113,7 +113,7 @@ def tune_target_entropy(bundle: Path, folders: list[Path], spec: PlannerSpec, ra
     setup = SplitSetup.load(bundle, need_spec=False)
     traces = training_traces(folders)
     spec = regime_for_training(spec, folders, None, traces)
-    setup = replace(setup, spec=spec)
+    setup = replace(setup.with_regime(spec.regime), spec=spec)  # the regime sets the actions (hedge)
     cfg = training_env_config(spec)
     labels = [a.label(setup.space.n_stages) for a in setup.space.actions]
     records = []

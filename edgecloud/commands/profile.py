@@ -51,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
         print("edgecloud profile: --cpu-fraction needs --cpus", file=sys.stderr)
         return 2
     if args.pi4 or args.slowdown is not None:
-        return _emulated(args)
+        # The emulation pins this process (--cpus); a caller that runs the command in process (a test, a
+        # script) gets its own cores back.
+        before = os.sched_getaffinity(0)
+        try:
+            return _emulated(args)
+        finally:
+            os.sched_setaffinity(0, before)
     if args.cpus is not None:
         cpus = tuple(int(c) for c in args.cpus.split(","))
         emulation = DeviceEmulation(cpus=cpus, cpu_fraction=args.cpu_fraction, period_us=args.period_us)

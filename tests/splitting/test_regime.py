@@ -142,7 +142,7 @@ def test_policies_that_do_not_fit_the_state_are_refused_with_the_command(profile
 def test_strategies_are_checked_and_old_names_mapped(profiled_bundle: Path) -> None:
     setup = SplitSetup.load(profiled_bundle, need_spec=False)
     assert canonical_strategy("server_only") is SplitStrategy.SERVER_ONLY_RAW
-    assert setup.resolve_strategies(None) == [s for s in SplitStrategy if s not in ("sac", "dqn")]
+    assert setup.resolve_strategies(None) == [s for s in SplitStrategy if s not in ("sac", "dqn", "hedge")]
     assert setup.resolve_strategies(["server_only", "oracle", "oracle"]) == ["server_only", "oracle"]
     with pytest.raises(ValueError, match="unknown strategy 'magic'"):
         setup.resolve_strategies(["magic"])
