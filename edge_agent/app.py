@@ -13,6 +13,7 @@ is shared by every `edge` model a hot swap brings in; the offload counters and t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -64,9 +65,11 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         num_classes = len(load_manifest(settings.bundle, verify=False).classes)
         async with CloudClient(settings, num_classes=num_classes) as cloud:
             link.cloud = cloud
+            warm = asyncio.create_task(cloud.keep_warm())  # no handshake on an offload after a quiet spell
             try:
                 yield
             finally:
+                warm.cancel()
                 link.cloud = None
 
     orchestrator_metrics = OrchestratorMetrics(metrics.registry) if settings.edge_server_url is not None else None

@@ -40,7 +40,7 @@ import numpy as np
 from edge_agent.breaker import BreakerPolicy, BreakerState, CircuitBreaker
 from edge_agent.settings import EdgeSettings
 from shared.names import FallbackReason
-from shared.oip import DEADLINE_HEADER, ProtocolError, decode_response, encode_request, parse_load
+from shared.oip import DEADLINE_HEADER, KEEPALIVE_S, ProtocolError, decode_response, encode_request, parse_load
 
 __all__ = ["STATUS_REASONS", "ClientPolicy", "CloudAnswer", "CloudClient", "FallbackReason", "OffloadError",
            "wire_pixels"]
@@ -197,10 +197,11 @@ class CloudClient:
         self._rng = random.Random()
         p = self.policy
         limits = httpx.Limits(max_connections=p.max_inflight, max_keepalive_connections=p.max_inflight,
-                              keepalive_expiry=30.0)
+                              keepalive_expiry=KEEPALIVE_S)
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(p.read_timeout_s, connect=p.connect_timeout_s),
             limits=limits, verify=_ssl_context(settings, base_url), transport=transport)
+        self._last_sent = clock()  # when a request last went out (keep_warm's idle clock)
 
     @property
     def circuit_open(self) -> bool:
@@ -216,6 +217,24 @@ class CloudClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+    async def keep_warm(self, *, idle_s: float = KEEPALIVE_S / 2) -> None:
+        """Keep a connection to the server open until cancelled: a readiness request (OIP
+        `/v2/health/ready`) whenever nothing went out for `idle_s`. Without it a device that answered on its
+        own for longer than the keep-alive pays a TCP (and TLS) handshake on its next offload, one RTT or
+        more on the critical path, and a planner that reads its last transfer (Edgent) plans from that
+        one slow sample. Its failures are not offloads: they touch neither the breaker nor the metrics."""
+        while True:
+            wait = idle_s - (self._clock() - self._last_sent)
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            self._last_sent = self._clock()
+            try:
+                await self._http.get(f"{self.base_url}/v2/health/ready", headers=self._auth,
+                                     timeout=self.policy.connect_timeout_s + self.policy.read_timeout_s)
+            except httpx.HTTPError as err:
+                log.debug("keep-warm request to %s failed: %s", self.base_url, err)
 
     async def infer(self, x: np.ndarray) -> CloudAnswer:
         """Labels for a batch ((N, C, H, W) raw pixels or (N,) encoded images) from the teacher, or
@@ -308,6 +327,7 @@ class CloudClient:
         # What is left of the budget, so the server drops work its caller has given up on (serving/batcher.py).
         sent_headers = {**headers, DEADLINE_HEADER: f"{remaining * 1000.0:.1f}"}
         started = time.monotonic()
+        self._last_sent = self._clock()
         try:
             # asyncio.timeout is the hard stop: httpx's timeouts are per phase, the deadline is overall.
             async with asyncio.timeout(remaining):

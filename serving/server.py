@@ -31,6 +31,8 @@ from typing import Any
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from shared.oip import KEEPALIVE_S
+
 logger = logging.getLogger(__name__)
 
 MAX_HEAD_BYTES = 16 * 1024
@@ -171,5 +173,6 @@ def serve(app: Any, *, host: str, port: int, log_level: str, access_log: bool, h
     uvicorn.run(app, host=host, port=port, http=guarded_httptools(header_timeout_s=header_timeout_s), loop=event_loop(),
                 # log_config=None: uvicorn's lines go through the root logger the command set up.
                 log_config=None, log_level=log_level, access_log=access_log, timeout_graceful_shutdown=10,
+                timeout_keep_alive=int(KEEPALIVE_S),
                 ssl_certfile=str(ssl_certfile) if ssl_certfile is not None else None,
                 ssl_keyfile=str(ssl_keyfile) if ssl_keyfile is not None else None)

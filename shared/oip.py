@@ -35,6 +35,11 @@ DEADLINE_HEADER = "X-Deadline-Ms"
 LOAD_HEADER = "X-Edgecloud-Load"
 """On every infer answer: the model's load, `depth=<samples>;service_ms=<ms>;server_ms=<ms>` (format_load)."""
 
+KEEPALIVE_S = 30.0
+"""How long both sides keep an idle HTTP connection open: the edge's client (edge_agent/cloud_client.py)
+and the runtime (serving/server.py; uvicorn's default is 5 s). The edge keeps its connection to the
+next tier open by asking it for readiness when it has been idle for half of this (CloudClient.keep_warm),
+so that no offload pays a handshake (one RTT) after a pause, as the split environment assumes."""
 BINARY_CONTENT_TYPE = "application/octet-stream"
 JSON_CONTENT_TYPE = "application/json"
 MAX_RANK = 16

@@ -8,7 +8,12 @@ know before it acts:
   round trip less the server's compute and the base RTT, as BBR estimates bottleneck bandwidth);
   slots with no sample yet hold `prior_mbit_s`;
 - how old the newest sample is (s, capped): a device that stopped offloading knows its estimate is stale;
-- the base RTT (ms): the smallest network time seen over the last `rtt_window` transfers;
+- the base RTT (ms): the smallest network time seen over the last `rtt_window` transfers, and never
+  more than the link's configured RTT (the regime's, `initial_rtt_ms`). Every transfer carries a
+  request of ~1.3 KB, so even the fastest one's network time includes its own time on the link: as the
+  base alone it made that transfer's on-link time 0 and its throughput sample absurd (tens of Mbit/s
+  on a 1 Mbit/s uplink), and every other sample too high; the environment, which knows the RTT,
+  never saw such samples, and a live planner reading them chose as if the state were out of range;
 - the request's deadline (ms);
 - device load: recent device compute over the profiled compute (1 = as profiled, 2 = twice as slow);
 - with `stall` (the default since the cellular regime; planners trained before it lack both):
@@ -79,8 +84,8 @@ class StateTracker:
 
     @property
     def rtt_ms(self) -> float:
-        """Base RTT: the smallest network time in the window (before any transfer: the initial guess)."""
-        return min(self.network_ms) if self.network_ms else self.initial_rtt_ms
+        """Base RTT: the smallest network time in the window, capped by the configured RTT (module docstring)."""
+        return min(self.initial_rtt_ms, *self.network_ms) if self.network_ms else self.initial_rtt_ms
 
     @property
     def last_mbit_s(self) -> float | None:

@@ -238,3 +238,30 @@ async def test_the_answer_carries_the_servers_load_report(make_settings: Make) -
         silent = await cloud.infer_model("silent", x, n=2)
     assert reported.labels.tolist() == [3, 4] and reported.load == (4, 2.0, 9.0)
     assert silent.load is None
+
+
+async def test_keep_warm_asks_for_readiness_only_when_idle_and_never_trips_the_breaker(make_settings: Make) -> None:
+    import asyncio
+
+    seen: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path.endswith("/ready"):
+            return httpx.Response(503)  # a server that is not ready: not an offload failure
+        body, headers = encode_response("teacher", {"label": np.array([1], np.int64)}, binary=set())
+        return httpx.Response(200, content=body, headers=headers)
+
+    async with CloudClient(make_settings(cloud_url="http://cloud"), num_classes=10,
+                           transport=httpx.MockTransport(handle)) as cloud:
+        warm = asyncio.create_task(cloud.keep_warm(idle_s=0.05))
+        await asyncio.sleep(0.18)
+        pings = seen.count("/v2/health/ready")
+        assert 2 <= pings <= 4
+        # Offloads keep the connection busy: no readiness requests while they go out more often than idle_s.
+        for _ in range(6):
+            await cloud.infer_model("teacher", {"input": np.zeros((1, 1, 8, 8), np.uint8)}, n=1)
+            await asyncio.sleep(0.02)
+        assert seen.count("/v2/health/ready") == pings
+        warm.cancel()
+        assert cloud.breaker is None or cloud.breaker.state.value == "closed"

@@ -57,6 +57,16 @@ def test_tracker_estimates_bandwidth_from_its_transfers() -> None:
     assert obs[tracker.cfg.history] == pytest.approx(2.0 / tracker.cfg.max_age_s)
 
 
+def test_the_base_rtt_never_exceeds_the_configured_one() -> None:
+    # A device's transfers all carry bytes: the fastest one's network time is the RTT plus its own time on
+    # the link, so it must not become the base (its sample would be the 0.2 ms floor: 40 Mbit/s here).
+    tracker = StateTracker(initial_rtt_ms=40.0)
+    first = tracker.record_transfer(wire_bytes=1000, network_ms=48.0, now_s=0.0)
+    assert tracker.rtt_ms == 40.0 and first == pytest.approx(1.0)  # 8 ms on the link: 1 Mbit/s
+    tracker.record_transfer(wire_bytes=1000, network_ms=30.0, now_s=1.0)  # a shorter path than configured
+    assert tracker.rtt_ms == 30.0
+
+
 def _env(setup: SplitSetup, rates: list[float], *, link: LinkModel | None = None, **kw: object) -> SplitEnv:
     cfg = EnvConfig(random_start=False, measure_noise=0.0, **kw)  # type: ignore[arg-type]
     return SplitEnv(setup.cost_model(link), [_trace(rates)], setup.val_accuracy, cfg=cfg,
