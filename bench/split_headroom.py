@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{STRIDE_WITHOUT_STALLS})")
     parser.add_argument("--max-traces", type=int, default=None, help="use only the first N traces (by name)")
     parser.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
-    add_regime_arguments(parser, exclude=("deadline_ms", "rtt_ms", "downlink_traces"))
+    add_regime_arguments(parser, exclude=("deadline_ms", "rtt_ms", "downlink_traces", "hedge"))  # hedge: the bundle's
     args = parser.parse_args(argv)
 
     setup = SplitSetup.load(args.bundle, need_spec=False)
@@ -222,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     # Neurosurgeon plans for the training traces' mean bandwidth, as `split eval` builds it.
     trained = ARTIFACT_SPEC in setup.manifest.artifacts
     plan_mbit_s = setup.spec.train_mean_mbit_s if trained else mean_mbit_s(training_traces(args.train_traces))
-    names = [*SIDES, *(n for n in (SplitStrategy.SAC, SplitStrategy.DQN) if n in setup.policies)]
+    names = [*SIDES, *(n for n in (SplitStrategy.SAC, SplitStrategy.DQN) if n in setup.policies),
+             *([SplitStrategy.HEDGE] if setup.space.hedge else [])]
     deadlines = args.deadlines_ms or [regime.deadline_ms]
     rtts = args.rtts_ms or [regime.rtt_ms]
     counted = "every request" if stride == 1 else f"every {stride}th request"
