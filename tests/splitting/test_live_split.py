@@ -107,3 +107,26 @@ def test_the_live_client_sends_one_sample_as_pixels_or_as_its_file() -> None:
             assert sent[0] == files[2]
         else:
             np.testing.assert_array_equal(sent, pixels[2:3])
+
+
+def test_a_hedged_request_answers_through_the_real_services_and_survives_a_dead_server(
+        profiled_bundle: Path, tmp_path: Path) -> None:
+    from splitting.regime import Regime
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(profiled_bundle, bundle)
+    spec = PlannerSpec(Regime(deadline_ms=500.0, hedge=True))
+    store_artifact(bundle, ARTIFACT_SPEC, SPEC_JSON, json.dumps(spec.to_json()).encode())
+    x = load_dataset("digits").test.x[:1]
+    with running(bundle, log_dir=tmp_path / "logs", cloud_args=["--models", "teacher"]) as (cloud, edge):
+        for params in ({"strategy": "hedge"}, {"action": "hedge"}):
+            out = _ask(edge.url, x, deadline_ms=5000, **params)
+            assert _labels(out, "action") == ["hedge"] and 0 <= int(out["label"][0]) < 10
+            source, reason = _labels(out, "source")[0], _labels(out, "fallback_reason")[0]
+            assert (source, reason) in (("cloud", ""), ("edge-fallback", "local_first"))
+        os.killpg(cloud.process.pid, signal.SIGKILL)
+        cloud.process.wait()
+        for _ in range(3):  # the device's own pass may still win the race against a refused connection
+            out = _ask(edge.url, x, strategy="hedge", deadline_ms=2000)
+            assert _labels(out, "source") == ["edge-fallback"] and 0 <= int(out["label"][0]) < 10
+            assert _labels(out, "fallback_reason")[0] in ("unreachable", "circuit_open", "local_first")
