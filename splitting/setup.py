@@ -270,13 +270,16 @@ class SplitSetup:
         for name in out:
             canonical_strategy(name)
         if SplitStrategy.HEDGE in out and not self.space.hedge:
-            raise B.BundleError(f"{self.bundle}: its planners were trained without the hedge action; run "
-                                f"`edgecloud split train --bundle {self.bundle} --hedge`")
+            raise self._no_hedge()
         untrained = [n for n in out if n in LEARNED and n not in self.policies]
         if untrained:
             raise B.BundleError(f"{self.bundle}: no trained {untrained[0]} policy; run "
                                 f"`edgecloud split train --bundle {self.bundle}`")
         return out
+
+    def _no_hedge(self) -> B.BundleError:
+        return B.BundleError(f"{self.bundle}: its planners were trained without the hedge action; run "
+                             f"`edgecloud split train --bundle {self.bundle} --hedge`")
 
     def payload_of(self, name: str) -> ServerPayload:
         """What the server-only action uploads when strategy `name` runs."""
@@ -297,8 +300,7 @@ class SplitSetup:
             return Oracle()
         if strategy is SplitStrategy.HEDGE:
             if not self.space.hedge:
-                raise B.BundleError(f"{self.bundle}: its planners were trained without the hedge action; run "
-                                    f"`edgecloud split train --bundle {self.bundle} --hedge`")
+                raise self._no_hedge()
             return Hedge(model)
         if strategy.value not in self.policies:
             raise B.BundleError(f"{self.bundle}: no trained {strategy.value} policy; run `edgecloud split train`")

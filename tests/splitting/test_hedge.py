@@ -180,8 +180,8 @@ def test_the_live_edge_runs_the_same_race(hedge_bundle: Path) -> None:
     assert answer.source is AnswerSource.CLOUD and answer.labels.tolist() == [7]
 
     # The server is down: the device's own answer, labelled with the reason.
-    from shared.names import FallbackReason as R
-    agent = SplitAgent(hedge_bundle, cloud=_Cloud(error=OffloadError(R.UNREACHABLE, "down", tried=True)))  # type: ignore[arg-type]
+    down = OffloadError(FallbackReason.UNREACHABLE, "down", tried=True)
+    agent = SplitAgent(hedge_bundle, cloud=_Cloud(error=down))  # type: ignore[arg-type]
     answer = _ask(agent, x)
     assert answer.source is AnswerSource.FALLBACK and answer.reason == "unreachable"
     np.testing.assert_array_equal(answer.labels, own.labels)
