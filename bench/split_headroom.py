@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     trained = ARTIFACT_SPEC in setup.manifest.artifacts
     plan_mbit_s = setup.spec.train_mean_mbit_s if trained else mean_mbit_s(training_traces(args.train_traces))
     names = [*SIDES, *(n for n in (SplitStrategy.SAC, SplitStrategy.DQN) if n in setup.policies),
-             *([SplitStrategy.HEDGE] if setup.space.hedge else [])]
+             *([SplitStrategy.HEDGE] if setup.space.hedge else []), SplitStrategy.GREEDY]
     deadlines = args.deadlines_ms or [regime.deadline_ms]
     rtts = args.rtts_ms or [regime.rtt_ms]
     counted = "every request" if stride == 1 else f"every {stride}th request"

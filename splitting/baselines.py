@@ -11,6 +11,11 @@ Each `choose(obs, mask, view)` sees the observation vector, the valid-action mas
 - Edgent (Li, Zhou, Chen 2018): per request, the most accurate (exit, partition, bits) whose
   predicted latency at the bandwidth of the last transfer meets the deadline (the lowest latency among
   equally accurate ones; if none meets it, the fastest); before any transfer, the prior bandwidth;
+- Greedy (ours, the strongest simple planner at the learned planners' own objective): per request, the
+  action (the hedge included) of the highest reward (splitting/reward.py, with the weights the learned
+  planners were trained with) predicted by the cost model at the bandwidth of the last transfer and
+  the device's load; no learning, no memory beyond the last transfer. A learned planner is worth its
+  training only where it beats this at equal accuracy;
 - Hedge: always the hedge action (splitting/actions.py; only in a space trained with it): upload the
   image and run the whole network on the device at once, the first answer wins. The strongest simple
   planner once the device may race its own pass against the server; Neurosurgeon and Edgent choose
@@ -27,6 +32,7 @@ import numpy as np
 
 from splitting.latency import CostModel
 from splitting.policy import MlpPolicy
+from splitting.reward import reward
 from splitting.state import StateTracker
 
 
@@ -94,6 +100,28 @@ class Edgent:
             if ms <= view.deadline_ms and key > best_key:
                 best, best_key = int(i), key
         return best if best >= 0 else fastest
+
+
+class Greedy:
+    name = "greedy"
+
+    def __init__(self, model: CostModel, val_accuracy: np.ndarray, *, prior_mbit_s: float, acc_weight: float,
+                 miss_penalty: float) -> None:
+        self.model, self.val_accuracy, self.prior_mbit_s = model, val_accuracy, prior_mbit_s
+        self.acc_weight, self.miss_penalty = acc_weight, miss_penalty
+
+    def choose(self, obs: np.ndarray, mask: np.ndarray, view: Any) -> int:
+        mbit_s = view.tracker.last_mbit_s or self.prior_mbit_s
+        best, best_r = -1, -np.inf
+        for i in np.flatnonzero(mask):
+            cost = self.model.cost(int(i), load=view.load, mbit_s=mbit_s, rtt_ms=view.tracker.rtt_ms,
+                                   deadline_ms=view.deadline_ms)
+            answered = int(i) if cost.fallback is None else cost.fallback
+            r = reward(accuracy=float(self.val_accuracy[answered]), latency_ms=cost.latency_ms,
+                       deadline_ms=view.deadline_ms, acc_weight=self.acc_weight, miss_penalty=self.miss_penalty)
+            if r > best_r:
+                best, best_r = int(i), r
+        return best
 
 
 class Hedge:

@@ -35,6 +35,7 @@ import numpy as np
 from shared.traces import Trace, pair_traces
 from splitting.latency import Cost, CostModel
 from splitting.regime import MNIST, Regime
+from splitting.reward import reward as planner_reward
 from splitting.state import StateConfig, StateTracker
 
 
@@ -179,9 +180,8 @@ class SplitEnv(gym.Env):
         """The reward of the module docstring; a fallback earns the accuracy of the exit that answered."""
         c = self.cfg
         answered = index if cost.fallback is None else cost.fallback
-        miss = cost.latency_ms > self.deadline_ms
-        return float(c.acc_weight * self.val_accuracy[answered] - cost.latency_ms / self.deadline_ms
-                     - c.miss_penalty * miss)
+        return planner_reward(accuracy=float(self.val_accuracy[answered]), latency_ms=cost.latency_ms,
+                              deadline_ms=self.deadline_ms, acc_weight=c.acc_weight, miss_penalty=c.miss_penalty)
 
     def _measure(self, cost: Cost) -> None:
         # What the live estimator measures: the round trip less the server's compute, and the bytes

@@ -25,7 +25,8 @@ import numpy as np
 from shared import bundle as B
 from splitting import profile as P
 from splitting.actions import ActionSpace
-from splitting.baselines import DeviceOnly, Edgent, Hedge, Learned, Neurosurgeon, Oracle, Planner, ServerOnly
+from splitting.baselines import (DeviceOnly, Edgent, Greedy, Hedge, Learned, Neurosurgeon, Oracle, Planner,
+                                 ServerOnly)
 from splitting.inputs import ARTIFACT_INPUT_BYTES, InputBytes, read_input_bytes
 from splitting.latency import CostModel, LinkModel
 from splitting.policy import MlpPolicy
@@ -57,6 +58,7 @@ class SplitStrategy(StrEnum):
     NEUROSURGEON = "neurosurgeon"
     EDGENT = "edgent"
     HEDGE = "hedge"  # server-only raced against the device's own pass; only where the regime has `hedge`
+    GREEDY = "greedy"  # the learned planners' reward maximised per request from the last transfer's bandwidth
     ORACLE = "oracle"
 
 
@@ -296,6 +298,9 @@ class SplitSetup:
             return Neurosurgeon(model, mean_mbit_s=self.spec.train_mean_mbit_s, rtt_ms=self.spec.link.rtt_ms)
         if strategy is SplitStrategy.EDGENT:
             return Edgent(model, self.val_accuracy, prior_mbit_s=self.spec.state.prior_mbit_s)
+        if strategy is SplitStrategy.GREEDY:
+            return Greedy(model, self.val_accuracy, prior_mbit_s=self.spec.state.prior_mbit_s,
+                          acc_weight=self.spec.acc_weight, miss_penalty=self.spec.miss_penalty)
         if strategy is SplitStrategy.ORACLE:
             return Oracle()
         if strategy is SplitStrategy.HEDGE:

@@ -110,7 +110,8 @@ def test_eval_reports_both_server_only_baselines(jpeg_bundle: Path, tmp_path: Pa
     report = write_report(setup, traces, setup.resolve_strategies(None), out=tmp_path / "report", duration_s=20.0,
                           traces_dir=tmp_path)
     strategies = report["strategies"]
-    assert {"server_only_jpeg", "server_only_raw", "device_only", "neurosurgeon", "edgent", "oracle"} == set(strategies)
+    assert {"server_only_jpeg", "server_only_raw", "device_only", "neurosurgeon", "edgent", "greedy",
+            "oracle"} == set(strategies)
     assert strategies["server_only_raw"]["bytes_per_request"] == 64.0
     assert strategies["server_only_jpeg"]["bytes_per_request"] == pytest.approx(np.mean(20 + np.arange(80) % 7))
     for s in strategies.values():

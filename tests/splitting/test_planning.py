@@ -10,7 +10,7 @@ import pytest
 
 from shared.traces import Trace
 from splitting.actions import Action
-from splitting.baselines import DeviceOnly, Edgent, Neurosurgeon, Oracle
+from splitting.baselines import DeviceOnly, Edgent, Greedy, Neurosurgeon, Oracle
 from splitting.env import EnvConfig, SplitEnv
 from splitting.evaluate import run_trace, summarise
 from splitting.latency import LinkModel
@@ -151,3 +151,45 @@ def test_live_summary_counts_lost_and_fallback_requests() -> None:
     assert s["requests"] == 3 and s["answered"] == 2 and s["lost"] == 1
     assert s["mean_latency_ms"] == 100.0 and s["deadline_miss_rate"] == 0.5
     assert s["accuracy"] == 0.5 and s["fallback_rate"] == 0.5 and s["bytes_per_request"] == 49.0
+
+
+@pytest.mark.parametrize("hedge", [False, True])
+@pytest.mark.parametrize("mbit_s", [0.03, 0.3])  # the device answers; the server does
+def test_greedy_is_the_oracle_where_the_last_transfer_predicts_the_next(setup: SplitSetup, hedge: bool,
+                                                                         mbit_s: float) -> None:
+    # A constant link measured without noise: the cost model's prediction from the last transfer is the
+    # real cost, so maximising the predicted reward is maximising the real one, request by request.
+    s = setup.with_regime(setup.regime.override(hedge=hedge))
+    env = SplitEnv(s.cost_model(), [_trace([mbit_s] * 60)], s.val_accuracy,
+                   cfg=EnvConfig(random_start=False, measure_noise=0.0, deadline_ms=60.0, rtt_ms=10.0,
+                                 acc_weight=3.0))
+    greedy = Greedy(env.model, s.val_accuracy, prior_mbit_s=mbit_s, acc_weight=3.0, miss_penalty=2.0)
+    chosen: set[int] = set()
+    obs, info = env.reset(options={"trace": 0, "start_s": 0.0})
+    for _ in range(30):
+        best = max(env.reward(int(i), env.cost(int(i))) for i in np.flatnonzero(info["action_mask"]))
+        index = greedy.choose(obs, info["action_mask"], env)
+        chosen.add(index)
+        obs, r, _, _, info = env.step(index)
+        assert r == pytest.approx(best)
+    assert len(chosen) == 1  # nothing changes, so neither does the choice
+
+
+def test_greedy_trades_accuracy_for_latency_by_the_planners_weight(setup: SplitSetup) -> None:
+    # At 1 kbit/s nothing offloads in time; the device's exits trade accuracy for time, and the weight
+    # decides: a large one buys the final exit, a tiny one the fastest exit.
+    env = _env(setup, [0.001] * 20, deadline_ms=100.0, rtt_ms=10.0)
+    obs, info = env.reset()
+    picks = {}
+    for weight in (100.0, 1e-4):
+        greedy = Greedy(env.model, setup.val_accuracy, prior_mbit_s=0.001, acc_weight=weight, miss_penalty=2.0)
+        picks[weight] = setup.space.actions[greedy.choose(obs, info["action_mask"], env)]
+    assert picks[100.0].partition == 4 and picks[100.0].exit == 4
+    assert picks[1e-4].partition == 4 and picks[1e-4].exit == 1
+
+
+def test_greedy_is_a_strategy_of_every_bundle_with_the_planners_weights(setup: SplitSetup) -> None:
+    assert "greedy" in setup.strategies()
+    planner = setup.planner("greedy")
+    assert isinstance(planner, Greedy)
+    assert (planner.acc_weight, planner.miss_penalty) == (setup.spec.acc_weight, setup.spec.miss_penalty)
