@@ -121,6 +121,11 @@ class Greedy:
                        deadline_ms=view.deadline_ms, acc_weight=self.acc_weight, miss_penalty=self.miss_penalty)
             if r > best_r:
                 best, best_r = int(i), r
+        space = self.model.space
+        if space.hedge and mask[space.hedged()] and best in (space.server_only(), space.device_only(space.n_stages)):
+            # Both answer with the final exit; the hedge is that answer from whichever comes first. A point
+            # estimate sees no value in it (it predicts one of the two), the real link does: insurance.
+            return space.hedged()
         return best
 
 

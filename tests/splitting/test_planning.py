@@ -193,3 +193,18 @@ def test_greedy_is_a_strategy_of_every_bundle_with_the_planners_weights(setup: S
     planner = setup.planner("greedy")
     assert isinstance(planner, Greedy)
     assert (planner.acc_weight, planner.miss_penalty) == (setup.spec.acc_weight, setup.spec.miss_penalty)
+
+
+def test_greedy_insures_a_final_exit_answer_with_the_hedge(setup: SplitSetup) -> None:
+    # A fast link: the point estimate picks server-only; a dead one: the device's final exit. Both answer
+    # with the final exit, so a space with the hedge hedges instead (the real link may disagree).
+    hedged = setup.with_regime(setup.regime.override(hedge=True))
+    for mbit_s in (100.0, 0.001):
+        env = _env(hedged, [mbit_s] * 20, deadline_ms=100.0, rtt_ms=10.0)
+        obs, info = env.reset()
+        greedy = Greedy(env.model, hedged.val_accuracy, prior_mbit_s=mbit_s, acc_weight=100.0, miss_penalty=2.0)
+        assert greedy.choose(obs, info["action_mask"], env) == hedged.space.hedged()
+        plain = Greedy(_env(setup, [mbit_s] * 20).model, setup.val_accuracy, prior_mbit_s=mbit_s, acc_weight=100.0,
+                       miss_penalty=2.0)
+        expected = setup.space.server_only() if mbit_s > 1 else setup.space.device_only(4)
+        assert plain.choose(obs, setup.space.mask(), env) == expected
