@@ -25,8 +25,7 @@ import numpy as np
 from shared import bundle as B
 from splitting import profile as P
 from splitting.actions import ActionSpace
-from splitting.baselines import (DeviceOnly, Edgent, Greedy, Hedge, Learned, Neurosurgeon, Oracle, Planner,
-                                 ServerOnly)
+from splitting.baselines import DeviceOnly, Edgent, Greedy, Hedge, Learned, Neurosurgeon, Oracle, Planner, ServerOnly
 from splitting.inputs import ARTIFACT_INPUT_BYTES, InputBytes, read_input_bytes
 from splitting.latency import CostModel, LinkModel
 from splitting.policy import MlpPolicy
