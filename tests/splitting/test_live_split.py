@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from shared.oip import decode_request, decode_response, encode_request
 from splitting.setup import ARTIFACT_SPEC, SPEC_JSON, PlannerSpec, store_artifact
 from testbed.services import running
 from tests.cloud_server.helpers import metric
+from tests.deploy.tools import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -130,3 +132,19 @@ def test_a_hedged_request_answers_through_the_real_services_and_survives_a_dead_
             out = _ask(edge.url, x, strategy="hedge", deadline_ms=2000)
             assert _labels(out, "source") == ["edge-fallback"] and 0 <= int(out["label"][0]) < 10
             assert _labels(out, "fallback_reason")[0] in ("unreachable", "circuit_open", "local_first")
+
+
+def test_the_wire_bytes_bench_counts_what_crosses_between_the_real_edge_and_server(
+        live_bundle: Path, tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import split_wire_bytes  # bench/ holds scripts, not a package
+
+    server, split, device = split_wire_bytes.measure(live_bundle, None, ["server", "split@2:4b:exit4", "device:exit2"],
+                                                     3, tmp_path)
+    assert device.wire_bytes == 0 and device.offloaded == 0
+    for row in (server, split):
+        assert row.offloaded == 3
+        # HTTP and the OIP header ride on every request, and an answer comes back.
+        assert row.up_bytes > row.payload_bytes + 100 and row.down_bytes > 100
+    assert server.payload_bytes == 64 and 0 < split.payload_bytes < server.payload_bytes  # 8x8 digits, raw
+    assert split.test_accuracy is not None and 0 < split.test_accuracy <= 1
