@@ -46,7 +46,7 @@ from orchestration.state import Observation, ServerLoad
 from serving.model import INPUT, ServedModel, single_input
 from shared.bundle import TensorSpec, load_manifest
 from shared.names import AnswerSource, FallbackReason, Tier
-from shared.oip import ProtocolError
+from shared.oip import KEEPALIVE_S, ProtocolError
 from shared.onnx_session import open_session
 from shared.preprocess import ImagePreprocessor, is_encoded
 from testbed.slowdown import Slowdown
@@ -130,7 +130,7 @@ class Orchestrator:
 
     def __init__(self, *, profiles: Profiles, policy: Policy, local: LocalVariants,
                  clients: dict[Tier, CloudClient], accuracy_req: float, metrics: OrchestratorMetrics | None = None,
-                 deadline_ms: float | None = None) -> None:
+                 deadline_ms: float | None = None, keep_warm_s: float | None = KEEPALIVE_S / 2) -> None:
         if deadline_ms is not None and not deadline_ms > 0:
             raise ValueError(f"deadline_ms must be > 0 (or None), got {deadline_ms}")
         self.profiles = profiles
@@ -144,6 +144,9 @@ class Orchestrator:
         self._changes_seen = 0
         self._plans: dict[float, tuple[list[Action], str]] = {}
         self.actions, self.fallback_variant = self._plan(accuracy_req)
+        self.keep_warm_s = keep_warm_s
+        """idle seconds after which a readiness request keeps each server's connection open (None: never)"""
+        self._warm: list[asyncio.Task[None]] = []
 
     def _plan(self, accuracy_req: float) -> tuple[list[Action], str]:
         """The feasible actions this device can take for a requirement, and its fallback variant: its
@@ -178,6 +181,10 @@ class Orchestrator:
         `x` is the request's pixels; `encoded` the image files they were decoded from, if the device
         sent files: an offload then uploads the files (what the profiles' `input_bytes` counts).
         """
+        if not self._warm and self.keep_warm_s is not None:
+            # A device that answered on its own for a while would pay a handshake on its next offload
+            # (the edge agent's reason for CloudClient.keep_warm); started here, where a loop runs.
+            self._warm = [asyncio.create_task(c.keep_warm(idle_s=self.keep_warm_s)) for c in self.clients.values()]
         started = time.perf_counter()
         req = self.accuracy_req if accuracy_req is None else accuracy_req
         actions, fallback_variant = self._plan(req)
@@ -237,6 +244,9 @@ class Orchestrator:
                       response_ms=response_ms)
 
     async def aclose(self) -> None:
+        for task in self._warm:
+            task.cancel()
+        await asyncio.gather(*self._warm, return_exceptions=True)
         for client in self.clients.values():
             await client.aclose()
         self.local.close()

@@ -346,3 +346,34 @@ def test_image_files_are_decoded_for_the_device_and_uploaded_as_they_came(
     assert from_file["label"].tolist() == from_pixels["label"].tolist()  # PNG is lossless: the same pixels
     assert sent["label"].tolist() == [3] and sent["tier"].tolist() == ["edge"]
     assert seen[0].dtype == object and seen[0].tolist() == [files[0]]  # the file itself went to the server
+
+
+def test_the_orchestrator_keeps_every_server_connection_warm_until_closed(
+        variant_bundle: Path, tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    # A device answering on its own (all-end) sends nothing for a while: readiness requests keep each
+    # server's connection open, so its next offload pays no handshake; closing stops them.
+    x = tiny_test_split[0][:1]
+    paths: dict[str, list[str]] = {"edge": [], "cloud": []}
+
+    def server(name: str) -> httpx.MockTransport:
+        def handle(request: httpx.Request) -> httpx.Response:
+            paths[name].append(request.url.path)
+            return httpx.Response(200)
+        return httpx.MockTransport(handle)
+
+    async def go() -> None:
+        profiles = profiles_from_manifest(variant_bundle)
+        orch = Orchestrator(profiles=profiles, policy=make_policy("all-end", profiles),
+                            clients={Tier.EDGE: tier_client(variant_bundle, server("edge")),
+                                     Tier.CLOUD: tier_client(variant_bundle, server("cloud"))},
+                            local=LocalVariants(variant_bundle, profiles.names), accuracy_req=0.0, keep_warm_s=0.02)
+        await orch.answer(x)
+        await asyncio.sleep(0.2)
+        await orch.aclose()
+        seen = {k: len(v) for k, v in paths.items()}
+        await asyncio.sleep(0.1)
+        assert {k: len(v) for k, v in paths.items()} == seen  # nothing after close
+
+    asyncio.run(go())
+    for name in ("edge", "cloud"):
+        assert len(paths[name]) >= 2 and set(paths[name]) == {"/v2/health/ready"}
