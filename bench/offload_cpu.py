@@ -9,7 +9,7 @@ strategies interleaved, and prints per strategy the runtime and the edge process
 (/proc), with the ratios side by side and the spread over --repeats rounds (median [min, max]).
 
     .venv/bin/python bench/offload_cpu.py --bundle models/cifar10 --data-dir ../shared/data/cifar10 \
-        --limit 5000 --concurrency 8 32 64 --repeats 3
+        --limit 5000 --concurrency 8 32 64 --repeats 3 [--max-merged 1024 128]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds per setting")
     parser.add_argument("--edge-core", type=int, default=0)
     parser.add_argument("--cloud-core", type=int, default=1)
+    parser.add_argument("--max-merged", type=int, nargs="+", default=[None],
+                        help="the edge's max_merged_samples, one served pair each (default: the edge's own)")
     args = parser.parse_args()
 
     manifest = load_manifest(args.bundle)
@@ -65,32 +68,42 @@ def main() -> int:
     print(f"{len(inputs)} test images as {'files' if inputs.dtype == object else 'pixels'}, batches of "
           f"{args.batch_size}; edge on core {args.edge_core}, cloud on core {args.cloud_core}; "
           f"median [min, max] of {args.repeats} rounds")
-    print("| in flight | edge-only runtime (s) | cooperation runtime (s) | ratio | edge-only edge CPU (s) "
+    print("| merged ≤ | in flight | edge-only runtime (s) | cooperation runtime (s) | ratio | edge-only edge CPU (s) "
           "| cooperation edge CPU (s) | CPU ratio | cooperation idle share |")
-    print("|---:|---|---|---:|---|---|---:|---:|")
-    with tempfile.TemporaryDirectory() as logs, running(args.bundle, log_dir=Path(logs)) as (cloud, edge):
-        pin(edge.process.pid, args.edge_core)
-        pin(cloud.process.pid, args.cloud_core)
-        for depth in args.concurrency:
-            runtime: dict[str, list[float]] = {s: [] for s in STRATEGIES}
-            cpu: dict[str, list[float]] = {s: [] for s in STRATEGIES}
-            for _ in range(args.repeats):
-                for strategy in STRATEGIES:  # interleaved, so drift hits both alike
-                    asyncio.run(run_strategy(edge.url, inputs[: 4 * args.batch_size], strategy,
-                                             batch_size=args.batch_size, concurrency=depth))  # warm
-                    before = cpu_seconds(edge.process.pid)
-                    run = asyncio.run(run_strategy(edge.url, inputs, strategy, batch_size=args.batch_size,
-                                                   concurrency=depth))
-                    if run.errors:
-                        raise SystemExit(f"{strategy}: {run.errors[0]}")
-                    cpu[strategy].append(cpu_seconds(edge.process.pid) - before)
-                    runtime[strategy].append(run.runtime_s)
-            edge_rt, coop_rt = runtime[STRATEGIES[0]], runtime[STRATEGIES[1]]
-            edge_cpu, coop_cpu = cpu[STRATEGIES[0]], cpu[STRATEGIES[1]]
-            idle = 1 - np.median(coop_cpu) / np.median(coop_rt)
-            print(f"| {depth} | {spread(edge_rt)} | {spread(coop_rt)} | "
-                  f"{np.median(coop_rt) / np.median(edge_rt):.3f} | {spread(edge_cpu)} | {spread(coop_cpu)} | "
-                  f"{np.median(coop_cpu) / np.median(edge_cpu):.3f} | {100 * idle:.1f}% |", flush=True)
+    print("|---:|---:|---|---|---:|---|---|---:|---:|")
+    for merged in args.max_merged:
+        env = {} if merged is None else {"EDGECLOUD_MAX_MERGED_SAMPLES": str(merged)}
+        with tempfile.TemporaryDirectory() as logs, running(args.bundle, log_dir=Path(logs), env=env) as (cloud, edge):
+            pin(edge.process.pid, args.edge_core)
+            pin(cloud.process.pid, args.cloud_core)
+            for depth in args.concurrency:
+                row = measure(edge, inputs, depth, args.batch_size, args.repeats)
+                print(f"| {merged or 'default'} | {depth} | {row}", flush=True)
+    return 0
+
+
+def measure(edge: Any, inputs: np.ndarray, depth: int, batch_size: int, repeats: int) -> str:
+    """One row's cells after the depth: both strategies, `repeats` interleaved rounds."""
+    runtime: dict[str, list[float]] = {s: [] for s in STRATEGIES}
+    cpu: dict[str, list[float]] = {s: [] for s in STRATEGIES}
+    for _ in range(repeats):
+        for strategy in STRATEGIES:  # interleaved, so drift hits both alike
+            asyncio.run(run_strategy(edge.url, inputs[: 4 * batch_size], strategy,
+                                     batch_size=batch_size, concurrency=depth))  # warm
+            before = cpu_seconds(edge.process.pid)
+            run = asyncio.run(run_strategy(edge.url, inputs, strategy, batch_size=batch_size, concurrency=depth))
+            if run.errors:
+                raise SystemExit(f"{strategy}: {run.errors[0]}")
+            cpu[strategy].append(cpu_seconds(edge.process.pid) - before)
+            runtime[strategy].append(run.runtime_s)
+    edge_rt, coop_rt = runtime[STRATEGIES[0]], runtime[STRATEGIES[1]]
+    edge_cpu, coop_cpu = cpu[STRATEGIES[0]], cpu[STRATEGIES[1]]
+    idle = 1 - np.median(coop_cpu) / np.median(coop_rt)
+    return (f"{spread(edge_rt)} | {spread(coop_rt)} | {np.median(coop_rt) / np.median(edge_rt):.3f} | "
+            f"{spread(edge_cpu)} | {spread(coop_cpu)} | {np.median(coop_cpu) / np.median(edge_cpu):.3f} | "
+            f"{100 * idle:.1f}% |")
+
+
     return 0
 
 

@@ -33,7 +33,8 @@ STRATEGIES: tuple[str, ...] = tuple(Strategy)
 """`cooperation` follows the offloader; the other two are the paper's reference points (Table VII)."""
 
 MAX_MERGED_SAMPLES = 1024
-"""Most samples in one merged student pass; a larger single request runs in chunks of this size."""
+"""Most samples in one merged student pass by default (EdgeSettings.max_merged_samples); a larger single
+request runs in chunks of this size."""
 DEFAULT_QUEUE_SAMPLES = 8192
 """Samples that may wait for the student when the agent is built without settings (tests, `edge run`)."""
 
@@ -62,7 +63,7 @@ class EdgeAgent:
 
     def __init__(self, engine: EdgeEngine, *, metrics: EdgeMetrics, cloud: CloudClient | None = None,
                  max_inflight: int = 8, max_queue_size: int = DEFAULT_QUEUE_SAMPLES,
-                 model_metrics: ModelMetrics | None = None) -> None:
+                 model_metrics: ModelMetrics | None = None, max_merged_samples: int = MAX_MERGED_SAMPLES) -> None:
         if max_inflight < 1:
             raise ValueError(f"max_inflight must be >= 1, got {max_inflight}")
         self.engine = engine
@@ -73,7 +74,7 @@ class EdgeAgent:
         self._executor: ThreadPoolExecutor | None = None  # `stream`'s compute thread, started when needed
         # Concurrent requests share student passes: the runtime's batcher with no waiting window (an idle
         # edge computes at once; requests arriving during a pass go together into the next one).
-        self.batcher = Batcher(self._pass, max_batch_size=MAX_MERGED_SAMPLES, max_queue_delay_s=0.0,
+        self.batcher = Batcher(self._pass, max_batch_size=max_merged_samples, max_queue_delay_s=0.0,
                                max_queue_size=max_queue_size, metrics=model_metrics, name="edge")
 
     def _check_strategy(self, strategy: str) -> Strategy:
@@ -252,6 +253,6 @@ async def open_agent(settings: EdgeSettings, *, metrics: EdgeMetrics | None = No
         if settings.cloud_url is not None:
             cloud = await stack.enter_async_context(CloudClient(settings, num_classes=engine.num_classes))
         agent = EdgeAgent(engine, metrics=metrics, cloud=cloud, max_inflight=settings.max_inflight,
-                          max_queue_size=settings.max_queue_size)
+                          max_queue_size=settings.max_queue_size, max_merged_samples=settings.max_merged_samples)
         stack.push_async_callback(agent.aclose)
         yield agent

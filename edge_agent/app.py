@@ -102,7 +102,8 @@ def create_app(settings: EdgeSettings | None = None) -> FastAPI:
         engine = EdgeEngine.load(bundle, threads=settings.threads, threshold=settings.threshold,
                                  fusion=settings.fusion)
         agent = EdgeAgent(engine, metrics=edge_metrics, cloud=link.cloud, max_inflight=settings.max_inflight,
-                          max_queue_size=settings.max_queue_size, model_metrics=metrics.for_model(EDGE_MODEL))
+                          max_queue_size=settings.max_queue_size, model_metrics=metrics.for_model(EDGE_MODEL),
+                          max_merged_samples=settings.max_merged_samples)
         model = CooperativeModel(agent)
         warm_ms = model.warm_up()
         logger.info("model %r from %s: cloud %s, filter %r, fusion %s, warmed up in %.0f ms", EDGE_MODEL, bundle,

@@ -50,6 +50,10 @@ class EdgeSettings(ServerSettings):
         default=8192, ge=1, le=10_000_000,
         description="most samples waiting for the student at once (`edge serve`); beyond it requests get 503")
     max_inflight: int = Field(default=8, ge=1, le=1024, description="most offload requests in flight at once")
+    max_merged_samples: int = Field(
+        default=1024, ge=1, le=65536,
+        description="most samples of concurrent requests merged into one student pass (`edge serve`); a larger "
+                    "single request runs in chunks of this size")
     ratio_window: int = Field(
         default=1000, ge=1, le=10_000_000, description="samples in the sliding window of the offload-ratio gauge")
     edge_server_url: AnyHttpUrl | None = Field(

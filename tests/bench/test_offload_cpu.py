@@ -25,12 +25,15 @@ def test_it_prints_one_row_per_depth_with_both_ratios(tiny_bundle: Path) -> None
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("pins the edge and the cloud to two cores")
     done = subprocess.run([sys.executable, str(BENCH_DIR / "offload_cpu.py"), "--bundle", str(tiny_bundle),
-                           "--limit", "256", "--batch-size", "32", "--concurrency", "2", "4", "--repeats", "1"],
+                           "--limit", "256", "--batch-size", "32", "--concurrency", "2", "4", "--repeats", "1",
+                           "--max-merged", "64", "32"],
                           capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| 2 |") or line.startswith("| 4 |")]
-    assert len(rows) == 2
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("| 64 |", "| 32 |"))]
+    # One served pair per merge cap, one row per depth.
+    assert [tuple(c.strip() for c in r.strip("|").split("|")[:2]) for r in rows] == [
+        ("64", "2"), ("64", "4"), ("32", "2"), ("32", "4")]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert float(cells[3]) > 0 and float(cells[6]) > 0  # runtime ratio, CPU ratio
+        assert float(cells[4]) > 0 and float(cells[7]) > 0  # runtime ratio, CPU ratio
     assert "256 test images as pixels" in done.stdout  # digits have no files

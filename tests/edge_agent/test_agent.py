@@ -128,3 +128,22 @@ def test_agent_rejects_a_bad_bound(tiny_bundle: object) -> None:
     with pytest.raises(ValueError, match="max_inflight"):
         EdgeAgent(EdgeEngine.load(tiny_bundle), metrics=EdgeMetrics(ratio_window=10),  # type: ignore[arg-type]
                   max_inflight=0)
+
+
+async def test_concurrent_requests_share_passes_up_to_the_merge_cap(
+        make_settings: Make, tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    import asyncio
+
+    x = tiny_test_split[0][:64]
+    async with agent_for(make_settings(max_merged_samples=16)) as agent:
+        sizes: list[int] = []
+        run = agent.engine.run
+
+        def counted(xb: np.ndarray, **kw: object) -> object:
+            sizes.append(len(xb))
+            return run(xb, **kw)
+
+        agent.engine.run = counted  # type: ignore[method-assign]
+        answers = await asyncio.gather(*(agent.infer(b, strategy="edge_only") for b in batches(x, 8)))
+    assert sum(sizes) == 64 and max(sizes) <= 16
+    np.testing.assert_array_equal(np.concatenate([a.labels for a in answers]), agent.engine.run(x).logits.argmax(1))
