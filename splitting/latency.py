@@ -128,6 +128,14 @@ class CostModel:
             return round(self.input_bytes.mean)  # a prediction: the mean file (cost() uses the sample's own)
         return self.plan.payload_bytes(a.partition, a.bits)
 
+    @property
+    def offload_client_ms(self) -> float:
+        """The device's own work for one offload (its HTTP client sending it and reading the answer; the
+        profile's `offload` segment, 0 if not profiled). The cost model counts it as device time, not
+        link time, so a live device takes it out of a round trip before estimating throughput."""
+        segments = self.device.segments
+        return segments[OFFLOAD_SEGMENT].median_ms if OFFLOAD_SEGMENT in segments else 0.0
+
     def _device(self, a: Action, s: int) -> float:
         # Every request also costs the device its serving overhead (HTTP, protocol, planner), and every
         # offload its client's work (sending, reading the answer), each when profiled.
@@ -136,7 +144,7 @@ class CostModel:
         kind = a.placement(s)
         if kind is Placement.DEVICE:
             return overhead + self.device.ms(head_name(a.exit))
-        overhead += segments[OFFLOAD_SEGMENT].median_ms if OFFLOAD_SEGMENT in segments else 0.0
+        overhead += self.offload_client_ms
         if kind in (Placement.SERVER, Placement.HEDGE):
             return overhead
         return overhead + self.device.ms(head_name(a.partition)) + self.device.ms(quantize_segment(a.partition, a.bits))

@@ -10,6 +10,7 @@ import asyncio
 import json
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from shared.bundle import BundleError
 from shared.datasets import load_dataset
 from shared.names import AnswerSource, FallbackReason
 from shared.traces import Trace
+from splitting import profile as P
 from splitting.actions import ActionSpace, Placement
 from splitting.evaluate import eval_env, run_trace
 from splitting.regime import Regime, ServerPayload
@@ -190,3 +192,19 @@ def test_the_live_edge_runs_the_same_race(hedge_bundle: Path) -> None:
 def test_a_bundle_without_the_hedge_has_no_live_hedge(profiled_bundle: Path) -> None:
     agent = SplitAgent(profiled_bundle, cloud=None)
     assert "hedge" not in agent.planners and "server_only" in agent.planners
+
+
+def test_a_live_throughput_sample_leaves_out_the_server_and_the_device_client_work(
+        profiled_bundle: Path, tmp_path: Path) -> None:
+    # The cost model counts the client's own work for an offload as device time, so a live sample, like
+    # the environment's, is the round trip less the server's compute and less that work.
+    out = tmp_path / "bundle"
+    shutil.copytree(profiled_bundle, out)
+    device = SplitSetup.load(out, need_spec=False).device
+    P.store(out, replace(device, segments={**device.segments, P.OFFLOAD_SEGMENT: P.SegmentTiming(
+        median_ms=20.0, p90_ms=20.0, mean_ms=20.0, runs=1)}))
+    agent = SplitAgent(out, cloud=_Cloud(delay_s=0.2))  # type: ignore[arg-type]
+    assert agent.model.offload_client_ms == 20.0
+    _ask(agent, load_dataset("digits").test.x[:1], action="server")
+    server = agent.model.server_ms(agent.space.server_only())
+    assert agent.tracker.network_ms[-1] == pytest.approx(200.0 - server - 20.0)
