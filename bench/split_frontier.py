@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.traces import load_traces
+from shared.traces import Trace, load_traces
 from splitting.baselines import Greedy, Planner
 from splitting.evaluate import eval_env, run_trace
 from splitting.setup import SplitSetup
@@ -41,7 +41,7 @@ class Point:
     requests: int
 
 
-def measure(setup: SplitSetup, traces: list, planner: Planner, label: str) -> Point:
+def measure(setup: SplitSetup, traces: list[Trace], planner: Planner, label: str) -> Point:
     env = eval_env(setup, traces)
     latency: list[float] = []
     expected: list[float] = []
@@ -58,14 +58,14 @@ def measure(setup: SplitSetup, traces: list, planner: Planner, label: str) -> Po
                  float(np.mean(miss)), len(latency))
 
 
-def greedy_points(setup: SplitSetup, traces: list, weights: list[float]) -> list[Point]:
+def greedy_points(setup: SplitSetup, traces: list[Trace], weights: list[float]) -> list[Point]:
     model = eval_env(setup, traces).model
     return [measure(setup, traces, Greedy(model, setup.val_accuracy, prior_mbit_s=setup.spec.state.prior_mbit_s,
                                           acc_weight=w, miss_penalty=setup.spec.miss_penalty), f"greedy w={w:g}")
             for w in weights]
 
 
-def planner_points(bundles: list[Path], traces: list, strategy: str) -> list[Point]:
+def planner_points(bundles: list[Path], traces: list[Trace], strategy: str) -> list[Point]:
     points = []
     for bundle in bundles:
         setup = SplitSetup.load(bundle, need_spec=False)
