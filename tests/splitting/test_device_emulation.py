@@ -148,7 +148,9 @@ def test_request_overhead_is_measured_on_both_roles_pinned_and_emulated(split_bu
     manifest = load_manifest(bundle)
     for role in ("server", "device"):
         request = P.load(bundle, manifest, role).segments[P.REQUEST_SEGMENT]
-        assert request.runs > 0 and 0.0 <= request.median_ms <= request.p90_ms < 1000.0, role
+        # An HTTP round trip through the runtime is never free, emulated or not (an emulated device's
+        # overhead was once stored as 0: its held head_1 ran shorter than the profiled one).
+        assert request.runs > 0 and 0.0 < request.median_ms <= request.p90_ms < 1000.0, role
     # With the server's overhead known, the device's client work per offload is timed too, and every
     # offloading action's device time includes it (device-only actions do not).
     device = P.load(bundle, manifest, "device")
@@ -183,3 +185,38 @@ def test_pi4_calibration_refuses_a_student_that_is_not_a_resnet(split_bundle: Pa
     (bundle / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(BundleError, match=r"its student is .alexnet.. .*pass its k with --slowdown K"):
         P.reference_host_ms(bundle, runs=2, warmup=0)
+
+
+def test_an_emulated_device_overhead_is_timed_on_an_edge_that_holds_nothing(
+        split_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The emulation holds only segments, so the overhead an emulated device pays is the host's: timed on an
+    edge started without the slowdown, less head_1 as timed on the host (not the profile's emulated head_1,
+    whose live hold ran shorter than profiled and swallowed the overhead)."""
+    import shutil
+
+    import testbed.services as services
+    from edgecloud.commands import profile as cmd
+    from splitting import profile as P
+
+    bundle = tmp_path / "b"
+    shutil.copytree(split_bundle, bundle)
+    timing = P.SegmentTiming(median_ms=1.0, p90_ms=1.0, mean_ms=1.0, runs=1)
+    P.store(bundle, P.Profile(role="device", where="emulated", segments={"head_1": P.SegmentTiming(
+        median_ms=50.0, p90_ms=50.0, mean_ms=50.0, runs=1)}))
+    P.store(bundle, P.Profile(role="server", where="host", segments={"teacher": timing}))  # no `request`: no cloud
+    started: list[dict[str, str] | None] = []
+    subtracted: list[float] = []
+
+    class _Service:
+        url, process = "http://edge", None
+
+    monkeypatch.setattr(services, "start_service", lambda *a, env=None, **k: started.append(env) or _Service())
+    monkeypatch.setattr(services, "wait_ready", lambda *a, **k: None)
+    monkeypatch.setattr(services, "stop_service", lambda *a, **k: 0)
+    monkeypatch.setattr(P, "measure", lambda *a, **k: P.Profile(role="device", where="host", segments={
+        "head_1": P.SegmentTiming(median_ms=0.25, p90_ms=0.25, mean_ms=0.25, runs=1)}))
+    monkeypatch.setattr(P, "measure_request_overhead", lambda *a, compute_ms, **k: subtracted.append(compute_ms)
+                        or timing)
+    assert cmd._request_overhead(bundle, None, role="device", slowdown=34.0) == 0
+    assert started == [None]  # no EDGECLOUD_DEVICE_SLOWDOWN: the edge holds nothing (and no server profile)
+    assert subtracted == [0.25]  # the host's head_1, not the profile's emulated 50 ms
