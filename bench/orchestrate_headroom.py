@@ -105,6 +105,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cloud-cores", type=int, default=hardware.cloud_cores, help="(%(default)s)")
     p.add_argument("--cloud-speed", type=float, default=hardware.cloud_speed, help="(%(default)s)")
     p.add_argument("--policies", nargs="+", default=POLICIES, help="(%(default)s)")
+    p.add_argument("--qlearning", type=json.loads, default={}, metavar="JSON",
+                   help='the qlearning policy\'s settings (SimSpec.qlearning), e.g. \'{"epsilon_start": 0}\'')
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     return p
 
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = SimSpec(bundle=args.bundle, users=users, traces=args.traces, requirements=requirements,
                        deadline_ms=args.deadline_ms or None, scenario=scenario, duration_s=args.duration,
                        rate_per_user=args.rate, arrivals=arrivals, seeds=args.seeds, policies=list(args.policies),
-                       network=network, hardware=hardware)
+                       network=network, hardware=hardware, qlearning=args.qlearning)
         report = simulate(spec, profiles=base, traces=traces)
         policies = report["policies"]
         comparison = report["comparison"]

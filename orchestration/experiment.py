@@ -131,7 +131,7 @@ def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | Non
     mapping: dict[float, Action] | None = None
     for name in names:
         if name != STATIC_MAP:
-            make_policy(name, profiles)  # an unknown name fails before any run
+            make_policy(name, profiles, qlearning=spec.qlearning.model_dump())  # an unknown name fails before any run
     policies: dict[str, dict[str, Any]] = {}
     runs: dict[str, list[Answered]] = {}
     change_times = sims[0].scenario.change_times
@@ -140,8 +140,8 @@ def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | Non
             mapping = best_mapping(runs, profiles, levels)
         pooled: list[Answered] = []
         for seed, sim in enumerate(sims):
-            records = sim.run(lambda user, n=name, s=seed, m=mapping: make_policy(n, profiles, seed=1000 * s + user,
-                                                                                  mapping=m))
+            records = sim.run(lambda user, n=name, s=seed, m=mapping: make_policy(
+                n, profiles, seed=1000 * s + user, mapping=m, qlearning=spec.qlearning.model_dump()))
             # Seeds run one after another on the time axis, so pooled convergence reads one long run.
             pooled.extend(to_answered(records))
             if progress is not None:

@@ -25,6 +25,7 @@ ignore it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from orchestration.learners import Action, Decision, LinUCB, QConfig, QLearning
 from orchestration.profiles import Profiles
@@ -216,14 +217,15 @@ def _tier_of(policy: str, value: str) -> Tier:
         raise PolicyError(f"unknown tier {value!r} in policy {policy!r}; tiers: {[t.value for t in Tier]}") from None
 
 
-def make_policy(name: str, profiles: Profiles, *, seed: int = 0, mapping: dict[float, Action] | None = None
-                ) -> Policy:
+def make_policy(name: str, profiles: Profiles, *, seed: int = 0, mapping: dict[float, Action] | None = None,
+                qlearning: dict[str, Any] | None = None) -> Policy:
     """A fresh policy by name (each user gets its own: its own learner, its own exploration).
 
-    `mapping` is the level -> (tier, variant) table of `static-map` (experiment.best_mapping finds one).
+    `mapping` is the level -> (tier, variant) table of `static-map` (experiment.best_mapping finds one);
+    `qlearning` overrides QConfig fields of the `qlearning` policy.
     """
     if name == "qlearning":
-        return LearnerPolicy(QLearning(state_space(profiles), QConfig(seed=seed),
+        return LearnerPolicy(QLearning(state_space(profiles), QConfig(seed=seed, **(qlearning or {})),
                                        predict=lambda obs, action: predicted_ms(profiles, obs, action)), profiles)
     if name == "linucb":
         return LearnerPolicy(LinUCB(state_space(profiles)), profiles)

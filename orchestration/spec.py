@@ -59,6 +59,34 @@ class RunSpec(ConfigModel):
         return self
 
 
+class QLearningSettings(ConfigModel):
+    """The tabular learner's exploration and learning settings, for tuning it in simulation on training
+    traces: orchestration.learners.QConfig's fields, with its defaults (a test keeps them equal; not
+    imported here, so that this module stays numpy-free)."""
+
+    alpha: float = 0.2
+    """learning rate (constant)."""
+    gamma: float = 0.0
+    """discount of the next state's value."""
+    epsilon_start: float = 0.3
+    """exploration rate after a (re)start."""
+    epsilon_min: float = 0.02
+    """exploration floor."""
+    epsilon_decay_steps: float = 20.0
+    """decisions over which exploration decays."""
+    explore_within: float | None = 2.0
+    """explore only actions predicted within this factor of the best (None: every action)."""
+    model_prior: bool = True
+    """start untried actions from the latency model's prediction."""
+
+    @model_validator(mode="after")
+    def _check_q(self) -> Self:
+        from orchestration.learners import QConfig
+
+        QConfig(**self.model_dump())  # the learner's own checks, at start
+        return self
+
+
 class SimSpec(RunSpec):
     """What `edgecloud orchestrate sim` runs."""
 
@@ -73,6 +101,8 @@ class SimSpec(RunSpec):
     request_bytes: int | None = None
     """bytes of one request on the wire instead of the profile's (an input-size sweep: a larger image
     costs more to send, nothing else changes)."""
+    qlearning: QLearningSettings = Field(default_factory=QLearningSettings)
+    """the `qlearning` policy's settings (simulation only: a live device's learner uses the defaults)."""
 
     @model_validator(mode="after")
     def _check_sim(self) -> Self:

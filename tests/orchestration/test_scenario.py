@@ -140,3 +140,33 @@ def test_users_join_and_leave_in_churn(profiles: Profiles, flat_trace: Trace) ->
     assert users(20, 30) == {0, 1}  # most left
     assert users(30, 40) == set(range(8))  # and came back
     assert sc.change_times == [10.0, 20.0, 30.0]
+
+
+def test_the_learners_settings_reach_every_users_learner_and_bad_ones_fail_at_start(
+        profiles: Profiles, flat_trace: Trace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import asdict
+
+    import orchestration.experiment as experiment
+    from orchestration.learners import QConfig
+    from orchestration.spec import QLearningSettings
+
+    # The spec's defaults are the learner's (kept in two places so that the spec stays numpy-free).
+    defaults = asdict(QConfig())
+    assert QLearningSettings().model_dump() == {k: defaults[k] for k in QLearningSettings.model_fields}
+    made: list[QConfig] = []
+
+    def recording(name: str, profiles: Profiles, **kw: object) -> Policy:
+        policy = make_policy(name, profiles, **kw)  # type: ignore[arg-type]
+        made.append(policy.learner.cfg)  # type: ignore[attr-defined]
+        return policy
+
+    monkeypatch.setattr(experiment, "make_policy", recording)
+    base = dict(bundle=tmp_path, users=3, traces=tmp_path, requirements=MIX, duration_s=20.0, seeds=2,
+                scenario="steady", policies=["qlearning"])
+    simulate(SimSpec(**base, qlearning={"epsilon_start": 0.0, "epsilon_min": 0.0}), profiles=profiles,
+             traces=[flat_trace])
+    runs = made[1:]  # the first: the check that the name is known, before any run
+    assert len(runs) == 2 * 3 and all(c.epsilon_start == 0.0 and c.epsilon_min == 0.0 for c in made)
+    assert len({c.seed for c in runs}) == len(runs)  # each user of each seed its own learner
+    with pytest.raises(ValueError, match="epsilon"):
+        SimSpec(**base, qlearning={"epsilon_min": 0.5, "epsilon_start": 0.1})
