@@ -21,7 +21,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
+from split_headroom import side  # bench/ holds scripts, not a package
 
 from shared.traces import Trace, load_traces
 from splitting.baselines import Greedy, Planner
@@ -43,19 +43,13 @@ class Point:
 
 def measure(setup: SplitSetup, traces: list[Trace], planner: Planner, label: str) -> Point:
     env = eval_env(setup, traces)
-    latency: list[float] = []
-    expected: list[float] = []
-    correct: list[bool] = []
-    miss: list[bool] = []
+    runs = []
     for i in range(len(traces)):
         env.reset(seed=i)  # the estimator noise `split eval` gives trace i
-        run = run_trace(env, planner, i)
-        latency += run.latency_ms
-        correct += run.correct
-        miss += run.miss
-        expected += [float(setup.val_accuracy[a]) for a in run.answered]
-    return Point(label, float(np.mean(latency)), float(np.mean(expected)), float(np.mean(correct)),
-                 float(np.mean(miss)), len(latency))
+        runs.append(run_trace(env, planner, i))
+    s = side(runs, setup.val_accuracy, stride=1)  # the headroom bench's numbers, every request
+    return Point(label, s["mean_latency_ms"], s["accuracy"], s["test_accuracy"], s["deadline_miss_rate"],
+                 int(s["requests"]))
 
 
 def greedy_points(setup: SplitSetup, traces: list[Trace], weights: list[float]) -> list[Point]:

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,56 +32,41 @@ from shared.datasets import load_dataset, request_inputs
 from shared.oip import decode_response
 from splitting.live_client import request
 from splitting.setup import read_accuracy
+from testbed.delay_proxy import ByteCount, ProxyConfig, serve
 from testbed.services import free_port, start_service, stop_service, wait_ready
 
 
 class CountingRelay:
-    """A TCP relay on 127.0.0.1 that counts the bytes it forwards, each direction (in a thread)."""
+    """The testbed's relay (testbed.delay_proxy, no delay, no trace) on 127.0.0.1, counting the bytes it
+    forwards each way (`counts`), in a thread of its own."""
 
     def __init__(self, target_port: int) -> None:
-        self.target_port, self.port = target_port, free_port()
-        self.up = self.down = 0
+        self.port = free_port()
+        self.counts = ByteCount()
+        self._cfg = ProxyConfig(listen_host="127.0.0.1", listen_port=self.port, target_host="127.0.0.1",
+                                target_port=target_port, delay_ms=0.0)
         self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
+        self._ready = asyncio.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> CountingRelay:
         self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the counting relay did not start")
+        deadline = time.monotonic() + 10
+        while not self._ready.is_set():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the counting relay did not start")
+            time.sleep(0.01)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop.call_soon_threadsafe(self._task.cancel)
         self._thread.join(5)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._relay, "127.0.0.1", self.port))
-        self._ready.set()
-        try:
-            self._loop.run_forever()
-        finally:
-            server.close()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upward: bool) -> None:
-            try:
-                while chunk := await src.read(65536):
-                    if upward:
-                        self.up += len(chunk)
-                    else:
-                        self.down += len(chunk)
-                    dst.write(chunk)
-                    await dst.drain()
-            except ConnectionError:
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
+        self._task = self._loop.create_task(serve(self._cfg, ready=self._ready, counts=self.counts))
+        with contextlib.suppress(asyncio.CancelledError):
+            self._loop.run_until_complete(self._task)
 
 
 @dataclass
@@ -138,14 +125,14 @@ def _one_action(http: httpx.Client, edge_url: str, relay: CountingRelay, inputs:
         return decode_response(response.content, response.headers)[1]
 
     ask(0)  # the connection to the server is open before counting
-    up0, down0 = relay.up, relay.down
+    up0, down0 = relay.counts.up, relay.counts.down
     payload, offloaded = [], 0
     for k in range(1, n + 1):
         out = ask(k)
         payload.append(int(out["payload_bytes"][0]))
         offloaded += int(out["payload_bytes"][0] > 0)
     return Row(action=action, requests=n, offloaded=offloaded, payload_bytes=float(np.mean(payload)),
-               up_bytes=(relay.up - up0) / n, down_bytes=(relay.down - down0) / n, test_accuracy=accuracy)
+               up_bytes=(relay.counts.up - up0) / n, down_bytes=(relay.counts.down - down0) / n, test_accuracy=accuracy)
 
 
 def main(argv: list[str] | None = None) -> int:

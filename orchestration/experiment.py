@@ -129,9 +129,10 @@ def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | Non
     levels = spec.mix.levels
     names = expand(spec.policies, profiles, levels)
     mapping: dict[float, Action] | None = None
+    qlearning = spec.qlearning.model_dump()
     for name in names:
         if name != STATIC_MAP:
-            make_policy(name, profiles, qlearning=spec.qlearning.model_dump())  # an unknown name fails before any run
+            make_policy(name, profiles, qlearning=qlearning)  # an unknown name fails before any run
     policies: dict[str, dict[str, Any]] = {}
     runs: dict[str, list[Answered]] = {}
     change_times = sims[0].scenario.change_times
@@ -141,7 +142,7 @@ def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | Non
         pooled: list[Answered] = []
         for seed, sim in enumerate(sims):
             records = sim.run(lambda user, n=name, s=seed, m=mapping: make_policy(
-                n, profiles, seed=1000 * s + user, mapping=m, qlearning=spec.qlearning.model_dump()))
+                n, profiles, seed=1000 * s + user, mapping=m, qlearning=qlearning))
             # Seeds run one after another on the time axis, so pooled convergence reads one long run.
             pooled.extend(to_answered(records))
             if progress is not None:

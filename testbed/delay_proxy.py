@@ -32,7 +32,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +66,14 @@ class ProxyConfig:
 
 
 @dataclass
+class ByteCount:
+    """Bytes the proxy relayed so far, each direction (client to server: `up`)."""
+
+    up: int = 0
+    down: int = 0
+
+
+@dataclass
 class SerialLink:
     """One direction of a trace-driven link: chunks cross it one after another at the trace's rate."""
 
@@ -82,9 +90,10 @@ class SerialLink:
 
 
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, delay_s: float,
-                not_before: float, link: SerialLink | None = None) -> None:
+                not_before: float, link: SerialLink | None = None, tally: Callable[[int], None] | None = None
+                ) -> None:
     """Copy READER to WRITER, each chunk (and the final EOF) released DELAY_S after it was read
-    (with a `link`: after it crossed the link, then DELAY_S)."""
+    (with a `link`: after it crossed the link, then DELAY_S); `tally` is told each chunk's size."""
     loop = asyncio.get_running_loop()
     loop_to_unix = time.time() - loop.time()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
@@ -92,6 +101,8 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, d
     async def take() -> None:
         while True:
             data = await reader.read(CHUNK_BYTES)
+            if tally is not None:
+                tally(len(data))
             # An empty read is the peer's FIN: it crosses the link too, so it is delayed like data.
             sent = max(loop.time(), not_before)
             if link is not None and data:
@@ -119,7 +130,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, d
 
 
 async def _relay(cfg: ProxyConfig, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter,
-                 links: tuple[SerialLink, SerialLink] | None = None) -> None:
+                 links: tuple[SerialLink, SerialLink] | None = None, counts: ByteCount | None = None) -> None:
     loop = asyncio.get_running_loop()
     delay_s = cfg.delay_ms / 1e3
     # On a real link the client's first bytes leave only after the handshake's round trip.
@@ -132,9 +143,17 @@ async def _relay(cfg: ProxyConfig, client_reader: asyncio.StreamReader, client_w
     try:
         async with asyncio.TaskGroup() as group:
             up, down = links if links is not None else (None, None)
+            up_tally = down_tally = None
+            if counts is not None:
+                def up_tally(n: int) -> None:
+                    counts.up += n
+
+                def down_tally(n: int) -> None:
+                    counts.down += n
             group.create_task(_pump(client_reader, upstream_writer, delay_s=delay_s, not_before=first_bytes_at,
-                                    link=up))
-            group.create_task(_pump(upstream_reader, client_writer, delay_s=delay_s, not_before=0.0, link=down))
+                                    link=up, tally=up_tally))
+            group.create_task(_pump(upstream_reader, client_writer, delay_s=delay_s, not_before=0.0, link=down,
+                                    tally=down_tally))
     except* (ConnectionError, OSError):
         pass  # one side reset the connection; closing both below is all a proxy can do
     finally:
@@ -144,13 +163,14 @@ async def _relay(cfg: ProxyConfig, client_reader: asyncio.StreamReader, client_w
                 await writer.wait_closed()
 
 
-async def serve(cfg: ProxyConfig, *, ready: asyncio.Event | None = None) -> None:
-    """Accept and relay until cancelled."""
+async def serve(cfg: ProxyConfig, *, ready: asyncio.Event | None = None, counts: ByteCount | None = None) -> None:
+    """Accept and relay until cancelled; with `counts`, add every relayed byte to it."""
     # One serial link per direction, shared by every connection: they compete for it as on a real link.
     links = None
     if cfg.trace is not None:
         links = (SerialLink(cfg.trace, cfg.trace_start_unix), SerialLink(cfg.trace, cfg.trace_start_unix))
-    server = await asyncio.start_server(lambda r, w: _relay(cfg, r, w, links), cfg.listen_host, cfg.listen_port)
+    server = await asyncio.start_server(lambda r, w: _relay(cfg, r, w, links, counts), cfg.listen_host,
+                                        cfg.listen_port)
     async with server:
         if ready is not None:
             ready.set()
