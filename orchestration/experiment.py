@@ -26,6 +26,7 @@ import numpy as np
 from orchestration.hardware import apply
 from orchestration.learners import Action
 from orchestration.policies import (
+    HEDGE_SUFFIX,
     STATIC_MAP,
     StaticMapping,
     make_policy,
@@ -45,7 +46,7 @@ from orchestration.report import (
 from orchestration.scenario import SCENARIOS
 from orchestration.simulator import RequestRecord, Simulator
 from orchestration.spec import SimSpec
-from shared.names import Tier
+from shared.names import FallbackReason, Tier
 from shared.traces import Trace, load_traces
 
 
@@ -53,21 +54,27 @@ def expand(names: Sequence[str], profiles: Profiles, levels: Sequence[float]) ->
     """Policy names with `static` expanded; the static pairs run before `static-map`, which needs them."""
     pairs = static_names(profiles, tuple(levels))
     out: list[str] = []
+    mappings = [name for name in names if _is_mapping(name)]
     for name in names:
         if name == "static":
             out.extend(pairs)
-        elif name == STATIC_MAP:
-            continue
-        else:
+        elif not _is_mapping(name):
             out.append(name)
-    if STATIC_MAP in names:
-        out.extend([*pairs, STATIC_MAP])
+    if mappings:
+        out.extend([*pairs, *mappings])
     return list(dict.fromkeys(out))
+
+
+def _is_mapping(name: str) -> bool:
+    """`static-map`, hedged or not: a policy that needs the best mapping found on the static pairs' runs."""
+    return name.removesuffix(HEDGE_SUFFIX) == STATIC_MAP
 
 
 def to_answered(records: Sequence[RequestRecord]) -> list[Answered]:
     return [Answered(arrival_s=r.arrival_s, response_ms=r.response_ms, tier=r.tier, variant=r.variant,
-                     correct=r.correct, reward=r.reward, user=r.user, fallback=bool(r.fallback),
+                     correct=r.correct, reward=r.reward, user=r.user,
+                     fallback=bool(r.fallback) and r.fallback != FallbackReason.LOCAL_FIRST,
+                     local_first=r.fallback == FallbackReason.LOCAL_FIRST,
                      accuracy_req=r.accuracy_req, missed=r.missed) for r in records]
 
 
@@ -105,7 +112,7 @@ def best_mapping(runs: dict[str, Sequence[Answered]], profiles: Profiles, levels
         meeting = set(profiles.meeting(level))
         best: tuple[float, Action] | None = None
         for name, answered in runs.items():
-            if not name.startswith("static:"):
+            if not name.startswith("static:") or name.endswith(HEDGE_SUFFIX):
                 continue
             action = static_action(name)
             ms = [a.response_ms for a in answered if a.accuracy_req == level]
@@ -131,13 +138,13 @@ def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | Non
     mapping: dict[float, Action] | None = None
     qlearning = spec.qlearning.model_dump()
     for name in names:
-        if name != STATIC_MAP:
+        if not _is_mapping(name):
             make_policy(name, profiles, qlearning=qlearning)  # an unknown name fails before any run
     policies: dict[str, dict[str, Any]] = {}
     runs: dict[str, list[Answered]] = {}
     change_times = sims[0].scenario.change_times
     for name in names:
-        if name == STATIC_MAP:
+        if _is_mapping(name) and mapping is None:
             mapping = best_mapping(runs, profiles, levels)
         pooled: list[Answered] = []
         for seed, sim in enumerate(sims):
@@ -151,7 +158,7 @@ def simulate(spec: SimSpec, *, out: Path | None = None, profiles: Profiles | Non
         # Convergence is judged within one run (seed 0): pooling seeds would splice several learners' starts.
         first = summarize(first_run(pooled), change_times=change_times)
         policies[name].update({k: first[k] for k in ("converged_after_requests", "reconverged")})
-        if name == STATIC_MAP and mapping is not None:
+        if _is_mapping(name) and mapping is not None:
             policies[name]["mapping"] = StaticMapping(mapping).describe()
         runs[name] = pooled
     teacher = profiles.variants[profiles.teacher].accuracy
@@ -185,11 +192,12 @@ def write_outputs(out: Path, report: dict[str, Any], runs: dict[str, list[Answer
                   change_times: Sequence[float]) -> None:
     out = Path(out)
     write_report(out, report)
-    keep = [k for k in (report["comparison"].get("best_static"), report["comparison"].get("best_static_pair")) if k]
+    keep = [k for k in (report["comparison"].get("best_static"), report["comparison"].get("best_static_pair"),
+                        report["comparison"].get("best_static_hedged")) if k]
     (out / "report.md").write_text(markdown_table(report["policies"], keep=keep) + "\n")
     shown = {k: v for k, v in runs.items() if not k.startswith("static:") or k in keep}
     plot_cdf(shown, out / "response_cdf.png", title=f"{report['mode']}: response time, {report['users']} users")
-    for name in ("qlearning", "linucb", "greedy"):
+    for name in ("qlearning", "linucb", "greedy", *(f"{n}{HEDGE_SUFFIX}" for n in ("qlearning", "linucb", "greedy"))):
         if name in runs:
             first = first_run(runs[name])
             plot_choices(first, out / f"choices_{name}.png", title=f"{name}: tier over time",

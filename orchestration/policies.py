@@ -20,6 +20,17 @@ ignore it.
   after it: a strong reference, **not** a bound on what a policy can do (the bound is
   `orchestration.bound`).
 - `qlearning`, `linucb`: the online learners (orchestration.learners).
+
+Any of them with `+hedge` (`all-edge+hedge`, `qlearning+hedge`, ...) **races** every offload against
+the device: the device starts its fallback variant (its fastest variant meeting the requirement) on
+its own core at the moment it sends the request, and the first answer wins. An offload then never
+answers later than the device would have on its own (less the answer's own way back), and the
+server's answer wins exactly when the link and the queue let it: the orchestration analogue of the
+split planner's hedge (splitting/actions.py, `Placement.HEDGE`), after Dean and Barroso's hedged
+requests ("The Tail at Scale", 2013). The price is the device pass every offload runs anyway (the
+device's energy, and its core for the requests behind it) and the server work done for answers the
+device no longer needs. A hedged static policy is still static, so the report keeps the best of
+them apart (`report.best_static` with `hedged=True`) beside the issue's reference.
 """
 
 from __future__ import annotations
@@ -38,6 +49,8 @@ DEPRECATED_ORACLE = "oracle"
 """The myopic oracle's old name, still accepted (older reports and command lines use it)."""
 BASELINES: tuple[str, ...] = ("greedy", "all-end", "all-edge", "all-cloud", MYOPIC_ORACLE)
 STATIC_MAP = "static-map"
+HEDGE_SUFFIX = "+hedge"
+"""A policy name ending in it races each offload against the device's own pass (see above)."""
 
 
 class PolicyError(ValueError):
@@ -48,6 +61,8 @@ class Policy:
     """Base: `choose` per request, `update` when its answer arrives (a no-op for fixed rules)."""
 
     name = "policy"
+    hedge: bool = False
+    """race every offload against the device's fallback variant; the first answer wins."""
 
     def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -61,13 +76,26 @@ def feasible_actions(profiles: Profiles, accuracy_req: float) -> list[Action]:
     return [(tier, name) for tier in Tier for name in profiles.meeting(accuracy_req)]
 
 
-def predicted_ms(profiles: Profiles, obs: Observation, action: Action) -> float:
-    """The greedy rule's latency model: wire + reported queue wait + profiled compute, per action."""
+def fallback_variant(profiles: Profiles, accuracy_req: float) -> str:
+    """The device's fastest variant meeting the requirement (the most accurate one if none does): what it
+    answers with when an offload fails, and what a hedged offload races."""
+    return min(profiles.meeting(accuracy_req), key=lambda n: profiles.variants[n].compute_ms(Tier.END))
+
+
+def predicted_ms(profiles: Profiles, obs: Observation, action: Action, *, hedge: bool = False) -> float:
+    """The greedy rule's latency model: wire + reported queue wait + profiled compute, per action.
+
+    Hedged, an offload is predicted as the sooner of the server's answer and the device's own fallback pass.
+    """
     tier, variant = action
     compute = profiles.variants[variant].compute_ms(tier)
     if tier is Tier.END:
         return obs.local_busy_ms + compute
-    return obs.net_ms[tier] + obs.load[tier].expected_wait_ms + compute
+    remote = obs.net_ms[tier] + obs.load[tier].expected_wait_ms + compute
+    if not hedge:
+        return remote
+    local = obs.local_busy_ms + profiles.variants[fallback_variant(profiles, obs.accuracy_req)].compute_ms(Tier.END)
+    return min(remote, local)
 
 
 class StaticPolicy(Policy):
@@ -97,11 +125,12 @@ class TierPolicy(Policy):
 class GreedyPolicy(Policy):
     name = "greedy"
 
-    def __init__(self, profiles: Profiles) -> None:
+    def __init__(self, profiles: Profiles, *, hedge: bool = False) -> None:
         self.profiles = profiles
+        self.hedge = hedge
 
     def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:
-        return Decision(action=min(actions, key=lambda a: predicted_ms(self.profiles, obs, a)))
+        return Decision(action=min(actions, key=lambda a: predicted_ms(self.profiles, obs, a, hedge=self.hedge)))
 
 
 class MyopicOracle(Policy):
@@ -217,20 +246,41 @@ def _tier_of(policy: str, value: str) -> Tier:
         raise PolicyError(f"unknown tier {value!r} in policy {policy!r}; tiers: {[t.value for t in Tier]}") from None
 
 
+def is_hedged(name: str) -> bool:
+    """Whether a policy name asks for hedged offloads (`...+hedge`)."""
+    return name.endswith(HEDGE_SUFFIX)
+
+
 def make_policy(name: str, profiles: Profiles, *, seed: int = 0, mapping: dict[float, Action] | None = None,
                 qlearning: dict[str, Any] | None = None) -> Policy:
     """A fresh policy by name (each user gets its own: its own learner, its own exploration).
 
     `mapping` is the level -> (tier, variant) table of `static-map` (experiment.best_mapping finds one);
-    `qlearning` overrides QConfig fields of the `qlearning` policy.
+    `qlearning` overrides QConfig fields of the `qlearning` policy. `NAME+hedge` is NAME racing each
+    offload against the device (module docstring).
     """
+    if is_hedged(name):
+        base = name.removesuffix(HEDGE_SUFFIX)
+        if base in (MYOPIC_ORACLE, DEPRECATED_ORACLE) or is_hedged(base):
+            raise PolicyError(f"policy {name!r}: the myopic oracle cannot hedge (its view prices one action)")
+        policy = _make(base, profiles, seed=seed, mapping=mapping, qlearning=qlearning, hedge=True)
+        policy.hedge = True
+        policy.name = f"{policy.name}{HEDGE_SUFFIX}"
+        return policy
+    return _make(name, profiles, seed=seed, mapping=mapping, qlearning=qlearning, hedge=False)
+
+
+def _make(name: str, profiles: Profiles, *, seed: int, mapping: dict[float, Action] | None,
+          qlearning: dict[str, Any] | None, hedge: bool) -> Policy:
     if name == "qlearning":
+        # Hedged, the model prior (and the actions worth exploring) price an offload as the race it is.
         return LearnerPolicy(QLearning(state_space(profiles), QConfig(seed=seed, **(qlearning or {})),
-                                       predict=lambda obs, action: predicted_ms(profiles, obs, action)), profiles)
+                                       predict=lambda obs, action: predicted_ms(profiles, obs, action, hedge=hedge)),
+                             profiles)
     if name == "linucb":
         return LearnerPolicy(LinUCB(state_space(profiles)), profiles)
     if name == "greedy":
-        return GreedyPolicy(profiles)
+        return GreedyPolicy(profiles, hedge=hedge)
     if name in (MYOPIC_ORACLE, DEPRECATED_ORACLE):
         return MyopicOracle()
     if name == STATIC_MAP:
@@ -248,4 +298,4 @@ def make_policy(name: str, profiles: Profiles, *, seed: int = 0, mapping: dict[f
             raise PolicyError(f"policy {name!r} is not static:TIER:VARIANT with a variant in {profiles.names}")
         return StaticPolicy((_tier_of(name, parts[1]), parts[2]))
     raise PolicyError(f"unknown policy {name!r}; choose from {[*LEARNERS, *BASELINES, STATIC_MAP]} or "
-                      "static:TIER:VARIANT")
+                      f"static:TIER:VARIANT, each optionally with {HEDGE_SUFFIX!r}")

@@ -4,7 +4,8 @@
 `answered`, `tier_share` ({end, edge, cloud}: share of answered requests, by the tier each was sent
 to), `requirement_missed` (share of answered requests whose answering variant was below the
 request's own requirement; a fallback counts if its variant is), `fallback_share` (share the device
-answered itself after an offload failed or ran out of time), plus what we add: the variant share,
+answered itself after an offload failed or ran out of time), plus what we add: `local_first_share`
+(share of a hedged policy's offloads the device's own pass answered first), the variant share,
 per requirement level its requests, mean and misses, the mean response time per scenario phase, and
 for learners the convergence point.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestration.policies import HEDGE_SUFFIX, LEARNERS
 from shared.names import Tier
 
 CONVERGENCE_WINDOW = 200
@@ -54,6 +56,8 @@ class Answered(Outcome):
     user: int = 0
     fallback: bool = False
     """answered by the device after the offload failed (or ran out of time)."""
+    local_first: bool = False
+    """a hedged offload the device's own pass answered first (not a failure: `fallback` is False)."""
     accuracy_req: float = 0.0
     """the request's own accuracy requirement."""
     missed: bool = False
@@ -119,6 +123,7 @@ def summarize(answered: Sequence[Answered], *, sent: int | None = None, change_t
         "tier_share": {t.value: tiers.count(t) / len(tiers) for t in Tier},
         "requirement_missed": float(np.mean([a.missed for a in ordered])),
         "fallback_share": float(np.mean([a.fallback for a in ordered])),
+        "local_first_share": float(np.mean([a.local_first for a in ordered])),
         "variant_share": {k: v / len(ordered) for k, v in sorted(variants.items())},
         "fallbacks": int(sum(a.fallback for a in ordered)),
         "levels": levels,
@@ -130,16 +135,18 @@ def summarize(answered: Sequence[Answered], *, sent: int | None = None, change_t
 
 
 def best_static(policies: dict[str, dict[str, Any]], *, prefixes: tuple[str, ...] = STATIC_PREFIXES,
-                tolerance: float = MISSED_TOLERANCE) -> str | None:
+                tolerance: float = MISSED_TOLERANCE, hedged: bool = False) -> str | None:
     """The static policy with the lowest mean response time among those missing at most `tolerance`
     of the requirements.
 
     The static family: every `static:TIER:VARIANT` pair, the `static-map` (a pair per requirement
     level) and `all-TIER` (per level that tier's fastest variant meeting it): each is a fixed
-    (tier, variant) per level, what a static deployment could configure.
+    (tier, variant) per level, what a static deployment could configure. With `hedged`, the same among
+    the policies that race each offload against the device (`...+hedge`), which is a device capability
+    a static deployment could use too, and so the strongest simple baseline once it is on.
     """
     static = {k: v for k, v in policies.items()
-              if k.startswith(prefixes) and v["mean_response_ms"] is not None
+              if k.startswith(prefixes) and k.endswith(HEDGE_SUFFIX) == hedged and v["mean_response_ms"] is not None
               and (v.get("requirement_missed") or 0.0) <= tolerance}
     return min(static, key=lambda k: static[k]["mean_response_ms"]) if static else None
 
@@ -148,11 +155,12 @@ def comparisons(policies: dict[str, dict[str, Any]], *, teacher_accuracy: float)
     """The done-when ratios: each learner against the best static policy and the greedy rule."""
     out: dict[str, Any] = {"best_static": best_static(policies),
                            "best_static_pair": best_static(policies, prefixes=("static:",)),
+                           "best_static_hedged": best_static(policies, hedged=True),
                            "teacher_accuracy": teacher_accuracy, "missed_tolerance": MISSED_TOLERANCE}
     ref = policies.get(out["best_static"]) if out["best_static"] else None
     greedy = policies.get("greedy")
     # The myopic oracle's row is the reference for "x% of the oracle's gain over greedy".
-    for name in ("qlearning", "linucb", "myopic-oracle", "oracle"):
+    for name in ("qlearning", "linucb", "myopic-oracle", "oracle", *(f"{n}{HEDGE_SUFFIX}" for n in LEARNERS)):
         mine = policies.get(name)
         if mine is None or mine["mean_response_ms"] is None:
             continue

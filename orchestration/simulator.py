@@ -18,6 +18,13 @@ Per request, with its own accuracy requirement and deadline (orchestration.scena
   time plus the failure penalty in the reward. The request carries its remaining budget
   (`X-Deadline-Ms`), so the server drops it unanswered if it is still queued when the budget runs
   out there, as the runtime's batcher drops expired work; a late answer is discarded.
+- **hedge** (a policy named `...+hedge`, orchestration/policies.py): an offload also queues the
+  fallback variant on the device's core at once, and the first answer wins (`AnswerSource.FALLBACK`
+  with reason `local_first` when the device's does, no failure penalty: nothing failed). The device's
+  pass runs to its end either way (a thread cannot be stopped), and the server's work goes on unless
+  its budget runs out in the queue; a server answer that comes after the device's still updates the
+  device's view of that tier (its response time and load report), as the live agent's background
+  wait for it does, but is not the request's answer. No abandon timer: the device's pass is the fallback.
 
 Each response carries the server's load report (queue depth, moving-average service time, time in
 the server), exactly what the live servers put in `X-Edgecloud-Load`, and the device's policy
@@ -36,7 +43,7 @@ import numpy as np
 
 from orchestration.learners import FAILURE_PENALTY, Action, Decision, reward
 from orchestration.links import NetworkConfig, UserLink
-from orchestration.policies import MyopicOracle, Policy, feasible_actions
+from orchestration.policies import MyopicOracle, Policy, fallback_variant, feasible_actions
 from orchestration.profiles import Profiles
 from orchestration.report import Outcome
 from orchestration.scenario import (
@@ -87,6 +94,7 @@ class _Request:
     server_deadline_s: float = math.inf
     abandoned: bool = False
     answered: bool = False
+    hedged: bool = False
 
 
 class _Server:
@@ -145,8 +153,7 @@ class Simulator:
     def fallback_variant(self, accuracy_req: float) -> str:
         """What the device answers with when an offload fails: its fastest variant meeting the requirement
         (the live agent's `Orchestrator.fallback_variant`)."""
-        local = [v for t, v in self.actions(accuracy_req) if t is Tier.END]
-        return min(local, key=lambda n: self.profiles.variants[n].compute_ms(Tier.END))
+        return fallback_variant(self.profiles, accuracy_req)
 
     def offload_budget_ms(self, accuracy_req: float) -> float:
         """How long an offload may take before the device gives up: the deadline less its fallback reserve."""
@@ -260,7 +267,9 @@ class Simulator:
             r = reward(response_ms, accuracy=variant.accuracy, accuracy_req=request.accuracy_req)
             obs = observations[u]
             obs.now_s = now
-            if fallback is not None:
+            if fallback is FallbackReason.LOCAL_FIRST:
+                pass  # a hedge the device won: nothing failed, and the server's answer is still to come
+            elif fallback is not None:
                 r -= FAILURE_PENALTY  # as the live agent charges a failed server
             else:
                 obs.record(request.action[0], response_ms=response_ms, load=load)
@@ -299,7 +308,10 @@ class Simulator:
                     up_s = (setup_ms(u, tier) + links[u].up_ms(tier, profiles.request_bytes, now)) / 1000.0
                     push(now + up_s, "server", (request, budget_s))
                     connected.add((u, tier))
-                    if math.isfinite(budget_s):
+                    if policy.hedge:
+                        request.hedged = True
+                        push(compute_locally(u, self.fallback_variant(req), now), "local_first", request)
+                    elif math.isfinite(budget_s):
                         push(now + budget_s, "abandon", request)
             elif kind == "server":
                 request, budget_s = payload  # type: ignore[misc]
@@ -334,10 +346,24 @@ class Simulator:
                 push(done_s, "fallback", request)
             elif kind == "fallback":
                 answer(payload, now, None, FallbackReason.TIMEOUT)  # type: ignore[arg-type]
+            elif kind == "local_first":
+                request = payload  # type: ignore[assignment]
+                assert isinstance(request, _Request)
+                if request.answered:
+                    continue  # the server answered first; this pass ran for nothing
+                request.answered = True
+                answer(request, now, None, FallbackReason.LOCAL_FIRST)
             elif kind == "answer":
                 request, load = payload  # type: ignore[misc]
                 if request.abandoned:
                     continue  # the device gave up on it: a late answer is discarded
+                if request.answered:
+                    # A hedge the device won: the server's answer is no longer the request's, but it tells
+                    # the device how long that tier took now (the live agent waits for it in the background).
+                    obs = observations[request.user]
+                    obs.now_s = now
+                    obs.record(request.action[0], response_ms=(now - request.arrival_s) * 1000.0, load=load)
+                    continue
                 request.answered = True
                 answer(request, now, load, None)
         records.sort(key=lambda r: (r.arrival_s, r.user))

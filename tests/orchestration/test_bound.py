@@ -16,6 +16,7 @@ from shared.traces import MIN_MBIT_S, Trace, read_trace
 
 CELLULAR = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces" / "cellular-up"
 POLICIES = ("all-edge", "all-cloud", "all-end", "greedy", "myopic-oracle", "qlearning", "linucb",
+            "all-edge+hedge", "greedy+hedge", "qlearning+hedge",
             "static:edge:teacher", "static:cloud:mid", "static:end:mid")
 
 
