@@ -62,7 +62,9 @@ class EdgeSettings(ServerSettings):
                     "agent also hosts model `orchestrator`, which picks end, edge server or cloud per request")
     policy: str = Field(default="qlearning", min_length=1,
                         description="the orchestrator's policy: qlearning, linucb, greedy, all-end, all-edge, "
-                                    "all-cloud or static:TIER:VARIANT")
+                                    "all-cloud or static:TIER:VARIANT; any of them with +hedge (for example "
+                                    "qlearning+hedge) also runs the device's own variant at each offload and "
+                                    "answers with whichever comes first")
     accuracy_req: float = Field(default=0.0, ge=0.0, le=1.0,
                                 description="accuracy every orchestrated request requires, in [0, 1]")
     orchestrator_timeout_ms: float = Field(

@@ -41,6 +41,7 @@ from shared.feature_codec import FEATURE, parameters_of, quantize
 from shared.names import AnswerSource, FallbackReason
 from shared.oip import ProtocolError
 from shared.preprocess import ImagePreprocessor, is_encoded
+from shared.tasks import retrieve
 from splitting.actions import Placement
 from splitting.segments import SegmentRunner, head_name, tail_name
 from splitting.setup import LEGACY_STRATEGIES, STRATEGIES, SplitSetup
@@ -192,12 +193,12 @@ class SplitAgent:
                 exits = await local
                 return SplitAnswer(self._labels(exits[s]), AnswerSource.FALLBACK, err.reason.value, label, payload)
             # The device's pass runs on in its thread (a thread cannot be stopped); nothing waits for it.
-            local.add_done_callback(_retrieve)
+            local.add_done_callback(retrieve)
             return SplitAnswer(answer, AnswerSource.CLOUD, "", label, payload)
         # The device was first. Its upload goes on (it records its own transfer when it ends).
         self._background.add(offload)
         offload.add_done_callback(self._background.discard)
-        offload.add_done_callback(_retrieve)
+        offload.add_done_callback(retrieve)
         exits = local.result()
         return SplitAnswer(self._labels(exits[s]), AnswerSource.FALLBACK, FallbackReason.LOCAL_FIRST.value, label,
                            payload)
@@ -264,13 +265,6 @@ class SplitAgent:
         e = fits[0] if fits else 1
         exits = await self._head(e, xn)
         return self._labels(exits[e])
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    """Done callback of a task nobody awaits: read its outcome, so that an expected failure (a hedged
-    upload timing out after the device answered) is not logged as never retrieved."""
-    if not task.cancelled():
-        task.exception()
 
 
 class SplitModel(ServedModel):

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,7 @@ from shared.names import AnswerSource, FallbackReason, Tier
 from shared.oip import KEEPALIVE_S, ProtocolError
 from shared.onnx_session import open_session
 from shared.preprocess import ImagePreprocessor, is_encoded
+from shared.tasks import retrieve
 from testbed.slowdown import Slowdown
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ class Orchestrator:
         self.keep_warm_s = keep_warm_s
         """idle seconds after which a readiness request keeps each server's connection open (None: never)"""
         self._warm: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()  # hedged uploads the device no longer waits for
 
     def _plan(self, accuracy_req: float) -> tuple[list[Action], str]:
         """The feasible actions this device can take for a requirement, and its fallback variant: its
@@ -205,25 +207,37 @@ class Orchestrator:
             offload_s = self.offload_budget_s(fallback_variant)
             if offload_s is not None:
                 budget_s = min(budget_s, offload_s)
+            sample = x if encoded is None else encoded
+            offload = asyncio.create_task(self._offload(tier, variant, sample, len(x), budget_s))
+            local: asyncio.Task[np.ndarray] | None = None
+            if self.policy.hedge:
+                # Race the device's own pass against the server (orchestration/policies.py, `+hedge`).
+                local = asyncio.create_task(self.local.infer(fallback_variant, x))
+                await asyncio.wait({offload, local}, return_when=asyncio.FIRST_COMPLETED)
             try:
-                sample = x if encoded is None else encoded
-                reply = await client.infer_model(variant, {INPUT: sample}, n=len(x), outputs=("label",),
-                                                 budget_s=budget_s)
-                labels = reply.labels
-                if reply.load is not None:
-                    load = ServerLoad(queue_depth=reply.load[0], service_ms=reply.load[1], server_ms=reply.load[2])
-                source = SOURCE_OF[tier]
+                if local is not None and local.done() and not offload.done():
+                    # The device was first: its answer is the request's. The upload goes on in the
+                    # background, and its answer, when it comes, still tells the device about that tier.
+                    labels, source, reason = local.result(), AnswerSource.FALLBACK, FallbackReason.LOCAL_FIRST.value
+                    self._background.add(offload)
+                    offload.add_done_callback(self._late_answer(tier, started))
+                else:
+                    labels, load = await offload
+                    source = SOURCE_OF[tier]
+                    if local is not None:
+                        local.add_done_callback(retrieve)  # its thread runs on; nobody needs its answer
             except OffloadError as err:
                 log.debug("%s failed: %s; the device answers", tier, err)
                 reason = err.reason.value
                 if self.metrics is not None:
                     self.metrics.fallbacks.labels(reason=reason).inc()
-                labels = await self.local.infer(fallback_variant, x)
+                labels = await (local if local is not None else self.local.infer(fallback_variant, x))
                 source = AnswerSource.FALLBACK
         response_ms = (time.perf_counter() - started) * 1000.0
         answered_by = variant if source is not AnswerSource.FALLBACK else fallback_variant
         r = reward(response_ms, accuracy=self.profiles.variants[answered_by].accuracy, accuracy_req=req)
-        if source is AnswerSource.FALLBACK:
+        failed = source is AnswerSource.FALLBACK and reason != FallbackReason.LOCAL_FIRST
+        if failed:
             # A refused connection fails in a millisecond and the device then answers at its usual
             # cost, so the latency alone barely tells a dead server from the device: penalise it (ours).
             r -= FAILURE_PENALTY
@@ -243,10 +257,32 @@ class Orchestrator:
         return Answer(labels=labels, tier=tier, variant=answered_by, source=source, reason=reason,
                       response_ms=response_ms)
 
+    async def _offload(self, tier: Tier, variant: str, sample: np.ndarray, n: int, budget_s: float
+                       ) -> tuple[np.ndarray, ServerLoad | None]:
+        """One offload: the labels and the load report that came with them (OffloadError if it failed)."""
+        reply = await self.clients[tier].infer_model(variant, {INPUT: sample}, n=n, outputs=("label",),
+                                                     budget_s=budget_s)
+        load = None
+        if reply.load is not None:
+            load = ServerLoad(queue_depth=reply.load[0], service_ms=reply.load[1], server_ms=reply.load[2])
+        return reply.labels, load
+
+    def _late_answer(self, tier: Tier, started: float) -> Callable[[asyncio.Task[Any]], None]:
+        """Done callback of a hedged upload the device no longer waits for: a server answer that came after
+        the device's is still the latest news of that tier's link and load (the simulator records it too)."""
+        def done(task: asyncio.Task[Any]) -> None:
+            self._background.discard(task)
+            if task.cancelled() or task.exception() is not None:
+                return  # a failure after the device answered: nothing learnt, nothing lost
+            _, load = task.result()
+            self.obs.now_s = time.monotonic()
+            self.obs.record(tier, response_ms=(time.perf_counter() - started) * 1000.0, load=load)
+        return done
+
     async def aclose(self) -> None:
-        for task in self._warm:
+        for task in [*self._background, *self._warm]:
             task.cancel()
-        await asyncio.gather(*self._warm, return_exceptions=True)
+        await asyncio.gather(*self._background, *self._warm, return_exceptions=True)
         for client in self.clients.values():
             await client.aclose()
         self.local.close()

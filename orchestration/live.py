@@ -45,7 +45,7 @@ from orchestration.profiles import Profiles, profiles_from_manifest
 from orchestration.report import Answered, comparisons, plot_cdf, plot_choices, summarize, write_report
 from orchestration.scenario import SCENARIOS, Scenario, arrival_times
 from orchestration.spec import LiveSpec
-from shared.names import AnswerSource, Tier
+from shared.names import AnswerSource, FallbackReason, Tier
 from shared.oip import decode_response, encode_request
 from testbed.services import Service, free_port, start_service, stop_service, wait_ready
 
@@ -192,6 +192,7 @@ async def drive(spec: LiveSpec, scenario: Scenario, agents: Sequence[Service], x
                 return value.decode() if isinstance(value, bytes) else str(value)
 
             source = text("source")
+            won = text("fallback_reason") == FallbackReason.LOCAL_FIRST.value  # a hedge the device won
             # The device's own measure (decision to answer), as the simulator's: the loopback hop from
             # this load generator to the emulated device is not part of the system under test.
             device_ms = float(out["response_ms"].reshape(-1)[0])
@@ -199,7 +200,8 @@ async def drive(spec: LiveSpec, scenario: Scenario, agents: Sequence[Service], x
             answered.append(Answered(arrival_s=at, response_ms=device_ms, tier=Tier(text("tier")),
                                      variant=text("variant"),
                                      correct=bool(out["label"].reshape(-1)[0] == y[i]), reward=-device_ms / 100.0,
-                                     user=user, fallback=source == AnswerSource.FALLBACK.value))
+                                     user=user, fallback=source == AnswerSource.FALLBACK.value and not won,
+                                     local_first=won))
 
         tasks = [asyncio.create_task(one(u, float(t))) for u, ts in enumerate(times) for t in ts]
         if kill is not None:

@@ -17,6 +17,7 @@ from edge_agent.app import create_app
 from edge_agent.cloud_client import CloudClient, OffloadError
 from edge_agent.settings import EdgeSettings
 from orchestration.agent import LocalVariants, Orchestrator, OrchestratorModel, build_orchestrator, offload_policy
+from orchestration.learners import FAILURE_PENALTY
 from orchestration.metrics import OrchestratorMetrics
 from orchestration.policies import make_policy
 from orchestration.profiles import profiles_from_manifest
@@ -377,3 +378,72 @@ def test_the_orchestrator_keeps_every_server_connection_warm_until_closed(
     asyncio.run(go())
     for name in ("edge", "cloud"):
         assert len(paths[name]) >= 2 and set(paths[name]) == {"/v2/health/ready"}
+
+
+def hedged(bundle: Path, transport: httpx.AsyncBaseTransport, rewards: list[float], *, slowdown: float = 1.0,
+           timeout_ms: float = 3000.0) -> Orchestrator:
+    """An all-edge+hedge orchestrator whose policy's rewards land in `rewards`."""
+    profiles = profiles_from_manifest(bundle)
+    policy = make_policy("all-edge+hedge", profiles)
+    policy.update = lambda decision, r, obs=None: rewards.append(r)  # type: ignore[method-assign]
+    return Orchestrator(profiles=profiles, policy=policy, accuracy_req=0.0,
+                        clients={Tier.EDGE: tier_client(bundle, transport, timeout_ms=timeout_ms)},
+                        local=LocalVariants(bundle, profiles.names, slowdown=slowdown))
+
+
+def test_a_hedged_offload_answers_from_the_device_when_the_server_is_slow_and_still_hears_it(
+        variant_bundle: Path, tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    x, y = tiny_test_split
+    rewards: list[float] = []
+
+    async def go() -> tuple[object, float, float]:
+        orch = hedged(variant_bundle, recording_server([], delay_s=0.5), rewards)
+        answer = await orch.answer(x[:1])
+        assert orch.obs.net_ms[Tier.EDGE] == 0.0 and len(orch._background) == 1  # the upload goes on
+        await asyncio.sleep(0.8)
+        heard = orch.obs.net_ms[Tier.EDGE]
+        await orch.aclose()
+        return answer, heard, len(orch._background)
+
+    answer, heard, pending = asyncio.run(go())
+    assert answer.source is AnswerSource.FALLBACK and answer.reason == FallbackReason.LOCAL_FIRST
+    assert answer.tier is Tier.EDGE and answer.response_ms < 400.0
+    assert answer.labels.tolist() != [7] or y[0] == 7  # the device's own pass answered, not the server's 7
+    # the server's answer half a second later was still the device's news of the edge's link
+    assert heard >= 450.0 and pending == 0
+    # a won race is no failure: the reward is the latency alone, without the failure penalty
+    assert rewards == [pytest.approx(-answer.response_ms / 100.0, rel=0.05)]
+
+
+def test_a_hedged_offload_takes_the_servers_answer_when_it_comes_first(variant_bundle: Path,
+                                                                      tiny_test_split: tuple[np.ndarray, np.ndarray]
+                                                                      ) -> None:
+    x = tiny_test_split[0][:1]
+    rewards: list[float] = []
+
+    async def go() -> object:
+        # a device 200x slower than this host: the local pass takes long enough for the server to win
+        orch = hedged(variant_bundle, fake_server(7), rewards, slowdown=200.0)
+        answer = await orch.answer(x)
+        await orch.aclose()
+        return answer
+
+    answer = asyncio.run(go())
+    assert answer.source is AnswerSource.EDGE_SERVER and answer.labels.tolist() == [7] and answer.reason == ""
+
+
+def test_a_hedged_offload_to_a_dead_server_is_a_fallback_with_its_reason(
+        variant_bundle: Path, tiny_test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    x = tiny_test_split[0][:1]
+    rewards: list[float] = []
+
+    async def go() -> object:
+        orch = hedged(variant_bundle, refusing(), rewards, slowdown=50.0)
+        answer = await orch.answer(x)
+        await orch.aclose()
+        return answer
+
+    answer = asyncio.run(go())
+    # the refusal comes before the slowed pass ends: the device's pass answers, and the failure is named and penalised
+    assert answer.source is AnswerSource.FALLBACK and answer.reason == FallbackReason.UNREACHABLE
+    assert rewards == [pytest.approx(-answer.response_ms / 100.0 - FAILURE_PENALTY, rel=0.05)]
