@@ -45,8 +45,9 @@ def _common(parser: argparse.ArgumentParser, scenarios: list[str], defaults: Any
     parser.add_argument("--policies", default=None,
                         help="comma-separated: qlearning, linucb, greedy, all-end, all-edge, all-cloud, "
                              "myopic-oracle (old name: oracle), static (every pair meeting the lowest level), "
-                             "static-map (the best pair per requirement level) or static:TIER:VARIANT "
-                             f"(default {','.join(defaults.policies)})")
+                             "static-map (the best pair per requirement level) or static:TIER:VARIANT; any "
+                             "but the myopic oracle with +hedge (e.g. all-edge+hedge) races each offload "
+                             f"against the device's own pass (default {','.join(defaults.policies)})")
     parser.add_argument("--config", type=Path, default=None, metavar="JSON", help=CONFIG_HELP)
 
 
