@@ -217,7 +217,9 @@ def run_sim(args: argparse.Namespace) -> int:
     comparison = report["comparison"]
     print(f"best static (pair or mapping, <= {comparison['missed_tolerance']:.0%} requirements missed): "
           f"{comparison['best_static']}")
-    for name in ("qlearning", "linucb"):
+    if comparison.get("best_static_hedged"):
+        print(f"best hedged static (racing each offload against the device): {comparison['best_static_hedged']}")
+    for name in ("qlearning", "linucb", "qlearning+hedge", "linucb+hedge"):
         if name in comparison:
             row = comparison[name]
             print(f"{name}: {row.get('below_best_static', float('nan')):+.1%} vs best static, "
