@@ -15,9 +15,17 @@ Per policy (one round each, repeated `rounds` times, interleaved):
 - **users**: one asyncio task per device sending test samples at Poisson (or bursty) times to its
   own device; users join and leave by the scenario's phases, exactly as in the simulator.
 
-What it cannot do yet: replay the bandwidth traces (the shaped rate over time) or drop the rate,
-since that needs the testbed's trace replay, which has not landed; the links here have the
-network's RTTs and the loopback's rate. `--traces` is recorded in the report for that reason.
+- **links**: with `replay_traces` (the default) each device reaches the edge server and the cloud
+  through its **own** pair of delay proxies replaying its uplink trace (testbed/delay_proxy.py
+  `--trace`), at the very trace and start offset the simulator gives that user in the same seed
+  (`Simulator.requests`), so round r of a live run and seed r of `orchestrate sim` see the same
+  links and the same arrival times. Without it, one shared proxy per server at the RTTs alone and
+  the loopback's rate (the earlier live runs).
+
+What it does not emulate: the `change` scenario's bandwidth drop (its users joining are live); the
+radio's own report of the uplink (the learner's rate and stall features are "unknown" live, while
+the simulator gives them); the edge and cloud connections of one device each cross their own
+replayed link instead of sharing one radio (they seldom overlap: one request at a time mostly).
 """
 
 from __future__ import annotations
@@ -53,6 +61,11 @@ log = logging.getLogger(__name__)
 
 
 
+REPLAY_LEAD_S = 10.0
+"""Seconds between deciding the replayed links' common start and the first request: enough to start
+every device's two proxies (each a Python process) before trace time begins."""
+
+
 class LiveError(RuntimeError):
     """The live run cannot start or a service died; the message names it and its log."""
 
@@ -62,22 +75,38 @@ def _pin(service: Service, cores: set[int]) -> None:
         os.sched_setaffinity(service.process.pid, cores)
 
 
-def _proxy(name: str, *, target_port: int, delay_ms: float, log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+def _spawn_proxy(name: str, *, target_port: int, delay_ms: float, log_dir: Path, port: int | None = None,
+                 trace: Path | None = None, trace_start_unix: float | None = None
+                 ) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """Start a delay proxy (replaying `trace` from `trace_start_unix` if given); (process, port, log)."""
+    port = port if port is not None else free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
+    replay = [] if trace is None else ["--trace", str(trace), "--trace-start-unix", f"{trace_start_unix:.6f}"]
     with log_path.open("wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "testbed.delay_proxy", "--listen", f"127.0.0.1:{port}",
-             "--target", f"127.0.0.1:{target_port}", "--delay-ms", f"{delay_ms}"],
+             "--target", f"127.0.0.1:{target_port}", "--delay-ms", f"{delay_ms}", *replay],
             stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
+    return process, port, log_path
+
+
+def _wait_listening(name: str, process: subprocess.Popen[bytes], port: int, log_path: Path,
+                    timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise LiveError(f"{name} exited: {log_path.read_text()[-500:]}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return process, port
+            return
         time.sleep(0.1)
-    raise LiveError(f"{name} did not listen on {port} within 30 s")
+    raise LiveError(f"{name} did not listen on {port} within {timeout_s:g} s")
+
+
+def _proxy(name: str, *, target_port: int, delay_ms: float, log_dir: Path) -> tuple[subprocess.Popen[bytes], int]:
+    process, port, log_path = _spawn_proxy(name, target_port=target_port, delay_ms=delay_ms, log_dir=log_dir)
+    _wait_listening(name, process, port, log_path)
+    return process, port
 
 
 
@@ -117,15 +146,82 @@ def servers(spec: LiveSpec, profiles: Profiles, log_dir: Path) -> Iterator[dict[
             stop_service(service)
 
 
+@dataclasses.dataclass(frozen=True)
+class UserLinks:
+    """Where one device reaches the servers: its own proxies' ports, its trace file and start offset."""
+
+    edge_port: int
+    cloud_port: int
+    trace: Path
+    offset_s: float
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {"edge_url": f"http://127.0.0.1:{self.edge_port}", "cloud_url": f"http://127.0.0.1:{self.cloud_port}"}
+
+
+def user_links(spec: LiveSpec, scenario: Scenario, profiles: Profiles, *, seed: int
+               ) -> tuple[list[UserLinks], list[np.ndarray]]:
+    """Each device's trace and start offset, and every device's arrival times, exactly as the simulator
+    draws them for `seed` (Simulator.requests), with a free port for each of its two proxies."""
+    from orchestration.simulator import Simulator
+    from shared.traces import load_traces
+
+    traces = load_traces(spec.traces)
+    sim = Simulator(profiles, dataclasses.replace(scenario, seed=seed), traces, network=spec.network)
+    links, requests = sim.requests()
+    times = [np.array([t for t, u, _ in requests if u == user]) for user in range(spec.users)]
+    return [UserLinks(edge_port=free_port(), cloud_port=free_port(), trace=spec.traces / link.trace.name,
+                      offset_s=link.offset_s) for link in links], times
+
+
+@contextlib.contextmanager
+def replayed_links(spec: LiveSpec, urls: dict[str, Any], links: Sequence[UserLinks], start_unix: float,
+                   log_dir: Path) -> Iterator[None]:
+    """Per device, a proxy to the edge server and one to the cloud, each replaying the device's trace
+    so that its trace time `offset_s` falls at `start_unix`; stopped on exit."""
+    net = spec.network
+    edge_port = int(urls["edge"].url.rsplit(":", 1)[1])
+    cloud_port = int(urls["cloud"].url.rsplit(":", 1)[1])
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        started = []
+        for user, link in enumerate(links):
+            # The WAN's own rate (100 Mbit/s by default) is not shaped: at these sizes it adds < 0.1 ms.
+            for name, target, port, delay_ms in (("edge", edge_port, link.edge_port, net.access_rtt_ms / 2),
+                                                 ("cloud", cloud_port, link.cloud_port,
+                                                  (net.access_rtt_ms + net.wan_rtt_ms) / 2)):
+                name = f"{name}-proxy-{user}"
+                process, port, log_path = _spawn_proxy(name, target_port=target, delay_ms=delay_ms, log_dir=log_dir,
+                                                       port=port, trace=link.trace,
+                                                       trace_start_unix=start_unix - link.offset_s)
+                processes.append(process)
+                started.append((name, process, port, log_path))
+        for name, process, port, log_path in started:  # all start at once; then each must listen
+            _wait_listening(name, process, port, log_path)
+        if time.time() > start_unix:
+            log.warning("the replayed links were up %.1f s after their trace start; raise REPLAY_LEAD_S",
+                        time.time() - start_unix)
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            with contextlib.suppress(Exception):
+                process.wait(timeout=5)
+
+
 @contextlib.contextmanager
 def devices(spec: LiveSpec, policy: str, urls: dict[str, Any], share: float, log_dir: Path, *,
-            seed: int) -> Iterator[list[Service]]:
-    """N edge agents hosting `orchestrator`, each computing `1 / share` times slower; stopped on exit."""
+            seed: int, links: Sequence[UserLinks] | None = None) -> Iterator[list[Service]]:
+    """N edge agents hosting `orchestrator`, each computing `1 / share` times slower (each through its
+    own proxies where `links` gives them); stopped on exit."""
     agents: list[Service] = []
     try:
         for user in range(spec.users):
-            args = ["edge", "serve", "--bundle", str(spec.bundle), "--edge-server-url", urls["edge_url"],
-                    "--cloud-url", urls["cloud_url"], "--policy", policy, "--accuracy-req", str(spec.accuracy_req),
+            mine = links[user].urls if links is not None else urls
+            args = ["edge", "serve", "--bundle", str(spec.bundle), "--edge-server-url", mine["edge_url"],
+                    "--cloud-url", mine["cloud_url"], "--policy", policy, "--accuracy-req", str(spec.accuracy_req),
                     "--threads", "1", "--orchestrator-seed", str(seed * 1000 + user),
                     "--orchestrator-timeout-ms", "1000", "--device-slowdown", f"{1.0 / share:g}"]
             agent = start_service(f"device-{user}", args, port=free_port(), log_dir=log_dir / policy.replace(":", "_"))
@@ -140,15 +236,21 @@ def devices(spec: LiveSpec, policy: str, urls: dict[str, Any], share: float, log
 
 async def drive(spec: LiveSpec, scenario: Scenario, agents: Sequence[Service], x: np.ndarray, y: np.ndarray,
                 *, seed: int, kill: Any = None, client_ms: list[float] | None = None,
-                retries: list[int] | None = None) -> tuple[list[Answered], int]:
-    """Every user's requests at their arrival times; (answered, sent). `client_ms` collects the
-    load generator's own round trips (the device's time plus the loopback hop to it)."""
+                retries: list[int] | None = None, times: Sequence[np.ndarray] | None = None,
+                start_unix: float | None = None) -> tuple[list[Answered], int]:
+    """Every user's requests at their arrival times (`times`, per user; default: drawn from `seed`),
+    from `start_unix` (default: now); (answered, sent). `client_ms` collects the load generator's own
+    round trips (the device's time plus the loopback hop to it)."""
     client_ms = client_ms if client_ms is not None else []
     retries = retries if retries is not None else []
     rng = np.random.default_rng(seed)
-    times = arrival_times(scenario, rng)
+    if times is None:
+        times = arrival_times(scenario, rng)
     answered: list[Answered] = []
     sent = 0
+    if start_unix is not None:
+        # Trace time 0 of every replayed link is this instant (their proxies were told so).
+        await asyncio.sleep(max(0.0, start_unix - time.time()))
     start = time.perf_counter()
     limits = httpx.Limits(max_connections=64)
 
@@ -234,16 +336,23 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
     scenario = SCENARIOS[spec.scenario](spec.users, duration_s=spec.duration_s, rate_per_user=spec.rate_per_user,
                                         arrivals=spec.arrivals, accuracy_req=spec.accuracy_req)
     for round_ in range(spec.rounds):
+        # Round r replays the links and arrivals of the simulator's seed r, the same for every policy.
+        links, times = user_links(spec, scenario, profiles, seed=round_) if spec.replay_traces else (None, None)
         for policy in spec.policies:
-            with servers(spec, profiles, log_dir / f"round{round_}" / policy.replace(":", "_")) as urls, \
-                    devices(spec, policy, urls, share, log_dir / f"round{round_}", seed=round_) as agents:
+            where = log_dir / f"round{round_}" / policy.replace(":", "_")
+            with servers(spec, profiles, where) as urls, \
+                    devices(spec, policy, urls, share, log_dir / f"round{round_}", seed=round_, links=links) as agents:
                 kill = None
                 if spec.kill_edge_at_s is not None:
                     async def kill(start: float, edge: Service = urls["edge"]) -> None:
                         await asyncio.sleep(max(0.0, spec.kill_edge_at_s - (time.perf_counter() - start)))
                         edge.process.kill()
-                answered, n = asyncio.run(drive(spec, scenario, agents, x, y, seed=round_, kill=kill,
-                                                client_ms=client[policy], retries=retried[policy]))
+                start_unix = time.time() + REPLAY_LEAD_S
+                with (replayed_links(spec, urls, links, start_unix, where) if links is not None
+                      else contextlib.nullcontext()):
+                    answered, n = asyncio.run(drive(spec, scenario, agents, x, y, seed=round_, kill=kill,
+                                                    client_ms=client[policy], retries=retried[policy], times=times,
+                                                    start_unix=start_unix if links is not None else None))
             # Every live device has the one configured requirement; a variant below it missed it.
             answered = [dataclasses.replace(a, accuracy_req=spec.accuracy_req,
                                             missed=profiles.variants[a.variant].accuracy < spec.accuracy_req)
@@ -264,7 +373,7 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
         policies[name]["load_generator_retries"] = len(retried[name])
     report: dict[str, Any] = {
         "mode": "live", "bundle": str(spec.bundle), "users": spec.users, "traces": str(spec.traces),
-        "traces_replayed": False, "accuracy_req": spec.accuracy_req, "scenario": spec.scenario,
+        "traces_replayed": spec.replay_traces, "accuracy_req": spec.accuracy_req, "scenario": spec.scenario,
         "duration_s": spec.duration_s, "rate_per_user": spec.rate_per_user, "arrivals": spec.arrivals,
         "rounds": spec.rounds, "device_cpu_share": share, "device_slowdown": 1.0 / share,
         "kill_edge_at_s": spec.kill_edge_at_s, "change_times_s": scenario.change_times,

@@ -138,3 +138,6 @@ class LiveSpec(RunSpec):
     """kill the edge server this many seconds into each round (fault test)."""
     end_cpu_share: float | None = None
     """the devices' share of a core instead of the profile's (the simulator's --end-cpu-share)."""
+    replay_traces: bool = True
+    """each device's links replay its trace from `traces` as the simulator's same seed does (False: the
+    RTTs at the loopback's rate, one shared proxy per server)."""

@@ -118,8 +118,9 @@ def add_parser(sub: Any) -> None:
         description="Starts the cloud and the edge server (each pinned to a core, each behind a delay proxy "
                     "with the network's RTT) and one edge agent per user hosting model `orchestrator` (computing "
                     "1/share times slower than the host, the profile's end-device share), drives every user's requests "
-                    "and writes OUT/report.json like `sim`. Bandwidth traces are not replayed live yet (the "
-                    "testbed's trace replay has not landed): --traces is recorded only. Example: "
+                    "and writes OUT/report.json like `sim`. Each device's links to the servers replay its trace from "
+                    "--traces (its own delay proxies), at the trace and offset `sim`'s seed r gives that user in "
+                    "round r, with the same arrival times. Example: "
                     "edgecloud orchestrate live --bundle artifacts/bundle --users 4 "
                     "--traces ../shared/data/traces/norway-hsdpa-test --accuracy-req 0.975 --out artifacts/orch/live4")
     defaults = LiveSpec.model_construct()
@@ -128,6 +129,9 @@ def add_parser(sub: Any) -> None:
     live.add_argument("--data-dir", type=Path, default=None, help="dataset folder (not needed for digits)")
     live.add_argument("--kill-edge-at", type=float, default=None, metavar="SECONDS",
                       help="kill the edge server this many seconds into each round (no request may be lost)")
+    live.add_argument("--no-trace-replay", dest="replay_traces", action="store_false", default=None,
+                      help="links at the RTTs alone and the loopback's rate, one proxy per server (the traces "
+                           "are then recorded only)")
     _rtt_flags(live, defaults.network)
     live.set_defaults(handler=run_live)
 
@@ -159,7 +163,8 @@ SIM_FLAGS: dict[str, str] = {
     **{f"network.{tier}_connect_ms": f"{tier}_connect_ms" for tier in ("edge", "cloud")},
 }
 LIVE_FLAGS: dict[str, str] = {**RUN_FLAGS, "out": "out", "rounds": "rounds", "data_dir": "data_dir",
-                              "kill_edge_at_s": "kill_edge_at", "end_cpu_share": "end_cpu_share"}
+                              "kill_edge_at_s": "kill_edge_at", "end_cpu_share": "end_cpu_share",
+                              "replay_traces": "replay_traces"}
 
 
 def _layers(args: argparse.Namespace, flags: dict[str, str]) -> list[Any]:

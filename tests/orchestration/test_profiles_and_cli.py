@@ -199,3 +199,46 @@ def test_orchestrate_live_answers_every_request_when_the_edge_server_is_killed(
     assert row["requests"] == row["answered"] > 10
     assert row["fallbacks"] > 0  # the requests after the kill were answered by the devices
     assert row["tier_share"]["edge"] == 1.0  # every one was sent to the edge server first
+
+
+def test_live_links_and_arrivals_are_the_simulators_for_the_same_seed(variant_bundle: Path, tmp_path: Path) -> None:
+    from orchestration.live import user_links
+    from orchestration.scenario import SCENARIOS
+    from orchestration.simulator import Simulator
+    from orchestration.spec import LiveSpec
+    from shared.traces import load_traces
+
+    traces = flat_traces(tmp_path / "traces")
+    spec = LiveSpec(bundle=variant_bundle, users=3, traces=traces, accuracy_req=0.9, out=tmp_path / "o")
+    profiles = profiles_from_manifest(variant_bundle)
+    scenario = SCENARIOS["steady"](3, duration_s=10.0, rate_per_user=4.0, accuracy_req=0.9)
+    links, times = user_links(spec, scenario, profiles, seed=2)
+    sim = Simulator(profiles, SCENARIOS["steady"](3, duration_s=10.0, rate_per_user=4.0, accuracy_req=0.9, seed=2),
+                    load_traces(traces))
+    sim_links, requests = sim.requests()
+    assert [(link.trace, link.offset_s) for link in links] == [(traces / s.trace.name, s.offset_s) for s in sim_links]
+    assert [list(t) for t in times] == [[t for t, u, _ in requests if u == user] for user in range(3)]
+    assert len({link.edge_port for link in links} | {link.cloud_port for link in links}) == 6
+
+
+@pytest.mark.slow
+def test_orchestrate_live_replays_each_devices_trace_and_the_race_answers_in_its_stalls(
+        variant_bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 1 s at 5 Mbit/s, then 2 s of nothing, over and over: an offload sent into a stall waits for it to end
+    # (trace replay in each device's own proxies), so the device's raced pass answers it first.
+    folder = tmp_path / "stalls"
+    folder.mkdir()
+    (folder / "stall").write_text("".join(f"{t / 10:.1f}\t{5.0 if (t % 30) < 10 else 0.0}\n" for t in range(600)))
+    out = tmp_path / "live"
+    code = main(["orchestrate", "live", "--bundle", str(variant_bundle), "--users", "2", "--traces", str(folder),
+                 "--accuracy-req", "0.9", "--out", str(out), "--duration", "8", "--rate", "3",
+                 "--policies", "all-edge,all-edge+hedge"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "report.json").read_text())
+    assert report["traces_replayed"] is True
+    plain, hedged = report["policies"]["all-edge"], report["policies"]["all-edge+hedge"]
+    for row in (plain, hedged):
+        assert row["requests"] == row["answered"] > 20
+    assert hedged["local_first_share"] > 0.2 and hedged["fallback_share"] == 0.0
+    # the stalls cost the unraced policy up to their 2 s (or its 1 s client timeout); the race caps them
+    assert plain["p95_response_ms"] > 500.0 > hedged["p95_response_ms"]
