@@ -137,7 +137,11 @@ class LiveSpec(RunSpec):
     kill_edge_at_s: float | None = None
     """kill the edge server this many seconds into each round (fault test)."""
     end_cpu_share: float | None = None
-    """the devices' share of a core instead of the profile's (the simulator's --end-cpu-share)."""
+    """the devices' share of a core (1/k), set outright (the simulator's --end-cpu-share)."""
+    calibrate_device: bool = True
+    """without `end_cpu_share`: calibrate k on this host at the start, as the device runs its passes
+    (orchestration.live.calibrate_device), so that it emulates the published Pi 4 the simulator does
+    (False: the profile's own end-device share)."""
     replay_traces: bool = True
     """each device's links replay its trace from `traces` as the simulator's same seed does (False: the
     RTTs at the loopback's rate, one shared proxy per server)."""

@@ -132,6 +132,10 @@ def add_parser(sub: Any) -> None:
     live.add_argument("--no-trace-replay", dest="replay_traces", action="store_false", default=None,
                       help="links at the RTTs alone and the loopback's rate, one proxy per server (the traces "
                            "are then recorded only)")
+    live.add_argument("--no-device-calibration", dest="calibrate_device", action="store_false", default=None,
+                      help="without --end-cpu-share: emulate the device at the profile's own share instead of "
+                           "calibrating k on this host at the start (the published Pi 4 time for the reference "
+                           "variant, timed as the devices run it)")
     _rtt_flags(live, defaults.network)
     live.set_defaults(handler=run_live)
 
@@ -164,7 +168,7 @@ SIM_FLAGS: dict[str, str] = {
 }
 LIVE_FLAGS: dict[str, str] = {**RUN_FLAGS, "out": "out", "rounds": "rounds", "data_dir": "data_dir",
                               "kill_edge_at_s": "kill_edge_at", "end_cpu_share": "end_cpu_share",
-                              "replay_traces": "replay_traces"}
+                              "replay_traces": "replay_traces", "calibrate_device": "calibrate_device"}
 
 
 def _layers(args: argparse.Namespace, flags: dict[str, str]) -> list[Any]:
