@@ -236,9 +236,26 @@ def test_orchestrate_live_replays_each_devices_trace_and_the_race_answers_in_its
     assert code == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["traces_replayed"] is True
+    # the emulated device was calibrated on this host at the start, and the devices ran at that k
+    assert report["device"]["calibrated"] is True
+    assert report["device_slowdown"] == pytest.approx(report["device"]["slowdown"])
     plain, hedged = report["policies"]["all-edge"], report["policies"]["all-edge+hedge"]
     for row in (plain, hedged):
         assert row["requests"] == row["answered"] > 20
     assert hedged["local_first_share"] > 0.2 and hedged["fallback_share"] == 0.0
     # the stalls cost the unraced policy up to their 2 s (or its 1 s client timeout); the race caps them
     assert plain["p95_response_ms"] > 500.0 > hedged["p95_response_ms"]
+
+
+def test_the_live_device_is_calibrated_on_the_simulators_reference_timed_as_a_device_runs(
+        variant_bundle: Path) -> None:
+    from orchestration.hardware import TierHardware, reference_variant
+    from orchestration.live import calibrate_device
+    from testbed.slowdown import PI4_CIFAR10, calibrate
+
+    profiles = profiles_from_manifest(variant_bundle)
+    device = calibrate_device(variant_bundle, profiles, gap_s=0.01, passes=5)
+    assert device["reference"] == reference_variant(profiles, TierHardware())
+    assert device["reference_host_ms"] > 0
+    assert device["slowdown"] == pytest.approx(calibrate(device["reference_host_ms"], PI4_CIFAR10))
+    assert device["cpu_share"] == pytest.approx(1.0 / device["slowdown"])
