@@ -76,11 +76,22 @@ class EdgeSettings(ServerSettings):
                     "segments and the orchestrator's own variants: the compute thread is held this many times as "
                     "long as each pass took (1 = this machine's speed)")
     orchestrator_seed: int = Field(default=0, ge=0, description="seeds the orchestrator's exploration")
+    radio_trace: ExistingFile | None = Field(
+        default=None,
+        description="the device's own uplink trace (a trace file, as shared/traces.py reads it), for an emulated "
+                    "radio report: the orchestrator's state then has its uplink's recent rate and stalls, read off "
+                    "the trace its link replays (orchestration.links.Radio), as a modem reports its own link; "
+                    "without it those features are unknown")
+    radio_trace_start_unix: float | None = Field(
+        default=None, description="wall-clock time (Unix seconds) of the radio trace's time 0; unset: when the "
+                                  "agent starts")
 
     @model_validator(mode="after")
     def _edge_cross_checks(self) -> EdgeSettings:
         if self.token is not None and self.token_file is not None:
             raise ValueError("set either token or token_file, not both")
+        if self.radio_trace_start_unix is not None and self.radio_trace is None:
+            raise ValueError("radio_trace_start_unix is set but radio_trace is not")
         if self.ca_bundle is not None and (self.cloud_url is None or self.cloud_url.scheme != "https"):
             raise ValueError(f"ca_bundle {self.ca_bundle} is set but cloud_url {self.cloud_url} is not https://")
         return self

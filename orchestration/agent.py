@@ -39,6 +39,7 @@ import numpy as np
 from edge_agent.cloud_client import STATUS_REASONS, ClientPolicy, CloudClient, OffloadError
 from edge_agent.settings import EdgeSettings
 from orchestration.learners import FAILURE_PENALTY, Action, Decision, QLearning, reward
+from orchestration.links import Radio
 from orchestration.metrics import OrchestratorMetrics
 from orchestration.policies import Policy, feasible_actions, make_policy
 from orchestration.profiles import Profiles, profiles_from_manifest
@@ -50,6 +51,7 @@ from shared.oip import KEEPALIVE_S, ProtocolError
 from shared.onnx_session import open_session
 from shared.preprocess import ImagePreprocessor, is_encoded
 from shared.tasks import retrieve
+from shared.traces import read_trace
 from testbed.slowdown import Slowdown
 
 log = logging.getLogger(__name__)
@@ -131,7 +133,8 @@ class Orchestrator:
 
     def __init__(self, *, profiles: Profiles, policy: Policy, local: LocalVariants,
                  clients: dict[Tier, CloudClient], accuracy_req: float, metrics: OrchestratorMetrics | None = None,
-                 deadline_ms: float | None = None, keep_warm_s: float | None = KEEPALIVE_S / 2) -> None:
+                 deadline_ms: float | None = None, keep_warm_s: float | None = KEEPALIVE_S / 2,
+                 radio: Radio | None = None, radio_start_unix: float | None = None) -> None:
         if deadline_ms is not None and not deadline_ms > 0:
             raise ValueError(f"deadline_ms must be > 0 (or None), got {deadline_ms}")
         self.profiles = profiles
@@ -149,6 +152,9 @@ class Orchestrator:
         """idle seconds after which a readiness request keeps each server's connection open (None: never)"""
         self._warm: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()  # hedged uploads the device no longer waits for
+        self.radio = radio
+        """the device's radio report of its own uplink (None: unknown, as on a device that has none)"""
+        self.radio_start_unix = time.time() if radio_start_unix is None else radio_start_unix
 
     def _plan(self, accuracy_req: float) -> tuple[list[Action], str]:
         """The feasible actions this device can take for a requirement, and its fallback variant: its
@@ -193,6 +199,11 @@ class Orchestrator:
         self.obs.now_s = time.monotonic()
         self.obs.accuracy_req = req
         self.obs.local_busy_ms = self._local_busy_ms()
+        if self.radio is not None:
+            # What the modem says of the uplink now: the simulator's `UserLink` report, from the same trace.
+            trace_s = time.time() - self.radio_start_unix
+            self.obs.uplink_mbit_s = self.radio.recent_mbit_s(trace_s)
+            self.obs.stalled_ms = self.radio.stalled_ms(trace_s)
         decision: Decision = self.policy.choose(self.obs, actions)
         tier, variant = decision.action
         reason = ""
@@ -357,6 +368,8 @@ def build_orchestrator(settings: EdgeSettings, *, metrics: OrchestratorMetrics |
     local = LocalVariants(settings.bundle, profiles.names, threads=settings.threads,
                           slowdown=settings.device_slowdown)
     policy = make_policy(settings.policy, profiles, seed=settings.orchestrator_seed)
+    radio = Radio(read_trace(settings.radio_trace)) if settings.radio_trace is not None else None
     orchestrator = Orchestrator(profiles=profiles, policy=policy, local=local, clients=clients,
-                                accuracy_req=settings.accuracy_req, metrics=metrics)
+                                accuracy_req=settings.accuracy_req, metrics=metrics, radio=radio,
+                                radio_start_unix=settings.radio_trace_start_unix)
     return OrchestratorModel(orchestrator, sample_shape=tuple(manifest.input.shape))

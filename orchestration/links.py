@@ -76,6 +76,51 @@ class NetworkConfig(ConfigModel):
         return {Tier.END: 0.0, Tier.EDGE: self.edge_connect_ms, Tier.CLOUD: self.cloud_connect_ms}[tier]
 
 
+class Radio:
+    """What a device's modem reports about its own uplink, read off the trace its link replays: the mean
+    rate over a recent window and how long nothing has got through. The simulator's links and a live
+    device replaying the same trace (`EdgeSettings.radio_trace`) report the same figures.
+
+    Times are trace times (seconds from the trace's start; past its end it wraps, as the replay does).
+    """
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        # Cumulative bits at each sample's start, for the window means.
+        ends = np.append(trace.times_s[1:], trace.duration_s)
+        self._bits = np.concatenate([[0.0], np.cumsum(trace.mbit_s * 1e6 * (ends - trace.times_s))])
+
+    def _bits_until(self, x: float) -> float:
+        """Bits the trace carried from its time 0 to trace time x (x may span several passes)."""
+        duration = self.trace.duration_s
+        passes = math.floor(x / duration)
+        local = x - passes * duration
+        i = max(int(np.searchsorted(self.trace.times_s, local, side="right")) - 1, 0)
+        return passes * self._bits[-1] + self._bits[i] + self.trace.mbit_s[i] * 1e6 * (local - self.trace.times_s[i])
+
+    def recent_mbit_s(self, x: float, window_s: float = LINK_WINDOW_S) -> float:
+        """Mean rate over trace times [x - window, x]."""
+        return (self._bits_until(x) - self._bits_until(x - window_s)) / window_s / 1e6
+
+    def stalled_ms(self, x: float) -> float:
+        """How long nothing has got through up to trace time x (its samples at or below STALL_MBIT_S: the
+        floored zeros), 0 when it flows."""
+        times, rates = self.trace.times_s, self.trace.mbit_s
+        duration = self.trace.duration_s
+        passes = math.floor(x / duration)
+        i = max(int(np.searchsorted(times, x - passes * duration, side="right")) - 1, 0)
+        if rates[i] > STALL_MBIT_S:
+            return 0.0
+        start = passes * duration + times[i]
+        for _ in range(len(times) - 1):  # walk back over the stall's earlier samples (wrapping)
+            j = i - 1 if i > 0 else len(times) - 1
+            if rates[j] > STALL_MBIT_S:
+                break
+            start -= (times[i] - times[j]) if i > 0 else (duration - times[j])
+            i = j
+        return (x - start) * 1e3
+
+
 class UserLink:
     """One device's access link: its trace from its own offset, scaled by the scenario's phase."""
 
@@ -84,9 +129,7 @@ class UserLink:
         self.offset_s = offset_s
         self.scenario = scenario
         self.network = network
-        # Cumulative bits at each sample's start, for the radio report's window means.
-        ends = np.append(trace.times_s[1:], trace.duration_s)
-        self._bits = np.concatenate([[0.0], np.cumsum(trace.mbit_s * 1e6 * (ends - trace.times_s))])
+        self.radio = Radio(trace)
 
     def _scale(self, t: float) -> float:
         return self.scenario.phase_at(t).bandwidth_scale
@@ -111,35 +154,11 @@ class UserLink:
         return ms + (self._wan_ms(n_bytes) if tier is Tier.CLOUD else 0.0)
 
     # -- the radio's report -------------------------------------------------------------------------
-    def _bits_until(self, x: float) -> float:
-        """Bits the trace carried from its time 0 to trace time x (x may span several passes)."""
-        duration = self.trace.duration_s
-        passes = math.floor(x / duration)
-        local = x - passes * duration
-        i = max(int(np.searchsorted(self.trace.times_s, local, side="right")) - 1, 0)
-        return passes * self._bits[-1] + self._bits[i] + self.trace.mbit_s[i] * 1e6 * (local - self.trace.times_s[i])
-
     def recent_mbit_s(self, t: float, window_s: float = LINK_WINDOW_S) -> float:
         """Mean uplink rate over [t - window, t] (at the phase's scale in force at t)."""
-        x = self.offset_s + t
-        return (self._bits_until(x) - self._bits_until(x - window_s)) / window_s / 1e6 * self._scale(t)
+        return self.radio.recent_mbit_s(self.offset_s + t, window_s) * self._scale(t)
 
     def stalled_ms(self, t: float) -> float:
-        """How long nothing has got through the uplink up to t (its trace's samples at or below
-        STALL_MBIT_S: the floored zeros), 0 when it flows. A stall is the radio's, whatever the phase's
-        rate scale."""
-        times, rates = self.trace.times_s, self.trace.mbit_s
-        duration = self.trace.duration_s
-        x = self.offset_s + t
-        passes = math.floor(x / duration)
-        i = max(int(np.searchsorted(times, x - passes * duration, side="right")) - 1, 0)
-        if rates[i] > STALL_MBIT_S:
-            return 0.0
-        start = passes * duration + times[i]
-        for _ in range(len(times) - 1):  # walk back over the stall's earlier samples (wrapping)
-            j = i - 1 if i > 0 else len(times) - 1
-            if rates[j] > STALL_MBIT_S:
-                break
-            start -= (times[i] - times[j]) if i > 0 else (duration - times[j])
-            i = j
-        return (x - start) * 1e3
+        """How long nothing has got through the uplink up to t, 0 when it flows. A stall is the radio's,
+        whatever the phase's rate scale."""
+        return self.radio.stalled_ms(self.offset_s + t)

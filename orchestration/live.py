@@ -22,10 +22,12 @@ Per policy (one round each, repeated `rounds` times, interleaved):
   links and the same arrival times. Without it, one shared proxy per server at the RTTs alone and
   the loopback's rate (the earlier live runs).
 
+  Each device's radio reads the same trace from the same start (`edge serve --radio-trace`,
+  orchestration.links.Radio), so its learner's uplink-rate and stall features are the simulator's.
+
 What it does not emulate: the `change` scenario's bandwidth drop (its users joining are live); the
-radio's own report of the uplink (the learner's rate and stall features are "unknown" live, while
-the simulator gives them); the edge and cloud connections of one device each cross their own
-replayed link instead of sharing one radio (they seldom overlap: one request at a time mostly).
+edge and cloud connections of one device each cross their own replayed link instead of sharing one
+radio (they seldom overlap: one request at a time mostly).
 """
 
 from __future__ import annotations
@@ -62,8 +64,11 @@ log = logging.getLogger(__name__)
 
 
 REPLAY_LEAD_S = 10.0
-"""Seconds between deciding the replayed links' common start and the first request: enough to start
-every device's two proxies (each a Python process) before trace time begins."""
+"""Seconds kept, after the devices are expected ready, to start every device's two proxies (each a Python
+process) before the replayed traces' common start."""
+DEVICE_START_S = 15.0
+DEVICE_START_PER_USER_S = 3.0
+"""The first launch's guess of how long the devices take to be ready; later launches use 1.5x the last."""
 
 
 class LiveError(RuntimeError):
@@ -250,17 +255,22 @@ def replayed_links(spec: LiveSpec, urls: dict[str, Any], links: Sequence[UserLin
 
 @contextlib.contextmanager
 def devices(spec: LiveSpec, policy: str, urls: dict[str, Any], share: float, log_dir: Path, *,
-            seed: int, links: Sequence[UserLinks] | None = None) -> Iterator[list[Service]]:
-    """N edge agents hosting `orchestrator`, each computing `1 / share` times slower (each through its
-    own proxies where `links` gives them); stopped on exit."""
+            seed: int, links: Sequence[UserLinks] | None = None, start_unix: float | None = None
+            ) -> Iterator[list[Service]]:
+    """N edge agents hosting `orchestrator`, each computing `1 / share` times slower; where `links` gives
+    them, each through its own proxies and with its radio reading its own trace from `start_unix`
+    (as the simulator's `UserLink` reports it); stopped on exit."""
     agents: list[Service] = []
     try:
         for user in range(spec.users):
             mine = links[user].urls if links is not None else urls
+            radio = [] if links is None or start_unix is None else [
+                "--radio-trace", str(links[user].trace),
+                "--radio-trace-start-unix", f"{start_unix - links[user].offset_s:.6f}"]
             args = ["edge", "serve", "--bundle", str(spec.bundle), "--edge-server-url", mine["edge_url"],
                     "--cloud-url", mine["cloud_url"], "--policy", policy, "--accuracy-req", str(spec.accuracy_req),
                     "--threads", "1", "--orchestrator-seed", str(seed * 1000 + user),
-                    "--orchestrator-timeout-ms", "1000", "--device-slowdown", f"{1.0 / share:g}"]
+                    "--orchestrator-timeout-ms", "1000", "--device-slowdown", f"{1.0 / share:g}", *radio]
             agent = start_service(f"device-{user}", args, port=free_port(), log_dir=log_dir / policy.replace(":", "_"))
             agents.append(agent)
         for agent in agents:
@@ -377,24 +387,36 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
     retried: dict[str, list[int]] = {p: [] for p in spec.policies}
     scenario = SCENARIOS[spec.scenario](spec.users, duration_s=spec.duration_s, rate_per_user=spec.rate_per_user,
                                         arrivals=spec.arrivals, accuracy_req=spec.accuracy_req)
+    late: dict[str, list[float]] = {p: [] for p in spec.policies}
+    # Seconds from deciding a run's trace start to its devices being ready: the devices' radios are told
+    # the start when they are launched, so it is decided before; learnt from each launch.
+    startup_s = DEVICE_START_S + DEVICE_START_PER_USER_S * spec.users
     for round_ in range(spec.rounds):
         # Round r replays the links and arrivals of the simulator's seed r, the same for every policy.
         links, times = user_links(spec, scenario, profiles, seed=round_) if spec.replay_traces else (None, None)
         for policy in spec.policies:
             where = log_dir / f"round{round_}" / policy.replace(":", "_")
-            with servers(spec, profiles, where) as urls, \
-                    devices(spec, policy, urls, share, log_dir / f"round{round_}", seed=round_, links=links) as agents:
-                kill = None
-                if spec.kill_edge_at_s is not None:
-                    async def kill(start: float, edge: Service = urls["edge"]) -> None:
-                        await asyncio.sleep(max(0.0, spec.kill_edge_at_s - (time.perf_counter() - start)))
-                        edge.process.kill()
-                start_unix = time.time() + REPLAY_LEAD_S
-                with (replayed_links(spec, urls, links, start_unix, where) if links is not None
-                      else contextlib.nullcontext()):
-                    answered, n = asyncio.run(drive(spec, scenario, agents, x, y, seed=round_, kill=kill,
-                                                    client_ms=client[policy], retries=retried[policy], times=times,
-                                                    start_unix=start_unix if links is not None else None))
+            with servers(spec, profiles, where) as urls:
+                launched = time.time()
+                start_unix = launched + startup_s + REPLAY_LEAD_S
+                with devices(spec, policy, urls, share, log_dir / f"round{round_}", seed=round_, links=links,
+                             start_unix=start_unix) as agents:
+                    startup_s = 1.5 * (time.time() - launched)
+                    kill = None
+                    if spec.kill_edge_at_s is not None:
+                        async def kill(start: float, edge: Service = urls["edge"]) -> None:
+                            await asyncio.sleep(max(0.0, spec.kill_edge_at_s - (time.perf_counter() - start)))
+                            edge.process.kill()
+                    with (replayed_links(spec, urls, links, start_unix, where) if links is not None
+                          else contextlib.nullcontext()):
+                        if links is not None and time.time() > start_unix:
+                            late[policy].append(time.time() - start_unix)
+                            log.warning("%s: the devices and links were ready %.1f s after the trace start: the "
+                                        "replay runs that much ahead of the simulator's", policy, late[policy][-1])
+                        answered, n = asyncio.run(drive(spec, scenario, agents, x, y, seed=round_, kill=kill,
+                                                        client_ms=client[policy], retries=retried[policy],
+                                                        times=times,
+                                                        start_unix=start_unix if links is not None else None))
             # Every live device has the one configured requirement; a variant below it missed it.
             answered = [dataclasses.replace(a, accuracy_req=spec.accuracy_req,
                                             missed=profiles.variants[a.variant].accuracy < spec.accuracy_req)
@@ -413,6 +435,7 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
         if client[name]:
             policies[name]["client_mean_response_ms"] = float(np.mean(client[name]))
         policies[name]["load_generator_retries"] = len(retried[name])
+        policies[name]["replay_late_s"] = late[name]
     report: dict[str, Any] = {
         "mode": "live", "bundle": str(spec.bundle), "users": spec.users, "traces": str(spec.traces),
         "traces_replayed": spec.replay_traces, "accuracy_req": spec.accuracy_req, "scenario": spec.scenario,

@@ -447,3 +447,42 @@ def test_a_hedged_offload_to_a_dead_server_is_a_fallback_with_its_reason(
     # the refusal comes before the slowed pass ends: the device's pass answers, and the failure is named and penalised
     assert answer.source is AnswerSource.FALLBACK and answer.reason == FallbackReason.UNREACHABLE
     assert rewards == [pytest.approx(-answer.response_ms / 100.0 - FAILURE_PENALTY, rel=0.05)]
+
+
+def test_the_devices_radio_reports_its_replayed_uplink_to_the_policy(variant_bundle: Path, tmp_path: Path,
+                                                                      tiny_test_split: tuple[np.ndarray, np.ndarray]
+                                                                      ) -> None:
+    # 2 s at 4 Mbit/s, then 3 s of nothing, repeating: the policy must see the rate, then the stall growing
+    trace_file = tmp_path / "uplink"
+    trace_file.write_text("".join(f"{t / 10:.1f}\t{4.0 if (t % 50) < 20 else 0.0}\n" for t in range(500)))
+    settings = EdgeSettings(bundle=variant_bundle, edge_server_url="http://127.0.0.1:9", policy="all-end",
+                            radio_trace=trace_file, radio_trace_start_unix=time.time() - 1.5)  # 1.5 s in: flowing
+    model = build_orchestrator(settings)
+    orch = model.orchestrator
+    seen: list[tuple[float | None, float]] = []
+    choose = orch.policy.choose
+
+    def spy(obs, actions):
+        seen.append((obs.uplink_mbit_s, obs.stalled_ms))
+        return choose(obs, actions)
+
+    orch.policy.choose = spy
+    x = tiny_test_split[0][:1]
+
+    async def go() -> None:
+        await orch.answer(x)
+        orch.radio_start_unix -= 2.0  # 3.5 s into the trace: 1.5 s into its stall
+        await orch.answer(x)
+        await orch.aclose()
+
+    asyncio.run(go())
+    assert seen[0][0] == pytest.approx(4.0, rel=0.05) and seen[0][1] == 0.0
+    assert seen[1][0] < 0.1 and seen[1][1] == pytest.approx(1500.0, abs=150.0)
+    # without a radio trace, the report is unknown, as before
+    plain = build_orchestrator(EdgeSettings(bundle=variant_bundle, edge_server_url="http://127.0.0.1:9"))
+    assert plain.orchestrator.radio is None
+
+
+def test_a_radio_start_without_its_trace_is_refused(variant_bundle: Path) -> None:
+    with pytest.raises(ValueError, match="radio_trace"):
+        EdgeSettings(bundle=variant_bundle, radio_trace_start_unix=1.0)

@@ -242,6 +242,9 @@ def test_orchestrate_live_replays_each_devices_trace_and_the_race_answers_in_its
     plain, hedged = report["policies"]["all-edge"], report["policies"]["all-edge+hedge"]
     for row in (plain, hedged):
         assert row["requests"] == row["answered"] > 20
+        # the devices (and their radios, told the trace start at launch) were up by the traces' start, or
+        # nearly (a loaded CI machine may start them later than guessed; the report says by how much)
+        assert sum(row["replay_late_s"]) < 5.0
     assert hedged["local_first_share"] > 0.2 and hedged["fallback_share"] == 0.0
     # the stalls cost the unraced policy up to their 2 s (or its 1 s client timeout); the race caps them
     assert plain["p95_response_ms"] > 500.0 > hedged["p95_response_ms"]
