@@ -153,6 +153,29 @@ def reference_host_ms(bundle: Path, *, runs: int = 200, warmup: int = 20) -> flo
     return _time(lambda: session.run(None, {name: x}), runs=runs, warmup=warmup).median_ms
 
 
+def live_slowdown(bundle: Path, emulation: dict[str, Any] | None) -> tuple[float, dict[str, Any]]:
+    """k for emulating the profiled device live on this host now, and what it was derived from.
+
+    The profile's segment times are k x the host's CPU time when it was measured; a live run holds k x
+    the CPU time each pass takes *now*. This host's speed drifts between sessions (its student ran 1.6x
+    slower one day than on the day the orchestration variants were profiled), so the profile's k would
+    emulate a device that much slower than the profile, and every device segment would run long against
+    the environment's model. The student (the calibration's reference) is timed again here, as the
+    profile timed it, and k scaled by the ratio: k_now = k x then / now, which is the published Pi 4
+    time over the student's host time now. A profile without a calibration (a real device's, or one
+    measured with a k given by hand) keeps its k.
+    """
+    if not emulation:
+        return 1.0, {"recalibrated": False, "k": 1.0}
+    k = float(emulation.get("k", 1.0))
+    then = ((emulation.get("calibration") or {}).get("student_host_ms"))
+    if then is None:
+        return k, {"recalibrated": False, "k": k}
+    now = reference_host_ms(bundle)
+    return k * then / now, {"recalibrated": True, "k": k * then / now, "profile_k": k, "student_host_ms": now,
+                            "profile_student_host_ms": then}
+
+
 def check_emulation(bundle: Path, factor: float, *, runs: int = 50) -> dict[str, float]:
     """Per device segment: emulated time / (factor x host time), the two measured interleaved here. Within
     0.85-1.15 the emulation is what the calibrated model says (the issue's check)."""

@@ -120,7 +120,8 @@ def add_parser(sub: Any) -> None:
                          "work shorter than its slice, so the default is the profile's compute-then-hold emulation)")
     ev.add_argument("--device-slowdown", type=float, default=None, metavar="K",
                     help="with --live: hold every device segment K times its CPU time (default: the k the bundle's "
-                         "device profile was measured with, `edgecloud profile --pi4`; 1 for a real device's profile)")
+                         "device profile was measured with, `edgecloud profile --pi4`, rescaled to this host's "
+                         "speed now by timing the calibration's student again; 1 for a real device's profile)")
     ev.add_argument("--cloud-cpus", default=None, help=f"with --live: cores of the server (default {e.cloud_cpus})")
     ev.add_argument("--data-dir", type=Path, default=None, help="with --live: dataset folder (not for digits)")
     ev.add_argument("--kill-at-s", type=float, default=None,
@@ -256,8 +257,16 @@ def _run_live(cfg: Any, out: Path, setup: Any, traces: list[Any], names: list[st
 
     e = cfg.eval
     device = DeviceEmulation(cpus=tuple(sorted(parse_cpus(e.device_cpus))), cpu_fraction=e.cpu_fraction)
-    emulated = (setup.device.emulation or {}).get("k", 1.0)
-    slowdown = e.device_slowdown if e.device_slowdown is not None else emulated
+    if e.device_slowdown is not None:
+        slowdown, calibration = e.device_slowdown, {"recalibrated": False, "k": e.device_slowdown}
+    else:
+        from splitting.profile import live_slowdown
+
+        slowdown, calibration = live_slowdown(setup.bundle, setup.device.emulation)
+        if calibration["recalibrated"]:
+            print(f"device: k = {slowdown:.2f} on this host now (the profile's {calibration['profile_k']:.2f} x its "
+                  f"student's {calibration['profile_student_host_ms']:.3f} ms / {calibration['student_host_ms']:.3f} "
+                  "ms here now)")
     try:
         report = live_eval(setup, traces, names, trace_dir=e.traces, deadline_ms=cfg.regime.deadline_ms,
                            duration_s=e.duration_s or 60.0, out=out, device=device, slowdown=slowdown,
@@ -266,6 +275,8 @@ def _run_live(cfg: Any, out: Path, setup: Any, traces: list[Any], names: list[st
     except (TestbedError, EmulationError) as err:
         print(f"edgecloud split eval --live: {err}", file=sys.stderr)
         return 2
+    report["device_calibration"] = calibration
+    (out / "report_live.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"device: {report['device']}; link: {report['link']['delay']}")
     print("| strategy | trace | live mean ms | env mean ms | live/env | live acc | lost | fallbacks |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")

@@ -220,3 +220,22 @@ def test_an_emulated_device_overhead_is_timed_on_an_edge_that_holds_nothing(
     assert cmd._request_overhead(bundle, None, role="device", slowdown=34.0) == 0
     assert started == [None]  # no EDGECLOUD_DEVICE_SLOWDOWN: the edge holds nothing (and no server profile)
     assert subtracted == [0.25]  # the host's head_1, not the profile's emulated 50 ms
+
+
+def test_a_live_run_rescales_the_profiles_k_to_this_hosts_speed_now(split_bundle: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import splitting.profile as profile
+
+    emulation = {"k": 34.0, "calibration": {"student_host_ms": 0.5}}
+    # the host runs the student twice as slowly as when the profile was measured: half the k, so that
+    # k x (CPU time now) is still the profile's device time
+    monkeypatch.setattr(profile, "reference_host_ms", lambda bundle: 1.0)
+    k, record = profile.live_slowdown(split_bundle, emulation)
+    assert k == pytest.approx(17.0) and record["recalibrated"] and record["profile_k"] == 34.0
+    # a profile without a calibration (a real device's, or a hand-given k) keeps its k
+    assert profile.live_slowdown(split_bundle, {"k": 5.0})[0] == 5.0
+    assert profile.live_slowdown(split_bundle, None)[0] == 1.0
+    # unpatched, it times the student here: the same k as calibrating on the published time directly
+    monkeypatch.undo()
+    k, record = profile.live_slowdown(split_bundle, emulation)
+    assert k == pytest.approx(34.0 * 0.5 / record["student_host_ms"])
