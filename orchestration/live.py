@@ -117,7 +117,8 @@ def _proxy(name: str, *, target_port: int, delay_ms: float, log_dir: Path) -> tu
 
 @contextlib.contextmanager
 def servers(spec: LiveSpec, profiles: Profiles, log_dir: Path) -> Iterator[dict[str, Any]]:
-    """Cloud and edge server (each pinned, each behind its delay proxy); stopped on exit."""
+    """Cloud and edge server (each pinned; each behind one shared delay proxy unless the devices have their own
+    replaying ones, `spec.replay_traces`); stopped on exit."""
     cores = sorted(os.sched_getaffinity(0))
     models = ",".join(profiles.names)
     common = ["--bundle", str(spec.bundle), "--models", models, "--threads", "1", "--max-queue-delay-ms", "0",
@@ -133,6 +134,9 @@ def servers(spec: LiveSpec, profiles: Profiles, log_dir: Path) -> Iterator[dict[
             wait_ready(service)
         _pin(edge, {cores[0]})
         _pin(cloud, {cores[-1]})
+        if spec.replay_traces:
+            yield {"cloud": cloud, "edge": edge}  # each device gets its own proxies (replayed_links)
+            return
         net = spec.network
         cloud_proxy, cloud_port = _proxy("cloud-proxy", target_port=int(cloud.url.rsplit(":", 1)[1]),
                                          delay_ms=(net.access_rtt_ms + net.wan_rtt_ms) / 2, log_dir=log_dir)
