@@ -396,8 +396,9 @@ def run_live(spec: LiveSpec, *, progress: Any = None) -> dict[str, Any]:
     # the start when they are launched, so it is decided before; learnt from each launch.
     startup_s = DEVICE_START_S + DEVICE_START_PER_USER_S * spec.users
     for round_ in range(spec.rounds):
-        # Round r replays the links and arrivals of the simulator's seed r, the same for every policy.
-        links, times = user_links(spec, scenario, profiles, seed=round_) if spec.replay_traces else (None, None)
+        # Round r has the arrivals of the simulator's seed r (and, replaying, its links), the same for every policy.
+        replayed, times = user_links(spec, scenario, profiles, seed=round_)
+        links = replayed if spec.replay_traces else None
         for policy in spec.policies:
             where = log_dir / f"round{round_}" / policy.replace(":", "_")
             with servers(spec, profiles, where) as urls:
