@@ -29,6 +29,7 @@ from orchestration.policies import (
     HEDGE_SUFFIX,
     STATIC_MAP,
     StaticMapping,
+    is_hedged,
     make_policy,
     static_action,
     static_names,
@@ -112,7 +113,7 @@ def best_mapping(runs: dict[str, Sequence[Answered]], profiles: Profiles, levels
         meeting = set(profiles.meeting(level))
         best: tuple[float, Action] | None = None
         for name, answered in runs.items():
-            if not name.startswith("static:") or name.endswith(HEDGE_SUFFIX):
+            if not name.startswith("static:") or is_hedged(name):
                 continue
             action = static_action(name)
             ms = [a.response_ms for a in answered if a.accuracy_req == level]

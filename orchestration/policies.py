@@ -125,9 +125,8 @@ class TierPolicy(Policy):
 class GreedyPolicy(Policy):
     name = "greedy"
 
-    def __init__(self, profiles: Profiles, *, hedge: bool = False) -> None:
+    def __init__(self, profiles: Profiles) -> None:
         self.profiles = profiles
-        self.hedge = hedge
 
     def choose(self, obs: Observation, actions: Sequence[Action]) -> Decision:
         return Decision(action=min(actions, key=lambda a: predicted_ms(self.profiles, obs, a, hedge=self.hedge)))
@@ -261,8 +260,10 @@ def make_policy(name: str, profiles: Profiles, *, seed: int = 0, mapping: dict[f
     """
     if is_hedged(name):
         base = name.removesuffix(HEDGE_SUFFIX)
-        if base in (MYOPIC_ORACLE, DEPRECATED_ORACLE) or is_hedged(base):
+        if base in (MYOPIC_ORACLE, DEPRECATED_ORACLE):
             raise PolicyError(f"policy {name!r}: the myopic oracle cannot hedge (its view prices one action)")
+        if is_hedged(base):
+            raise PolicyError(f"policy {name!r}: {HEDGE_SUFFIX!r} once is enough")
         policy = _make(base, profiles, seed=seed, mapping=mapping, qlearning=qlearning, hedge=True)
         policy.hedge = True
         policy.name = f"{policy.name}{HEDGE_SUFFIX}"
@@ -272,6 +273,7 @@ def make_policy(name: str, profiles: Profiles, *, seed: int = 0, mapping: dict[f
 
 def _make(name: str, profiles: Profiles, *, seed: int, mapping: dict[float, Action] | None,
           qlearning: dict[str, Any] | None, hedge: bool) -> Policy:
+    """The policy `name` names; `hedge` only where construction needs it (the caller sets `Policy.hedge`)."""
     if name == "qlearning":
         # Hedged, the model prior (and the actions worth exploring) price an offload as the race it is.
         return LearnerPolicy(QLearning(state_space(profiles), QConfig(seed=seed, **(qlearning or {})),
@@ -280,7 +282,7 @@ def _make(name: str, profiles: Profiles, *, seed: int, mapping: dict[float, Acti
     if name == "linucb":
         return LearnerPolicy(LinUCB(state_space(profiles)), profiles)
     if name == "greedy":
-        return GreedyPolicy(profiles, hedge=hedge)
+        return GreedyPolicy(profiles)
     if name in (MYOPIC_ORACLE, DEPRECATED_ORACLE):
         return MyopicOracle()
     if name == STATIC_MAP:

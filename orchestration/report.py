@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestration.policies import HEDGE_SUFFIX, LEARNERS
+from orchestration.policies import HEDGE_SUFFIX, LEARNERS, is_hedged
 from shared.names import Tier
 
 CONVERGENCE_WINDOW = 200
@@ -146,7 +146,7 @@ def best_static(policies: dict[str, dict[str, Any]], *, prefixes: tuple[str, ...
     a static deployment could use too, and so the strongest simple baseline once it is on.
     """
     static = {k: v for k, v in policies.items()
-              if k.startswith(prefixes) and k.endswith(HEDGE_SUFFIX) == hedged and v["mean_response_ms"] is not None
+              if k.startswith(prefixes) and is_hedged(k) == hedged and v["mean_response_ms"] is not None
               and (v.get("requirement_missed") or 0.0) <= tolerance}
     return min(static, key=lambda k: static[k]["mean_response_ms"]) if static else None
 

@@ -94,7 +94,6 @@ class _Request:
     server_deadline_s: float = math.inf
     abandoned: bool = False
     answered: bool = False
-    hedged: bool = False
 
 
 class _Server:
@@ -309,7 +308,6 @@ class Simulator:
                     push(now + up_s, "server", (request, budget_s))
                     connected.add((u, tier))
                     if policy.hedge:
-                        request.hedged = True
                         push(compute_locally(u, self.fallback_variant(req), now), "local_first", request)
                     elif math.isfinite(budget_s):
                         push(now + budget_s, "abandon", request)

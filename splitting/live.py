@@ -58,7 +58,8 @@ def summarise_live(records: list[dict[str, Any]], deadline_ms: float) -> dict[st
 def live_eval(setup: SplitSetup, traces: list[Trace], names: list[str], *, trace_dir: Path, deadline_ms: float,
               duration_s: float, out: Path, device: DeviceEmulation, cloud_cpus: frozenset[int] | None,
               data_dir: Path | None, kill_at_s: float | None = None, tag: str | None = None,
-              slowdown: float = 1.0) -> dict[str, Any]:
+              slowdown: float = 1.0, calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`calibration`: how `slowdown` was derived (splitting.profile.live_slowdown), kept in the report."""
     out = Path(out).resolve()
     bundle = setup.bundle.resolve()
     spec = setup.spec
@@ -128,7 +129,8 @@ def live_eval(setup: SplitSetup, traces: list[Trace], names: list[str], *, trace
                                                   "ceiling_mbit": CEILING_MBIT},
               "device": (device.describe() if quota else f"cores {sorted(device.cpus)}")
               + (f", every segment held {slowdown:g}x its CPU time" if slowdown > 1.0 else ""),
-              "device_slowdown": slowdown, "cloud_cpus": sorted(cloud_cpus or []), "kill_at_s": kill_at_s,
+              "device_slowdown": slowdown, "device_calibration": calibration,
+              "cloud_cpus": sorted(cloud_cpus or []), "kill_at_s": kill_at_s,
               "strategies": results}
     (out / "report_live.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

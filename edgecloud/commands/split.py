@@ -271,12 +271,10 @@ def _run_live(cfg: Any, out: Path, setup: Any, traces: list[Any], names: list[st
         report = live_eval(setup, traces, names, trace_dir=e.traces, deadline_ms=cfg.regime.deadline_ms,
                            duration_s=e.duration_s or 60.0, out=out, device=device, slowdown=slowdown,
                            cloud_cpus=parse_cpus(e.cloud_cpus) if e.cloud_cpus else None,
-                           data_dir=e.data_dir, kill_at_s=e.kill_at_s)
+                           data_dir=e.data_dir, kill_at_s=e.kill_at_s, calibration=calibration)
     except (TestbedError, EmulationError) as err:
         print(f"edgecloud split eval --live: {err}", file=sys.stderr)
         return 2
-    report["device_calibration"] = calibration
-    (out / "report_live.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"device: {report['device']}; link: {report['link']['delay']}")
     print("| strategy | trace | live mean ms | env mean ms | live/env | live acc | lost | fallbacks |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")

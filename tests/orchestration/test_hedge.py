@@ -105,6 +105,8 @@ def test_hedged_names(profiles) -> None:
         make_policy("myopic-oracle+hedge", profiles)
     with pytest.raises(PolicyError, match="unknown policy"):
         make_policy("fastest+hedge", profiles)
+    with pytest.raises(PolicyError, match="once is enough"):
+        make_policy("greedy+hedge+hedge", profiles)
 
 
 def test_the_issues_static_reference_leaves_hedged_policies_apart() -> None:
