@@ -9,10 +9,10 @@ hindsight oracle's from the environment, through the live path). Per request:
 1. the planner picks (exit e, partition p, bits b) from the state it measured itself (splitting/state.py);
 2. device-only: head_e here. Split: head_p here, the feature quantised to b bits and sent to the
    server's `tail_p`, which answers with exit e. Server-only: raw pixels to the server's teacher;
-   Hedge (a planner trained with `--hedge`): the server-only upload and the whole network here at once;
-   the first answer wins, the device's labelled `edge-fallback` / `local_first`. The upload is left
-   to finish in the background (its measurement feeds the state; cancelling it would cost the
-   connection);
+   Hedge (a planner trained with `--hedge`): the server-only upload and the whole network (or, for
+   `hedge:exitE`, the head to exit E) here at once; the first answer wins, the device's labelled
+   `edge-fallback` / `local_first`. The upload is left to finish in the background (its measurement
+   feeds the state; cancelling it would cost the connection);
 3. the offload gets what is left of the deadline (less, for server-only, the time of exit 1 here). If
    the server is down, slow or overloaded, the device finishes on its own (splitting/latency.py's rule,
    which the environment models too): a split runs tail_p here if the profile says it fits the time
@@ -143,7 +143,7 @@ class SplitAgent:
             exits = await self._head(a.exit, xn)
             return SplitAnswer(self._labels(exits[a.exit]), AnswerSource.EDGE, "", label, 0)
         if kind is Placement.HEDGE:
-            return await self._hedge(index, label, x, xn, encoded, started, deadline_ms)
+            return await self._hedge(index, a.exit, label, x, xn, encoded, started, deadline_ms)
         if kind is Placement.SERVER:
             sample, payload = self._server_sample(x, encoded)
             reserve_s = self.model.reserve_ms(index, load=load) / 1000.0
@@ -175,12 +175,11 @@ class SplitAgent:
             return wire_pixels(x), int(x.size)
         return encoded, sum(len(item) for item in encoded)
 
-    async def _hedge(self, index: int, label: str, x: np.ndarray, xn: np.ndarray, encoded: np.ndarray | None,
-                     started: float, deadline_ms: float) -> SplitAnswer:
-        """Upload as server-only and run exit S here at once; the first answer wins (splitting/latency.py
-        models the same race)."""
+    async def _hedge(self, index: int, s: int, label: str, x: np.ndarray, xn: np.ndarray,
+                     encoded: np.ndarray | None, started: float, deadline_ms: float) -> SplitAnswer:
+        """Upload as server-only and run the head to exit `s` here at once (S, or the early exit of a
+        `hedge:exit{s}`); the first answer wins (splitting/latency.py models the same race)."""
         sample, payload = self._server_sample(x, encoded)
-        s = self.plan.n_stages
         budget_s = deadline_ms / 1000.0 - (time.perf_counter() - started)
         offload = asyncio.create_task(self._offload(index, self.setup.manifest.teacher, {INPUT: sample}, None,
                                                     budget_s, len(x)))

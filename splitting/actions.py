@@ -16,6 +16,14 @@ four cores and an upload needs almost none of them, so the race costs the device
 every request, as device-only does), not time. Neither Niu et al. nor the baselines (Neurosurgeon,
 Edgent) have it: they choose from the grid only, and the `hedge` strategy (splitting/baselines.py)
 always takes it, the simplest planner that uses it.
+
+With `hedge_exits` (`split train --hedge --hedge-exits 3`), one more hedge per listed early exit e < S
+comes before it, **hedge:exit{e}**: the same upload, raced against the device's head up to exit e, so
+that when the link is slow the device answers from exit e (sooner, less accurate) instead of waiting
+for its whole network. It never answers later than device exit e (the upload only costs the client's
+work), and whenever the server is sooner it answers with the teacher: what the hindsight oracle does
+by choosing between server-only and an early exit, done causally by the race. In hindsight its outcome
+is one of those two actions', so the headroom bound (bench/split_headroom.py) does not move.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ class Action:
     exit: int       # 1..S: which exit answers
     partition: int  # 0..S: stages run on the device
     bits: int       # bit width of the sent feature (8 for raw pixels and device-only)
-    hedge: bool = False  # server-only raced against the device's own exit S (module docstring)
+    hedge: bool = False  # server-only raced against the device's own exit `exit` (module docstring)
 
     def placement(self, n_stages: int) -> Placement:
         if self.hedge:
@@ -56,24 +64,33 @@ class Action:
         if kind is Placement.SERVER:
             return "server"
         if kind is Placement.HEDGE:
-            return "hedge"
+            return "hedge" if self.exit == n_stages else f"hedge:exit{self.exit}"
         return f"split@{self.partition}:{self.bits}b:exit{self.exit}"
 
 
 class ActionSpace:
     """The (exit, partition, bits) grid of a net with `n_stages` stages, and which cells are valid; with
-    `hedge`, the hedge action after the grid."""
+    `hedge`, the hedges after the grid: one per early exit of `hedge_exits` (ascending), then the
+    whole network's, always last (`hedged()`)."""
 
-    def __init__(self, n_stages: int, bits: tuple[int, ...] = BITS, *, hedge: bool = False) -> None:
+    def __init__(self, n_stages: int, bits: tuple[int, ...] = BITS, *, hedge: bool = False,
+                 hedge_exits: tuple[int, ...] = ()) -> None:
         if n_stages < 2:
             raise ValueError(f"a split needs at least 2 stages, got {n_stages}")
+        if hedge_exits and not hedge:
+            raise ValueError("hedge_exits needs the hedge action (hedge=True)")
+        wrong = [e for e in hedge_exits if not 1 <= e < n_stages]
+        if wrong:
+            raise ValueError(f"a hedge exit must be an early exit, 1..{n_stages - 1} of this {n_stages}-stage "
+                             f"network, got {wrong[0]}")
         self.n_stages = n_stages
         self.bits = tuple(bits)
         self.hedge = hedge
+        self.hedge_exits = tuple(sorted(set(hedge_exits)))
         self.actions = [Action(e, p, b) for e in range(1, n_stages + 1) for p in range(n_stages + 1)
                         for b in self.bits]
         if hedge:
-            self.actions.append(Action(n_stages, 0, self.bits[0], hedge=True))
+            self.actions += [Action(e, 0, self.bits[0], hedge=True) for e in (*self.hedge_exits, n_stages)]
         self.valid = np.array([self._valid(a) for a in self.actions], dtype=bool)
 
     def _valid(self, a: Action) -> bool:
@@ -108,11 +125,21 @@ class ActionSpace:
         """Valid cells of the (exit, partition, bits) grid alone: what the published baselines choose from."""
         return self.valid & np.array([not a.hedge for a in self.actions])
 
-    def hedged(self) -> int:
-        """Index of the hedge action (ValueError in a space without it)."""
+    def hedged(self, exit_: int | None = None) -> int:
+        """Index of the hedge against exit `exit_` (None: the whole network's; ValueError in a space
+        without it)."""
         if not self.hedge:
             raise ValueError("this action space has no hedge action (a planner trained with --hedge has)")
-        return len(self.actions) - 1
+        if exit_ is None or exit_ == self.n_stages:
+            return len(self.actions) - 1
+        if exit_ not in self.hedge_exits:
+            raise ValueError(f"this action space has no hedge against exit {exit_} (its hedge exits: "
+                             f"{list(self.hedge_exits)}; `split train --hedge-exits` adds them)")
+        return len(self.actions) - 1 - len(self.hedge_exits) + self.hedge_exits.index(exit_)
+
+    def hedge_indices(self) -> list[int]:
+        """Indices of every hedge action (none without `hedge`)."""
+        return [i for i, a in enumerate(self.actions) if a.hedge]
 
     def device_only(self, exit_: int) -> int:
         return self.index(Action(exit_, self.n_stages, self.bits[0]))

@@ -14,7 +14,9 @@ Each `choose(obs, mask, view)` sees the observation vector, the valid-action mas
 - Greedy (ours, the strongest simple planner at the learned planners' own objective): per request, the
   action (the hedge included) of the highest reward (splitting/reward.py, with the weights the learned
   planners were trained with) predicted by the cost model at the bandwidth of the last transfer and
-  the device's load; no learning, no memory beyond the last transfer. A learned planner is worth its
+  the device's load, an answer it predicts from the server or the device's own exit taken as the hedge
+  against that exit where the space has one; no learning, no memory beyond the last transfer. A learned
+  planner is worth its
   training only where it beats this at equal accuracy;
 - Hedge: always the hedge action (splitting/actions.py; only in a space trained with it): upload the
   image and run the whole network on the device at once, the first answer wins. The strongest simple
@@ -122,11 +124,20 @@ class Greedy:
             if r > best_r:
                 best, best_r = int(i), r
         space = self.model.space
-        if space.hedge and mask[space.hedged()] and best in (space.server_only(), space.device_only(space.n_stages)):
-            # Both answer with the final exit; the hedge is that answer from whichever comes first. A point
-            # estimate sees no value in it (it predicts one of the two), the real link does: insurance.
-            return space.hedged()
-        return best
+        if not space.hedge or best < 0:
+            return best
+        # A point estimate sees no value in a hedge (it predicts one of its two sides), the real link does:
+        # insurance. Server-only and device exit S both answer with the final exit, and the whole network's
+        # hedge gives that answer from whichever comes first; device exit e, with a hedge against e,
+        # answers no later and with the teacher whenever the server is sooner.
+        a = space.actions[best]
+        if best == space.server_only() or (a.partition == space.n_stages and a.exit == space.n_stages):
+            hedge = space.hedged()
+        elif a.partition == space.n_stages and a.exit in space.hedge_exits:
+            hedge = space.hedged(a.exit)
+        else:
+            return best
+        return hedge if mask[hedge] else best
 
 
 class Hedge:

@@ -107,7 +107,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "train.gamma": "gamma", "train.dqn": "no_dqn", "train.seed": "seed",
     **{f"regime.{name}": name for name in ("period_s", "deadline_ms", "rtt_ms", "request_overhead_bytes",
                                            "response_bytes", "prior_mbit_s", "server_payload", "downlink_traces",
-                                           "hedge")},
+                                           "hedge", "hedge_exits")},
 }
 """`split train`'s flags: the setting each sets (dotted path -> argparse dest)."""
 EVAL_FLAGS: dict[str, str] = {

@@ -32,7 +32,9 @@ first): it answers with the server if that answer arrives by the deadline and be
 else with the device's exit S (`Cost.fallback`). The upload is not cancelled when the device wins (a
 cancelled HTTP request costs its connection, and the next offload a handshake): it finishes or times
 out at the deadline in the background, and the device measures it then (`Cost.measured_at_ms`). A
-hedge never falls back to an early exit.
+hedge never falls back to an earlier exit than its own: the whole network's hedge answers with exit S,
+`hedge:exit{e}` (splitting/actions.py) races the upload against the head up to exit e and answers with
+it (`local = device + load * head_e`).
 
 The same formula serves the environment (with the traces' real throughput over each transfer), the
 planners that predict from an estimate (a constant Mbit/s on an idle link: Neurosurgeon, Edgent) and
@@ -114,7 +116,7 @@ class CostModel:
         self.server_payload = ServerPayload(server_payload)
         self.input_bytes = input_bytes if input_bytes is not None else InputBytes.default(plan.raw_shape)
         # The actions that upload the image itself (server-only and the hedge): their payload is the file.
-        self._file_indices = {space.server_only(), *([space.hedged()] if space.hedge else [])}
+        self._file_indices = {space.server_only(), *space.hedge_indices()}
         s = plan.n_stages
         self._device_ms, self._server_ms, self._payload = [], [], []
         for a in space.actions:
@@ -178,11 +180,11 @@ class CostModel:
 
     def fallback_action(self, index: int) -> int:
         """The device-only action that answers when offloading `index` fails: exit p (split) or exit 1; a
-        hedge's own pass, exit S."""
+        hedge's own pass, its exit (S, or the early exit it races)."""
         a = self.space.actions[index]
         s = self.plan.n_stages
         if a.hedge:
-            return self.space.device_only(s)
+            return self.space.device_only(a.exit)
         return self.space.device_only(a.partition if a.placement(s) is Placement.SPLIT else 1)
 
     def reserve_ms(self, index: int, *, load: float) -> float:
@@ -235,8 +237,9 @@ class CostModel:
         else:
             raise ValueError("cost needs a trace or a positive mbit_s")
         total = device_ms + network + server_ms
-        if self.space.actions[index].hedge:
-            local_ms = device_ms + load * self.device.ms(head_name(self.plan.n_stages))
+        action = self.space.actions[index]
+        if action.hedge:
+            local_ms = device_ms + load * self.device.ms(head_name(action.exit))
             in_time = deadline_ms is None or total <= deadline_ms
             if in_time and local_ms < total:
                 # The device answers first; the upload is left to finish, so the device still measures it.

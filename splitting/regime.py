@@ -74,6 +74,9 @@ class Regime(ConfigModel):
     """the planners may also hedge: upload as server-only and run the whole network on the device at the
     same time, the first answer winning (splitting/actions.py); it adds one action, so planners trained
     with and without it are not interchangeable"""
+    hedge_exits: tuple[int, ...] = ()
+    """early exits the device may also race an upload against (`hedge:exit{e}`, splitting/actions.py):
+    one more action each; needs `hedge`"""
 
     @field_validator("uplink_traces", "downlink_traces", mode="before")
     @classmethod
@@ -89,6 +92,11 @@ class Regime(ConfigModel):
         for name in ("rtt_ms", "request_overhead_bytes", "response_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"regime {name} must be >= 0, got {getattr(self, name)!r}")
+        if self.hedge_exits and not self.hedge:
+            raise ValueError(f"regime hedge_exits {list(self.hedge_exits)} needs hedge (the whole network's "
+                             "hedge comes with them)")
+        if any(e < 1 for e in self.hedge_exits) or len(set(self.hedge_exits)) != len(self.hedge_exits):
+            raise ValueError(f"regime hedge_exits must be distinct exits >= 1, got {list(self.hedge_exits)}")
         if self.prior_mbit_s is not None and not self.prior_mbit_s > 0:
             raise ValueError(f"regime prior_mbit_s must be > 0, got {self.prior_mbit_s!r}")
         return self
@@ -105,6 +113,12 @@ class Regime(ConfigModel):
         if unknown:
             raise ValueError(f"regime has no field {unknown[0]!r}; it has {sorted(known)}")
         changes = {k: v for k, v in values.items() if v is not None}
+        # Hedge exits are hedges too (they come with the whole network's), and a space without the hedge
+        # has none: each flag brings the other along unless both are given.
+        if changes.get("hedge_exits") and "hedge" not in changes:
+            changes["hedge"] = True
+        if changes.get("hedge") is False and "hedge_exits" not in changes:
+            changes["hedge_exits"] = ()
         return type(self).model_validate({**self.model_dump(), **changes}) if changes else self
 
     def to_json(self) -> dict[str, Any]:
@@ -130,6 +144,26 @@ _FLAGS: dict[str, tuple[type, str]] = {
 }
 
 
+class _HedgeFlag(argparse.BooleanOptionalAction):
+    """--hedge / --no-hedge; --no-hedge also drops the early-exit hedges unless --hedge-exits is given."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        if namespace.hedge is False and getattr(namespace, "hedge_exits", None) is None:
+            namespace.hedge_exits = []
+
+
+class _HedgeExitsFlag(argparse.Action):
+    """--hedge-exits E ...; early-exit hedges come with the whole network's, so it implies --hedge."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, list(values))
+        if values and getattr(namespace, "hedge", None) is None:
+            namespace.hedge = True
+
+
 def add_regime_arguments(parser: argparse.ArgumentParser, *, exclude: tuple[str, ...] = ()) -> None:
     """--period-s, --deadline-ms, --rtt-ms, --request-overhead-bytes, --response-bytes, --prior-mbit-s,
     --server-payload and --downlink-traces; each defaults to None: the bundle's regime, else MNIST's."""
@@ -144,9 +178,13 @@ def add_regime_arguments(parser: argparse.ArgumentParser, *, exclude: tuple[str,
                             help="what server-only uploads: jpeg (the dataset's files) or raw pixels "
                                  "(default: the bundle's regime; raw without one)")
     if "hedge" not in exclude:
-        parser.add_argument("--hedge", action=argparse.BooleanOptionalAction, default=None,
+        parser.add_argument("--hedge", action=_HedgeFlag, default=None,
                             help="add the hedge action: upload as server-only and run the whole network on the "
                                  "device at once, first answer wins (default: the bundle's regime; off without one)")
+        parser.add_argument("--hedge-exits", action=_HedgeExitsFlag, type=int, nargs="*", default=None, metavar="E",
+                            help="also race the upload against the device's early exit E (one action each, "
+                                 "hedge:exitE; implies --hedge; none given: no early-exit hedges; default: the "
+                                 "bundle's regime)")
     if "downlink_traces" not in exclude:
         parser.add_argument("--downlink-traces", nargs="+", default=None, metavar="FOLDER",
                             help="trace folders of the server-to-device direction (default: each uplink trace "
@@ -158,6 +196,8 @@ def regime_overrides(args: argparse.Namespace) -> dict[str, Any]:
     values: dict[str, Any] = {name: getattr(args, name, None) for name in _FLAGS}
     values["server_payload"] = getattr(args, "server_payload", None)
     values["hedge"] = getattr(args, "hedge", None)
+    exits = getattr(args, "hedge_exits", None)
+    values["hedge_exits"] = None if exits is None else tuple(exits)
     downlink = getattr(args, "downlink_traces", None)
     values["downlink_traces"] = tuple(str(f) for f in downlink) if downlink else None
     return values

@@ -221,7 +221,7 @@ class SplitSetup:
             data = B.read_verified(bundle, manifest, manifest.artifacts[ARTIFACT_CORRECT])
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 correct = z["correct"]
-        space, val, correct = _with_hedge(grid, val, correct, spec.regime.hedge)
+        space, val, correct = _with_hedge(grid, val, correct, spec.regime)
         policies = {name: MlpPolicy.from_bytes(B.read_verified(bundle, manifest, manifest.artifacts[art]))
                     for name in LEARNED if (art := policy_artifact(name)) in manifest.artifacts}
         for name, policy in policies.items():
@@ -241,13 +241,14 @@ class SplitSetup:
 
     def with_regime(self, regime: Regime) -> SplitSetup:
         """This setup under another regime (command-line flags over the bundle's); policies unchanged, except
-        that turning `hedge` on or off changes the actions, and the policies trained for the other set go."""
-        if regime.hedge == self.space.hedge:
+        that turning `hedge` on or off (or changing its early exits) changes the actions, and the policies
+        trained for the other set go."""
+        if (regime.hedge, tuple(sorted(regime.hedge_exits))) == (self.space.hedge, self.space.hedge_exits):
             return replace(self, spec=self.spec.with_regime(regime))
         grid = ActionSpace(self.plan.n_stages, self.plan.bits)
         n = len(grid)
         space, val, correct = _with_hedge(grid, self.val_accuracy[:n],
-                                          None if self.test_correct is None else self.test_correct[:n], regime.hedge)
+                                          None if self.test_correct is None else self.test_correct[:n], regime)
         policies = {k: p for k, p in self.policies.items() if p.n_actions == len(space)}
         return replace(self, spec=self.spec.with_regime(regime), space=space, val_accuracy=val, test_correct=correct,
                        policies=policies)
@@ -311,18 +312,23 @@ class SplitSetup:
         return Learned(strategy.value, self.policies[strategy.value])
 
 
-def _with_hedge(grid: ActionSpace, val: np.ndarray, correct: np.ndarray | None, hedge: bool
+def _with_hedge(grid: ActionSpace, val: np.ndarray, correct: np.ndarray | None, regime: Regime
                 ) -> tuple[ActionSpace, np.ndarray, np.ndarray | None]:
-    """The action space, validation accuracies and per-sample correctness with the hedge action when
-    `hedge`: its row is server-only's, as both answer with the teacher when the server answers (a hedge
-    the device wins answers with the device's exit S, the same network)."""
-    if not hedge:
+    """The action space, validation accuracies and per-sample correctness with the regime's hedge actions:
+    each hedge's row is server-only's, as both answer with the teacher when the server answers (a hedge
+    the device wins answers with its exit, the device-only row the environment reads then, `Cost.fallback`).
+    An early exit the network does not have is a BundleError naming the exits it has."""
+    if not regime.hedge:
         return grid, val, correct
-    space = ActionSpace(grid.n_stages, grid.bits, hedge=True)
+    try:
+        space = ActionSpace(grid.n_stages, grid.bits, hedge=True, hedge_exits=regime.hedge_exits)
+    except ValueError as err:
+        raise B.BundleError(str(err)) from err
+    hedges = len(space) - len(grid)
     server = grid.server_only()
-    val = np.append(val, val[server])
+    val = np.append(val, np.full(hedges, val[server]))
     if correct is not None:
-        correct = np.concatenate([correct, correct[server][None]], axis=0)
+        correct = np.concatenate([correct, np.repeat(correct[server][None], hedges, axis=0)], axis=0)
     return space, val, correct
 
 

@@ -77,9 +77,10 @@ def test_dual_bound_never_exceeds_a_feasible_choice() -> None:
         assert split_headroom.dual_bound(grid, floor) <= float(latency[r, pick].mean()) + 1e-9
 
 
-@pytest.mark.parametrize("hedge", [False, True], ids=["grid", "with-hedge"])
+@pytest.mark.parametrize("hedge,hedge_exits", [(False, ()), (True, ()), (True, (2, 3))],
+                         ids=["grid", "with-hedge", "with-early-exit-hedges"])
 def test_bound_holds_over_every_action_sequence_of_the_real_environment_with_stalls(
-        profiled_bundle: Path, tmp_path: Path, hedge: bool) -> None:
+        profiled_bundle: Path, tmp_path: Path, hedge: bool, hedge_exits: tuple[int, ...]) -> None:
     # A 0.3 s trace of 0.1 s samples: 0.5 Mbit/s, a stall (0 Mbit/s, floored when read), then 0.3 Mbit/s.
     # Three requests 0.1 s apart: the second one's upload is caught in the stall and abandoned at the
     # deadline, and its bytes still hold the uplink when the third is sent (the backlog the bound relaxes).
@@ -87,7 +88,8 @@ def test_bound_holds_over_every_action_sequence_of_the_real_environment_with_sta
     trace = read_trace(tmp_path / "stall")
     setup = SplitSetup.load(profiled_bundle, need_spec=False)
     if hedge:  # the hedge's upload goes on after the device answers: its backlog must not beat the bound either
-        setup = setup.with_regime(setup.regime.override(hedge=True))
+        setup = setup.with_regime(setup.regime.override(hedge=True, hedge_exits=hedge_exits))
+        assert len(setup.space.hedge_indices()) == 1 + len(hedge_exits)
     cfg = EnvConfig(period_s=0.1, deadline_ms=80.0, rtt_ms=10.0, random_start=False, measure_noise=0.0)
     env = SplitEnv(setup.cost_model(), [trace], setup.val_accuracy, cfg=cfg)
     valid = np.flatnonzero(setup.space.valid)

@@ -1,11 +1,13 @@
 """The hedge action: server-only raced against the device's own whole network (splitting/actions.py).
 
 Its cost is the earlier of the two answers (the server's only by the deadline), the published baselines
-never pick it, a bundle gains it only through its regime, and the live edge runs the same race.
+never pick it, a bundle gains it only through its regime, and the live edge runs the same race. The
+early-exit hedges (`hedge:exitE`) race the same upload against the head up to exit E.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import shutil
@@ -26,7 +28,7 @@ from shared.traces import Trace
 from splitting import profile as P
 from splitting.actions import ActionSpace, Placement
 from splitting.evaluate import eval_env, run_trace
-from splitting.regime import Regime, ServerPayload
+from splitting.regime import Regime, ServerPayload, add_regime_arguments, regime_overrides
 from splitting.segments import head_name
 from splitting.setup import ARTIFACT_SPEC, SPEC_JSON, PlannerSpec, SplitSetup, store_artifact
 
@@ -42,6 +44,82 @@ def test_the_space_gains_one_action_that_needs_a_server() -> None:
     assert hedged.server_only() == grid.server_only() and hedged.device_only(4) == grid.device_only(4)
     with pytest.raises(ValueError, match="hedge"):
         grid.hedged()
+
+
+def test_early_exit_hedges_come_before_the_whole_networks_and_name_their_exit() -> None:
+    grid, space = ActionSpace(4), ActionSpace(4, hedge=True, hedge_exits=(3, 2))
+    assert space.hedge_exits == (2, 3) and len(space) == len(grid) + 3
+    assert space.actions[: len(grid)] == grid.actions
+    assert space.hedged() == len(space) - 1 and space.actions[space.hedged()].exit == 4
+    assert [space.actions[i].label(4) for i in space.hedge_indices()] == ["hedge:exit2", "hedge:exit3", "hedge"]
+    assert space.actions[space.hedged(3)].exit == 3 and space.hedged(4) == space.hedged()
+    for i in space.hedge_indices():
+        assert space.valid[i] and not space.grid_mask()[i] and not space.mask(server_available=False)[i]
+    with pytest.raises(ValueError, match="hedge exits: \\[2, 3\\]"):
+        space.hedged(1)
+    with pytest.raises(ValueError, match=r"early exit, 1\.\.3"):
+        ActionSpace(4, hedge=True, hedge_exits=(4,))
+    with pytest.raises(ValueError, match="needs the hedge"):
+        ActionSpace(4, hedge_exits=(2,))
+
+
+def test_an_early_exit_hedge_answers_by_its_exit_or_with_the_server(profiled_bundle: Path) -> None:
+    setup = SplitSetup.load(profiled_bundle, need_spec=False)
+    setup = setup.with_regime(setup.regime.override(hedge=True, hedge_exits=(2,)))
+    model = setup.cost_model()
+    h2, server = setup.space.hedged(2), setup.space.server_only()
+    offload = model.cost(server, load=1.0, mbit_s=1e6).device_ms
+    local = offload + setup.device.ms(head_name(2))
+    assert local < offload + setup.device.ms(head_name(4))  # an earlier exit answers sooner than the whole net
+    fast = model.cost(h2, load=1.0, mbit_s=100.0, rtt_ms=1.0, deadline_ms=500.0)
+    if fast.latency_ms < local:  # the fixture's server is faster than exit 2 on a fast link
+        assert fast.fallback is None
+    slow = model.cost(h2, load=1.0, mbit_s=0.05, rtt_ms=40.0, deadline_ms=10_000.0)
+    assert slow.fallback == setup.space.device_only(2) and slow.latency_ms == pytest.approx(local)
+    assert slow.completed  # the upload goes on and is measured
+    assert setup.val_accuracy[h2] == setup.val_accuracy[server]
+    # The environment credits a won race with the exit's accuracy, not the teacher's.
+    trace = Trace(name="slow", times_s=np.arange(0, 30, 0.1), mbit_s=np.full(300, 0.02))
+    env = eval_env(setup, [trace])
+    env.reset(options={"trace": 0, "start_s": 0.0})
+    _, _, _, _, info = env.step(h2)
+    assert info["answered"] == setup.space.device_only(2) and info["latency_ms"] == pytest.approx(local)
+
+
+def test_greedy_races_the_exit_it_would_answer_from(profiled_bundle: Path) -> None:
+    # On a link too slow to offload, greedy answers from the device; with a hedge against that exit, it
+    # takes the hedge (never later, and the teacher when the link turns out faster).
+    setup = SplitSetup.load(profiled_bundle, need_spec=False)
+    plain_env = eval_env(setup, [Trace(name="slow", times_s=np.arange(0, 30, 0.1), mbit_s=np.full(300, 0.01))])
+    plain = run_trace(plain_env, setup.planner("greedy", plain_env.model), 0)
+    exits = sorted({setup.space.actions[a].exit for a in plain.action})
+    assert all(setup.space.actions[a].partition == 4 for a in plain.action) and exits
+    early = tuple(e for e in exits if e < 4)
+    hedged = setup.with_regime(setup.regime.override(hedge=True, hedge_exits=early or (2,)))
+    env = eval_env(hedged, [Trace(name="slow", times_s=np.arange(0, 30, 0.1), mbit_s=np.full(300, 0.01))])
+    run = run_trace(env, hedged.planner("greedy", env.model), 0)
+    assert all(hedged.space.actions[a].hedge for a in run.action)
+    assert {hedged.space.actions[a].exit for a in run.action} <= set(exits)
+
+
+def test_regime_flags_bring_the_whole_networks_hedge_with_the_early_ones() -> None:
+    parser = argparse.ArgumentParser()
+    add_regime_arguments(parser)
+    args = parser.parse_args(["--hedge-exits", "3"])
+    assert (args.hedge, regime_overrides(args)["hedge_exits"]) == (True, (3,))
+    assert Regime().override(**regime_overrides(args)).hedge_exits == (3,)
+    dropped = Regime(hedge=True, hedge_exits=(3,)).override(**regime_overrides(parser.parse_args(["--no-hedge"])))
+    assert not dropped.hedge and dropped.hedge_exits == ()
+    with pytest.raises(ValueError, match="needs hedge"):
+        Regime(hedge_exits=(3,))
+    with pytest.raises(ValueError, match="distinct exits"):
+        Regime(hedge=True, hedge_exits=(3, 3))
+
+
+def test_a_hedge_exit_the_network_lacks_is_a_bundle_error(profiled_bundle: Path) -> None:
+    setup = SplitSetup.load(profiled_bundle, need_spec=False)
+    with pytest.raises(BundleError, match=r"early exit, 1\.\.3"):
+        setup.with_regime(setup.regime.override(hedge=True, hedge_exits=(7,)))
 
 
 def _hedged(setup: SplitSetup) -> SplitSetup:
@@ -187,6 +265,24 @@ def test_the_live_edge_runs_the_same_race(hedge_bundle: Path) -> None:
     answer = _ask(agent, x)
     assert answer.source is AnswerSource.FALLBACK and answer.reason == "unreachable"
     np.testing.assert_array_equal(answer.labels, own.labels)
+
+
+def test_the_live_edge_races_an_early_exit_too(profiled_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "early"
+    shutil.copytree(profiled_bundle, out)
+    regime = Regime(deadline_ms=5000.0, hedge=True, hedge_exits=(2,))
+    store_artifact(out, ARTIFACT_SPEC, SPEC_JSON, json.dumps(PlannerSpec(regime).to_json()).encode())
+    x = load_dataset("digits").test.x[:1]
+    agent = SplitAgent(out, cloud=_Cloud(delay_s=0.5))  # type: ignore[arg-type]
+    own = _ask(agent, x, action="device:exit2")
+    answer = _ask(agent, x, action="hedge:exit2")
+    assert answer.source is AnswerSource.FALLBACK and answer.reason == FallbackReason.LOCAL_FIRST.value
+    assert answer.action == "hedge:exit2"
+    np.testing.assert_array_equal(answer.labels, own.labels)
+    agent = SplitAgent(out, cloud=_Cloud(delay_s=0.0))  # type: ignore[arg-type]
+    run = agent.device.run
+    agent.device.run = lambda *a, **k: (time.sleep(0.5), run(*a, **k))[1]  # type: ignore[method-assign]
+    assert _ask(agent, x, action="hedge:exit2").labels.tolist() == [7]
 
 
 def test_a_bundle_without_the_hedge_has_no_live_hedge(profiled_bundle: Path) -> None:
