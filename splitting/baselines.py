@@ -14,10 +14,9 @@ Each `choose(obs, mask, view)` sees the observation vector, the valid-action mas
 - Greedy (ours, the strongest simple planner at the learned planners' own objective): per request, the
   action (the hedge included) of the highest reward (splitting/reward.py, with the weights the learned
   planners were trained with) predicted by the cost model at the bandwidth of the last transfer and
-  the device's load, an answer it predicts from the server or the device's own exit taken as the hedge
-  against that exit where the space has one; no learning, no memory beyond the last transfer. A learned
-  planner is worth its
-  training only where it beats this at equal accuracy;
+  the device's load, an answer it predicts from the server or from the device's own exit taken as the
+  hedge against that exit where the space has one; no learning, no memory beyond the last transfer. A
+  learned planner is worth its training only where it beats this at equal accuracy;
 - Hedge: always the hedge action (splitting/actions.py; only in a space trained with it): upload the
   image and run the whole network on the device at once, the first answer wins. The strongest simple
   planner once the device may race its own pass against the server; Neurosurgeon and Edgent choose
