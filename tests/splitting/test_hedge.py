@@ -283,6 +283,12 @@ def test_the_live_edge_races_an_early_exit_too(profiled_bundle: Path, tmp_path: 
     run = agent.device.run
     agent.device.run = lambda *a, **k: (time.sleep(0.5), run(*a, **k))[1]  # type: ignore[method-assign]
     assert _ask(agent, x, action="hedge:exit2").labels.tolist() == [7]
+    # The server down: exit 2's answer, labelled with the reason.
+    down = OffloadError(FallbackReason.UNREACHABLE, "down", tried=True)
+    agent = SplitAgent(out, cloud=_Cloud(error=down))  # type: ignore[arg-type]
+    answer = _ask(agent, x, action="hedge:exit2")
+    assert answer.source is AnswerSource.FALLBACK and answer.reason == "unreachable"
+    np.testing.assert_array_equal(answer.labels, own.labels)
 
 
 def test_a_bundle_without_the_hedge_has_no_live_hedge(profiled_bundle: Path) -> None:
