@@ -135,7 +135,7 @@ class ActionSpace:
         if exit_ not in self.hedge_exits:
             raise ValueError(f"this action space has no hedge against exit {exit_} (its hedge exits: "
                              f"{list(self.hedge_exits)}; `split train --hedge-exits` adds them)")
-        return len(self.actions) - 1 - len(self.hedge_exits) + self.hedge_exits.index(exit_)
+        return self.index(Action(exit_, 0, self.bits[0], hedge=True))
 
     def hedge_indices(self) -> list[int]:
         """Indices of every hedge action (none without `hedge`)."""

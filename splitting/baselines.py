@@ -130,7 +130,7 @@ class Greedy:
         # hedge gives that answer from whichever comes first; device exit e, with a hedge against e,
         # answers no later and with the teacher whenever the server is sooner.
         a = space.actions[best]
-        if best == space.server_only() or (a.partition == space.n_stages and a.exit == space.n_stages):
+        if best in (space.server_only(), space.device_only(space.n_stages)):
             hedge = space.hedged()
         elif a.partition == space.n_stages and a.exit in space.hedge_exits:
             hedge = space.hedged(a.exit)

@@ -113,12 +113,6 @@ class Regime(ConfigModel):
         if unknown:
             raise ValueError(f"regime has no field {unknown[0]!r}; it has {sorted(known)}")
         changes = {k: v for k, v in values.items() if v is not None}
-        # Hedge exits are hedges too (they come with the whole network's), and a space without the hedge
-        # has none: each flag brings the other along unless both are given.
-        if changes.get("hedge_exits") and "hedge" not in changes:
-            changes["hedge"] = True
-        if changes.get("hedge") is False and "hedge_exits" not in changes:
-            changes["hedge_exits"] = ()
         return type(self).model_validate({**self.model_dump(), **changes}) if changes else self
 
     def to_json(self) -> dict[str, Any]:
