@@ -43,6 +43,7 @@ from shared.oip import ProtocolError
 from shared.preprocess import ImagePreprocessor, is_encoded
 from shared.tasks import retrieve
 from splitting.actions import Placement
+from splitting.hint import greedy_hint
 from splitting.segments import SegmentRunner, head_name, tail_name
 from splitting.setup import LEGACY_STRATEGIES, STRATEGIES, SplitSetup
 from splitting.state import StateTracker
@@ -97,7 +98,10 @@ class SplitAgent:
         self.model = self.setup.cost_model()
         self.preprocessor = ImagePreprocessor.from_spec(self.setup.manifest.input)
         self.cloud = cloud
-        self.tracker = StateTracker(self.setup.spec.state, initial_rtt_ms=self.setup.spec.link.rtt_ms)
+        spec = self.setup.spec
+        self.tracker = StateTracker(spec.state, initial_rtt_ms=spec.link.rtt_ms)
+        self.hint = greedy_hint(self.model, self.setup.val_accuracy, spec.state, acc_weight=spec.acc_weight,
+                                miss_penalty=spec.miss_penalty)
         self.planners = {name: self.setup.planner(name, self.model) for name in self.setup.strategies()
                          if name in LIVE_STRATEGIES} | {
             legacy: self.setup.planner(legacy, self.model) for legacy in LEGACY_STRATEGIES}
@@ -133,8 +137,11 @@ class SplitAgent:
         # An open breaker means the server is known to be down: only device-only actions are valid then.
         reachable = self.cloud is not None and not self.cloud.circuit_open
         mask = self.space.mask(server_available=reachable)
+        view = _View(self.tracker, deadline_ms, load)
         obs = self.tracker.observe(now_s=now, deadline_ms=deadline_ms)
-        index = planner.choose(obs, mask, _View(self.tracker, deadline_ms, load))
+        if self.hint is not None:  # greedy's choice, as the planners saw it in training (splitting/hint.py)
+            obs = self.hint.extend(obs, mask, view)
+        index = planner.choose(obs, mask, view)
         a = self.space.actions[index]
         label = a.label(self.plan.n_stages)
         kind = a.placement(self.plan.n_stages)

@@ -44,6 +44,8 @@ class PlannerTraining(ConfigModel):
     """train the DQN planner too (False: SAC only)."""
     seed: int = 0
     """seeds both planners and their environments."""
+    greedy_hint: bool = False
+    """add greedy's choice to the planners' state (splitting/hint.py)."""
 
     def sac(self) -> Any:
         """The SAC learner's settings (splitting.sac.SacConfig; torch)."""
@@ -104,7 +106,7 @@ class SplitConfig(ConfigModel):
 TRAIN_FLAGS: dict[str, str] = {
     "bundle": "bundle", "train.traces": "traces", "train.acc_weight": "acc_weight",
     "train.miss_penalty": "miss_penalty", "train.steps": "steps", "train.target_entropy_ratio": "target_entropy_ratio",
-    "train.gamma": "gamma", "train.dqn": "no_dqn", "train.seed": "seed",
+    "train.gamma": "gamma", "train.dqn": "no_dqn", "train.seed": "seed", "train.greedy_hint": "greedy_hint",
     **{f"regime.{name}": name for name in ("period_s", "deadline_ms", "rtt_ms", "request_overhead_bytes",
                                            "response_bytes", "prior_mbit_s", "server_payload", "downlink_traces",
                                            "hedge", "hedge_exits")},

@@ -33,6 +33,7 @@ import gymnasium as gym
 import numpy as np
 
 from shared.traces import Trace, pair_traces
+from splitting.hint import greedy_hint
 from splitting.latency import Cost, CostModel
 from splitting.regime import MNIST, Regime
 from splitting.reward import reward as planner_reward
@@ -108,6 +109,8 @@ class SplitEnv(gym.Env):
         self.rtt_ms = self.cfg.rtt_ms
         self.load = 1.0
         self.tracker = StateTracker(self.cfg.state, initial_rtt_ms=self.rtt_ms)
+        self.hint = greedy_hint(cost_model, self.val_accuracy, self.cfg.state, acc_weight=self.cfg.acc_weight,
+                                miss_penalty=self.cfg.miss_penalty)
 
     # gymnasium API ---------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -164,7 +167,9 @@ class SplitEnv(gym.Env):
     # helpers ---------------------------------------------------------------------------------
     def observe(self) -> np.ndarray:
         self.tracker.load = self.load  # the live device measures it from its own compute times
-        return self.tracker.observe(now_s=self.t, deadline_ms=self.deadline_ms)
+        obs = self.tracker.observe(now_s=self.t, deadline_ms=self.deadline_ms)
+        # The environment is its own view (tracker, deadline_ms, load), as it is every planner's.
+        return obs if self.hint is None else self.hint.extend(obs, self.action_masks(), self)
 
     def action_masks(self) -> np.ndarray:
         return self.space.mask()

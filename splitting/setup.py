@@ -222,6 +222,10 @@ class SplitSetup:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 correct = z["correct"]
         space, val, correct = _with_hedge(grid, val, correct, spec.regime)
+        if spec.state.hint_actions not in (0, len(space)):
+            raise B.BundleError(f"{bundle}: its planners' state holds greedy's choice over {spec.state.hint_actions} "
+                                f"actions, but the bundle has {len(space)}; re-run `edgecloud split train --bundle "
+                                f"{bundle}`")
         policies = {name: MlpPolicy.from_bytes(B.read_verified(bundle, manifest, manifest.artifacts[art]))
                     for name in LEARNED if (art := policy_artifact(name)) in manifest.artifacts}
         for name, policy in policies.items():
@@ -250,8 +254,12 @@ class SplitSetup:
         space, val, correct = _with_hedge(grid, self.val_accuracy[:n],
                                           None if self.test_correct is None else self.test_correct[:n], regime)
         policies = {k: p for k, p in self.policies.items() if p.n_actions == len(space)}
-        return replace(self, spec=self.spec.with_regime(regime), space=space, val_accuracy=val, test_correct=correct,
-                       policies=policies)
+        spec = self.spec.with_regime(regime)
+        if spec.state.hint_actions not in (0, len(space)):
+            # Greedy's one-hot was over the other actions; no planner left reads one over these.
+            spec.state = replace(spec.state, hint_actions=0)
+            policies = {}
+        return replace(self, spec=spec, space=space, val_accuracy=val, test_correct=correct, policies=policies)
 
     def cost_model(self, link: LinkModel | None = None, *, server_payload: ServerPayload | None = None) -> CostModel:
         return CostModel(plan=self.plan, space=self.space, device=self.device, server=self.server,

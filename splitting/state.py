@@ -21,7 +21,10 @@ know before it acts:
   the device abandoned at the deadline. On a link with stalls an abandoned offload leaves only an
   upper bound (its bytes over the time it waited, e.g. 0.2 Mbit/s), which the throughput history
   cannot tell from a slow transfer that did finish; these two can, and a stall in progress shows as
-  a fresh transfer (small age) with no recent completion.
+  a fresh transfer (small age) with no recent completion;
+- with `hint_actions` (`edgecloud split train --greedy-hint`; off by default): greedy's choice for
+  this request, one-hot over the actions (splitting/hint.py). The tracker does not compute it (it
+  needs the cost model); the environment and the live device append it to `observe()`'s vector.
 """
 
 from __future__ import annotations
@@ -57,16 +60,20 @@ class StateConfig:
     """EWMA weight of a new load sample"""
     stall: bool = True
     """add the two stall features (time since a transfer last completed, share of abandoned transfers)"""
+    hint_actions: int = 0
+    """greedy's choice as a one-hot over this many actions, after the rest (0: none; training sets it to
+    the action space's size)"""
 
     @property
     def dim(self) -> int:
-        return self.history + 4 + (2 if self.stall else 0)
+        return self.history + 4 + (2 if self.stall else 0) + self.hint_actions
 
     @property
     def names(self) -> list[str]:
         """One name per observation entry, in order (docs/split_inference.md's state table)."""
         names = [f"log10_mbit_s[{i}]" for i in range(self.history)] + ["age", "base_rtt", "deadline", "load"]
-        return names + (["since_completed", "abandoned_share"] if self.stall else [])
+        names += ["since_completed", "abandoned_share"] if self.stall else []
+        return names + [f"greedy[{i}]" for i in range(self.hint_actions)]
 
 
 class StateTracker:
@@ -116,7 +123,8 @@ class StateTracker:
 
     def observe(self, *, now_s: float, deadline_ms: float) -> np.ndarray:
         """(dim,) float32: log10 throughput samples (newest first), age, base RTT, deadline, load
-        [, time since a transfer completed, share of abandoned transfers] (`StateConfig.names`)."""
+        [, time since a transfer completed, share of abandoned transfers] (`StateConfig.names`), without
+        the greedy hint, which splitting/hint.py appends."""
         c = self.cfg
         newest_first = list(reversed(self.samples))
         padded = newest_first + [c.prior_mbit_s] * (c.history - len(newest_first))

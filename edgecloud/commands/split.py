@@ -73,6 +73,8 @@ def add_parser(sub: Any) -> None:
     train.add_argument("--gamma", type=float, default=None, help=f"discount of both planners ({t.gamma:g})")
     train.add_argument("--no-dqn", action="store_true", default=None, help="train SAC only")
     train.add_argument("--seed", type=int, default=None, help=f"seed ({t.seed})")
+    train.add_argument("--greedy-hint", action="store_true", default=None,
+                       help="give the planners greedy's choice as part of their state (docs/split_inference.md)")
     train.add_argument("--config", type=Path, default=None, metavar="JSON", help=CONFIG_HELP)
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.set_defaults(handler=run_train)
@@ -191,7 +193,8 @@ def run_train(args: argparse.Namespace) -> int:
     downlink = [Path(f) for f in cfg.regime.downlink_traces]
     try:
         spec = train_planners(cfg.bundle, list(t.traces), spec, sac=t.sac(), dqn=t.dqn_config(),
-                              progress=not args.no_progress, downlink_folders=downlink or None)
+                              progress=not args.no_progress, downlink_folders=downlink or None,
+                              greedy_hint=t.greedy_hint)
     except (BundleError, TraceError, ValueError) as err:
         print(f"edgecloud split train: {err}", file=sys.stderr)
         return 2
