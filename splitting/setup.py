@@ -355,6 +355,19 @@ def has_split_planner(manifest: B.Manifest) -> bool:
     return all(name in manifest.artifacts for name in needed)
 
 
+def remove_artifact(bundle: Path, name: str) -> bool:
+    """Drop artifact `name` (its file and its manifest entry), rehash the manifest; whether it was there."""
+    bundle = Path(bundle)
+    manifest = B.load_manifest(bundle, verify=False)
+    rel = manifest.artifacts.get(name)
+    if rel is None:
+        return False
+    artifacts = {k: v for k, v in manifest.artifacts.items() if k != name}
+    B.write_manifest(bundle, manifest.model_copy(update={"artifacts": artifacts}))
+    (bundle / rel).unlink(missing_ok=True)
+    return True
+
+
 def store_artifact(bundle: Path, name: str, rel: str, data: bytes) -> None:
     """Write `data` to bundle/rel, list it as artifact `name`, rehash the manifest."""
     bundle = Path(bundle)

@@ -17,6 +17,7 @@ curves as split_planner.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,17 @@ from splitting.dqn import DqnConfig, train_dqn
 from splitting.env import EnvConfig, SplitEnv
 from splitting.policy import save_mlp
 from splitting.sac import SacConfig, mlp_layers, train_sac
-from splitting.setup import ARTIFACT_SPEC, SPEC_JSON, PlannerSpec, SplitSetup, policy_artifact, store_artifact
+from splitting.setup import (
+    ARTIFACT_SPEC,
+    SPEC_JSON,
+    PlannerSpec,
+    SplitSetup,
+    policy_artifact,
+    remove_artifact,
+    store_artifact,
+)
+
+log = logging.getLogger(__name__)
 
 
 def training_traces(folders: list[Path]) -> list[Trace]:
@@ -96,6 +107,9 @@ def train_planners(bundle: Path, folders: list[Path], spec: PlannerSpec, *, sac:
         path = save_mlp(Path(bundle) / "split/policy_dqn.npz", mlp_layers(q), meta={**meta, "algorithm": "dqn"})
         store_artifact(bundle, policy_artifact("dqn"), "split/policy_dqn.npz", path.read_bytes())
         training["dqn"] = {"config": asdict(dqn), "history": dqn_history}
+    elif remove_artifact(bundle, policy_artifact("dqn")):
+        # An earlier training's DQN was trained for that training's state and reward, not this one's.
+        log.info("removed the earlier DQN policy: it was trained for another spec; train with DQN to have one")
     spec.training = training
     store_artifact(bundle, ARTIFACT_SPEC, SPEC_JSON, (json.dumps(spec.to_json(), indent=2) + "\n").encode())
     return spec

@@ -133,11 +133,17 @@ def test_split_train_greedy_hint_trains_planners_that_read_it(profiled_bundle: P
     traces.mkdir()
     for i in range(2):
         (traces / f"t{i}").write_text("".join(f"{t / 10}\t{0.5 + i}\n" for t in range(200)))
+    # An earlier training's DQN, for the state without the hint: a SAC-only retrain must not leave it behind.
+    n = len(SplitSetup.load(bundle, need_spec=False).space)
+    rng = np.random.default_rng(0)
+    old = [(rng.normal(size=(StateConfig().dim, 8)), np.zeros(8)), (rng.normal(size=(8, n)), np.zeros(n))]
+    store_artifact(bundle, policy_artifact("dqn"), "split/policy_dqn.npz",
+                   save_mlp(tmp_path / "dqn.npz", old, meta={}).read_bytes())
     assert main(["split", "train", "--bundle", str(bundle), "--traces", str(traces), "--steps", "64", "--no-dqn",
                  "--greedy-hint", "--deadline-ms", "250", "--no-progress"]) == 0
     setup = SplitSetup.load(bundle)
-    n = len(setup.space)
     assert setup.spec.state.hint_actions == n and setup.policies["sac"].obs_dim == setup.spec.state.dim
+    assert "dqn" not in setup.policies and not (bundle / "split/policy_dqn.npz").exists()
     out = tmp_path / "eval"
     assert main(["split", "eval", "--bundle", str(bundle), "--traces", str(traces), "--out", str(out),
                  "--strategies", "sac", "greedy", "--duration-s", "5"]) == 0
