@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from shared.run_config import ConfigModel, Layer, Scope, env_layer, file_layer, flag_layer, resolve, value_layer
 from splitting.regime import Regime
@@ -46,6 +46,15 @@ class PlannerTraining(ConfigModel):
     """seeds both planners and their environments."""
     greedy_hint: bool = False
     """add greedy's choice to the planners' state (splitting/hint.py)."""
+    hint_acc_weight: float | None = None
+    """greedy's accuracy weight in that hint (None: acc_weight); needs greedy_hint."""
+
+    @model_validator(mode="after")
+    def _hint_weight_needs_the_hint(self) -> PlannerTraining:
+        if self.hint_acc_weight is not None and not self.greedy_hint:
+            raise ValueError("hint_acc_weight is greedy's weight in the greedy hint: give greedy_hint "
+                             "(--greedy-hint) too")
+        return self
 
     def sac(self) -> Any:
         """The SAC learner's settings (splitting.sac.SacConfig; torch)."""
@@ -107,6 +116,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "bundle": "bundle", "train.traces": "traces", "train.acc_weight": "acc_weight",
     "train.miss_penalty": "miss_penalty", "train.steps": "steps", "train.target_entropy_ratio": "target_entropy_ratio",
     "train.gamma": "gamma", "train.dqn": "no_dqn", "train.seed": "seed", "train.greedy_hint": "greedy_hint",
+    "train.hint_acc_weight": "hint_acc_weight",
     **{f"regime.{name}": name for name in ("period_s", "deadline_ms", "rtt_ms", "request_overhead_bytes",
                                            "response_bytes", "prior_mbit_s", "server_payload", "downlink_traces",
                                            "hedge", "hedge_exits")},

@@ -8,7 +8,10 @@ throughput history shows and the last sample hides, a deadline greedy's point es
 residual policy learning starts from a hand-built controller (Silver et al. 2018, "Residual Policy
 Learning"). The hint is computed from what the device knows (splitting/baselines.py, `Greedy`: the
 last measured bandwidth, the base RTT, the deadline and the load, under the valid-action mask), so the
-environment and the live device compute it identically; it uses the planners' own reward weights.
+environment and the live device compute it identically. It uses the planners' own reward weights
+unless the spec names greedy's accuracy weight apart (`--hint-acc-weight`): greedy's frontier has a
+cliff (on the CIFAR-10 ResNet, from 58 ms to always-hedge's 64 ms between weights 3.28 and 3.3), so a
+learner rewarded a little more for accuracy than the greedy that hints it needs a hint from below it.
 """
 
 from __future__ import annotations
@@ -38,13 +41,15 @@ class GreedyHint:
 
 def greedy_hint(model: CostModel, val_accuracy: np.ndarray, state: StateConfig, *, acc_weight: float,
                 miss_penalty: float) -> GreedyHint | None:
-    """The hint `state` asks for (None: a state without one). A state whose one-hot does not cover the
-    model's action space is a ValueError: its planners were trained for other actions."""
+    """The hint `state` asks for (None: a state without one), greedy at `state.hint_acc_weight` or else
+    `acc_weight` (the planners' own). A state whose one-hot does not cover the model's action space is a
+    ValueError: its planners were trained for other actions."""
     if not state.hint_actions:
         return None
     if state.hint_actions != len(model.space):
         raise ValueError(f"the state holds greedy's choice over {state.hint_actions} actions, but the action "
                          f"space has {len(model.space)}; re-train the planners for these actions")
-    greedy = Greedy(model, val_accuracy, prior_mbit_s=state.prior_mbit_s, acc_weight=acc_weight,
+    weight = acc_weight if state.hint_acc_weight is None else state.hint_acc_weight
+    greedy = Greedy(model, val_accuracy, prior_mbit_s=state.prior_mbit_s, acc_weight=weight,
                     miss_penalty=miss_penalty)
     return GreedyHint(greedy, state.hint_actions)

@@ -63,6 +63,8 @@ class StateConfig:
     hint_actions: int = 0
     """greedy's choice as a one-hot over this many actions, after the rest (0: none; training sets it to
     the action space's size)"""
+    hint_acc_weight: float | None = None
+    """greedy's accuracy weight in the hint (None: the planners' own reward weight)"""
 
     @property
     def dim(self) -> int:

@@ -84,15 +84,17 @@ def make_env(setup: SplitSetup, traces: list[Trace], cfg: EnvConfig, *, seed: in
 
 def train_planners(bundle: Path, folders: list[Path], spec: PlannerSpec, *, sac: SacConfig, dqn: DqnConfig | None,
                    progress: bool = True, downlink_folders: list[Path] | None = None,
-                   greedy_hint: bool = False) -> PlannerSpec:
+                   greedy_hint: bool = False, hint_acc_weight: float | None = None) -> PlannerSpec:
     """Train and store; returns the stored spec (with its regime and learning curves). `greedy_hint`: the
-    planners' state also holds greedy's choice (splitting/hint.py)."""
+    planners' state also holds greedy's choice (splitting/hint.py), at accuracy weight `hint_acc_weight`
+    (None: the planners' own)."""
     setup = SplitSetup.load(bundle, need_spec=False)
     traces = training_traces(folders)
     downlink = training_traces(downlink_folders) if downlink_folders else None
     spec = regime_for_training(spec, folders, downlink_folders, traces)
     setup = replace(setup.with_regime(spec.regime), spec=spec)  # the regime sets the actions (hedge)
-    spec.state = replace(spec.state, hint_actions=len(setup.space) if greedy_hint else 0)
+    spec.state = replace(spec.state, hint_actions=len(setup.space) if greedy_hint else 0,
+                         hint_acc_weight=hint_acc_weight if greedy_hint else None)
     cfg = training_env_config(spec)
     agent, sac_history = train_sac(make_env(setup, traces, cfg, seed=sac.seed, downlink=downlink), sac,
                                    progress=progress)

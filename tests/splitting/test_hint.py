@@ -37,31 +37,35 @@ def test_the_state_holds_the_one_hot_after_the_rest() -> None:
     assert hinted.names[:plain.dim] == plain.names and hinted.names[plain.dim:] == [f"greedy[{i}]" for i in range(5)]
 
 
-def _greedy(setup: SplitSetup, env: SplitEnv) -> Greedy:
+def _greedy(setup: SplitSetup, env: SplitEnv, acc_weight: float) -> Greedy:
     c = env.cfg
-    return Greedy(env.model, setup.val_accuracy, prior_mbit_s=c.state.prior_mbit_s, acc_weight=c.acc_weight,
+    return Greedy(env.model, setup.val_accuracy, prior_mbit_s=c.state.prior_mbit_s, acc_weight=acc_weight,
                   miss_penalty=c.miss_penalty)
 
 
 def test_the_environment_appends_greedys_choice_for_this_request(profiled_bundle: Path) -> None:
     setup = SplitSetup.load(profiled_bundle, need_spec=False)
     n = len(setup.space)
-    state = replace(setup.spec.state, hint_actions=n)
-    cfg = EnvConfig(deadline_ms=200.0, rtt_ms=5.0, acc_weight=3.0, random_start=False, state=state)
+    # Greedy in the hint at its own weight (3), the planners' reward at theirs (20).
+    state = replace(setup.spec.state, hint_actions=n, hint_acc_weight=3.0)
+    # A 30 ms deadline: the device's whole network (40 ms here) misses it, and the weight decides what instead.
+    cfg = EnvConfig(deadline_ms=30.0, rtt_ms=5.0, acc_weight=20.0, random_start=False, state=state)
     env = SplitEnv(setup.cost_model(), [TRACE], setup.val_accuracy, cfg=cfg, seed=0)
     assert env.observation_space.shape == (state.dim,)
-    greedy = _greedy(setup, env)
+    greedy, at_20 = _greedy(setup, env, 3.0), _greedy(setup, env, 20.0)
     obs, info = env.reset(options={"trace": 0, "start_s": 0.0})
-    hints = []
+    hints, differs = [], 0
     for _ in range(100):  # 25 s: through the stall and out of it
         assert obs.shape == (state.dim,) and obs.dtype == np.float32
         hint = obs[-n:]
         assert hint.sum() == 1.0 and set(np.unique(hint)) == {0.0, 1.0}
-        # The hint is greedy's choice from the same measurements, at the planners' reward weights.
+        # The hint is greedy's choice from the same measurements, at the hint's weight.
         assert int(hint.argmax()) == greedy.choose(obs[:-n], info["action_mask"], env)
         hints.append(int(hint.argmax()))
+        differs += hints[-1] != at_20.choose(obs[:-n], info["action_mask"], env)
         obs, _, _, _, info = env.step(hints[-1])
     assert len(set(hints)) > 1  # a fast link and a stall call for different actions
+    assert differs  # and the weight is the hint's, not the reward's
 
 
 def _hinted_bundle(profiled_bundle: Path, out: Path, *, hint_actions: int | None = None) -> Path:
@@ -149,8 +153,18 @@ def test_split_train_greedy_hint_trains_planners_that_read_it(profiled_bundle: P
                  "--strategies", "sac", "greedy", "--duration-s", "5"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert set(report["strategies"]) == {"sac", "greedy"}
+    # Greedy's weight in the hint apart from the reward's; without the hint it is refused, naming the flag.
+    assert main(["split", "train", "--bundle", str(bundle), "--traces", str(traces), "--steps", "64", "--no-dqn",
+                 "--greedy-hint", "--hint-acc-weight", "3.5", "--acc-weight", "4", "--no-progress"]) == 0
+    spec = SplitSetup.load(bundle).spec
+    assert (spec.state.hint_acc_weight, spec.acc_weight, spec.state.hint_actions) == (3.5, 4.0, n)
+    capsys.readouterr()
+    assert main(["split", "train", "--bundle", str(bundle), "--traces", str(traces), "--hint-acc-weight", "3.5",
+                 "--no-progress"]) == 2
+    assert "--greedy-hint" in capsys.readouterr().err
     # Without the flag, a retrain drops the hint.
     assert main(["split", "train", "--bundle", str(bundle), "--traces", str(traces), "--steps", "64", "--no-dqn",
                  "--no-progress"]) == 0
     assert SplitSetup.load(bundle).spec.state.hint_actions == 0
+    assert SplitSetup.load(bundle).spec.state.hint_acc_weight is None
     capsys.readouterr()
