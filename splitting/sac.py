@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,8 +189,12 @@ class DiscreteSAC:
                 "entropy": float(entropy.mean())}
 
 
-def train_sac(env: SplitEnv, cfg: SacConfig, *, progress: bool = True) -> tuple[DiscreteSAC, list[dict[str, Any]]]:
-    """Train on `env` (the training traces); returns the agent and a log every 1000 steps."""
+def train_sac(env: SplitEnv, cfg: SacConfig, *, progress: bool = True,
+              checkpoint: Callable[[int, list[tuple[np.ndarray, np.ndarray]]], None] | None = None,
+              checkpoint_every: int = 5000) -> tuple[DiscreteSAC, list[dict[str, Any]]]:
+    """Train on `env` (the training traces); returns the agent and a log every 1000 steps. `checkpoint`
+    gets the actor's layers (`mlp_layers`) every `checkpoint_every` steps once learning has started, and
+    at the end (splitting/select.py keeps the one the weight rule would pick)."""
     rng = np.random.default_rng(cfg.seed)
     torch.set_num_threads(1)
     valid = env.space.valid
@@ -215,4 +220,7 @@ def train_sac(env: SplitEnv, cfg: SacConfig, *, progress: bool = True) -> tuple[
             log.info("SAC step %d: reward %.3f alpha %.4f entropy %.3f", step, record["mean_reward"],
                      stats.get("alpha", float("nan")), stats.get("entropy", float("nan")))
             window = []
+        if checkpoint is not None and step > cfg.learning_starts and (
+                step % checkpoint_every == 0 or step == cfg.total_steps):
+            checkpoint(step, mlp_layers(agent.actor))
     return agent, history

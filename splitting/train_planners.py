@@ -29,6 +29,7 @@ from splitting.dqn import DqnConfig, train_dqn
 from splitting.env import EnvConfig, SplitEnv
 from splitting.policy import save_mlp
 from splitting.sac import SacConfig, mlp_layers, train_sac
+from splitting.select import FloorSelector
 from splitting.setup import (
     ARTIFACT_SPEC,
     SPEC_JSON,
@@ -84,10 +85,13 @@ def make_env(setup: SplitSetup, traces: list[Trace], cfg: EnvConfig, *, seed: in
 
 def train_planners(bundle: Path, folders: list[Path], spec: PlannerSpec, *, sac: SacConfig, dqn: DqnConfig | None,
                    progress: bool = True, downlink_folders: list[Path] | None = None,
-                   greedy_hint: bool = False, hint_acc_weight: float | None = None) -> PlannerSpec:
+                   greedy_hint: bool = False, hint_acc_weight: float | None = None,
+                   select_floor_points: float | None = None) -> PlannerSpec:
     """Train and store; returns the stored spec (with its regime and learning curves). `greedy_hint`: the
     planners' state also holds greedy's choice (splitting/hint.py), at accuracy weight `hint_acc_weight`
-    (None: the planners' own)."""
+    (None: the planners' own). `select_floor_points`: store the SAC checkpoint that is fastest on the
+    training traces at expected accuracy >= the teacher's less that many points (splitting/select.py),
+    not the last one."""
     setup = SplitSetup.load(bundle, need_spec=False)
     traces = training_traces(folders)
     downlink = training_traces(downlink_folders) if downlink_folders else None
@@ -96,12 +100,17 @@ def train_planners(bundle: Path, folders: list[Path], spec: PlannerSpec, *, sac:
     spec.state = replace(spec.state, hint_actions=len(setup.space) if greedy_hint else 0,
                          hint_acc_weight=hint_acc_weight if greedy_hint else None)
     cfg = training_env_config(spec)
+    selector = None
+    if select_floor_points is not None:
+        selector = FloorSelector(setup, traces, floor_points=select_floor_points)
     agent, sac_history = train_sac(make_env(setup, traces, cfg, seed=sac.seed, downlink=downlink), sac,
-                                   progress=progress)
+                                   progress=progress, checkpoint=selector)
+    layers = mlp_layers(agent.actor) if selector is None or selector.best is None else selector.best[1]
     meta = {"algorithm": "sac", "obs_dim": spec.state.dim, "n_actions": len(setup.space)}
-    path = save_mlp(Path(bundle) / "split/policy_sac.npz", mlp_layers(agent.actor), meta=meta)
+    path = save_mlp(Path(bundle) / "split/policy_sac.npz", layers, meta=meta)
     store_artifact(bundle, policy_artifact("sac"), "split/policy_sac.npz", path.read_bytes())
-    training = {"sac": {"config": asdict(sac), "target_entropy": agent.target_entropy, "history": sac_history},
+    training = {"sac": {"config": asdict(sac), "target_entropy": agent.target_entropy, "history": sac_history,
+                        **({} if selector is None else {"selection": selector.record()})},
                 "env": {k: v for k, v in asdict(cfg).items() if k != "state"}}
     if dqn is not None:
         q, dqn_history = train_dqn(make_env(setup, traces, cfg, seed=dqn.seed, downlink=downlink), dqn,
