@@ -49,8 +49,10 @@ class PlannerTraining(ConfigModel):
     hint_acc_weight: float | None = None
     """greedy's accuracy weight in that hint (None: acc_weight); needs greedy_hint."""
     select_floor_points: float | None = None
-    """keep the SAC checkpoint (every 5,000 steps) fastest on the training traces at expected accuracy at
-    least the teacher's less this many points (None: the last one)."""
+    """keep the SAC checkpoint (every `select_every` steps) fastest on the training traces at expected
+    accuracy at least the teacher's less this many points (None: the last one)."""
+    select_every: int = Field(default=5000, ge=1)
+    """steps between the checkpoints scored for select_floor_points."""
 
     @model_validator(mode="after")
     def _hint_weight_needs_the_hint(self) -> PlannerTraining:
@@ -120,6 +122,7 @@ TRAIN_FLAGS: dict[str, str] = {
     "train.miss_penalty": "miss_penalty", "train.steps": "steps", "train.target_entropy_ratio": "target_entropy_ratio",
     "train.gamma": "gamma", "train.dqn": "no_dqn", "train.seed": "seed", "train.greedy_hint": "greedy_hint",
     "train.hint_acc_weight": "hint_acc_weight", "train.select_floor_points": "select_floor_points",
+    "train.select_every": "select_every",
     **{f"regime.{name}": name for name in ("period_s", "deadline_ms", "rtt_ms", "request_overhead_bytes",
                                            "response_bytes", "prior_mbit_s", "server_payload", "downlink_traces",
                                            "hedge", "hedge_exits")},

@@ -86,12 +86,12 @@ def make_env(setup: SplitSetup, traces: list[Trace], cfg: EnvConfig, *, seed: in
 def train_planners(bundle: Path, folders: list[Path], spec: PlannerSpec, *, sac: SacConfig, dqn: DqnConfig | None,
                    progress: bool = True, downlink_folders: list[Path] | None = None,
                    greedy_hint: bool = False, hint_acc_weight: float | None = None,
-                   select_floor_points: float | None = None) -> PlannerSpec:
+                   select_floor_points: float | None = None, select_every: int = 5000) -> PlannerSpec:
     """Train and store; returns the stored spec (with its regime and learning curves). `greedy_hint`: the
     planners' state also holds greedy's choice (splitting/hint.py), at accuracy weight `hint_acc_weight`
     (None: the planners' own). `select_floor_points`: store the SAC checkpoint that is fastest on the
     training traces at expected accuracy >= the teacher's less that many points (splitting/select.py),
-    not the last one."""
+    not the last one; checkpoints every `select_every` steps."""
     setup = SplitSetup.load(bundle, need_spec=False)
     traces = training_traces(folders)
     downlink = training_traces(downlink_folders) if downlink_folders else None
@@ -104,7 +104,7 @@ def train_planners(bundle: Path, folders: list[Path], spec: PlannerSpec, *, sac:
     if select_floor_points is not None:
         selector = FloorSelector(setup, traces, floor_points=select_floor_points)
     agent, sac_history = train_sac(make_env(setup, traces, cfg, seed=sac.seed, downlink=downlink), sac,
-                                   progress=progress, checkpoint=selector)
+                                   progress=progress, checkpoint=selector, checkpoint_every=select_every)
     layers = mlp_layers(agent.actor) if selector is None or selector.best is None else selector.best[1]
     meta = {"algorithm": "sac", "obs_dim": spec.state.dim, "n_actions": len(setup.space)}
     path = save_mlp(Path(bundle) / "split/policy_sac.npz", layers, meta=meta)

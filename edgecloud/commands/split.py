@@ -78,8 +78,10 @@ def add_parser(sub: Any) -> None:
     train.add_argument("--hint-acc-weight", type=float, default=None, metavar="W",
                        help="with --greedy-hint: greedy's accuracy weight in the hint (default: --acc-weight)")
     train.add_argument("--select-floor-points", type=float, default=None, metavar="P",
-                       help="keep the SAC checkpoint (every 5,000 steps) fastest on the training traces at expected "
-                            "accuracy >= the teacher's less P points (default: the last one)")
+                       help="keep the SAC checkpoint fastest on the training traces at expected accuracy >= the "
+                            "teacher's less P points (default: the last one)")
+    train.add_argument("--select-every", type=int, default=None, metavar="N",
+                       help=f"with --select-floor-points: steps between scored checkpoints ({t.select_every})")
     train.add_argument("--config", type=Path, default=None, metavar="JSON", help=CONFIG_HELP)
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
     train.set_defaults(handler=run_train)
@@ -200,7 +202,7 @@ def run_train(args: argparse.Namespace) -> int:
         spec = train_planners(cfg.bundle, list(t.traces), spec, sac=t.sac(), dqn=t.dqn_config(),
                               progress=not args.no_progress, downlink_folders=downlink or None,
                               greedy_hint=t.greedy_hint, hint_acc_weight=t.hint_acc_weight,
-                              select_floor_points=t.select_floor_points)
+                              select_floor_points=t.select_floor_points, select_every=t.select_every)
     except (BundleError, TraceError, ValueError) as err:
         print(f"edgecloud split train: {err}", file=sys.stderr)
         return 2

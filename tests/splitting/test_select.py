@@ -54,12 +54,15 @@ def test_split_train_keeps_the_selected_checkpoint(profiled_bundle: Path, tmp_pa
     traces.mkdir()
     for i in range(2):
         (traces / f"t{i}").write_text("".join(f"{t / 10}\t{0.5 + i}\n" for t in range(200)))
-    # 1,200 steps: learning starts after 1,000, so the one checkpoint is the last actor (the end of training).
+    # 1,200 steps: learning starts after 1,000; checkpoints at 1,050 and 1,200 (every 150 steps, and the end).
     assert main(["split", "train", "--bundle", str(bundle), "--traces", str(traces), "--steps", "1200", "--no-dqn",
-                 "--select-floor-points", "100", "--deadline-ms", "250", "--no-progress"]) == 0
+                 "--select-floor-points", "100", "--select-every", "150", "--deadline-ms", "250",
+                 "--no-progress"]) == 0
     setup = SplitSetup.load(bundle)
     selection = setup.spec.training["sac"]["selection"]
-    assert [c["step"] for c in selection["checkpoints"]] == [1200] and selection["kept_step"] == 1200
-    assert selection["checkpoints"][0]["above_floor"]  # a floor 100 points down admits every actor
+    steps = [c["step"] for c in selection["checkpoints"]]
+    assert steps == [1050, 1200] and all(c["above_floor"] for c in selection["checkpoints"])  # 100 points down
+    fastest = min(selection["checkpoints"], key=lambda c: c["mean_latency_ms"])
+    assert selection["kept_step"] == fastest["step"]
     stored = json.loads((bundle / "split" / "config.json").read_text())
     assert stored["train"]["select_floor_points"] == 100.0
