@@ -14,13 +14,7 @@ from shared.bundle import load_manifest, read_verified
 from splitting.config import EVAL_FLAGS, TRAIN_FLAGS, SplitConfig, resolve_split, split_layers
 from splitting.regime import Regime, ServerPayload
 from splitting.setup import ARTIFACT_CONFIG, ARTIFACT_SPEC, SPEC_JSON, PlannerSpec, SplitSetup, store_artifact
-
-
-def _traces(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(2):
-        (folder / f"t{i}").write_text("".join(f"{t / 10}\t{0.5 + i}\n" for t in range(200)))
-    return folder
+from tests.helpers.trace_folder import trace_folder
 
 
 def _resolve(argv: list[str], flags: dict[str, str]) -> SplitConfig:
@@ -68,7 +62,7 @@ def test_train_flags_keep_their_defaults_and_no_dqn_is_a_setting(profiled_bundle
 
 def test_eval_writes_the_settings_it_used_beside_its_report(profiled_bundle: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    traces, out = _traces(tmp_path / "norway-hsdpa-test"), tmp_path / "eval"
+    traces, out = trace_folder(tmp_path / "norway-hsdpa-test"), tmp_path / "eval"
     (tmp_path / "split.json").write_text(json.dumps({"regime": {"rtt_ms": 5.0}, "eval": {"duration_s": 5.0}}))
     monkeypatch.setenv("EDGECLOUD_SPLIT__EVAL__STRATEGIES", '["device_only", "server_only_raw"]')
     assert main(["split", "eval", "--bundle", str(profiled_bundle), "--traces", str(traces), "--out", str(out),
@@ -101,7 +95,7 @@ def test_train_stores_the_settings_it_used_beside_the_planners(profiled_bundle: 
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     bundle = tmp_path / "bundle"
     shutil.copytree(profiled_bundle, bundle)
-    traces = _traces(tmp_path / "up")
+    traces = trace_folder(tmp_path / "up")
     (tmp_path / "split.json").write_text(json.dumps({"train": {"miss_penalty": 3.0, "acc_weight": 5.0}}))
     monkeypatch.setenv("EDGECLOUD_SPLIT__TRAIN__ACC_WEIGHT", "10")
     assert main(["split", "train", "--bundle", str(bundle), "--traces", str(traces), "--steps", "64", "--no-dqn",

@@ -25,6 +25,7 @@ from splitting.policy import save_mlp
 from splitting.regime import Regime
 from splitting.setup import ARTIFACT_SPEC, SPEC_JSON, PlannerSpec, SplitSetup, policy_artifact, store_artifact
 from splitting.state import StateConfig
+from tests.helpers.trace_folder import trace_folder
 
 # 10 s fast, 10 s stalled, 10 s fast: greedy's choice changes with what the device measured (over a 5 ms
 # RTT the fixture's server answers sooner than its device).
@@ -133,10 +134,7 @@ def test_split_train_greedy_hint_trains_planners_that_read_it(profiled_bundle: P
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     bundle = tmp_path / "bundle"
     shutil.copytree(profiled_bundle, bundle)
-    traces = tmp_path / "up"
-    traces.mkdir()
-    for i in range(2):
-        (traces / f"t{i}").write_text("".join(f"{t / 10}\t{0.5 + i}\n" for t in range(200)))
+    traces = trace_folder(tmp_path / "up")
     # An earlier training's DQN, for the state without the hint: a SAC-only retrain must not leave it behind.
     n = len(SplitSetup.load(bundle, need_spec=False).space)
     rng = np.random.default_rng(0)

@@ -14,6 +14,7 @@ from edgecloud.cli import main
 from shared.traces import Trace
 from splitting.select import FloorSelector
 from splitting.setup import SplitSetup
+from tests.helpers.trace_folder import trace_folder
 
 TRACES = [Trace(name=f"t{i}", times_s=np.array([0.0, 5.0]), mbit_s=np.array([2.0 + i, 0.05])) for i in range(2)]
 
@@ -50,10 +51,7 @@ def test_the_fastest_actor_above_the_floor_is_kept(profiled_bundle: Path) -> Non
 def test_split_train_keeps_the_selected_checkpoint(profiled_bundle: Path, tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     shutil.copytree(profiled_bundle, bundle)
-    traces = tmp_path / "up"
-    traces.mkdir()
-    for i in range(2):
-        (traces / f"t{i}").write_text("".join(f"{t / 10}\t{0.5 + i}\n" for t in range(200)))
+    traces = trace_folder(tmp_path / "up")
     # 1,200 steps: learning starts after 1,000; checkpoints at 1,050 and 1,200 (every 150 steps, and the end).
     assert main(["split", "train", "--bundle", str(bundle), "--traces", str(traces), "--steps", "1200", "--no-dqn",
                  "--select-floor-points", "100", "--select-every", "150", "--deadline-ms", "250",
