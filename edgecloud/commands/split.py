@@ -71,7 +71,8 @@ def add_parser(sub: Any) -> None:
     train.add_argument("--target-entropy-ratio", type=float, default=None,
                        help=f"SAC target entropy as a fraction of log(#valid actions) ({t.target_entropy_ratio:g})")
     train.add_argument("--gamma", type=float, default=None, help=f"discount of both planners ({t.gamma:g})")
-    train.add_argument("--no-dqn", action="store_true", default=None, help="train SAC only")
+    train.add_argument("--no-dqn", action="store_true", default=None,
+                       help="train SAC only (an earlier training's DQN policy is removed)")
     train.add_argument("--seed", type=int, default=None, help=f"seed ({t.seed})")
     train.add_argument("--greedy-hint", action="store_true", default=None,
                        help="give the planners greedy's choice as part of their state (docs/split_inference.md)")
