@@ -26,6 +26,7 @@ from split_headroom import side  # bench/ holds scripts, not a package
 from shared.traces import Trace, load_traces
 from splitting.baselines import Greedy, Planner
 from splitting.evaluate import eval_env, run_trace
+from splitting.select import accuracy_floor, meets_floor
 from splitting.setup import SplitSetup
 
 
@@ -70,7 +71,7 @@ def planner_points(bundles: list[Path], traces: list[Trace], strategy: str) -> l
 
 def pick(points: list[Point], floor: float) -> Point | None:
     """The lowest mean latency at or above the expected-accuracy floor."""
-    above = [p for p in points if p.expected_accuracy >= floor - 1e-12]
+    above = [p for p in points if meets_floor(p.expected_accuracy, floor)]
     return min(above, key=lambda p: p.mean_latency_ms) if above else None
 
 
@@ -89,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("nothing to measure: give --weights and/or --planners")
     setup = SplitSetup.load(args.bundle, need_spec=False)
     traces = load_traces(args.traces)
-    teacher = float(setup.val_accuracy[setup.space.server_only()])
-    floor = teacher - args.floor_points / 100.0
+    floor = accuracy_floor(setup, args.floor_points)
+    teacher = floor + args.floor_points / 100.0
     points = greedy_points(setup, traces, args.weights) + planner_points(args.planners, traces, args.strategy)
     chosen = pick(points, floor)
     print(f"{args.traces.name}: {len(traces)} traces, deadline {setup.regime.deadline_ms:g} ms; floor "
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| planner | mean ms | expected acc. | test acc. | miss rate | |")
     print("|---|---:|---:|---:|---:|---|")
     for p in points:
-        mark = "picked" if p is chosen else ("below floor" if p.expected_accuracy < floor - 1e-12 else "")
+        mark = "picked" if p is chosen else ("" if meets_floor(p.expected_accuracy, floor) else "below floor")
         print(f"| {p.label} | {p.mean_latency_ms:.1f} | {100 * p.expected_accuracy:.2f}% | "
               f"{100 * p.test_accuracy:.2f}% | {100 * p.miss_rate:.1f}% | {mark} |")
     if args.json is not None:

@@ -27,6 +27,16 @@ from splitting.setup import SplitSetup
 log = logging.getLogger(__name__)
 
 
+def accuracy_floor(setup: SplitSetup, floor_points: float) -> float:
+    """The rule's floor: the teacher's validation accuracy (the device's whole network) less `floor_points`."""
+    return float(setup.val_accuracy[setup.space.device_only(setup.space.n_stages)]) - floor_points / 100.0
+
+
+def meets_floor(expected_accuracy: float, floor: float) -> bool:
+    """At or above the floor (a rounding hair below it counts: means over thousands of requests)."""
+    return expected_accuracy >= floor - 1e-12
+
+
 @dataclass
 class Checkpoint:
     """One actor's score on the training traces."""
@@ -46,22 +56,21 @@ class FloorSelector:
         if not traces:
             raise ValueError("checkpoint selection needs at least one training trace")
         self.setup, self.traces, self.duration_s = setup, traces, duration_s
-        teacher = float(setup.val_accuracy[setup.space.device_only(setup.space.n_stages)])
-        self.floor = teacher - floor_points / 100.0
+        self.env = eval_env(setup, traces)  # reset per trace, so one serves every checkpoint
+        self.floor = accuracy_floor(setup, floor_points)
         self.scores: list[Checkpoint] = []
         self.best: tuple[Checkpoint, list[tuple[np.ndarray, np.ndarray]]] | None = None
 
     def score(self, layers: list[tuple[np.ndarray, np.ndarray]], step: int) -> Checkpoint:
-        env = eval_env(self.setup, self.traces)
         planner = Learned("sac", MlpPolicy(layers, {}))
         latency, accuracy = [], []
         for i in range(len(self.traces)):
-            env.reset(seed=i)  # the estimator noise `split eval` gives trace i
-            run = run_trace(env, planner, i, duration_s=self.duration_s)
+            self.env.reset(seed=i)  # the estimator noise `split eval` gives trace i
+            run = run_trace(self.env, planner, i, duration_s=self.duration_s)
             latency += run.latency_ms
             accuracy += [float(self.setup.val_accuracy[a]) for a in run.answered]
         mean_accuracy = float(np.mean(accuracy))
-        return Checkpoint(step, float(np.mean(latency)), mean_accuracy, mean_accuracy >= self.floor - 1e-12)
+        return Checkpoint(step, float(np.mean(latency)), mean_accuracy, meets_floor(mean_accuracy, self.floor))
 
     def __call__(self, step: int, layers: list[tuple[np.ndarray, np.ndarray]]) -> None:
         point = self.score(layers, step)

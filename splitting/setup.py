@@ -256,9 +256,8 @@ class SplitSetup:
         policies = {k: p for k, p in self.policies.items() if p.n_actions == len(space)}
         spec = self.spec.with_regime(regime)
         if spec.state.hint_actions not in (0, len(space)):
-            # Greedy's one-hot was over the other actions; no planner left reads one over these.
+            # Greedy's one-hot was over the other actions, as were the planners that read it (dropped above).
             spec.state = replace(spec.state, hint_actions=0)
-            policies = {}
         return replace(self, spec=spec, space=space, val_accuracy=val, test_correct=correct, policies=policies)
 
     def cost_model(self, link: LinkModel | None = None, *, server_payload: ServerPayload | None = None) -> CostModel:
